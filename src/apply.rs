@@ -1,0 +1,266 @@
+//! One batch through the data path: render → compare → stage → check →
+//! rename → reload, for a set of resources against one snapshot.
+//!
+//! Both drivers use this: `render --once` calls it once, the daemon once per
+//! coalesced batch. Each resource ends with an [`Outcome`]; one failing
+//! resource never stops the others. Reload commands run after every file of
+//! the batch is in place, and a command shared by several resources runs
+//! once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::dns::DnsConfig;
+use crate::hooks;
+use crate::install::{Comparison, Target};
+use crate::render;
+use crate::resource::Resource;
+use crate::store::Snapshot;
+use crate::templates::TemplateSet;
+
+/// How a batch is applied.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Render and compare only: write nothing, run nothing.
+    pub noop: bool,
+    /// With `noop`, also produce a unified diff of each change.
+    pub diff: bool,
+    /// Write every destination below this directory instead of `/`.
+    pub dest_root: Option<PathBuf>,
+    /// Skip reload commands (checks still run).
+    pub no_reload: bool,
+    /// For `lookup_srv` in templates.
+    pub dns: DnsConfig,
+    /// Random delay before reloads for resources that set none.
+    pub reload_splay: Duration,
+}
+
+/// The step at which a resource failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Reading the resource file.
+    Load,
+    /// Rendering the template.
+    Render,
+    /// Comparing, staging or renaming.
+    Install,
+    /// The check command.
+    Check,
+    /// The reload command.
+    Reload,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::Load => "load",
+            Step::Render => "render",
+            Step::Install => "install",
+            Step::Check => "check",
+            Step::Reload => "reload",
+        })
+    }
+}
+
+/// What happened to a resource that did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// The destination already matched.
+    Unchanged,
+    /// A new file was installed (and checked, and reloaded).
+    Installed,
+    /// `noop`: the destination would change.
+    WouldChange,
+}
+
+/// A failure: which step, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The step.
+    pub step: Step,
+    /// One message.
+    pub message: String,
+}
+
+/// The result of one resource in one batch.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The resource name.
+    pub name: String,
+    /// The path written (under `dest_root` when given).
+    pub dest: PathBuf,
+    /// The revision of the snapshot rendered.
+    pub revision: i64,
+    /// sha256 of the rendered content, when it rendered.
+    pub sha256: Option<String>,
+    /// What changed, for the log ("content", "mode 0600 → 0644"...).
+    pub changed: Option<String>,
+    /// The unified diff (`noop` + `diff`).
+    pub diff: Option<String>,
+    /// Success or failure.
+    pub result: Result<Action, Failure>,
+    /// How long the render took.
+    pub render_time: Duration,
+}
+
+impl Outcome {
+    /// A resource that failed before rendering (bad resource file).
+    pub fn load_failure(name: &str, dest: PathBuf, revision: i64, message: String) -> Outcome {
+        Outcome {
+            name: name.to_string(),
+            dest,
+            revision,
+            sha256: None,
+            changed: None,
+            diff: None,
+            result: Err(Failure {
+                step: Step::Load,
+                message,
+            }),
+            render_time: Duration::ZERO,
+        }
+    }
+}
+
+/// The path a destination is written to, under `dest_root` when given.
+pub fn dest_path(dest: &Path, dest_root: Option<&Path>) -> PathBuf {
+    match dest_root {
+        Some(root) => root.join(dest.strip_prefix("/").unwrap_or(dest)),
+        None => dest.to_path_buf(),
+    }
+}
+
+/// The install target for `res` under `opts`.
+pub fn target(res: &Resource, opts: &Options) -> Target {
+    let preview = opts.dest_root.is_some();
+    Target {
+        dest: dest_path(&res.dest, opts.dest_root.as_deref()),
+        mode: res.mode,
+        // A preview under --dest-root belongs to whoever runs it.
+        uid: if preview { None } else { res.uid },
+        gid: if preview { None } else { res.gid },
+        create_dirs: res.create_dest_dirs || preview,
+        backup: res.backup,
+    }
+}
+
+fn unified_diff(old: Option<&[u8]>, new: &[u8], path: &Path) -> String {
+    let old = String::from_utf8_lossy(old.unwrap_or_default());
+    let new = String::from_utf8_lossy(new);
+    let p = path.display().to_string();
+    similar::TextDiff::from_lines(&*old, &*new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&p, &p)
+        .to_string()
+}
+
+/// Applies `resources` against `snapshot`; returns one outcome each, in order.
+pub async fn apply(
+    resources: &[&Resource],
+    snapshot: &Snapshot,
+    templates: &TemplateSet,
+    opts: &Options,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(resources.len());
+    // reload command → (indices of outcomes, longest splay)
+    let mut reloads: BTreeMap<String, (Vec<usize>, Duration, Duration)> = BTreeMap::new();
+    for res in resources {
+        let t = target(res, opts);
+        let start = std::time::Instant::now();
+        let rendered = render::render(res, snapshot, templates, &opts.dns);
+        let mut out = Outcome {
+            name: res.name.clone(),
+            dest: t.dest.clone(),
+            revision: snapshot.revision(),
+            sha256: None,
+            changed: None,
+            diff: None,
+            result: Ok(Action::Unchanged),
+            render_time: start.elapsed(),
+        };
+        let content = match rendered {
+            Ok(c) => c,
+            Err(message) => {
+                out.result = Err(Failure {
+                    step: Step::Render,
+                    message,
+                });
+                outcomes.push(out);
+                continue;
+            }
+        };
+        out.sha256 = Some(hex::encode(Sha256::digest(&content)));
+        out.result = install_one(res, &t, &content, opts, &mut out).await;
+        if out.result == Ok(Action::Installed)
+            && !opts.no_reload
+            && let Some(cmd) = &res.reload_cmd
+        {
+            let cmd = hooks::substitute(cmd, &t.dest, &t.dest);
+            let splay = res.reload_splay.unwrap_or(opts.reload_splay);
+            let e = reloads
+                .entry(cmd)
+                .or_insert((Vec::new(), Duration::ZERO, Duration::ZERO));
+            e.0.push(outcomes.len());
+            e.1 = e.1.max(splay);
+            e.2 = e.2.max(res.command_timeout);
+        }
+        outcomes.push(out);
+    }
+    for (cmd, (idx, splay, timeout)) in reloads {
+        if !splay.is_zero() {
+            let d = splay.mul_f64(rand::random::<f64>());
+            tracing::info!(command = %cmd, delay_ms = d.as_millis() as u64, "reload splay");
+            tokio::time::sleep(d).await;
+        }
+        let result = hooks::run(&cmd, timeout).await;
+        let names: Vec<&str> = idx.iter().map(|&i| outcomes[i].name.as_str()).collect();
+        match &result {
+            Ok(()) => tracing::info!(resources = ?names, command = %cmd, "reloaded"),
+            Err(e) => tracing::error!(resources = ?names, "reload failed: {e}"),
+        }
+        if let Err(e) = result {
+            for i in idx {
+                outcomes[i].result = Err(Failure {
+                    step: Step::Reload,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    outcomes
+}
+
+async fn install_one(
+    res: &Resource,
+    t: &Target,
+    content: &[u8],
+    opts: &Options,
+    out: &mut Outcome,
+) -> Result<Action, Failure> {
+    let fail = |step: Step| move |message: String| Failure { step, message };
+    let (what, old) = match t.compare(content).map_err(fail(Step::Install))? {
+        Comparison::Same => return Ok(Action::Unchanged),
+        Comparison::Differs { what, old } => (what, old),
+    };
+    out.changed = Some(what);
+    if opts.noop {
+        if opts.diff {
+            out.diff = Some(unified_diff(old.as_deref(), content, &t.dest));
+        }
+        return Ok(Action::WouldChange);
+    }
+    let staged = t.stage(content).map_err(fail(Step::Install))?;
+    if let Some(check) = &res.check_cmd {
+        let cmd = hooks::substitute(check, staged.path(), &t.dest);
+        hooks::run(&cmd, res.command_timeout)
+            .await
+            .map_err(|e| fail(Step::Check)(e.to_string()))?;
+    }
+    staged.commit().map_err(fail(Step::Install))?;
+    Ok(Action::Installed)
+}

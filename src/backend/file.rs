@@ -1,0 +1,211 @@
+//! The file backend: keys from YAML, JSON or TOML files.
+//!
+//! Nested maps become `/`-separated keys (`{a: {b: 1}}` → `/a/b = "1"`),
+//! lists become numbered children (`/a/0`, `/a/1`), scalars become their
+//! text (`true`, `1.5`, `null` → empty string). Several files merge in the
+//! order given; a later file's key replaces an earlier one's. The format is
+//! chosen by extension (`.yaml`/`.yml`, `.json`, `.toml`).
+
+use std::path::{Path, PathBuf};
+
+use crate::store::{Key, Snapshot, Val};
+
+/// Why a key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileBackendError {
+    /// The file could not be read.
+    #[error("cannot read key file {}: {source}", path.display())]
+    Read {
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid in its format.
+    #[error("invalid key file {}: {message}", path.display())]
+    Parse {
+        /// The key file.
+        path: PathBuf,
+        /// What the parser said (with line and column).
+        message: String,
+    },
+    /// The extension does not say which format the file is in.
+    #[error("key file {}: unknown format (use .yaml, .yml, .json or .toml)", path.display())]
+    UnknownFormat {
+        /// The key file.
+        path: PathBuf,
+    },
+}
+
+/// Reads every file and merges their keys into one snapshot at `revision`.
+pub fn load(paths: &[PathBuf], revision: i64) -> Result<Snapshot, FileBackendError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for path in paths {
+        read_one(path, &mut pairs)?;
+    }
+    Ok(Snapshot::from_pairs(
+        revision,
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Key::from(k), Val::from(v.into_bytes()))),
+    ))
+}
+
+fn read_one(path: &Path, out: &mut Vec<(String, String)>) -> Result<(), FileBackendError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileBackendError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parse_err = |message: String| FileBackendError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "yaml" | "yml" => {
+            let v: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+            flatten_yaml(String::new(), &v, out).map_err(parse_err)
+        }
+        "json" => {
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+            flatten_json(String::new(), &v, out);
+            Ok(())
+        }
+        "toml" => {
+            let v: toml::Table = toml::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+            flatten_toml(String::new(), &toml::Value::Table(v), out);
+            Ok(())
+        }
+        _ => Err(FileBackendError::UnknownFormat {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+fn child(base: &str, name: &str) -> String {
+    format!("{base}/{}", name.trim_matches('/'))
+}
+
+fn leaf(path: String, value: String, out: &mut Vec<(String, String)>) {
+    out.push((if path.is_empty() { "/".into() } else { path }, value));
+}
+
+fn flatten_yaml(
+    path: String,
+    v: &serde_yaml_ng::Value,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), String> {
+    use serde_yaml_ng::Value as Y;
+    match v {
+        Y::Mapping(m) => {
+            for (k, v) in m {
+                let name = match k {
+                    Y::String(s) => s.clone(),
+                    Y::Number(n) => n.to_string(),
+                    Y::Bool(b) => b.to_string(),
+                    other => {
+                        return Err(format!(
+                            "under {}: a map key must be a string, number or bool, not {other:?}",
+                            if path.is_empty() { "/" } else { &path }
+                        ));
+                    }
+                };
+                flatten_yaml(child(&path, &name), v, out)?;
+            }
+        }
+        Y::Sequence(s) => {
+            for (i, v) in s.iter().enumerate() {
+                flatten_yaml(child(&path, &i.to_string()), v, out)?;
+            }
+        }
+        Y::String(s) => leaf(path, s.clone(), out),
+        Y::Number(n) => leaf(path, n.to_string(), out),
+        Y::Bool(b) => leaf(path, b.to_string(), out),
+        Y::Null => leaf(path, String::new(), out),
+        Y::Tagged(t) => flatten_yaml(path, &t.value, out)?,
+    }
+    Ok(())
+}
+
+fn flatten_json(path: String, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    use serde_json::Value as J;
+    match v {
+        J::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| flatten_json(child(&path, k), v, out)),
+        J::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| flatten_json(child(&path, &i.to_string()), v, out)),
+        J::String(s) => leaf(path, s.clone(), out),
+        J::Number(n) => leaf(path, n.to_string(), out),
+        J::Bool(b) => leaf(path, b.to_string(), out),
+        J::Null => leaf(path, String::new(), out),
+    }
+}
+
+fn flatten_toml(path: String, v: &toml::Value, out: &mut Vec<(String, String)>) {
+    use toml::Value as T;
+    match v {
+        T::Table(m) => m
+            .iter()
+            .for_each(|(k, v)| flatten_toml(child(&path, k), v, out)),
+        T::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| flatten_toml(child(&path, &i.to_string()), v, out)),
+        T::String(s) => leaf(path, s.clone(), out),
+        T::Integer(n) => leaf(path, n.to_string(), out),
+        T::Float(n) => leaf(path, n.to_string(), out),
+        T::Boolean(b) => leaf(path, b.to_string(), out),
+        T::Datetime(d) => leaf(path, d.to_string(), out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(name: &str, text: &str) -> Result<Snapshot, FileBackendError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        load(&[p], 1)
+    }
+
+    fn get(s: &Snapshot, k: &str) -> String {
+        String::from_utf8(s.get(k).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn nested_maps_become_keys_in_every_format() {
+        let y = load_str("k.yaml", "a:\n  b: 1\n  c: [x, true]\n  d: null\n").unwrap();
+        assert_eq!(get(&y, "/a/b"), "1");
+        assert_eq!(get(&y, "/a/c/0"), "x");
+        assert_eq!(get(&y, "/a/c/1"), "true");
+        assert_eq!(get(&y, "/a/d"), "");
+        let j = load_str("k.json", r#"{"a": {"b": 1.5, "s": "x\"y"}}"#).unwrap();
+        assert_eq!(get(&j, "/a/b"), "1.5");
+        assert_eq!(get(&j, "/a/s"), "x\"y");
+        let t = load_str("k.toml", "[a]\nb = 2\n").unwrap();
+        assert_eq!(get(&t, "/a/b"), "2");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let e = load_str("bad.yaml", "a:\n  b: [1\n").unwrap_err().to_string();
+        assert!(e.contains("bad.yaml") && e.contains("line"), "{e}");
+        let e = load_str("bad.toml", "a = \n").unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("line"), "{e}");
+        let e = load(&[PathBuf::from("/nonexistent/k.yaml")], 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/k.yaml"), "{e}");
+    }
+}

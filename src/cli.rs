@@ -1,0 +1,495 @@
+//! The command line: parsing, settings, and the `render --once` / `check`
+//! drivers. Errors become one message and an exit code here; nothing below
+//! this module prints or exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::apply::{self, Action, Options, Outcome};
+use crate::dns::DnsConfig;
+use crate::resource::{self, Resource};
+use crate::settings::{BackendKind, Layer, LogFormat, Settings};
+use crate::status::Status;
+use crate::store::{Change, Key, Snapshot, Val};
+use crate::templates::TemplateSet;
+
+/// Exit codes (also listed in `--help`).
+pub mod exit {
+    /// Everything rendered and is in sync (or was installed, checked and reloaded).
+    pub const OK: u8 = 0;
+    /// `--noop`/`--diff` with `--exit-code`: some file would change.
+    pub const CHANGES: u8 = 1;
+    /// One or more resources failed (render, check, install or reload).
+    pub const FAILED: u8 = 2;
+    /// Invalid settings, command line or conf.d directory.
+    pub const CONFIG: u8 = 3;
+    /// The backend could not be read (etcd unreachable, key file invalid).
+    pub const BACKEND: u8 = 4;
+}
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  everything rendered and is in sync, or was installed, checked and reloaded
+  1  with --noop/--diff and --exit-code: some file would change
+  2  one or more resources failed (render, check, install or reload); each is named
+  3  invalid settings, command line or conf.d directory
+  4  the backend could not be read (etcd unreachable, key file missing or invalid)";
+
+/// liveconf keeps configuration files in step with live state in etcd.
+#[derive(Parser, Debug)]
+#[command(name = "liveconf", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Render every resource; without --once, keep watching and re-render on change.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Render(RenderArgs),
+    /// Parse every resource and render it in memory; write nothing.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Check(CheckArgs),
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Common {
+    /// Settings file [default: CONFDIR/liveconf.toml, when it exists].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Configuration directory holding conf.d/ and templates/ [default: /etc/liveconf].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub confdir: Option<PathBuf>,
+    /// Where keys come from [default: file when --file is given, else etcd].
+    #[arg(long, value_enum, global = true)]
+    pub backend: Option<BackendKind>,
+    /// etcd endpoints, comma-separated (e.g. https://etcd1:2379,https://etcd2:2379).
+    #[arg(long, value_name = "URL[,URL...]", global = true)]
+    pub endpoints: Option<String>,
+    /// Discover etcd endpoints from DNS SRV records of this domain.
+    #[arg(long, value_name = "DOMAIN", global = true)]
+    pub srv_domain: Option<String>,
+    /// SRV record name to look up under --srv-domain [default: _etcd-client-ssl._tcp].
+    #[arg(long, value_name = "NAME", global = true)]
+    pub srv_record: Option<String>,
+    /// Global key prefix, joined in front of every resource's prefix.
+    #[arg(long, value_name = "P", global = true)]
+    pub prefix: Option<String>,
+    /// Key file for the file backend (YAML, JSON or TOML); repeatable.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub file: Vec<PathBuf>,
+    /// CA certificate to verify etcd's certificate.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub cert_file: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub key_file: Option<PathBuf>,
+    /// etcd user name.
+    #[arg(long, global = true)]
+    pub username: Option<String>,
+    /// File holding the etcd password.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// State directory (status.json) [default: /var/lib/liveconf].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (off unless given).
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long, value_name = "LEVEL", global = true)]
+    pub log_level: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+    /// Coalescing window MIN[:MAX] for every resource ("0s" turns it off) [default: 100ms:1s].
+    #[arg(long, value_name = "MIN[:MAX]", global = true)]
+    pub wait: Option<String>,
+    /// This host's name in status and fleet reports [default: the hostname].
+    #[arg(long, value_name = "NAME", global = true)]
+    pub node_name: Option<String>,
+}
+
+impl Common {
+    fn layer(&self) -> Layer {
+        Layer {
+            confdir: self.confdir.clone(),
+            backend: self.backend,
+            endpoints: self.endpoints.clone().map(|e| vec![e]),
+            srv_domain: self.srv_domain.clone(),
+            srv_record: self.srv_record.clone(),
+            prefix: self.prefix.clone(),
+            file: (!self.file.is_empty()).then(|| self.file.clone()),
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+            state_dir: self.state_dir.clone(),
+            metrics_addr: self.metrics_addr,
+            log_level: self.log_level.clone(),
+            log_format: self.log_format,
+            wait: self.wait.clone(),
+            node_name: self.node_name.clone(),
+            ..Layer::default()
+        }
+    }
+}
+
+/// `liveconf render`.
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    /// Render every resource once against one snapshot, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Render and compare only: change nothing, run no command.
+    #[arg(long)]
+    pub noop: bool,
+    /// Print a unified diff of every file that would change (implies --noop).
+    #[arg(long)]
+    pub diff: bool,
+    /// With --noop/--diff: exit 1 when some file would change.
+    #[arg(long)]
+    pub exit_code: bool,
+    /// Only this resource (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Write every destination below DIR (/srv/x.json → DIR/srv/x.json); owner and group are not applied.
+    #[arg(long, value_name = "DIR")]
+    pub dest_root: Option<PathBuf>,
+    /// Skip reload commands (check commands still run).
+    #[arg(long)]
+    pub no_reload: bool,
+    /// Preview: pretend KEY (absolute, as given to etcdctl) holds VALUE. Needs --once and --noop or --diff.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Preview: pretend KEY does not exist. Needs --once and --noop or --diff.
+    #[arg(long, value_name = "KEY")]
+    pub unset: Vec<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `liveconf check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Only this resource (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// A failure that maps to an exit code.
+#[derive(Debug)]
+pub struct Exit {
+    /// The code.
+    pub code: u8,
+    /// The message (none when outcomes were already reported).
+    pub error: Option<anyhow::Error>,
+}
+
+fn config_err(e: impl Into<anyhow::Error>) -> Exit {
+    Exit {
+        code: exit::CONFIG,
+        error: Some(e.into()),
+    }
+}
+
+fn backend_err(e: impl Into<anyhow::Error>) -> Exit {
+    Exit {
+        code: exit::BACKEND,
+        error: Some(e.into()),
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::CONFIG } else { exit::OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("liveconf: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let result = rt.block_on(run(cli));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Exit { code, error }) => {
+            if let Some(e) = error {
+                eprintln!("liveconf: {}", one_line(&e));
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// An error and its causes as one line: "a: b: c".
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+async fn run(cli: Cli) -> Result<u8, Exit> {
+    match cli.command {
+        Command::Render(args) => render(args).await,
+        Command::Check(args) => check(args).await,
+    }
+}
+
+fn settings(common: &Common) -> Result<Settings, Exit> {
+    let s = Settings::load(common.config.as_deref(), common.layer()).map_err(config_err)?;
+    crate::logging::init(&s.log_level, s.log_format).map_err(|e| config_err(anyhow!(e)))?;
+    Ok(s)
+}
+
+/// The resources of conf.d, loaded; the ones that failed to load come back
+/// as outcomes.
+pub struct Loaded {
+    /// Resources that loaded.
+    pub resources: Vec<Resource>,
+    /// Load failures.
+    pub failed: Vec<resource::ResourceError>,
+}
+
+/// Loads conf.d (restricted to `only` when not empty).
+pub fn load_resources(s: &Settings, only: &[String]) -> Result<Loaded> {
+    let conf_d = s.conf_d();
+    let files = resource::list(&conf_d)
+        .with_context(|| format!("cannot read resource directory {}", conf_d.display()))?;
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_stem().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    for o in only {
+        if !names.contains(o) {
+            bail!("--only {o}: no resource {o} in {} (there are: {})", conf_d.display(), names.join(", "));
+        }
+    }
+    let templates_dir = s.templates_dir();
+    let mut loaded = Loaded {
+        resources: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (file, name) in files.iter().zip(&names) {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
+        match resource::load(file, &templates_dir, &s.prefix) {
+            Ok(r) => loaded.resources.push(r),
+            Err(e) => loaded.failed.push(e),
+        }
+    }
+    if loaded.resources.is_empty() && loaded.failed.is_empty() {
+        bail!("no resource in {} (add NAME.toml files with a [template] table)", conf_d.display());
+    }
+    Ok(loaded)
+}
+
+/// Reads one snapshot from the configured backend.
+pub async fn snapshot(s: &Settings, watched: &[String]) -> Result<Snapshot, Exit> {
+    match s.backend {
+        BackendKind::File => crate::backend::file::load(&s.files, 1).map_err(backend_err),
+        BackendKind::Etcd => crate::backend::etcd::snapshot_once(s, watched)
+            .await
+            .map_err(backend_err),
+    }
+}
+
+fn parse_overlay(set: &[String], unset: &[String]) -> Result<Vec<Change>, Exit> {
+    let mut changes = Vec::new();
+    for kv in set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| config_err(anyhow!("--set {kv:?}: expected KEY=VALUE")))?;
+        if !k.starts_with('/') {
+            return Err(config_err(anyhow!("--set {kv:?}: KEY must be absolute (start with /), as given to etcdctl")));
+        }
+        changes.push(Change::Put(Key::from(k), Val::from(v.as_bytes())));
+    }
+    for k in unset {
+        if !k.starts_with('/') {
+            return Err(config_err(anyhow!("--unset {k:?}: KEY must be absolute (start with /)")));
+        }
+        changes.push(Change::Delete(Key::from(k.as_str())));
+    }
+    Ok(changes)
+}
+
+fn all_watched(resources: &[Resource]) -> Vec<String> {
+    let mut w: Vec<String> = resources.iter().flat_map(|r| r.watched.clone()).collect();
+    w.sort();
+    w.dedup();
+    w
+}
+
+async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
+    if args.diff {
+        args.noop = true;
+    }
+    if args.exit_code && !args.noop {
+        return Err(config_err(anyhow!("--exit-code goes with --noop or --diff")));
+    }
+    let overlay = parse_overlay(&args.set, &args.unset)?;
+    if !overlay.is_empty() && !(args.once && args.noop) {
+        return Err(config_err(anyhow!(
+            "--set/--unset only preview a change: use them with --once and --noop or --diff"
+        )));
+    }
+    let s = settings(&args.common)?;
+    if !args.once {
+        let opts = daemon_options(&args, &s);
+        return crate::daemon::run(s, args.only, opts).await;
+    }
+    let loaded = load_resources(&s, &args.only).map_err(config_err)?;
+    let templates = TemplateSet::load(&s.templates_dir());
+    let mut snap = snapshot(&s, &all_watched(&loaded.resources)).await?;
+    for c in overlay {
+        snap.apply(c);
+    }
+    let opts = daemon_options(&args, &s);
+    let refs: Vec<&Resource> = loaded.resources.iter().collect();
+    let mut outcomes = apply::apply(&refs, &snap, &templates, &opts).await;
+    for e in &loaded.failed {
+        outcomes.push(Outcome::load_failure(
+            &e.name,
+            PathBuf::new(),
+            snap.revision(),
+            e.to_string(),
+        ));
+    }
+    report(&outcomes, &opts);
+    if !opts.noop {
+        let mut status = Status::read(&s.state_dir).unwrap_or_default();
+        status.node = s.node_name.clone();
+        status.backend = format!("{:?}", s.backend).to_lowercase();
+        status.revision = snap.revision();
+        status.record(&outcomes);
+        if let Err(e) = status.write(&s.state_dir) {
+            tracing::warn!("status not saved: {e}");
+        }
+    }
+    Ok(exit_code(&outcomes, args.exit_code))
+}
+
+fn daemon_options(args: &RenderArgs, s: &Settings) -> Options {
+    Options {
+        noop: args.noop,
+        diff: args.diff,
+        dest_root: args.dest_root.clone(),
+        no_reload: args.no_reload,
+        dns: DnsConfig {
+            nameserver: s.dns_server,
+        },
+        reload_splay: s.reload_splay,
+    }
+}
+
+/// Logs each outcome and prints diffs to stdout.
+pub fn report(outcomes: &[Outcome], opts: &Options) {
+    for o in outcomes {
+        match &o.result {
+            Ok(Action::Unchanged) => tracing::debug!(
+                resource = %o.name, revision = o.revision, dest = %o.dest.display(), "in sync"
+            ),
+            Ok(Action::Installed) => tracing::info!(
+                resource = %o.name, revision = o.revision, dest = %o.dest.display(),
+                changed = o.changed.as_deref().unwrap_or(""), "installed"
+            ),
+            Ok(Action::WouldChange) => {
+                tracing::info!(
+                    resource = %o.name, revision = o.revision, dest = %o.dest.display(),
+                    changed = o.changed.as_deref().unwrap_or(""), "would change"
+                );
+                if let (true, Some(d)) = (opts.diff, &o.diff) {
+                    print!("{d}");
+                }
+            }
+            Err(f) => tracing::error!(
+                resource = %o.name, revision = o.revision, step = %f.step,
+                "failed: {}", f.message
+            ),
+        }
+    }
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        tracing::error!("{} of {} resources failed: {}", failed.len(), outcomes.len(), failed.join(", "));
+    }
+}
+
+fn exit_code(outcomes: &[Outcome], exit_code_flag: bool) -> u8 {
+    if outcomes.iter().any(|o| o.result.is_err()) {
+        exit::FAILED
+    } else if exit_code_flag
+        && outcomes
+            .iter()
+            .any(|o| o.result == Ok(Action::WouldChange))
+    {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }
+}
+
+async fn check(args: CheckArgs) -> Result<u8, Exit> {
+    let s = settings(&args.common)?;
+    let loaded = load_resources(&s, &args.only).map_err(config_err)?;
+    let templates = TemplateSet::load(&s.templates_dir());
+    let snap = snapshot(&s, &all_watched(&loaded.resources)).await?;
+    let dns = DnsConfig {
+        nameserver: s.dns_server,
+    };
+    let mut failed = 0;
+    for e in &loaded.failed {
+        tracing::error!(resource = %e.name, step = "load", "failed: {e}");
+        failed += 1;
+    }
+    for r in &loaded.resources {
+        match crate::render::render(r, &snap, &templates, &dns) {
+            Ok(bytes) => tracing::info!(resource = %r.name, revision = snap.revision(), bytes = bytes.len(), "ok"),
+            Err(e) => {
+                tracing::error!(resource = %r.name, step = "render", "failed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    let total = loaded.resources.len() + loaded.failed.len();
+    if failed > 0 {
+        tracing::error!("{failed} of {total} resources failed");
+        Ok(exit::FAILED)
+    } else {
+        tracing::info!("all {total} resources render");
+        Ok(exit::OK)
+    }
+}

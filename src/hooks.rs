@@ -1,0 +1,179 @@
+//! Check and reload commands: `/bin/sh -c`, a timeout, captured output.
+//!
+//! Each command runs in its own process group, so a timeout kills the
+//! whole tree it started. Its output (stdout and stderr, interleaved) goes
+//! to an unlinked temporary file rather than a pipe — a daemon the command
+//! leaves behind cannot make liveconf wait — and only the first
+//! [`OUTPUT_CAP`] bytes are kept for logs and status. Only paths chosen by
+//! liveconf are substituted into a command; values from etcd never reach a
+//! shell.
+
+use std::io::{Read, Seek};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// How much of a command's output is kept.
+pub const OUTPUT_CAP: usize = 16 * 1024;
+
+/// How a command ended, when it did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookFailure {
+    /// The command as run.
+    pub command: String,
+    /// "exited with status 1", "killed by signal 9", "timed out after 30s"...
+    pub how: String,
+    /// The start of its output.
+    pub output: String,
+}
+
+impl std::fmt::Display for HookFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` {}", self.command, self.how)?;
+        let out = self.output.trim();
+        if !out.is_empty() {
+            write!(f, ": {out}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes `s` for the shell when it holds anything but plain path characters.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Replaces `{{src}}`, `{{dest}}` (and confd's `{{.src}}`, spaces allowed
+/// inside the braces) with the shell-quoted paths.
+pub fn substitute(cmd: &str, src: &Path, dest: &Path) -> String {
+    let src = shell_quote(&src.to_string_lossy());
+    let dest = shell_quote(&dest.to_string_lossy());
+    let mut out = String::with_capacity(cmd.len() + 64);
+    let mut rest = cmd;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let name = after[..end].trim().trim_start_matches('.');
+                match name {
+                    "src" => out.push_str(&src),
+                    "dest" => out.push_str(&dest),
+                    _ => out.push_str(&rest[start..start + 2 + end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn read_capped(mut f: std::fs::File) -> String {
+    let _ = f.rewind();
+    let mut buf = Vec::with_capacity(1024);
+    let _ = f.by_ref().take(OUTPUT_CAP as u64 + 1).read_to_end(&mut buf);
+    let truncated = buf.len() > OUTPUT_CAP;
+    buf.truncate(OUTPUT_CAP);
+    let mut s = String::from_utf8_lossy(&buf).into_owned();
+    if truncated {
+        s.push_str(" [output truncated]");
+    }
+    s
+}
+
+/// Runs `command` with `/bin/sh -c`, killing its process group after `timeout`.
+pub async fn run(command: &str, timeout: Duration) -> Result<(), HookFailure> {
+    let fail = |how: String, output: String| HookFailure {
+        command: command.to_string(),
+        how,
+        output,
+    };
+    let out = tempfile::tempfile().map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
+    let keep = out
+        .try_clone()
+        .map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
+    let pgid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(fail(format!("could not be waited for: {e}"), String::new())),
+        Err(_) => {
+            if let Some(pg) = pgid {
+                let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = child.wait().await;
+            return Err(fail(
+                format!("timed out after {}", humantime::format_duration(timeout)),
+                read_capped(keep),
+            ));
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let how = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "failed".to_string(),
+    };
+    Err(fail(how, read_capped(keep)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_accepts_confd_spellings_and_quotes() {
+        let s = substitute(
+            "php -l {{src}} && cmp {{ .src }} {{.dest}} {{other}}",
+            Path::new("/srv/.x.tmp"),
+            Path::new("/srv/my file"),
+        );
+        assert_eq!(s, "php -l /srv/.x.tmp && cmp /srv/.x.tmp '/srv/my file' {{other}}");
+    }
+
+    #[tokio::test]
+    async fn reports_status_and_output() {
+        assert!(run("true", Duration::from_secs(5)).await.is_ok());
+        let e = run("echo broken >&2; exit 3", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(e.how, "exited with status 3");
+        assert_eq!(e.output.trim(), "broken");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_process_group() {
+        let e = run("sleep 30 & sleep 30", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(e.how.starts_with("timed out"), "{e}");
+    }
+}

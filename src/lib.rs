@@ -1,0 +1,24 @@
+//! liveconf keeps configuration files in step with live state in etcd.
+//!
+//! The data path, one module per step (see ARCHITECTURE.md):
+//! [`backend`] → [`store`] → [`render`] (with [`templates`], [`functions`],
+//! [`encode`]) → [`install`] → [`hooks`] → [`status`]; [`apply`] drives one
+//! batch through it, [`cli`] and [`daemon`] drive batches.
+
+pub mod apply;
+pub mod backend;
+pub mod cli;
+pub mod daemon;
+pub mod dns;
+pub mod encode;
+pub mod functions;
+pub mod hooks;
+pub mod install;
+pub mod keypath;
+pub mod logging;
+pub mod render;
+pub mod resource;
+pub mod settings;
+pub mod status;
+pub mod store;
+pub mod templates;

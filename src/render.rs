@@ -1,0 +1,77 @@
+//! Rendering: one resource, one snapshot in; bytes out. Pure — no I/O
+//! except what a template explicitly asks for (`getenv`, DNS look-ups).
+
+use crate::dns::DnsConfig;
+use crate::encode::{self, Decode};
+use crate::functions::{self, Scope};
+use crate::keypath;
+use crate::resource::{Format, Resource, Source};
+use crate::store::Snapshot;
+use crate::templates::{self, TemplateSet};
+
+/// Largest output a resource may produce (a runaway template is refused).
+pub const MAX_OUTPUT: usize = 64 * 1024 * 1024;
+
+/// Renders `res` from `snapshot`. The error is one message naming what is
+/// wrong (the template and line, the key).
+pub fn render(
+    res: &Resource,
+    snapshot: &Snapshot,
+    templates: &TemplateSet,
+    dns: &DnsConfig,
+) -> Result<Vec<u8>, String> {
+    let out = match &res.source {
+        Source::Format(format, decode) => render_format(res, snapshot, *format, *decode)?,
+        Source::Template(name) => {
+            if let Some(problem) = templates.problem(name) {
+                return Err(problem);
+            }
+            let mut ctx = tera::Context::new();
+            ctx.insert("revision", &snapshot.revision());
+            ctx.insert("resource", &res.name);
+            let scope = Scope {
+                snapshot: snapshot.clone(),
+                prefix: res.prefix.clone(),
+                watched: res.watched.clone(),
+                dns: dns.clone(),
+            };
+            functions::with_scope(scope, || templates.tera().render(name, &ctx))
+                .map_err(|e| templates::describe(&e))?
+        }
+    };
+    if out.len() > MAX_OUTPUT {
+        return Err(format!(
+            "rendered output is {} bytes, more than the {} byte limit",
+            out.len(),
+            MAX_OUTPUT
+        ));
+    }
+    Ok(out.into_bytes())
+}
+
+fn render_format(
+    res: &Resource,
+    snapshot: &Snapshot,
+    format: Format,
+    decode: Decode,
+) -> Result<String, String> {
+    // Every key under the watched prefixes, named relative to the resource
+    // prefix. Watched prefixes are sorted and may nest; skip nested ones so
+    // no key is visited twice.
+    let mut roots: Vec<&str> = Vec::new();
+    for w in &res.watched {
+        if !roots.iter().any(|r| crate::store::is_at_or_below(w, r)) {
+            roots.push(w);
+        }
+    }
+    let entries = roots.into_iter().flat_map(|r| {
+        snapshot
+            .subtree(r)
+            .map(|(k, v)| (keypath::relative(&res.prefix, k).unwrap_or(k), &**v))
+    });
+    let json = encode::build_tree(entries, decode).map_err(|e| e.to_string())?;
+    match format {
+        Format::Json => Ok(encode::json_document(&json)),
+        Format::Php => encode::php_document(&encode::to_tera(&json)).map_err(|e| e.to_string()),
+    }
+}

@@ -1,0 +1,371 @@
+//! Resource files: `conf.d/*.toml`, one resource each, confd-compatible.
+//!
+//! Parsing is strict: unknown fields, a missing `[template]` table, a mode
+//! that is not octal, an unknown owner or group, a missing template — each is
+//! one error naming the file (and the line, where TOML knows it). A
+//! resource's name is its file's stem.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::encode::Decode;
+use crate::keypath;
+
+/// Default `command_timeout` for check and reload commands.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A resource that could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}", file.display())]
+pub struct ResourceError {
+    /// The resource's name (file stem).
+    pub name: String,
+    /// The resource file.
+    pub file: PathBuf,
+    /// What is wrong, with the line where known.
+    pub message: String,
+}
+
+/// Generated output without a template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Sorted, indented JSON with a trailing newline.
+    Json,
+    /// `<?php return [...];`
+    Php,
+}
+
+/// Where a resource's content comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A Tera template, by its path under `templates/`.
+    Template(String),
+    /// The tree of `keys`, encoded.
+    Format(Format, Decode),
+}
+
+/// A coalescing window: render once the keys have been quiet for `min`, but
+/// no later than `max` after the first change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// Quiet period.
+    pub min: Duration,
+    /// Longest delay after the first change.
+    pub max: Duration,
+}
+
+impl Wait {
+    /// No coalescing.
+    pub const OFF: Wait = Wait {
+        min: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+
+    /// Parses `"MIN"` or `"MIN:MAX"` (`"0s"` is off; MIN alone means MAX = 4 × MIN).
+    pub fn parse(s: &str) -> Result<Wait, String> {
+        let (min, max) = match s.split_once(':') {
+            Some((a, b)) => (parse_duration(a)?, parse_duration(b)?),
+            None => {
+                let m = parse_duration(s)?;
+                (m, m * 4)
+            }
+        };
+        if max < min {
+            return Err(format!("wait {s:?}: MAX must not be less than MIN"));
+        }
+        Ok(Wait { min, max })
+    }
+
+    /// Whether coalescing is off.
+    pub fn is_off(&self) -> bool {
+        self.max.is_zero()
+    }
+}
+
+/// Parses a duration like `30s`, `100ms`, `5m`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(t).map_err(|e| format!("invalid duration {s:?}: {e} (e.g. \"30s\", \"100ms\", \"5m\")"))
+}
+
+/// Parses a mode: an octal string (`"0644"`, `"644"`, `"0o644"`) or a TOML
+/// integer whose digits are read as octal (`644` → 0o644).
+pub fn parse_mode(v: &toml::Value) -> Result<u32, String> {
+    let text = match v {
+        toml::Value::String(s) => s.trim().to_string(),
+        toml::Value::Integer(i) => i.to_string(),
+        other => return Err(format!("mode must be an octal string like \"0644\", not {other}")),
+    };
+    let digits = text.strip_prefix("0o").unwrap_or(&text);
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("mode {text:?} is not an octal number like \"0644\""))?;
+    if digits.is_empty() || mode > 0o7777 {
+        return Err(format!("mode {text:?} is out of range (0000 to 7777)"));
+    }
+    Ok(mode)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceFile {
+    template: Option<TemplateTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateTable {
+    src: Option<String>,
+    dest: Option<String>,
+    prefix: Option<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+    mode: Option<toml::Value>,
+    owner: Option<String>,
+    uid: Option<u32>,
+    group: Option<String>,
+    gid: Option<u32>,
+    check_cmd: Option<String>,
+    reload_cmd: Option<String>,
+    format: Option<Format>,
+    decode: Option<String>,
+    command_timeout: Option<String>,
+    #[serde(default)]
+    create_dest_dirs: bool,
+    #[serde(default)]
+    backup: bool,
+    wait: Option<String>,
+    reload_splay: Option<String>,
+}
+
+/// One validated resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// The name (file stem).
+    pub name: String,
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Template or generated format.
+    pub source: Source,
+    /// The destination path (absolute).
+    pub dest: PathBuf,
+    /// The absolute, normalised prefix (global prefix joined with the resource's).
+    pub prefix: String,
+    /// `keys` as written (relative to `prefix`).
+    pub keys: Vec<String>,
+    /// Absolute prefixes this resource depends on.
+    pub watched: Vec<String>,
+    /// Target mode; `None` keeps the existing file's mode (0644 for a new file).
+    pub mode: Option<u32>,
+    /// Target owner; `None` leaves ownership to the process.
+    pub uid: Option<u32>,
+    /// Target group; `None` leaves it to the process.
+    pub gid: Option<u32>,
+    /// Check command, run on the staged file.
+    pub check_cmd: Option<String>,
+    /// Reload command, run after install.
+    pub reload_cmd: Option<String>,
+    /// Limit for each command.
+    pub command_timeout: Duration,
+    /// Create missing parent directories of `dest`.
+    pub create_dest_dirs: bool,
+    /// Keep the previous file as `DEST.bak`.
+    pub backup: bool,
+    /// Coalescing window; `None` uses the global one.
+    pub wait: Option<Wait>,
+    /// Random delay before the reload; `None` uses the global one.
+    pub reload_splay: Option<Duration>,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Describes a TOML error as "line L, column C: message".
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().trim_end_matches('.').replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let (l, c) = line_col(text, span.start);
+            format!("line {l}, column {c}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// Parses one resource file. `templates_dir` is where `src` is looked up;
+/// `global_prefix` is joined in front of the resource's `prefix`.
+pub fn load(path: &Path, templates_dir: &Path, global_prefix: &str) -> Result<Resource, ResourceError> {
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let err = |message: String| ResourceError {
+        name: name.clone(),
+        file: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let parsed: ResourceFile = toml::from_str(&text).map_err(|e| err(toml_error(&text, &e)))?;
+    let Some(t) = parsed.template else {
+        return Err(err("no [template] table (every resource file needs one)".into()));
+    };
+
+    let source = match (&t.src, t.format) {
+        (Some(_), Some(_)) => return Err(err("give either src or format, not both".into())),
+        (None, None) => return Err(err("missing src (a template under templates/) or format = \"json\" | \"php\"".into())),
+        (Some(src), None) => {
+            if t.decode.is_some() {
+                return Err(err("decode only applies with format; in a template use tree(decode=\"json\") or json_decode".into()));
+            }
+            let full = templates_dir.join(src);
+            if !full.is_file() {
+                return Err(err(format!("src template {} does not exist", full.display())));
+            }
+            Source::Template(src.clone())
+        }
+        (None, Some(f)) => {
+            let decode = match t.decode.as_deref() {
+                None | Some("string") => Decode::String,
+                Some("json") => Decode::Json,
+                Some(other) => return Err(err(format!("decode must be \"json\", not {other:?}"))),
+            };
+            Source::Format(f, decode)
+        }
+    };
+
+    let dest = t.dest.as_deref().ok_or_else(|| err("missing dest".into()))?;
+    let dest = PathBuf::from(dest);
+    if !dest.is_absolute() || dest.file_name().is_none() {
+        return Err(err(format!("dest {:?} must be an absolute file path", dest.display())));
+    }
+
+    if t.keys.is_empty() {
+        return Err(err("keys is empty: list the key prefixes this resource reads (\"/\" for everything under prefix)".into()));
+    }
+    let prefix = keypath::join_prefixes(&[global_prefix, t.prefix.as_deref().unwrap_or("")]);
+    let mut watched: Vec<String> = t
+        .keys
+        .iter()
+        .map(|k| keypath::join_prefixes(&[&prefix, k]))
+        .collect();
+    watched.sort();
+    watched.dedup();
+
+    let mode = t.mode.as_ref().map(parse_mode).transpose().map_err(err)?;
+    let uid = match (&t.owner, t.uid) {
+        (Some(_), Some(_)) => return Err(err("give owner or uid, not both".into())),
+        (Some(o), None) => Some(lookup_user(o).map_err(err)?),
+        (None, u) => u,
+    };
+    let gid = match (&t.group, t.gid) {
+        (Some(_), Some(_)) => return Err(err("give group or gid, not both".into())),
+        (Some(g), None) => Some(lookup_group(g).map_err(err)?),
+        (None, g) => g,
+    };
+    let command_timeout = match &t.command_timeout {
+        Some(s) => parse_duration(s).map_err(|e| err(format!("command_timeout: {e}")))?,
+        None => DEFAULT_COMMAND_TIMEOUT,
+    };
+    if command_timeout.is_zero() {
+        return Err(err("command_timeout must be more than 0s".into()));
+    }
+    let wait = t
+        .wait
+        .as_deref()
+        .map(Wait::parse)
+        .transpose()
+        .map_err(|e| err(format!("wait: {e}")))?;
+    let reload_splay = t
+        .reload_splay
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| err(format!("reload_splay: {e}")))?;
+
+    Ok(Resource {
+        name: name.clone(),
+        file: path.to_path_buf(),
+        source,
+        dest,
+        prefix,
+        keys: t.keys,
+        watched,
+        mode,
+        uid,
+        gid,
+        check_cmd: t.check_cmd.filter(|c| !c.trim().is_empty()),
+        reload_cmd: t.reload_cmd.filter(|c| !c.trim().is_empty()),
+        command_timeout,
+        create_dest_dirs: t.create_dest_dirs,
+        backup: t.backup,
+        wait,
+        reload_splay,
+    })
+}
+
+fn lookup_user(name: &str) -> Result<u32, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("owner {name:?}: no such user")),
+        Err(e) => Err(format!("owner {name:?}: cannot look up: {e}")),
+    }
+}
+
+fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("group {name:?}: no such group")),
+        Err(e) => Err(format!("group {name:?}: cannot look up: {e}")),
+    }
+}
+
+/// Every `*.toml` in `conf_d`, sorted by name.
+pub fn list(conf_d: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(conf_d)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode(&toml::Value::String("0640".into())), Ok(0o640));
+        assert_eq!(parse_mode(&toml::Value::String("644".into())), Ok(0o644));
+        assert_eq!(parse_mode(&toml::Value::Integer(644)), Ok(0o644));
+        assert!(parse_mode(&toml::Value::String("0689".into())).is_err());
+        assert!(parse_mode(&toml::Value::String("".into())).is_err());
+        assert!(parse_mode(&toml::Value::String("17777".into())).is_err());
+    }
+
+    #[test]
+    fn waits_parse() {
+        let w = Wait::parse("100ms:1s").unwrap();
+        assert_eq!((w.min, w.max), (Duration::from_millis(100), Duration::from_secs(1)));
+        assert!(Wait::parse("0s").unwrap().is_off());
+        assert_eq!(Wait::parse("1s").unwrap().max, Duration::from_secs(4));
+        assert!(Wait::parse("2s:1s").is_err());
+        assert!(Wait::parse("soon").is_err());
+    }
+}

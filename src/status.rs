@@ -1,0 +1,145 @@
+//! `status.json`: the last outcome of every resource, written atomically.
+//!
+//! The file is what `liveconf status` and monitoring read: per resource,
+//! whether it is healthy, when it last succeeded, the last error (step and
+//! message), the revision its file reflects and the sha256 of its content;
+//! globally, the backend and its current revision.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{Action, Outcome, Step};
+
+/// The status file's name in the state directory.
+pub const STATUS_FILE: &str = "status.json";
+
+/// A resource's last error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// render, check, install, reload, load.
+    pub step: Step,
+    /// The message.
+    pub message: String,
+    /// When (Unix seconds).
+    pub at: u64,
+}
+
+/// One resource's status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    /// The destination path.
+    pub dest: PathBuf,
+    /// Whether the last attempt succeeded.
+    pub healthy: bool,
+    /// Last attempt (Unix seconds).
+    pub last_attempt: u64,
+    /// Last success (Unix seconds), if any.
+    pub last_success: Option<u64>,
+    /// The revision the installed file reflects (of the last success).
+    pub revision: Option<i64>,
+    /// sha256 of the installed content (of the last success).
+    pub sha256: Option<String>,
+    /// The last error, cleared on success.
+    pub error: Option<LastError>,
+}
+
+/// The whole status file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This host's name.
+    pub node: String,
+    /// "etcd" or "file".
+    pub backend: String,
+    /// Whether the backend is reachable (the daemon's view).
+    pub connected: bool,
+    /// The endpoint in use, if any.
+    pub endpoint: Option<String>,
+    /// The newest revision seen.
+    pub revision: i64,
+    /// Last event or progress notification (Unix seconds).
+    pub last_event: Option<u64>,
+    /// When this file was written (Unix seconds).
+    pub updated: u64,
+    /// Per resource.
+    pub resources: BTreeMap<String, ResourceStatus>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Status {
+    /// Reads `DIR/status.json`; a missing or unreadable file is an empty status.
+    pub fn read(state_dir: &Path) -> Result<Status, String> {
+        let p = state_dir.join(STATUS_FILE);
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a valid status file: {e}", p.display()))
+    }
+
+    /// Records the outcomes of a batch.
+    pub fn record(&mut self, outcomes: &[Outcome]) {
+        let t = now();
+        for o in outcomes {
+            let entry = self.resources.entry(o.name.clone()).or_default();
+            entry.dest = o.dest.clone();
+            entry.last_attempt = t;
+            match &o.result {
+                Ok(Action::WouldChange) => {}
+                Ok(_) => {
+                    entry.healthy = true;
+                    entry.last_success = Some(t);
+                    entry.revision = Some(o.revision);
+                    entry.sha256 = o.sha256.clone();
+                    entry.error = None;
+                }
+                Err(f) => {
+                    entry.healthy = false;
+                    entry.error = Some(LastError {
+                        step: f.step,
+                        message: f.message.clone(),
+                        at: t,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Keeps only the named resources (drops those no longer configured).
+    pub fn retain(&mut self, names: &[&str]) {
+        self.resources.retain(|k, _| names.contains(&k.as_str()));
+    }
+
+    /// Writes `DIR/status.json` atomically (stage, fsync, rename).
+    pub fn write(&mut self, state_dir: &Path) -> Result<(), String> {
+        self.updated = now();
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".status.json.")
+            .tempfile_in(state_dir)
+            .map_err(|e| format!("cannot write in {}: {e}", state_dir.display()))?;
+        let body = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        tmp.write_all(&body)
+            .and_then(|_| tmp.write_all(b"\n"))
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", tmp.path().display()))?;
+        // Monitoring runs as another user: the status is world-readable
+        // (it holds no secret: errors never include credentials).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+        let dest = state_dir.join(STATUS_FILE);
+        tmp.persist(&dest)
+            .map_err(|e| format!("cannot replace {}: {}", dest.display(), e.error))?;
+        Ok(())
+    }
+}

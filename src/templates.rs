@@ -1,0 +1,144 @@
+//! The template set: every file under `templates/`, compiled once.
+//!
+//! Each file is first parsed on its own, so a syntax error is reported
+//! against the resources that use that template (naming the template and
+//! line) and does not stop the others. The files that parse are then
+//! compiled into one Tera instance (so `include`/`extends` work), with
+//! liveconf's functions registered and HTML escaping off for every name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The compiled templates, and the ones that failed to compile.
+#[derive(Clone)]
+pub struct TemplateSet {
+    tera: Arc<tera::Tera>,
+    broken: BTreeMap<String, String>,
+    dir: PathBuf,
+}
+
+/// A fresh Tera with liveconf's functions and no autoescaping.
+pub fn new_tera() -> tera::Tera {
+    let mut tera = tera::Tera::new();
+    tera.autoescape_on(Vec::<&'static str>::new());
+    crate::functions::register(&mut tera);
+    tera
+}
+
+/// Tera's error, flattened to one readable message.
+pub fn describe(e: &tera::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = inner.source();
+    }
+    s.trim().to_string()
+}
+
+fn collect(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect(&path, base, out)?;
+        } else if path.is_file() {
+            let rel = path
+                .strip_prefix(base)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((rel, path));
+        }
+    }
+    Ok(())
+}
+
+impl TemplateSet {
+    /// An empty set (for resources that use `format` only).
+    pub fn empty() -> TemplateSet {
+        TemplateSet {
+            tera: Arc::new(new_tera()),
+            broken: BTreeMap::new(),
+            dir: PathBuf::new(),
+        }
+    }
+
+    /// Loads every template under `dir`. A missing directory is an empty set.
+    pub fn load(dir: &Path) -> TemplateSet {
+        let mut files = Vec::new();
+        let mut broken = BTreeMap::new();
+        if dir.is_dir()
+            && let Err(e) = collect(dir, dir, &mut files)
+        {
+            broken.insert(String::new(), format!("cannot read {}: {e}", dir.display()));
+        }
+        files.sort();
+        let mut good: Vec<(String, String)> = Vec::new();
+        for (name, path) in files {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let mut alone = new_tera();
+                    match alone.add_raw_template(&name, &text) {
+                        Err(e) if matches!(e.kind(), tera::ErrorKind::SyntaxError(_)) => {
+                            broken.insert(name, describe(&e));
+                        }
+                        _ => good.push((name, text)),
+                    }
+                }
+                Err(e) => {
+                    broken.insert(name, format!("cannot read {}: {e}", path.display()));
+                }
+            }
+        }
+        let mut tera = new_tera();
+        if let Err(e) = tera.add_raw_templates(good.iter().map(|(n, t)| (n.as_str(), t.as_str()))) {
+            // An inheritance problem (missing parent, include cycle): add them
+            // one by one so only the templates involved are marked broken.
+            tera = new_tera();
+            let all = describe(&e);
+            for (n, t) in &good {
+                let mut trial = tera.clone();
+                match trial.add_raw_template(n, t) {
+                    Ok(()) => tera = trial,
+                    Err(e2) => {
+                        broken.insert(n.clone(), format!("{} ({all})", describe(&e2)));
+                    }
+                }
+            }
+        }
+        TemplateSet {
+            tera: Arc::new(tera),
+            broken,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The compiled Tera instance.
+    pub fn tera(&self) -> &tera::Tera {
+        &self.tera
+    }
+
+    /// Why `name` cannot be used, if it cannot.
+    pub fn problem(&self, name: &str) -> Option<String> {
+        if let Some(e) = self.broken.get(name) {
+            return Some(format!("template {name}: {e}"));
+        }
+        if !self.tera.contains_template(name) {
+            return Some(format!(
+                "template {name} not found in {}",
+                self.dir.display()
+            ));
+        }
+        None
+    }
+}
