@@ -417,16 +417,19 @@ pub fn report(outcomes: &[Outcome], opts: &Options) {
     for o in outcomes {
         match &o.result {
             Ok(Action::Unchanged) => tracing::debug!(
-                resource = %o.name, revision = o.revision, dest = %o.dest.display(), "in sync"
+                resource = %o.name, revision = o.revision,
+                "{}: {} in sync", o.name, o.dest.display()
             ),
             Ok(Action::Installed) => tracing::info!(
-                resource = %o.name, revision = o.revision, dest = %o.dest.display(),
-                changed = o.changed.as_deref().unwrap_or(""), "installed"
+                resource = %o.name, revision = o.revision,
+                "{}: installed {} ({})", o.name, o.dest.display(),
+                o.changed.as_deref().unwrap_or("")
             ),
             Ok(Action::WouldChange) => {
                 tracing::info!(
-                    resource = %o.name, revision = o.revision, dest = %o.dest.display(),
-                    changed = o.changed.as_deref().unwrap_or(""), "would change"
+                    resource = %o.name, revision = o.revision,
+                    "{}: {} would change ({})", o.name, o.dest.display(),
+                    o.changed.as_deref().unwrap_or("")
                 );
                 if let (true, Some(d)) = (opts.diff, &o.diff) {
                     print!("{d}");
@@ -434,7 +437,7 @@ pub fn report(outcomes: &[Outcome], opts: &Options) {
             }
             Err(f) => tracing::error!(
                 resource = %o.name, revision = o.revision, step = %f.step,
-                "failed: {}", f.message
+                "{}: {} failed: {}", o.name, f.step, f.message
             ),
         }
     }
@@ -472,14 +475,14 @@ async fn check(args: CheckArgs) -> Result<u8, Exit> {
     };
     let mut failed = 0;
     for e in &loaded.failed {
-        tracing::error!(resource = %e.name, step = "load", "failed: {e}");
+        tracing::error!(resource = %e.name, step = "load", "{}: load failed: {e}", e.name);
         failed += 1;
     }
     for r in &loaded.resources {
         match crate::render::render(r, &snap, &templates, &dns) {
-            Ok(bytes) => tracing::info!(resource = %r.name, revision = snap.revision(), bytes = bytes.len(), "ok"),
+            Ok(bytes) => tracing::info!(resource = %r.name, revision = snap.revision(), "{}: renders ({} bytes)", r.name, bytes.len()),
             Err(e) => {
-                tracing::error!(resource = %r.name, step = "render", "failed: {e}");
+                tracing::error!(resource = %r.name, step = "render", "{}: render failed: {e}", r.name);
                 failed += 1;
             }
         }

@@ -26,9 +26,21 @@ pub fn new_tera() -> tera::Tera {
     tera
 }
 
-/// Tera's error, flattened to one readable message.
+/// Tera's error, flattened to one line: "template T line L, column C: message".
 pub fn describe(e: &tera::Error) -> String {
-    let mut s = e.to_string();
+    let mut s = match e.kind() {
+        tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => {
+            let sp = r.span();
+            format!(
+                "template {} line {}, column {}: {}",
+                r.filename(),
+                sp.start_line,
+                sp.start_col + 1,
+                r.message().trim()
+            )
+        }
+        _ => e.to_string().trim().to_string(),
+    };
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
         let m = inner.to_string();
@@ -38,7 +50,7 @@ pub fn describe(e: &tera::Error) -> String {
         }
         src = inner.source();
     }
-    s.trim().to_string()
+    s.replace('\n', " ")
 }
 
 fn collect(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
@@ -131,7 +143,7 @@ impl TemplateSet {
     /// Why `name` cannot be used, if it cannot.
     pub fn problem(&self, name: &str) -> Option<String> {
         if let Some(e) = self.broken.get(name) {
-            return Some(format!("template {name}: {e}"));
+            return Some(e.clone());
         }
         if !self.tera.contains_template(name) {
             return Some(format!(

@@ -1,0 +1,167 @@
+//! `--noop`, `--diff`, `--exit-code`, `--set`/`--unset`, `--only`,
+//! `--dest-root` and `liveconf check`.
+
+mod common;
+
+use common::Fx;
+
+fn pools() -> Fx {
+    let fx = Fx::new();
+    fx.keys(
+        "conftool:\n  pools:\n    mw1: '{\"weight\": 10, \"pooled\": \"yes\"}'\n    mw2: '{\"weight\": 5, \"pooled\": \"no\"}'\n",
+    );
+    fx.template(
+        "pool.tera",
+        "{% for kv in gets(pattern=\"/*\") %}{% set s = kv.value | json_decode %}{% if s.pooled == \"yes\" %}server {{ kv.key | replace(from=\"/\", to=\"\") }} weight={{ s.weight }};\n{% endif %}{% endfor %}",
+    );
+    fx.resource(
+        "pool",
+        "[template]\nsrc = \"pool.tera\"\ndest = \"{out}/pool.conf\"\nprefix = \"/conftool/pools\"\nkeys = [\"/\"]\n",
+    );
+    fx.template("other.tera", "fixed\n");
+    fx.resource(
+        "other",
+        "[template]\nsrc = \"other.tera\"\ndest = \"{out}/other.conf\"\nkeys = [\"/unrelated\"]\n",
+    );
+    fx
+}
+
+#[test]
+fn noop_changes_nothing_and_exit_code_reports_pending_changes() {
+    let fx = pools();
+    let marker = fx.path("ran");
+    fx.resource(
+        "pool",
+        &format!(
+            "[template]\nsrc = \"pool.tera\"\ndest = \"{{out}}/pool.conf\"\nprefix = \"/conftool/pools\"\nkeys = [\"/\"]\ncheck_cmd = \"touch {m}\"\nreload_cmd = \"touch {m}\"\n",
+            m = marker.display()
+        ),
+    );
+    fx.run(&["render", "--once", "--noop"]).expect_code(0).expect_stderr(&["would change"]);
+    assert!(fx.out_files().is_empty());
+    assert!(!marker.exists(), "a command ran under --noop");
+    fx.run(&["render", "--once", "--noop", "--exit-code"]).expect_code(1);
+
+    fx.run(&["render", "--once"]).expect_code(0);
+    assert!(marker.exists());
+    fx.run(&["render", "--once", "--noop", "--exit-code"]).expect_code(0);
+}
+
+#[test]
+fn diff_prints_a_unified_diff() {
+    let fx = pools();
+    fx.run(&["render", "--once"]).expect_code(0);
+    assert_eq!(fx.read("out/pool.conf"), "server mw1 weight=10;\n");
+    fx.keys(
+        "conftool:\n  pools:\n    mw1: '{\"weight\": 10, \"pooled\": \"yes\"}'\n    mw2: '{\"weight\": 5, \"pooled\": \"yes\"}'\n",
+    );
+    let run = fx.run(&["render", "--once", "--diff", "--exit-code"]);
+    run.expect_code(1);
+    let dest = fx.path("out/pool.conf").display().to_string();
+    assert!(run.stdout.contains(&format!("--- {dest}")), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("+++ {dest}")), "{}", run.stdout);
+    assert!(run.stdout.contains("\n server mw1 weight=10;\n+server mw2 weight=5;\n"), "{}", run.stdout);
+    assert_eq!(fx.read("out/pool.conf"), "server mw1 weight=10;\n", "--diff wrote the file");
+}
+
+#[test]
+fn set_and_unset_preview_an_etcdctl_put_without_touching_the_backend() {
+    let fx = pools();
+    fx.run(&["render", "--once"]).expect_code(0);
+    let keys_before = fx.read("keys.yaml");
+    let run = fx.run(&[
+        "render",
+        "--once",
+        "--diff",
+        "--set",
+        "/conftool/pools/mw3={\"weight\": 1, \"pooled\": \"yes\"}",
+        "--unset",
+        "/conftool/pools/mw1",
+    ]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("-server mw1 weight=10;\n+server mw3 weight=1;\n"), "{}", run.stdout);
+    assert!(!run.stdout.contains("other.conf"), "an unrelated file would change:\n{}", run.stdout);
+    assert_eq!(fx.read("out/pool.conf"), "server mw1 weight=10;\n");
+    assert_eq!(fx.read("keys.yaml"), keys_before);
+
+    // --set is a preview only.
+    fx.run(&["render", "--once", "--set", "/a=b"])
+        .expect_code(3)
+        .expect_stderr(&["--set/--unset only preview"]);
+    fx.run(&["render", "--once", "--noop", "--set", "novalue"])
+        .expect_code(3)
+        .expect_stderr(&["KEY=VALUE"]);
+}
+
+#[test]
+fn only_renders_the_named_resources() {
+    let fx = pools();
+    fx.run(&["render", "--once", "--only", "other"]).expect_code(0);
+    assert_eq!(fx.out_files(), ["other.conf"]);
+    fx.run(&["render", "--once", "--only", "nope"])
+        .expect_code(3)
+        .expect_stderr(&["--only nope", "no resource nope", "other, pool"]);
+}
+
+#[test]
+fn dest_root_writes_below_a_directory() {
+    let fx = pools();
+    let root = fx.path("preview");
+    let run = fx.run(&["render", "--once", "--dest-root", root.to_str().unwrap()]);
+    run.expect_code(0);
+    let inner = root.join(fx.path("out/pool.conf").strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read_to_string(inner).unwrap(), "server mw1 weight=10;\n");
+    assert!(fx.out_files().is_empty(), "wrote outside --dest-root");
+}
+
+#[test]
+fn check_renders_in_memory_and_writes_nothing() {
+    let fx = pools();
+    fx.run(&["check"]).expect_code(0).expect_stderr(&["all 2 resources render"]);
+    assert!(fx.out_files().is_empty());
+    assert!(!fx.path("state/status.json").exists());
+
+    fx.template("other.tera", "{{ getv(key=\"/missing\") }}");
+    fx.run(&["check"])
+        .expect_code(2)
+        .expect_stderr(&["other: render failed", "/missing", "1 of 2 resources failed"]);
+    assert!(fx.out_files().is_empty());
+}
+
+#[test]
+fn status_json_records_every_resource() {
+    let fx = pools();
+    fx.run(&["render", "--once"]).expect_code(0);
+    let status: serde_json::Value = serde_json::from_str(&fx.read("state/status.json")).unwrap();
+    let pool = &status["resources"]["pool"];
+    assert_eq!(pool["healthy"], true);
+    assert_eq!(pool["revision"], 1);
+    let content = std::fs::read(fx.path("out/pool.conf")).unwrap();
+    use sha2::Digest;
+    assert_eq!(pool["sha256"], hex::encode(sha2::Sha256::digest(&content)));
+}
+
+#[test]
+fn unwritable_state_dir_is_only_a_warning_for_once() {
+    let fx = pools();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .args(["render", "--once", "--state-dir", "/proc/liveconf-cannot-write"])
+        .arg("--confdir")
+        .arg(fx.dir.path())
+        .arg("--file")
+        .arg(fx.path("keys.yaml"))
+        .output()
+        .unwrap();
+    let run = common::Run::from(out);
+    run.expect_code(0).expect_stderr(&["status not saved"]);
+    assert_eq!(fx.read("out/pool.conf"), "server mw1 weight=10;\n");
+}
+
+#[test]
+fn help_lists_exit_codes() {
+    let fx = Fx::new();
+    let run = fx.run(&["render", "--help"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Exit codes:"), "{}", run.stdout);
+    assert!(run.stdout.contains("--exit-code"), "{}", run.stdout);
+}
