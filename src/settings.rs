@@ -247,7 +247,16 @@ impl Settings {
         };
         Ok(Settings {
             config_file: config_file.clone(),
-            confdir: l.confdir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFDIR)),
+            // The settings file lives in its confdir: `--config DIR/liveconf.toml`
+            // alone means conf.d/ and templates/ are in DIR too.
+            confdir: l.confdir.clone().unwrap_or_else(|| {
+                config_file
+                    .as_ref()
+                    .and_then(|p| p.parent())
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from(if config_file.is_some() { "." } else { DEFAULT_CONFDIR }))
+            }),
             backend,
             endpoints,
             srv_domain: l.srv_domain.clone(),
