@@ -160,11 +160,14 @@ fn unified_diff(old: Option<&[u8]>, new: &[u8], path: &Path) -> String {
 }
 
 /// Applies `resources` against `snapshot`; returns one outcome each, in order.
+/// Resources named in `reload_owed` run their reload command even when
+/// their file is unchanged (a previous reload failed and is being retried).
 pub async fn apply(
     resources: &[&Resource],
     snapshot: &Snapshot,
     templates: &TemplateSet,
     opts: &Options,
+    reload_owed: &std::collections::BTreeSet<String>,
 ) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(resources.len());
     // reload command → (indices of outcomes, longest splay)
@@ -196,7 +199,9 @@ pub async fn apply(
         };
         out.sha256 = Some(hex::encode(Sha256::digest(&content)));
         out.result = install_one(res, &t, &content, opts, &mut out).await;
-        if out.result == Ok(Action::Installed)
+        let owed = out.result == Ok(Action::Unchanged) && reload_owed.contains(&res.name);
+        if (out.result == Ok(Action::Installed) || owed)
+            && !opts.noop
             && !opts.no_reload
             && let Some(cmd) = &res.reload_cmd
         {

@@ -366,7 +366,12 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
     let s = settings(&args.common)?;
     if !args.once {
         let opts = daemon_options(&args, &s);
-        return crate::daemon::run(s, args.only, opts).await;
+        let source = crate::daemon::Source {
+            config: args.common.config.clone(),
+            flags: args.common.layer(),
+            only: args.only.clone(),
+        };
+        return crate::daemon::run(s, source, opts).await;
     }
     let loaded = load_resources(&s, &args.only).map_err(config_err)?;
     let templates = TemplateSet::load(&s.templates_dir());
@@ -376,7 +381,7 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
     }
     let opts = daemon_options(&args, &s);
     let refs: Vec<&Resource> = loaded.resources.iter().collect();
-    let mut outcomes = apply::apply(&refs, &snap, &templates, &opts).await;
+    let mut outcomes = apply::apply(&refs, &snap, &templates, &opts, &Default::default()).await;
     for e in &loaded.failed {
         outcomes.push(Outcome::load_failure(
             &e.name,

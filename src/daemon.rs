@@ -1,13 +1,550 @@
 //! The daemon: `liveconf render` without `--once`.
+//!
+//! One task owns everything mutable: the key mirror, the resources, what is
+//! pending and what must be retried. It reacts to backend events (changes
+//! update the mirror in place and mark only the dependent resources
+//! pending), to its own timers (coalescing windows, retries) and to signals
+//! (SIGTERM/SIGINT stop, SIGHUP reloads). Batches go through the same
+//! [`apply`](crate::apply::apply) as `render --once`, always from a complete
+//! snapshot: nothing renders before the first full view has arrived.
 
-use crate::apply::Options;
-use crate::cli::{Exit, exit};
-use crate::settings::Settings;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Runs the daemon until SIGTERM/SIGINT.
-pub async fn run(_s: Settings, _only: Vec<String>, _opts: Options) -> Result<u8, Exit> {
-    Err(Exit {
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::apply::{self, Action, Options, Outcome, Step};
+use crate::backend::{self, Backoff, Event, SnapshotReason};
+use crate::cli::{Exit, exit, load_resources};
+use crate::deps::Deps;
+use crate::install;
+use crate::resource::{Resource, Wait};
+use crate::settings::{BackendKind, Layer, Settings};
+use crate::status::Status;
+use crate::store::Snapshot;
+use crate::templates::TemplateSet;
+
+/// Where the settings came from, to read them again on SIGHUP.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// `--config`, if given.
+    pub config: Option<PathBuf>,
+    /// The command-line layer.
+    pub flags: Layer,
+    /// `--only`.
+    pub only: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    first: Instant,
+    last: Instant,
+    /// Ignore the coalescing window (initial render, reload, retry).
+    now: bool,
+}
+
+#[derive(Debug)]
+struct Retry {
+    backoff: Backoff,
+    due: Instant,
+    reload_owed: bool,
+}
+
+struct Daemon {
+    source: Source,
+    settings: Settings,
+    opts: Options,
+    resources: Vec<Resource>,
+    load_failures: Vec<Outcome>,
+    templates: TemplateSet,
+    deps: Deps,
+    mirror: Option<Snapshot>,
+    pending: BTreeMap<usize, Pending>,
+    retries: BTreeMap<String, Retry>,
+    status: Status,
+    status_dirty: bool,
+    status_error: Option<String>,
+    resyncs_with_differences: u64,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns 0 after a clean stop.
+pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8, Exit> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let sig = |k| {
+        signal(k).map_err(|e| Exit {
+            code: exit::FAILED,
+            error: Some(anyhow::anyhow!("cannot install signal handler: {e}")),
+        })
+    };
+    let mut sigterm = sig(SignalKind::terminate())?;
+    let mut sigint = sig(SignalKind::interrupt())?;
+    let mut sighup = sig(SignalKind::hangup())?;
+
+    let mut d = Daemon::new(settings, source, opts).map_err(|e| Exit {
         code: exit::CONFIG,
-        error: Some(anyhow::anyhow!("the watching daemon comes with issue 3; use --once")),
-    })
+        error: Some(e),
+    })?;
+    d.remove_stale_stages();
+    let (tx, mut rx) = unbounded_channel();
+    let mut backend = d.spawn_backend(tx.clone());
+    let (conf_tx, mut conf_rx) = unbounded_channel::<()>();
+    let mut _confdir_watcher = d.watch_confdir(conf_tx.clone());
+    tracing::info!(
+        resources = d.resources.len(),
+        backend = ?d.settings.backend,
+        "liveconf started"
+    );
+
+    loop {
+        let deadline = d.next_deadline();
+        tokio::select! {
+            ev = rx.recv() => {
+                if let Some(ev) = ev {
+                    d.on_event(ev);
+                    // Drain what else is queued: one batch for the lot.
+                    while let Ok(ev) = rx.try_recv() {
+                        d.on_event(ev);
+                    }
+                }
+            }
+            _ = sleep_until(deadline) => {}
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading settings, resources and templates");
+                d.reload(&tx, &mut backend);
+                _confdir_watcher = d.watch_confdir(conf_tx.clone());
+            }
+            Some(()) = conf_rx.recv() => {
+                // Let an editor finish, then reload once.
+                while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(200), conf_rx.recv()).await {}
+                tracing::info!("configuration directory changed: reloading");
+                d.reload(&tx, &mut backend);
+                _confdir_watcher = d.watch_confdir(conf_tx.clone());
+            }
+        }
+        d.run_ready().await;
+        d.write_status();
+    }
+    backend.abort();
+    d.status_dirty = true;
+    d.write_status();
+    Ok(exit::OK)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Daemon {
+    fn new(settings: Settings, source: Source, opts: Options) -> anyhow::Result<Daemon> {
+        let mut d = Daemon {
+            source,
+            settings,
+            opts,
+            resources: Vec::new(),
+            load_failures: Vec::new(),
+            templates: TemplateSet::empty(),
+            deps: Deps::default(),
+            mirror: None,
+            pending: BTreeMap::new(),
+            retries: BTreeMap::new(),
+            status: Status::default(),
+            status_dirty: true,
+            status_error: None,
+            resyncs_with_differences: 0,
+        };
+        d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
+        d.load()?;
+        Ok(d)
+    }
+
+    /// (Re)loads conf.d and templates for the current settings.
+    fn load(&mut self) -> anyhow::Result<()> {
+        let loaded = load_resources(&self.settings, &self.source.only)?;
+        self.templates = TemplateSet::load(&self.settings.templates_dir());
+        self.load_failures = loaded
+            .failed
+            .iter()
+            .map(|e| Outcome::load_failure(&e.name, PathBuf::new(), 0, e.to_string()))
+            .collect();
+        for e in &loaded.failed {
+            tracing::error!(resource = %e.name, step = "load", "{}: load failed: {e}", e.name);
+        }
+        self.resources = loaded.resources;
+        self.deps = Deps::new(&self.resources);
+        self.status.node = self.settings.node_name.clone();
+        self.status.backend = format!("{:?}", self.settings.backend).to_lowercase();
+        let mut names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
+        names.extend(self.load_failures.iter().map(|o| o.name.as_str()));
+        self.status.retain(&names);
+        let failures = self.load_failures.clone();
+        self.status.record(&failures);
+        self.status_dirty = true;
+        Ok(())
+    }
+
+    fn watched(&self) -> Vec<String> {
+        let mut w: Vec<String> = self.resources.iter().flat_map(|r| r.watched.clone()).collect();
+        w.sort();
+        w.dedup();
+        backend::etcd::roots(&w)
+    }
+
+    fn remove_stale_stages(&self) {
+        for r in &self.resources {
+            let dest = apply::dest_path(&r.dest, self.opts.dest_root.as_deref());
+            let n = install::remove_stale_stages(&dest);
+            if n > 0 {
+                tracing::warn!(resource = %r.name, "removed {n} stage file(s) left next to {} by an interrupted run", dest.display());
+            }
+        }
+    }
+
+    fn spawn_backend(&self, tx: UnboundedSender<Event>) -> JoinHandle<()> {
+        let s = self.settings.clone();
+        let watched = self.watched();
+        match s.backend {
+            BackendKind::File => tokio::spawn(backend::file::run(s.files.clone(), tx)),
+            BackendKind::Etcd => tokio::spawn(async move {
+                match backend::etcd::Connection::from_settings(&s).await {
+                    Ok(conn) => backend::etcd::run(conn, watched, s.resync_interval, tx).await,
+                    Err(e) => {
+                        // Settings that cannot work (unreadable certificate,
+                        // SRV name without records): say so and retry, as the
+                        // file or DNS may be fixed without a restart.
+                        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+                        let mut err = e;
+                        loop {
+                            let _ = tx.send(Event::Disconnected { reason: err.to_string() });
+                            tokio::time::sleep(backoff.next_delay()).await;
+                            match backend::etcd::Connection::from_settings(&s).await {
+                                Ok(conn) => {
+                                    backend::etcd::run(conn, watched, s.resync_interval, tx).await;
+                                    return;
+                                }
+                                Err(e) => err = e,
+                            }
+                        }
+                    }
+                }
+            }),
+        }
+    }
+
+    /// Watches conf.d/ and templates/ when `watch_confdir` is on.
+    fn watch_confdir(&self, tx: UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        if !self.settings.watch_confdir {
+            return None;
+        }
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res
+                && !ev.kind.is_access()
+            {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| tracing::error!("cannot watch the configuration directory: {e}"))
+        .ok()?;
+        for dir in [self.settings.conf_d(), self.settings.templates_dir()] {
+            if let Err(e) = w.watch(&dir, notify::RecursiveMode::Recursive) {
+                tracing::warn!("cannot watch {}: {e}", dir.display());
+            }
+        }
+        Some(w)
+    }
+
+    fn mark(&mut self, idx: usize, now: bool) {
+        let t = Instant::now();
+        self.pending
+            .entry(idx)
+            .and_modify(|p| {
+                p.last = t;
+                p.now |= now;
+            })
+            .or_insert(Pending {
+                first: t,
+                last: t,
+                now,
+            });
+    }
+
+    fn mark_all(&mut self) {
+        for i in 0..self.resources.len() {
+            self.mark(i, true);
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Changes { revision, changes } => {
+                let Some(mirror) = self.mirror.as_mut() else {
+                    return;
+                };
+                let mut hit = BTreeSet::new();
+                for c in changes {
+                    let key = c.key().to_string();
+                    if mirror.apply(c) {
+                        self.deps.affected(&key, &mut hit);
+                    }
+                }
+                if revision > mirror.revision() {
+                    mirror.set_revision(revision);
+                }
+                self.status.revision = mirror.revision();
+                self.status.last_event = Some(crate::status::now());
+                for i in hit {
+                    self.mark(i, false);
+                }
+            }
+            Event::Snapshot { snapshot, reason } => {
+                self.status.revision = snapshot.revision();
+                self.status.last_event = Some(crate::status::now());
+                match self.mirror.take() {
+                    None => {
+                        tracing::info!(revision = snapshot.revision(), keys = snapshot.len(), "initial snapshot");
+                        self.mirror = Some(snapshot);
+                        self.mark_all();
+                    }
+                    Some(old) => {
+                        let roots = self.watched();
+                        let diff = old.diff_under(&snapshot, &roots);
+                        if reason == SnapshotReason::Resync && !diff.is_empty() {
+                            self.resyncs_with_differences += 1;
+                            tracing::warn!(
+                                revision = snapshot.revision(),
+                                differing = diff.len(),
+                                first = %diff[0],
+                                "RESYNC FOUND {} KEY(S) THE WATCH MISSED; re-rendering what depends on them",
+                                diff.len()
+                            );
+                        } else if reason != SnapshotReason::Resync {
+                            tracing::info!(revision = snapshot.revision(), changed = diff.len(), ?reason, "new snapshot");
+                        }
+                        let mut hit = BTreeSet::new();
+                        for k in &diff {
+                            self.deps.affected(k, &mut hit);
+                        }
+                        let mut snapshot = snapshot;
+                        if snapshot.revision() < old.revision() {
+                            snapshot.set_revision(old.revision());
+                        }
+                        self.mirror = Some(snapshot);
+                        for i in hit {
+                            self.mark(i, reason == SnapshotReason::Resync);
+                        }
+                    }
+                }
+                self.status_dirty = true;
+            }
+            Event::Progress { revision } => {
+                if let Some(m) = self.mirror.as_mut()
+                    && revision > m.revision()
+                {
+                    m.set_revision(revision);
+                    self.status.revision = revision;
+                }
+                self.status.last_event = Some(crate::status::now());
+            }
+            Event::Connected { endpoint } => {
+                if !self.status.connected || self.status.endpoint.as_deref() != Some(&endpoint) {
+                    tracing::info!(%endpoint, "connected");
+                    self.status.connected = true;
+                    self.status.endpoint = Some(endpoint);
+                    self.status_dirty = true;
+                }
+            }
+            Event::Disconnected { reason } => {
+                tracing::warn!("backend unavailable: {reason}; retrying, files keep their last good content");
+                self.status.connected = false;
+                self.status_dirty = true;
+            }
+        }
+    }
+
+    fn wait_of(&self, idx: usize) -> Wait {
+        self.resources[idx].wait.unwrap_or(self.settings.wait)
+    }
+
+    fn ready_at(&self, idx: usize, p: &Pending) -> Instant {
+        let w = self.wait_of(idx);
+        if p.now || w.is_off() {
+            return p.last;
+        }
+        (p.last + w.min).min(p.first + w.max)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.mirror.is_none() {
+            return None;
+        }
+        let pend = self.pending.iter().map(|(i, p)| self.ready_at(*i, p));
+        let retry = self.retries.values().map(|r| r.due);
+        pend.chain(retry).min()
+    }
+
+    async fn run_ready(&mut self) {
+        let Some(mirror) = self.mirror.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        // Retries that are due become pending now.
+        let due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.due <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &due {
+            if let Some(i) = self.resources.iter().position(|r| &r.name == name) {
+                self.mark(i, true);
+            }
+        }
+        let ready: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(i, p)| self.ready_at(**i, p) <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        for i in &ready {
+            self.pending.remove(i);
+        }
+        let refs: Vec<&Resource> = ready.iter().map(|&i| &self.resources[i]).collect();
+        let owed: BTreeSet<String> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.reload_owed)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let outcomes = apply::apply(&refs, &mirror, &self.templates, &self.opts, &owed).await;
+        self.log_outcomes(&outcomes);
+        for o in &outcomes {
+            match &o.result {
+                Ok(_) => {
+                    self.retries.remove(&o.name);
+                }
+                Err(f) => {
+                    let r = self.retries.entry(o.name.clone()).or_insert(Retry {
+                        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+                        due: now,
+                        reload_owed: false,
+                    });
+                    let delay = r.backoff.next_delay();
+                    r.due = Instant::now() + delay;
+                    r.reload_owed = f.step == Step::Reload;
+                    tracing::info!(resource = %o.name, "retrying in {:.1}s", delay.as_secs_f64());
+                }
+            }
+        }
+        self.status.record(&outcomes);
+        self.status_dirty = true;
+    }
+
+    fn log_outcomes(&self, outcomes: &[Outcome]) {
+        for o in outcomes {
+            let ms = o.render_time.as_secs_f64() * 1000.0;
+            match &o.result {
+                Ok(Action::Unchanged) => tracing::info!(
+                    resource = %o.name, revision = o.revision,
+                    "{}: rendered revision {}: unchanged ({ms:.1}ms)", o.name, o.revision
+                ),
+                Ok(Action::Installed) => tracing::info!(
+                    resource = %o.name, revision = o.revision,
+                    "{}: rendered revision {}: installed {} ({}) ({ms:.1}ms)",
+                    o.name, o.revision, o.dest.display(), o.changed.as_deref().unwrap_or("")
+                ),
+                Ok(Action::WouldChange) => tracing::info!(
+                    resource = %o.name, revision = o.revision,
+                    "{}: rendered revision {}: {} would change ({})",
+                    o.name, o.revision, o.dest.display(), o.changed.as_deref().unwrap_or("")
+                ),
+                Err(f) => tracing::error!(
+                    resource = %o.name, revision = o.revision, step = %f.step,
+                    "{}: {} failed at revision {}: {}", o.name, f.step, o.revision, f.message
+                ),
+            }
+        }
+    }
+
+    fn write_status(&mut self) {
+        if !self.status_dirty || self.opts.noop {
+            return;
+        }
+        self.status_dirty = false;
+        match self.status.write(&self.settings.state_dir) {
+            Ok(()) => self.status_error = None,
+            Err(e) => {
+                if self.status_error.as_deref() != Some(&e) {
+                    tracing::warn!("status not saved: {e}");
+                    self.status_error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: settings, conf.d and templates again. The backend keeps its
+    /// watch unless what it watches (or how it connects) changed.
+    fn reload(&mut self, tx: &UnboundedSender<Event>, backend: &mut JoinHandle<()>) {
+        let settings = match Settings::load(self.source.config.as_deref(), self.source.flags.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        let old_watched = self.watched();
+        let old_settings = std::mem::replace(&mut self.settings, settings);
+        if let Err(e) = self.load() {
+            tracing::error!("reload failed, keeping the running configuration: {e:#}");
+            self.settings = old_settings;
+            return;
+        }
+        self.pending.clear();
+        self.retries.retain(|n, _| self.resources.iter().any(|r| &r.name == n));
+        let restart = self.watched() != old_watched || backend_changed(&old_settings, &self.settings);
+        if restart {
+            tracing::info!("watched prefixes or backend settings changed: new snapshot and watch");
+            backend.abort();
+            self.mirror = None;
+            *backend = self.spawn_backend(tx.clone());
+        }
+        self.mark_all();
+        tracing::info!(resources = self.resources.len(), "reloaded");
+    }
+}
+
+fn backend_changed(a: &Settings, b: &Settings) -> bool {
+    (
+        a.backend,
+        &a.endpoints,
+        &a.srv_domain,
+        &a.files,
+        &a.ca_file,
+        &a.cert_file,
+        &a.key_file,
+        &a.username,
+        &a.password_file,
+        a.resync_interval,
+    ) != (
+        b.backend,
+        &b.endpoints,
+        &b.srv_domain,
+        &b.files,
+        &b.ca_file,
+        &b.cert_file,
+        &b.key_file,
+        &b.username,
+        &b.password_file,
+        b.resync_interval,
+    )
 }

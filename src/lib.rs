@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod backend;
 pub mod cli;
+pub mod deps;
 pub mod daemon;
 pub mod dns;
 pub mod encode;

@@ -151,10 +151,29 @@ impl Connection {
         }
     }
 
-    /// Connects (and authenticates), within the connect timeout.
+    /// Connects to any endpoint (and authenticates), within the connect timeout.
     pub async fn connect(&self) -> Result<Client, EtcdError> {
+        self.connect_endpoints(&self.endpoints).await
+    }
+
+    /// Connects to this one endpoint (the daemon picks endpoints itself, so
+    /// it knows which one it uses and can move on when it fails).
+    pub async fn connect_to(&self, endpoint: &str) -> Result<Client, EtcdError> {
+        self.connect_endpoints(std::slice::from_ref(&endpoint.to_string()))
+            .await
+            .map_err(|e| match e {
+                EtcdError::Unavailable { message, .. } => EtcdError::Unavailable {
+                    endpoints: endpoint.to_string(),
+                    message,
+                },
+                other => other,
+            })
+    }
+
+    async fn connect_endpoints(&self, endpoints: &[String]) -> Result<Client, EtcdError> {
         let limit = self.connect_timeout + self.request_timeout;
-        match tokio::time::timeout(limit, Client::connect(&self.endpoints, Some(self.options.clone()))).await {
+        let opts = self.options.clone().with_require_leader(true);
+        match tokio::time::timeout(limit, Client::connect(endpoints, Some(opts))).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(self.unavailable(describe(&e))),
             Err(_) => Err(self.unavailable(format!(
@@ -286,4 +305,242 @@ mod tests {
         assert_eq!(range_of("/a"), (b"/a".to_vec(), b"/a0".to_vec()));
         assert_eq!(range_of(""), (vec![0], vec![0]));
     }
+}
+
+/// How often the watcher asks etcd for a progress notification; also the
+/// liveness probe of the watch stream.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+enum WatchEnd {
+    /// The watch was compacted away: take a new snapshot.
+    Compacted(i64),
+    /// The stream broke: reconnect (with backoff) and resume.
+    Broken(String),
+}
+
+/// The watcher task: snapshot, then one watch per root prefix (all on one
+/// gRPC stream), resuming from the last revision seen after any failure,
+/// with a fresh snapshot after a compaction and a resync snapshot every
+/// `resync` (zero: never). Runs until aborted; never returns an error.
+pub async fn run(
+    conn: Connection,
+    prefixes: Vec<String>,
+    resync: Duration,
+    tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+) {
+    use super::{Backoff, Event, SnapshotReason};
+    let roots = roots(&prefixes);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    // Per root: the revision up to which events were delivered.
+    let mut seen: Option<Vec<i64>> = None;
+    let mut reason = SnapshotReason::Initial;
+    let mut idx = 0usize;
+    let mut reported_down: Option<String> = None;
+    let n = conn.endpoints.len().max(1);
+    loop {
+        let endpoint = conn.endpoints[idx % n].clone();
+        let attempt = async {
+            let mut client = conn.connect_to(&endpoint).await?;
+            if seen.is_none() {
+                let snap = conn.snapshot(&mut client, &roots, None).await?;
+                seen = Some(vec![snap.revision(); roots.len()]);
+                let _ = tx.send(Event::Snapshot {
+                    snapshot: snap,
+                    reason,
+                });
+            }
+            Ok::<Client, EtcdError>(client)
+        };
+        let mut client = match attempt.await {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = e.to_string();
+                if reported_down.as_deref() != Some(&msg) {
+                    let _ = tx.send(Event::Disconnected { reason: msg.clone() });
+                    reported_down = Some(msg);
+                }
+                idx += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let Some(seen_revs) = seen.as_mut() else { continue };
+        let end = watch(
+            &conn,
+            &mut client,
+            &endpoint,
+            &roots,
+            seen_revs,
+            resync,
+            &tx,
+            &mut backoff,
+            &mut reported_down,
+        )
+        .await;
+        match end {
+            WatchEnd::Compacted(rev) => {
+                tracing::warn!(compacted = rev, "etcd compacted past our revision; taking a new snapshot");
+                seen = None;
+                reason = SnapshotReason::Compacted;
+            }
+            WatchEnd::Broken(why) => {
+                let msg = format!("etcd at {endpoint}: {why}");
+                let _ = tx.send(Event::Disconnected { reason: msg.clone() });
+                reported_down = Some(msg);
+                idx += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn watch(
+    conn: &Connection,
+    client: &mut Client,
+    endpoint: &str,
+    roots: &[String],
+    seen: &mut [i64],
+    resync: Duration,
+    tx: &tokio::sync::mpsc::UnboundedSender<super::Event>,
+    backoff: &mut super::Backoff,
+    reported_down: &mut Option<String>,
+) -> WatchEnd {
+    use super::{Event, SnapshotReason};
+    use crate::store::Change;
+    use etcd_client::{EventType, WatchOptions};
+
+    if roots.is_empty() {
+        // Nothing to watch: stay "connected" and idle.
+        let _ = tx.send(Event::Connected {
+            endpoint: endpoint.to_string(),
+        });
+        std::future::pending::<()>().await;
+    }
+    let opts = |i: usize| {
+        let (_, end) = range_of(&roots[i]);
+        WatchOptions::new()
+            .with_range(end)
+            .with_start_revision(seen[i] + 1)
+            .with_progress_notify()
+            .with_watch_id(i as i64)
+    };
+    let first = range_of(&roots[0]).0;
+    let mut stream = match tokio::time::timeout(conn.request_timeout, client.watch(first, Some(opts(0)))).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return WatchEnd::Broken(describe(&e)),
+        Err(_) => return WatchEnd::Broken("no answer to the watch request".into()),
+    };
+    for i in 1..roots.len() {
+        if let Err(e) = stream.watch(range_of(&roots[i]).0, Some(opts(i))).await {
+            return WatchEnd::Broken(describe(&e));
+        }
+    }
+    let mut created = 0usize;
+    let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_message = tokio::time::Instant::now();
+    let stall = PROGRESS_EVERY * 2 + conn.request_timeout;
+    let mut next_resync = (!resync.is_zero()).then(|| tokio::time::Instant::now() + resync);
+    loop {
+        tokio::select! {
+            msg = stream.message() => {
+                let resp = match msg {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return WatchEnd::Broken("the watch stream was closed".into()),
+                    Err(e) => return WatchEnd::Broken(describe(&e)),
+                };
+                last_message = tokio::time::Instant::now();
+                if resp.compact_revision() > 0 {
+                    return WatchEnd::Compacted(resp.compact_revision());
+                }
+                if resp.canceled() {
+                    return WatchEnd::Broken(format!("watch canceled: {}", resp.cancel_reason()));
+                }
+                if resp.created() {
+                    created += 1;
+                    if created == roots.len() {
+                        backoff.reset();
+                        *reported_down = None;
+                        tracing::debug!(endpoint, watches = created, "watching");
+                        let _ = tx.send(Event::Connected { endpoint: endpoint.to_string() });
+                    }
+                    continue;
+                }
+                let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                let id = resp.watch_id();
+                let events = resp.events();
+                if events.is_empty() {
+                    // A progress notification: every watch (or this one) has
+                    // delivered everything up to the header revision.
+                    match usize::try_from(id).ok().filter(|&i| i < seen.len()) {
+                        Some(i) => seen[i] = seen[i].max(header_rev),
+                        None => seen.iter_mut().for_each(|s| *s = (*s).max(header_rev)),
+                    }
+                    let _ = tx.send(Event::Progress { revision: *seen.iter().min().unwrap_or(&header_rev) });
+                    continue;
+                }
+                let Some(i) = usize::try_from(id).ok().filter(|&i| i < roots.len()) else {
+                    continue;
+                };
+                let mut changes = Vec::with_capacity(events.len());
+                let mut rev = seen[i];
+                for ev in events {
+                    let Some(kv) = ev.kv() else { continue };
+                    rev = rev.max(kv.mod_revision());
+                    let Ok(key) = std::str::from_utf8(kv.key()) else { continue };
+                    if !is_at_or_below(key, &roots[i]) {
+                        continue;
+                    }
+                    changes.push(match ev.event_type() {
+                        EventType::Put => Change::Put(Key::from(key), Val::from(kv.value())),
+                        EventType::Delete => Change::Delete(Key::from(key)),
+                    });
+                }
+                seen[i] = rev;
+                if !changes.is_empty() {
+                    let _ = tx.send(Event::Changes { revision: rev, changes });
+                }
+            }
+            _ = ticker.tick() => {
+                if last_message.elapsed() > stall {
+                    return WatchEnd::Broken(format!("no answer for {}s", stall.as_secs()));
+                }
+                if let Err(e) = stream.request_progress().await {
+                    return WatchEnd::Broken(describe(&e));
+                }
+                if let Some(due) = next_resync
+                    && tokio::time::Instant::now() >= due
+                {
+                    next_resync = Some(due + resync);
+                    match resync_snapshot(conn, client, roots, seen).await {
+                        Ok(snapshot) => {
+                            let _ = tx.send(Event::Snapshot { snapshot, reason: SnapshotReason::Resync });
+                        }
+                        Err(EtcdError::Compacted(rev)) => return WatchEnd::Compacted(rev),
+                        Err(e) => return WatchEnd::Broken(e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A snapshot of each root at the revision its watch has delivered, so it
+/// can be compared exactly with the mirror built from those events.
+async fn resync_snapshot(
+    conn: &Connection,
+    client: &mut Client,
+    roots: &[String],
+    seen: &[i64],
+) -> Result<Snapshot, EtcdError> {
+    let mut all = Snapshot::new(0);
+    for (root, &rev) in roots.iter().zip(seen) {
+        let part = conn.snapshot(client, std::slice::from_ref(root), Some(rev)).await?;
+        for (k, v) in part.iter() {
+            all.apply(crate::store::Change::Put(k.clone(), v.clone()));
+        }
+        all.set_revision(all.revision().max(part.revision()));
+    }
+    Ok(all)
 }
