@@ -117,6 +117,24 @@ pub struct Common {
     /// This host's name in status and fleet reports [default: the hostname].
     #[arg(long, value_name = "NAME", global = true)]
     pub node_name: Option<String>,
+    /// Limit for connecting to etcd [default: 5s].
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub connect_timeout: Option<String>,
+    /// Limit for each etcd request [default: 10s].
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub request_timeout: Option<String>,
+    /// Period of the resync safety net: a fresh snapshot compared with the mirror ("0s" off) [default: 10m].
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub resync_interval: Option<String>,
+    /// Nameserver for SRV look-ups, IP:PORT [default: /etc/resolv.conf].
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Random delay up to DURATION before each reload command [default: 0s].
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub reload_splay: Option<String>,
+    /// Reload automatically when conf.d/ or templates/ change (as on SIGHUP).
+    #[arg(long, global = true)]
+    pub watch_confdir: bool,
 }
 
 impl Common {
@@ -140,6 +158,12 @@ impl Common {
             log_format: self.log_format,
             wait: self.wait.clone(),
             node_name: self.node_name.clone(),
+            connect_timeout: self.connect_timeout.clone(),
+            request_timeout: self.request_timeout.clone(),
+            resync_interval: self.resync_interval.clone(),
+            dns_server: self.dns_server,
+            reload_splay: self.reload_splay.clone(),
+            watch_confdir: self.watch_confdir.then_some(true),
             ..Layer::default()
         }
     }

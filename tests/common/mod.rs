@@ -2,6 +2,8 @@
 //! and the real `liveconf` binary run against them.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -40,7 +42,8 @@ impl Fx {
     /// Writes `conf.d/NAME.toml`; `{out}` in the text is replaced by the out/ directory.
     pub fn resource(&self, name: &str, toml: &str) -> &Self {
         let text = toml.replace("{out}", &self.path("out").display().to_string());
-        std::fs::write(self.path("conf.d").join(format!("{name}.toml")), text).expect("write resource");
+        std::fs::write(self.path("conf.d").join(format!("{name}.toml")), text)
+            .expect("write resource");
         self
     }
 
@@ -122,7 +125,11 @@ impl Run {
     /// Panics unless stderr contains every needle.
     pub fn expect_stderr(&self, needles: &[&str]) -> &Self {
         for n in needles {
-            assert!(self.stderr.contains(n), "stderr lacks {n:?}:\n{}", self.stderr);
+            assert!(
+                self.stderr.contains(n),
+                "stderr lacks {n:?}:\n{}",
+                self.stderr
+            );
         }
         self
     }
@@ -140,7 +147,10 @@ pub fn have(program: &str) -> bool {
 
 /// Runs PHP code with `php -r`, returning stdout; panics on failure.
 pub fn php(code: &str, args: &[&str]) -> String {
-    assert!(have("php"), "php is required for this test (scripts/test installs php-cli)");
+    assert!(
+        have("php"),
+        "php is required for this test (scripts/test installs php-cli)"
+    );
     let out = std::process::Command::new("php")
         .arg("-r")
         .arg(code)
@@ -154,4 +164,45 @@ pub fn php(code: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `s` as a YAML double-quoted scalar, for writing any text (quotes,
+/// backslashes, control characters, NUL as `\0`) into a key file.
+pub fn yaml_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\0' => o.push_str("\\0"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if c.is_control() || c == '\u{feff}' => o.push_str(&format!("\\u{:04X}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// Runs `php -l FILE` and panics unless PHP reports no syntax error.
+pub fn php_lint(file: &Path) {
+    assert!(
+        have("php"),
+        "php is required for this test (scripts/test installs php-cli)"
+    );
+    let out = std::process::Command::new("php")
+        .arg("-l")
+        .arg(file)
+        .output()
+        .expect("run php -l");
+    assert!(
+        out.status.success(),
+        "php -l {} failed: {}{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

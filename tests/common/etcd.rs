@@ -1,0 +1,294 @@
+//! Real etcd servers on loopback for the integration tests, and a running
+//! `liveconf render` daemon to test against them.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until `cond` holds, polling every 20ms, for at most `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One etcd member.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub extra: Vec<String>,
+    cluster: String,
+    state: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Member {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.extra.iter().any(|a| a.starts_with("--cert-file")) {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Starts (or restarts) the member.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("etcd log");
+        let scheme = self.scheme();
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(&self.cluster)
+            .arg("--initial-cluster-state")
+            .arg(self.state)
+            .arg("--initial-cluster-token")
+            .arg("liveconf-test")
+            .args(&self.extra)
+            .env("ETCD_UNSUPPORTED_ARCH", "")
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start etcd (is etcd-server installed? scripts/test installs it)");
+        self.child = Some(child);
+    }
+
+    /// Stops the member (SIGKILL: as abrupt as a crash or a partition).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An etcd cluster of one or more members, each in its own data dir.
+pub struct Etcd {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+}
+
+impl Etcd {
+    /// A single-member etcd.
+    pub fn start() -> Etcd {
+        Self::cluster(1, &[])
+    }
+
+    /// `n` members; `extra` flags are passed to every member.
+    pub fn cluster(n: usize, extra: &[&str]) -> Etcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Member> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (c, p))| Member {
+                name: format!("m{i}"),
+                client_port: *c,
+                peer_port: *p,
+                data_dir: dir.path().join(format!("m{i}")),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                cluster: cluster.clone(),
+                state: "new",
+                child: None,
+                log: dir.path().join(format!("m{i}.log")),
+            })
+            .collect();
+        for m in &mut members {
+            m.start();
+        }
+        let etcd = Etcd { dir, members };
+        if !extra.iter().any(|a| a.starts_with("--cert-file")) {
+            etcd.wait_healthy();
+        }
+        etcd
+    }
+
+    /// Comma-separated client URLs of every member.
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(|m| m.url()).collect::<Vec<_>>().join(",")
+    }
+
+    /// An endpoint of a running member.
+    pub fn live_endpoint(&self) -> String {
+        self.members
+            .iter()
+            .find(|m| m.is_running())
+            .map(|m| m.url())
+            .expect("no running member")
+    }
+
+    /// `etcdctl ARGS` against `endpoint`; returns stdout, panics on failure.
+    pub fn ctl_at(&self, endpoint: &str, args: &[&str]) -> String {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(endpoint)
+            .arg("--command-timeout=10s")
+            .args(args)
+            .output()
+            .expect("run etcdctl (is etcd-client installed?)");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `etcdctl ARGS` against any running member.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        self.ctl_at(&self.live_endpoint(), args)
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        self.ctl(&["put", key, value]);
+    }
+
+    pub fn del(&self, key: &str) {
+        self.ctl(&["del", key]);
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> i64 {
+        let out = self.ctl(&["get", "/", "--prefix", "--keys-only", "--limit=1", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl json");
+        v["header"]["revision"].as_i64().expect("revision")
+    }
+
+    /// Waits until every running member answers.
+    pub fn wait_healthy(&self) {
+        for m in self.members.iter().filter(|m| m.is_running()) {
+            let url = m.url();
+            wait_for(&format!("etcd {url} healthy"), Duration::from_secs(30), || {
+                Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .arg("--endpoints")
+                    .arg(&url)
+                    .arg("--command-timeout=2s")
+                    .args(["endpoint", "health"])
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false)
+            });
+        }
+    }
+}
+
+/// A running `liveconf render` daemon; killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `liveconf render ARGS`, logging to `log`.
+    pub fn start(args: &[&str], log: &Path) -> Daemon {
+        let f = std::fs::File::create(log).expect("daemon log");
+        let child = Command::new(env!("CARGO_BIN_EXE_liveconf"))
+            .arg("render")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(f.try_clone().expect("log")))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("start liveconf");
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+    }
+
+    /// SIGTERM, then waits for the exit (bounded); returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a file, or "" when it does not exist (yet).
+pub fn read_or_empty(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
