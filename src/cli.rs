@@ -241,7 +241,11 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::CONFIG } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::CONFIG
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -314,7 +318,11 @@ pub fn load_resources(s: &Settings, only: &[String]) -> Result<Loaded> {
         .collect();
     for o in only {
         if !names.contains(o) {
-            bail!("--only {o}: no resource {o} in {} (there are: {})", conf_d.display(), names.join(", "));
+            bail!(
+                "--only {o}: no resource {o} in {} (there are: {})",
+                conf_d.display(),
+                names.join(", ")
+            );
         }
     }
     let templates_dir = s.templates_dir();
@@ -332,7 +340,10 @@ pub fn load_resources(s: &Settings, only: &[String]) -> Result<Loaded> {
         }
     }
     if loaded.resources.is_empty() && loaded.failed.is_empty() {
-        bail!("no resource in {} (add NAME.toml files with a [template] table)", conf_d.display());
+        bail!(
+            "no resource in {} (add NAME.toml files with a [template] table)",
+            conf_d.display()
+        );
     }
     Ok(loaded)
 }
@@ -354,13 +365,17 @@ fn parse_overlay(set: &[String], unset: &[String]) -> Result<Vec<Change>, Exit> 
             .split_once('=')
             .ok_or_else(|| config_err(anyhow!("--set {kv:?}: expected KEY=VALUE")))?;
         if !k.starts_with('/') {
-            return Err(config_err(anyhow!("--set {kv:?}: KEY must be absolute (start with /), as given to etcdctl")));
+            return Err(config_err(anyhow!(
+                "--set {kv:?}: KEY must be absolute (start with /), as given to etcdctl"
+            )));
         }
         changes.push(Change::Put(Key::from(k), Val::from(v.as_bytes())));
     }
     for k in unset {
         if !k.starts_with('/') {
-            return Err(config_err(anyhow!("--unset {k:?}: KEY must be absolute (start with /)")));
+            return Err(config_err(anyhow!(
+                "--unset {k:?}: KEY must be absolute (start with /)"
+            )));
         }
         changes.push(Change::Delete(Key::from(k.as_str())));
     }
@@ -379,10 +394,12 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
         args.noop = true;
     }
     if args.exit_code && !args.noop {
-        return Err(config_err(anyhow!("--exit-code goes with --noop or --diff")));
+        return Err(config_err(anyhow!(
+            "--exit-code goes with --noop or --diff"
+        )));
     }
     let overlay = parse_overlay(&args.set, &args.unset)?;
-    if !overlay.is_empty() && !(args.once && args.noop) {
+    if !(overlay.is_empty() || args.once && args.noop) {
         return Err(config_err(anyhow!(
             "--set/--unset only preview a change: use them with --once and --noop or --diff"
         )));
@@ -476,18 +493,19 @@ pub fn report(outcomes: &[Outcome], opts: &Options) {
         .map(|o| o.name.as_str())
         .collect();
     if !failed.is_empty() {
-        tracing::error!("{} of {} resources failed: {}", failed.len(), outcomes.len(), failed.join(", "));
+        tracing::error!(
+            "{} of {} resources failed: {}",
+            failed.len(),
+            outcomes.len(),
+            failed.join(", ")
+        );
     }
 }
 
 fn exit_code(outcomes: &[Outcome], exit_code_flag: bool) -> u8 {
     if outcomes.iter().any(|o| o.result.is_err()) {
         exit::FAILED
-    } else if exit_code_flag
-        && outcomes
-            .iter()
-            .any(|o| o.result == Ok(Action::WouldChange))
-    {
+    } else if exit_code_flag && outcomes.iter().any(|o| o.result == Ok(Action::WouldChange)) {
         exit::CHANGES
     } else {
         exit::OK
@@ -509,7 +527,9 @@ async fn check(args: CheckArgs) -> Result<u8, Exit> {
     }
     for r in &loaded.resources {
         match crate::render::render(r, &snap, &templates, &dns) {
-            Ok(bytes) => tracing::info!(resource = %r.name, revision = snap.revision(), "{}: renders ({} bytes)", r.name, bytes.len()),
+            Ok(bytes) => {
+                tracing::info!(resource = %r.name, revision = snap.revision(), "{}: renders ({} bytes)", r.name, bytes.len())
+            }
             Err(e) => {
                 tracing::error!(resource = %r.name, step = "render", "{}: render failed: {e}", r.name);
                 failed += 1;

@@ -191,7 +191,11 @@ impl Daemon {
     }
 
     fn watched(&self) -> Vec<String> {
-        let mut w: Vec<String> = self.resources.iter().flat_map(|r| r.watched.clone()).collect();
+        let mut w: Vec<String> = self
+            .resources
+            .iter()
+            .flat_map(|r| r.watched.clone())
+            .collect();
         w.sort();
         w.dedup();
         backend::etcd::roots(&w)
@@ -219,10 +223,13 @@ impl Daemon {
                         // Settings that cannot work (unreadable certificate,
                         // SRV name without records): say so and retry, as the
                         // file or DNS may be fixed without a restart.
-                        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+                        let mut backoff =
+                            Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
                         let mut err = e;
                         loop {
-                            let _ = tx.send(Event::Disconnected { reason: err.to_string() });
+                            let _ = tx.send(Event::Disconnected {
+                                reason: err.to_string(),
+                            });
                             tokio::time::sleep(backoff.next_delay()).await;
                             match backend::etcd::Connection::from_settings(&s).await {
                                 Ok(conn) => {
@@ -309,7 +316,11 @@ impl Daemon {
                 self.status.last_event = Some(crate::status::now());
                 match self.mirror.take() {
                     None => {
-                        tracing::info!(revision = snapshot.revision(), keys = snapshot.len(), "initial snapshot");
+                        tracing::info!(
+                            revision = snapshot.revision(),
+                            keys = snapshot.len(),
+                            "initial snapshot"
+                        );
                         self.mirror = Some(snapshot);
                         self.mark_all();
                     }
@@ -326,7 +337,12 @@ impl Daemon {
                                 diff.len()
                             );
                         } else if reason != SnapshotReason::Resync {
-                            tracing::info!(revision = snapshot.revision(), changed = diff.len(), ?reason, "new snapshot");
+                            tracing::info!(
+                                revision = snapshot.revision(),
+                                changed = diff.len(),
+                                ?reason,
+                                "new snapshot"
+                            );
                         }
                         let mut hit = BTreeSet::new();
                         for k in &diff {
@@ -362,7 +378,9 @@ impl Daemon {
                 }
             }
             Event::Disconnected { reason } => {
-                tracing::warn!("backend unavailable: {reason}; retrying, files keep their last good content");
+                tracing::warn!(
+                    "backend unavailable: {reason}; retrying, files keep their last good content"
+                );
                 self.status.connected = false;
                 self.status_dirty = true;
             }
@@ -382,9 +400,7 @@ impl Daemon {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        if self.mirror.is_none() {
-            return None;
-        }
+        self.mirror.as_ref()?;
         let pend = self.pending.iter().map(|(i, p)| self.ready_at(*i, p));
         let retry = self.retries.values().map(|r| r.due);
         pend.chain(retry).min()
@@ -495,13 +511,14 @@ impl Daemon {
     /// SIGHUP: settings, conf.d and templates again. The backend keeps its
     /// watch unless what it watches (or how it connects) changed.
     fn reload(&mut self, tx: &UnboundedSender<Event>, backend: &mut JoinHandle<()>) {
-        let settings = match Settings::load(self.source.config.as_deref(), self.source.flags.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("reload failed, keeping the running configuration: {e}");
-                return;
-            }
-        };
+        let settings =
+            match Settings::load(self.source.config.as_deref(), self.source.flags.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("reload failed, keeping the running configuration: {e}");
+                    return;
+                }
+            };
         let old_watched = self.watched();
         let old_settings = std::mem::replace(&mut self.settings, settings);
         if let Err(e) = self.load() {
@@ -510,8 +527,10 @@ impl Daemon {
             return;
         }
         self.pending.clear();
-        self.retries.retain(|n, _| self.resources.iter().any(|r| &r.name == n));
-        let restart = self.watched() != old_watched || backend_changed(&old_settings, &self.settings);
+        self.retries
+            .retain(|n, _| self.resources.iter().any(|r| &r.name == n));
+        let restart =
+            self.watched() != old_watched || backend_changed(&old_settings, &self.settings);
         if restart {
             tracing::info!("watched prefixes or backend settings changed: new snapshot and watch");
             backend.abort();

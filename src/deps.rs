@@ -74,7 +74,12 @@ mod tests {
 
     #[test]
     fn keys_match_their_ancestors_only() {
-        let deps = Deps::new(&[res(&["/a/b"]), res(&["/a/bc"]), res(&[""]), res(&["/a/b/c/d"])]);
+        let deps = Deps::new(&[
+            res(&["/a/b"]),
+            res(&["/a/bc"]),
+            res(&[""]),
+            res(&["/a/b/c/d"]),
+        ]);
         let hit = |k: &str| {
             let mut s = BTreeSet::new();
             deps.affected(k, &mut s);

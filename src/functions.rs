@@ -50,7 +50,9 @@ pub fn with_scope<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
 fn scoped<R>(f: impl FnOnce(&Scope) -> TeraResult<R>) -> TeraResult<R> {
     SCOPE.with(|s| match &*s.borrow() {
         Some(scope) => f(scope),
-        None => Err(Error::message("key functions are only available while rendering a resource")),
+        None => Err(Error::message(
+            "key functions are only available while rendering a resource",
+        )),
     })
 }
 
@@ -116,11 +118,13 @@ impl Scope {
         Ok(out)
     }
 
-    /// Names of the direct children of the relative `path`, and whether each has children.
+    /// Names of the direct children of the relative `path`, sorted, and
+    /// whether each has children. (Keys arrive in byte order, where
+    /// `/a-b` sorts between `/a` and `/a/x`, so names are merged in a map.)
     fn children(&self, path: &str) -> Vec<(String, bool)> {
         let dir = self.abs(path);
         let dir = dir.trim_end_matches('/').to_string();
-        let mut out: Vec<(String, bool)> = Vec::new();
+        let mut out: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
         for (k, _) in self.keys_below(&dir) {
             let Some(rest) = keypath::relative(&dir, k) else {
                 continue;
@@ -133,12 +137,9 @@ impl Scope {
                 Some((n, _)) => (n, true),
                 None => (rest, false),
             };
-            match out.last_mut() {
-                Some((last, has)) if last == name => *has |= deeper,
-                _ => out.push((name.to_string(), deeper)),
-            }
+            *out.entry(name.to_string()).or_default() |= deeper;
         }
-        out
+        out.into_iter().collect()
     }
 }
 
@@ -201,7 +202,10 @@ pub fn getvs(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     scoped(|s| {
         let items = s.glob(pattern)?;
         Ok(Value::from(
-            items.into_iter().map(|(_, v)| Value::from(v)).collect::<Vec<_>>(),
+            items
+                .into_iter()
+                .map(|(_, v)| Value::from(v))
+                .collect::<Vec<_>>(),
         ))
     })
 }
@@ -284,7 +288,9 @@ pub fn lookup_ip(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
         return Err(Error::message(format!("lookup_ip({host}): no address")));
     }
     Ok(Value::from(
-        ips.into_iter().map(|ip| Value::from(ip.to_string())).collect::<Vec<_>>(),
+        ips.into_iter()
+            .map(|ip| Value::from(ip.to_string()))
+            .collect::<Vec<_>>(),
     ))
 }
 

@@ -42,8 +42,7 @@ impl std::fmt::Display for HookFailure {
 /// Quotes `s` for the shell when it holds anything but plain path characters.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b))
     {
         s.to_string()
@@ -102,7 +101,8 @@ pub async fn run(command: &str, timeout: Duration) -> Result<(), HookFailure> {
         how,
         output,
     };
-    let out = tempfile::tempfile().map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
+    let out =
+        tempfile::tempfile().map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
     let err = out
         .try_clone()
         .map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
@@ -156,7 +156,10 @@ mod tests {
             Path::new("/srv/.x.tmp"),
             Path::new("/srv/my file"),
         );
-        assert_eq!(s, "php -l /srv/.x.tmp && cmp /srv/.x.tmp '/srv/my file' {{other}}");
+        assert_eq!(
+            s,
+            "php -l /srv/.x.tmp && cmp /srv/.x.tmp '/srv/my file' {{other}}"
+        );
     }
 
     #[tokio::test]

@@ -92,11 +92,15 @@ impl Target {
             });
         }
         if !meta.is_file() {
-            return Err(format!("destination {} is not a regular file", self.dest.display()));
+            return Err(format!(
+                "destination {} is not a regular file",
+                self.dest.display()
+            ));
         }
         let mut what = Vec::new();
         let old = if meta.len() as usize == content.len() {
-            let old = std::fs::read(&self.dest).map_err(|e| io_err("cannot read", &self.dest, e))?;
+            let old =
+                std::fs::read(&self.dest).map_err(|e| io_err("cannot read", &self.dest, e))?;
             if old != content {
                 what.push("content".to_string());
             }
@@ -198,9 +202,7 @@ impl Staged {
     /// Renames the stage file over the destination and fsyncs the directory.
     pub fn commit(self) -> Result<(), String> {
         let dest = &self.target.dest;
-        if self.target.backup
-            && std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_file())
-        {
+        if self.target.backup && std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_file()) {
             let bak = PathBuf::from(format!("{}.bak", dest.display()));
             let tmp_bak = PathBuf::from(format!("{}.bak{STAGE_SUFFIX}", dest.display()));
             let _ = std::fs::remove_file(&tmp_bak);
@@ -269,13 +271,19 @@ mod tests {
         let dest = dir.path().join("x.conf");
         std::fs::write(&dest, "old").unwrap();
         let t = target(dest.clone());
-        assert!(matches!(t.compare(b"new").unwrap(), Comparison::Differs { .. }));
+        assert!(matches!(
+            t.compare(b"new").unwrap(),
+            Comparison::Differs { .. }
+        ));
         let staged = t.stage(b"new").unwrap();
         let meta = std::fs::metadata(staged.path()).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o640);
         staged.commit().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
-        assert_eq!(std::fs::read(dir.path().join("x.conf.bak")).unwrap(), b"old");
+        assert_eq!(
+            std::fs::read(dir.path().join("x.conf.bak")).unwrap(),
+            b"old"
+        );
         assert_eq!(t.compare(b"new").unwrap(), Comparison::Same);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }

@@ -70,7 +70,10 @@ mod tests {
     fn prefixes_normalise() {
         assert_eq!(normalize_prefix("conftool//v1/"), "/conftool/v1");
         assert_eq!(normalize_prefix("/"), "");
-        assert_eq!(join_prefixes(&["/conftool/v1", "/pools/", ""]), "/conftool/v1/pools");
+        assert_eq!(
+            join_prefixes(&["/conftool/v1", "/pools/", ""]),
+            "/conftool/v1/pools"
+        );
     }
 
     #[test]
@@ -87,7 +90,10 @@ mod tests {
     #[test]
     fn glob_literal_part() {
         assert_eq!(glob_literal_dir("/pools/*/mw*"), "/pools");
-        assert_eq!(glob_literal_dir("/pools/eqiad/mw1001"), "/pools/eqiad/mw1001");
+        assert_eq!(
+            glob_literal_dir("/pools/eqiad/mw1001"),
+            "/pools/eqiad/mw1001"
+        );
         assert_eq!(glob_literal_dir("/mw*"), "");
         assert_eq!(glob_literal_dir("*"), "");
     }

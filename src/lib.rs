@@ -8,8 +8,8 @@
 pub mod apply;
 pub mod backend;
 pub mod cli;
-pub mod deps;
 pub mod daemon;
+pub mod deps;
 pub mod dns;
 pub mod encode;
 pub mod functions;

@@ -69,7 +69,8 @@ fn render_format(
             .subtree(r)
             .map(|(k, v)| (keypath::relative(&res.prefix, k).unwrap_or(k), &**v))
     });
-    let json = encode::build_tree(entries, decode).map_err(|e| e.to_string())?;
+    let mut json = encode::build_tree(entries, decode).map_err(|e| e.to_string())?;
+    encode::sort_keys(&mut json);
     match format {
         Format::Json => Ok(encode::json_document(&json)),
         Format::Php => encode::php_document(&encode::to_tera(&json)).map_err(|e| e.to_string()),

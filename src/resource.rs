@@ -91,7 +91,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(t).map_err(|e| format!("invalid duration {s:?}: {e} (e.g. \"30s\", \"100ms\", \"5m\")"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. \"30s\", \"100ms\", \"5m\")"))
 }
 
 /// Parses a mode: an octal string (`"0644"`, `"644"`, `"0o644"`) or a TOML
@@ -100,7 +101,11 @@ pub fn parse_mode(v: &toml::Value) -> Result<u32, String> {
     let text = match v {
         toml::Value::String(s) => s.trim().to_string(),
         toml::Value::Integer(i) => i.to_string(),
-        other => return Err(format!("mode must be an octal string like \"0644\", not {other}")),
+        other => {
+            return Err(format!(
+                "mode must be an octal string like \"0644\", not {other}"
+            ));
+        }
     };
     let digits = text.strip_prefix("0o").unwrap_or(&text);
     let mode = u32::from_str_radix(digits, 8)
@@ -203,7 +208,11 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
 
 /// Parses one resource file. `templates_dir` is where `src` is looked up;
 /// `global_prefix` is joined in front of the resource's `prefix`.
-pub fn load(path: &Path, templates_dir: &Path, global_prefix: &str) -> Result<Resource, ResourceError> {
+pub fn load(
+    path: &Path,
+    templates_dir: &Path,
+    global_prefix: &str,
+) -> Result<Resource, ResourceError> {
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -216,19 +225,28 @@ pub fn load(path: &Path, templates_dir: &Path, global_prefix: &str) -> Result<Re
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let parsed: ResourceFile = toml::from_str(&text).map_err(|e| err(toml_error(&text, &e)))?;
     let Some(t) = parsed.template else {
-        return Err(err("no [template] table (every resource file needs one)".into()));
+        return Err(err(
+            "no [template] table (every resource file needs one)".into()
+        ));
     };
 
     let source = match (&t.src, t.format) {
         (Some(_), Some(_)) => return Err(err("give either src or format, not both".into())),
-        (None, None) => return Err(err("missing src (a template under templates/) or format = \"json\" | \"php\"".into())),
+        (None, None) => {
+            return Err(err(
+                "missing src (a template under templates/) or format = \"json\" | \"php\"".into(),
+            ));
+        }
         (Some(src), None) => {
             if t.decode.is_some() {
                 return Err(err("decode only applies with format; in a template use tree(decode=\"json\") or json_decode".into()));
             }
             let full = templates_dir.join(src);
             if !full.is_file() {
-                return Err(err(format!("src template {} does not exist", full.display())));
+                return Err(err(format!(
+                    "src template {} does not exist",
+                    full.display()
+                )));
             }
             Source::Template(src.clone())
         }
@@ -242,10 +260,16 @@ pub fn load(path: &Path, templates_dir: &Path, global_prefix: &str) -> Result<Re
         }
     };
 
-    let dest = t.dest.as_deref().ok_or_else(|| err("missing dest".into()))?;
+    let dest = t
+        .dest
+        .as_deref()
+        .ok_or_else(|| err("missing dest".into()))?;
     let dest = PathBuf::from(dest);
     if !dest.is_absolute() || dest.file_name().is_none() {
-        return Err(err(format!("dest {:?} must be an absolute file path", dest.display())));
+        return Err(err(format!(
+            "dest {:?} must be an absolute file path",
+            dest.display()
+        )));
     }
 
     if t.keys.is_empty() {
@@ -362,7 +386,10 @@ mod tests {
     #[test]
     fn waits_parse() {
         let w = Wait::parse("100ms:1s").unwrap();
-        assert_eq!((w.min, w.max), (Duration::from_millis(100), Duration::from_secs(1)));
+        assert_eq!(
+            (w.min, w.max),
+            (Duration::from_millis(100), Duration::from_secs(1))
+        );
         assert!(Wait::parse("0s").unwrap().is_off());
         assert_eq!(Wait::parse("1s").unwrap().max, Duration::from_secs(4));
         assert!(Wait::parse("2s:1s").is_err());

@@ -96,10 +96,35 @@ macro_rules! overlay {
 impl Layer {
     /// `self` with every field `top` sets replaced by `top`'s.
     pub fn overlay(mut self, top: Layer) -> Layer {
-        overlay!(self, top, confdir, backend, endpoints, srv_domain, srv_record, dns_server,
-            prefix, file, ca_file, cert_file, key_file, username, password_file, state_dir,
-            metrics_addr, log_level, log_format, wait, node_name, resync_interval,
-            watch_confdir, report, reload_splay, connect_timeout, request_timeout);
+        overlay!(
+            self,
+            top,
+            confdir,
+            backend,
+            endpoints,
+            srv_domain,
+            srv_record,
+            dns_server,
+            prefix,
+            file,
+            ca_file,
+            cert_file,
+            key_file,
+            username,
+            password_file,
+            state_dir,
+            metrics_addr,
+            log_level,
+            log_format,
+            wait,
+            node_name,
+            resync_interval,
+            watch_confdir,
+            report,
+            reload_splay,
+            connect_timeout,
+            request_timeout
+        );
         self
     }
 
@@ -210,7 +235,10 @@ impl Settings {
             where_: where_.clone(),
             message,
         };
-        let dur = |v: &Option<String>, name: &str, default: Duration| -> Result<Duration, SettingsError> {
+        let dur = |v: &Option<String>,
+                   name: &str,
+                   default: Duration|
+         -> Result<Duration, SettingsError> {
             match v {
                 Some(s) => parse_duration(s).map_err(|e| err(format!("{name}: {e}"))),
                 None => Ok(default),
@@ -227,7 +255,9 @@ impl Settings {
         });
         let files = l.file.clone().unwrap_or_default();
         if backend == BackendKind::File && files.is_empty() {
-            return Err(err("the file backend needs at least one key file (--file PATH or file = [...])".into()));
+            return Err(err(
+                "the file backend needs at least one key file (--file PATH or file = [...])".into(),
+            ));
         }
         let endpoints: Vec<String> = l
             .endpoints
@@ -255,7 +285,13 @@ impl Settings {
                     .and_then(|p| p.parent())
                     .filter(|d| !d.as_os_str().is_empty())
                     .map(Path::to_path_buf)
-                    .unwrap_or_else(|| PathBuf::from(if config_file.is_some() { "." } else { DEFAULT_CONFDIR }))
+                    .unwrap_or_else(|| {
+                        PathBuf::from(if config_file.is_some() {
+                            "."
+                        } else {
+                            DEFAULT_CONFDIR
+                        })
+                    })
             }),
             backend,
             endpoints,
@@ -285,8 +321,16 @@ impl Settings {
             watch_confdir: l.watch_confdir.unwrap_or(false),
             report: l.report.unwrap_or(false),
             reload_splay: dur(&l.reload_splay, "reload_splay", Duration::ZERO)?,
-            connect_timeout: dur(&l.connect_timeout, "connect_timeout", Duration::from_secs(5))?,
-            request_timeout: dur(&l.request_timeout, "request_timeout", Duration::from_secs(10))?,
+            connect_timeout: dur(
+                &l.connect_timeout,
+                "connect_timeout",
+                Duration::from_secs(5),
+            )?,
+            request_timeout: dur(
+                &l.request_timeout,
+                "request_timeout",
+                Duration::from_secs(10),
+            )?,
         })
     }
 }
@@ -299,7 +343,11 @@ mod tests {
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("liveconf.toml");
-        std::fs::write(&p, "prefix = \"/from-file\"\nfile = [\"keys.yaml\"]\nwait = \"0s\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "prefix = \"/from-file\"\nfile = [\"keys.yaml\"]\nwait = \"0s\"\n",
+        )
+        .unwrap();
         let flags = Layer {
             prefix: Some("/from-flag".into()),
             ..Layer::default()
@@ -316,7 +364,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("liveconf.toml");
         std::fs::write(&p, "prefix = \"/x\"\nendpoint = \"http://x\"\n").unwrap();
-        let e = Settings::load(Some(&p), Layer::default()).unwrap_err().to_string();
+        let e = Settings::load(Some(&p), Layer::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("liveconf.toml") && e.contains("line 2"), "{e}");
     }
 }

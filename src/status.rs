@@ -80,8 +80,10 @@ impl Status {
     /// Reads `DIR/status.json`; a missing or unreadable file is an empty status.
     pub fn read(state_dir: &Path) -> Result<Status, String> {
         let p = state_dir.join(STATUS_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{} is not a valid status file: {e}", p.display()))
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a valid status file: {e}", p.display()))
     }
 
     /// Records the outcomes of a batch.

@@ -185,7 +185,12 @@ mod tests {
 
     #[test]
     fn subtree_respects_path_boundaries() {
-        let s = snap(&[("/a/b", "1"), ("/a/b/c", "2"), ("/a/bc", "3"), ("/a/c", "4")]);
+        let s = snap(&[
+            ("/a/b", "1"),
+            ("/a/b/c", "2"),
+            ("/a/bc", "3"),
+            ("/a/c", "4"),
+        ]);
         let got: Vec<&str> = s.subtree("/a/b").map(|(k, _)| &**k).collect();
         assert_eq!(got, ["/a/b", "/a/b/c"]);
         let all: Vec<&str> = s.subtree("/").map(|(k, _)| &**k).collect();

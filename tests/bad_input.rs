@@ -15,7 +15,8 @@ fn fixture(resource: &str, template: &str) -> Fx {
     fx
 }
 
-const GOOD: &str = "[template]\nsrc = \"x.tera\"\ndest = \"{out}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n";
+const GOOD: &str =
+    "[template]\nsrc = \"x.tera\"\ndest = \"{out}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n";
 
 fn assert_untouched(fx: &Fx) {
     assert_eq!(fx.read("out/x.conf"), "previous\n");
@@ -26,16 +27,19 @@ fn assert_untouched(fx: &Fx) {
 fn malformed_toml_names_file_and_line() {
     let fx = fixture("[template]\nsrc = \"x.tera\"\ndest = \n", "x");
     let run = fx.once();
-    run.expect_code(2).expect_stderr(&["conf.d/x.toml", "line 3"]);
+    run.expect_code(2)
+        .expect_stderr(&["conf.d/x.toml", "line 3"]);
     assert_untouched(&fx);
 }
 
 #[test]
 fn unknown_field_is_refused() {
     let fx = fixture(&format!("{GOOD}destination = \"/tmp/typo\"\n"), "x");
-    fx.once()
-        .expect_code(2)
-        .expect_stderr(&["conf.d/x.toml", "line 6", "unknown field `destination`"]);
+    fx.once().expect_code(2).expect_stderr(&[
+        "conf.d/x.toml",
+        "line 6",
+        "unknown field `destination`",
+    ]);
     assert_untouched(&fx);
 }
 
@@ -60,7 +64,9 @@ fn bad_mode_unknown_owner_and_missing_src_are_refused() {
         ("group = \"no-such-group-liveconf\"\n", "no such group"),
     ] {
         let fx = fixture(&format!("{GOOD}{extra}"), "x");
-        fx.once().expect_code(2).expect_stderr(&["conf.d/x.toml", needle]);
+        fx.once()
+            .expect_code(2)
+            .expect_stderr(&["conf.d/x.toml", needle]);
         assert_untouched(&fx);
     }
     let fx = fixture(&GOOD.replace("x.tera", "nope.tera"), "x");
@@ -82,15 +88,20 @@ fn template_syntax_error_names_template_and_line() {
 #[test]
 fn missing_key_names_key_and_writes_nothing() {
     let fx = fixture(GOOD, "{{ getv(key=\"/nope\") }}\n");
-    fx.once()
-        .expect_code(2)
-        .expect_stderr(&["x: render failed", "key /nope not found", "/app/nope"]);
+    fx.once().expect_code(2).expect_stderr(&[
+        "x: render failed",
+        "key /nope not found",
+        "/app/nope",
+    ]);
     assert_untouched(&fx);
 }
 
 #[test]
 fn invalid_json_names_the_key() {
-    let fx = fixture(GOOD, "{{ getv(key=\"/doc\") | json_decode | json_encode }}\n");
+    let fx = fixture(
+        GOOD,
+        "{{ getv(key=\"/doc\") | json_decode | json_encode }}\n",
+    );
     fx.once()
         .expect_code(2)
         .expect_stderr(&["x: render failed", "value of key /doc is not valid JSON"]);
@@ -100,7 +111,9 @@ fn invalid_json_names_the_key() {
 #[test]
 fn missing_destination_directory_writes_nothing() {
     let fx = fixture(&GOOD.replace("{out}/x.conf", "{out}/nodir/x.conf"), "x");
-    fx.once().expect_code(2).expect_stderr(&["nodir", "does not exist"]);
+    fx.once()
+        .expect_code(2)
+        .expect_stderr(&["nodir", "does not exist"]);
     assert_untouched(&fx);
 }
 
@@ -109,7 +122,8 @@ fn unreadable_key_file_is_a_backend_error() {
     let fx = fixture(GOOD, "{{ getv(key=\"/name\") }}");
     std::fs::remove_file(fx.path("keys.yaml")).unwrap();
     let run = fx.once();
-    run.expect_code(4).expect_stderr(&["cannot read key file", "keys.yaml"]);
+    run.expect_code(4)
+        .expect_stderr(&["cannot read key file", "keys.yaml"]);
     assert_untouched(&fx);
 
     std::fs::write(fx.path("keys.yaml"), "app: [unclosed\n").unwrap();
@@ -135,6 +149,10 @@ fn errors_are_one_line_without_panics() {
     let run = fx.once();
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert!(!run.stderr.contains("RUST_BACKTRACE"), "{}", run.stderr);
-    let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains("render failed")).collect();
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("render failed"))
+        .collect();
     assert_eq!(lines.len(), 1, "{}", run.stderr);
 }

@@ -37,14 +37,18 @@ fn noop_changes_nothing_and_exit_code_reports_pending_changes() {
             m = marker.display()
         ),
     );
-    fx.run(&["render", "--once", "--noop"]).expect_code(0).expect_stderr(&["would change"]);
+    fx.run(&["render", "--once", "--noop"])
+        .expect_code(0)
+        .expect_stderr(&["would change"]);
     assert!(fx.out_files().is_empty());
     assert!(!marker.exists(), "a command ran under --noop");
-    fx.run(&["render", "--once", "--noop", "--exit-code"]).expect_code(1);
+    fx.run(&["render", "--once", "--noop", "--exit-code"])
+        .expect_code(1);
 
     fx.run(&["render", "--once"]).expect_code(0);
     assert!(marker.exists());
-    fx.run(&["render", "--once", "--noop", "--exit-code"]).expect_code(0);
+    fx.run(&["render", "--once", "--noop", "--exit-code"])
+        .expect_code(0);
 }
 
 #[test]
@@ -58,10 +62,27 @@ fn diff_prints_a_unified_diff() {
     let run = fx.run(&["render", "--once", "--diff", "--exit-code"]);
     run.expect_code(1);
     let dest = fx.path("out/pool.conf").display().to_string();
-    assert!(run.stdout.contains(&format!("--- {dest}")), "{}", run.stdout);
-    assert!(run.stdout.contains(&format!("+++ {dest}")), "{}", run.stdout);
-    assert!(run.stdout.contains("\n server mw1 weight=10;\n+server mw2 weight=5;\n"), "{}", run.stdout);
-    assert_eq!(fx.read("out/pool.conf"), "server mw1 weight=10;\n", "--diff wrote the file");
+    assert!(
+        run.stdout.contains(&format!("--- {dest}")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!("+++ {dest}")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("\n server mw1 weight=10;\n+server mw2 weight=5;\n"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        fx.read("out/pool.conf"),
+        "server mw1 weight=10;\n",
+        "--diff wrote the file"
+    );
 }
 
 #[test]
@@ -79,8 +100,17 @@ fn set_and_unset_preview_an_etcdctl_put_without_touching_the_backend() {
         "/conftool/pools/mw1",
     ]);
     run.expect_code(0);
-    assert!(run.stdout.contains("-server mw1 weight=10;\n+server mw3 weight=1;\n"), "{}", run.stdout);
-    assert!(!run.stdout.contains("other.conf"), "an unrelated file would change:\n{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("-server mw1 weight=10;\n+server mw3 weight=1;\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("other.conf"),
+        "an unrelated file would change:\n{}",
+        run.stdout
+    );
     assert_eq!(fx.read("out/pool.conf"), "server mw1 weight=10;\n");
     assert_eq!(fx.read("keys.yaml"), keys_before);
 
@@ -96,7 +126,8 @@ fn set_and_unset_preview_an_etcdctl_put_without_touching_the_backend() {
 #[test]
 fn only_renders_the_named_resources() {
     let fx = pools();
-    fx.run(&["render", "--once", "--only", "other"]).expect_code(0);
+    fx.run(&["render", "--once", "--only", "other"])
+        .expect_code(0);
     assert_eq!(fx.out_files(), ["other.conf"]);
     fx.run(&["render", "--once", "--only", "nope"])
         .expect_code(3)
@@ -110,21 +141,28 @@ fn dest_root_writes_below_a_directory() {
     let run = fx.run(&["render", "--once", "--dest-root", root.to_str().unwrap()]);
     run.expect_code(0);
     let inner = root.join(fx.path("out/pool.conf").strip_prefix("/").unwrap());
-    assert_eq!(std::fs::read_to_string(inner).unwrap(), "server mw1 weight=10;\n");
+    assert_eq!(
+        std::fs::read_to_string(inner).unwrap(),
+        "server mw1 weight=10;\n"
+    );
     assert!(fx.out_files().is_empty(), "wrote outside --dest-root");
 }
 
 #[test]
 fn check_renders_in_memory_and_writes_nothing() {
     let fx = pools();
-    fx.run(&["check"]).expect_code(0).expect_stderr(&["all 2 resources render"]);
+    fx.run(&["check"])
+        .expect_code(0)
+        .expect_stderr(&["all 2 resources render"]);
     assert!(fx.out_files().is_empty());
     assert!(!fx.path("state/status.json").exists());
 
     fx.template("other.tera", "{{ getv(key=\"/missing\") }}");
-    fx.run(&["check"])
-        .expect_code(2)
-        .expect_stderr(&["other: render failed", "/missing", "1 of 2 resources failed"]);
+    fx.run(&["check"]).expect_code(2).expect_stderr(&[
+        "other: render failed",
+        "/missing",
+        "1 of 2 resources failed",
+    ]);
     assert!(fx.out_files().is_empty());
 }
 
@@ -145,7 +183,12 @@ fn status_json_records_every_resource() {
 fn unwritable_state_dir_is_only_a_warning_for_once() {
     let fx = pools();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"))
-        .args(["render", "--once", "--state-dir", "/proc/liveconf-cannot-write"])
+        .args([
+            "render",
+            "--once",
+            "--state-dir",
+            "/proc/liveconf-cannot-write",
+        ])
         .arg("--confdir")
         .arg(fx.dir.path())
         .arg("--file")

@@ -29,7 +29,12 @@ fn daemon(fx: &Fx, etcd: &Etcd, extra: &[&str]) -> Daemon {
     let state = fx.path("state").display().to_string();
     let endpoints = etcd.endpoints();
     let mut args = vec![
-        "--confdir", &confdir, "--endpoints", &endpoints, "--state-dir", &state,
+        "--confdir",
+        &confdir,
+        "--endpoints",
+        &endpoints,
+        "--state-dir",
+        &state,
     ];
     args.extend_from_slice(extra);
     Daemon::start(&args, &fx.path("daemon.log"))
@@ -44,7 +49,9 @@ fn puts_and_deletes_reach_the_files_and_unrelated_keys_render_nothing() {
     let d = daemon(&fx, &etcd, &["--wait", "0s"]);
     let a = fx.path("out/a.conf");
     let b = fx.path("out/b.conf");
-    wait_for("initial render", LIMIT, || read_or_empty(&a) == "a=1\n" && read_or_empty(&b) == "b=none\n");
+    wait_for("initial render", LIMIT, || {
+        read_or_empty(&a) == "a=1\n" && read_or_empty(&b) == "b=none\n"
+    });
 
     etcd.put("/app/a/x", "2");
     wait_for("put reaches a.conf", LIMIT, || read_or_empty(&a) == "a=2\n");
@@ -52,7 +59,13 @@ fn puts_and_deletes_reach_the_files_and_unrelated_keys_render_nothing() {
     etcd.put("/app/b/x", "7");
     wait_for("put reaches b.conf", LIMIT, || read_or_empty(&b) == "b=7\n");
     etcd.del("/app/b/x");
-    wait_for("delete reaches b.conf", LIMIT, || read_or_empty(&b) == "b=none\n");
+    wait_for("delete reaches b.conf", LIMIT, || {
+        read_or_empty(&b) == "b=none\n"
+    });
+    let rev = etcd.revision();
+    wait_for("the delete's render logged", LIMIT, || {
+        d.log().contains(&format!("b: rendered revision {rev}"))
+    });
 
     // A change under b's prefix does not re-render a; keys nobody watches render nothing.
     let a_renders = d.count("a: rendered");
@@ -61,9 +74,21 @@ fn puts_and_deletes_reach_the_files_and_unrelated_keys_render_nothing() {
     etcd.put("/app/bx", "1");
     etcd.put("/app/b/x", "8");
     wait_for("b re-rendered", LIMIT, || read_or_empty(&b) == "b=8\n");
-    wait_for("b's render logged", LIMIT, || d.count("b: rendered") == b_renders + 1);
-    assert_eq!(d.count("a: rendered"), a_renders, "a re-rendered:\n{}", d.log());
-    assert_eq!(d.count("b: rendered"), b_renders + 1, "unrelated keys rendered:\n{}", d.log());
+    wait_for("b's render logged", LIMIT, || {
+        d.count("b: rendered") == b_renders + 1
+    });
+    assert_eq!(
+        d.count("a: rendered"),
+        a_renders,
+        "a re-rendered:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        d.count("b: rendered"),
+        b_renders + 1,
+        "unrelated keys rendered:\n{}",
+        d.log()
+    );
 
     // A required key disappears: the resource fails, the old file stays.
     etcd.del("/app/a/x");
@@ -72,7 +97,9 @@ fn puts_and_deletes_reach_the_files_and_unrelated_keys_render_nothing() {
     let status = || -> serde_json::Value {
         serde_json::from_str(&read_or_empty(&fx.path("state/status.json"))).unwrap_or_default()
     };
-    wait_for("status shows a failing", LIMIT, || status()["resources"]["a"]["healthy"] == false);
+    wait_for("status shows a failing", LIMIT, || {
+        status()["resources"]["a"]["healthy"] == false
+    });
     assert_eq!(status()["resources"]["a"]["error"]["step"], "render");
     assert_eq!(status()["resources"]["b"]["healthy"], true);
 
@@ -87,7 +114,10 @@ fn a_burst_of_puts_converges_with_few_reloads() {
     etcd.put("/app/a/x", "0");
     let fx = Fx::new();
     let reloads = fx.path("reloads");
-    two_resources(&fx, &format!("reload_cmd = \"echo r >> {}\"\n", reloads.display()));
+    two_resources(
+        &fx,
+        &format!("reload_cmd = \"echo r >> {}\"\n", reloads.display()),
+    );
     let _d = daemon(&fx, &etcd, &[]);
     let a = fx.path("out/a.conf");
     wait_for("initial render", LIMIT, || read_or_empty(&a) == "a=0\n");
@@ -95,13 +125,20 @@ fn a_burst_of_puts_converges_with_few_reloads() {
     // 1,000 puts in a tight loop.
     let endpoint = etcd.live_endpoint();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut c = etcd_client::Client::connect([endpoint], None).await.unwrap();
+        let mut c = etcd_client::Client::connect([endpoint], None)
+            .await
+            .unwrap();
         for i in 1..=1000 {
             c.put("/app/a/x", i.to_string(), None).await.unwrap();
         }
     });
-    let last = etcd.ctl(&["get", "/app/a/x", "--print-value-only"]).trim().to_string();
-    wait_for("final state", LIMIT, || read_or_empty(&a) == format!("a={last}\n"));
+    let last = etcd
+        .ctl(&["get", "/app/a/x", "--print-value-only"])
+        .trim()
+        .to_string();
+    wait_for("final state", LIMIT, || {
+        read_or_empty(&a) == format!("a={last}\n")
+    });
     let n = read_or_empty(&reloads).lines().count();
     assert!(n >= 2, "no reload after the burst");
     assert!(n < 100, "{n} reloads for 1,000 puts");
@@ -115,7 +152,9 @@ fn sighup_adds_a_resource_without_restarting() {
     let fx = Fx::new();
     two_resources(&fx, "");
     let d = daemon(&fx, &etcd, &["--wait", "0s"]);
-    wait_for("initial render", LIMIT, || read_or_empty(&fx.path("out/a.conf")) == "a=1\n");
+    wait_for("initial render", LIMIT, || {
+        read_or_empty(&fx.path("out/a.conf")) == "a=1\n"
+    });
 
     fx.template("c.tera", "c={{ getv(key=\"/x\") }}\n");
     fx.resource(
@@ -123,11 +162,17 @@ fn sighup_adds_a_resource_without_restarting() {
         "[template]\nsrc = \"c.tera\"\ndest = \"{out}/c.conf\"\nprefix = \"/app/c\"\nkeys = [\"/\"]\n",
     );
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    wait_for("new resource rendered", LIMIT, || read_or_empty(&fx.path("out/c.conf")) == "c=3\n");
+    wait_for("new resource rendered", LIMIT, || {
+        read_or_empty(&fx.path("out/c.conf")) == "c=3\n"
+    });
     etcd.put("/app/c/x", "4");
-    wait_for("new resource follows etcd", LIMIT, || read_or_empty(&fx.path("out/c.conf")) == "c=4\n");
+    wait_for("new resource follows etcd", LIMIT, || {
+        read_or_empty(&fx.path("out/c.conf")) == "c=4\n"
+    });
     etcd.put("/app/a/x", "2");
-    wait_for("old resource still follows etcd", LIMIT, || read_or_empty(&fx.path("out/a.conf")) == "a=2\n");
+    wait_for("old resource still follows etcd", LIMIT, || {
+        read_or_empty(&fx.path("out/a.conf")) == "a=2\n"
+    });
 }
 
 #[test]
@@ -138,14 +183,24 @@ fn sigterm_mid_burst_stops_cleanly_without_stage_files() {
     // A slow check keeps a stage file on disk for a while during each install.
     two_resources(&fx, "check_cmd = \"sleep 0.2\"\n");
     let mut d = daemon(&fx, &etcd, &["--wait", "0s"]);
-    wait_for("initial render", LIMIT, || read_or_empty(&fx.path("out/a.conf")) == "a=0\n");
+    wait_for("initial render", LIMIT, || {
+        read_or_empty(&fx.path("out/a.conf")) == "a=0\n"
+    });
     for i in 1..=20 {
         etcd.put("/app/a/x", &i.to_string());
     }
     wait_for("an install under way", LIMIT, || {
-        common::list(&fx.path("out")).iter().any(|f| f.ends_with(".liveconf-tmp")) || d.count("a: rendered") > 1
+        common::list(&fx.path("out"))
+            .iter()
+            .any(|f| f.ends_with(".liveconf-tmp"))
+            || d.count("a: rendered") > 1
     });
-    assert_eq!(d.stop(), Some(0), "daemon did not exit cleanly:\n{}", d.log());
+    assert_eq!(
+        d.stop(),
+        Some(0),
+        "daemon did not exit cleanly:\n{}",
+        d.log()
+    );
     let files = common::list(&fx.path("out"));
     assert_eq!(files, ["a.conf", "b.conf"], "left behind: {files:?}");
     let a = read_or_empty(&fx.path("out/a.conf"));
@@ -162,7 +217,14 @@ fn once_against_etcd_and_unreachable_etcd() {
     let run = |endpoints: &str| {
         common::Run::from(
             std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"))
-                .args(["render", "--once", "--confdir", &confdir, "--endpoints", endpoints])
+                .args([
+                    "render",
+                    "--once",
+                    "--confdir",
+                    &confdir,
+                    "--endpoints",
+                    endpoints,
+                ])
                 .args(["--state-dir", &fx.path("state").display().to_string()])
                 .args(["--connect-timeout", "1s", "--request-timeout", "1s"])
                 .output()

@@ -26,12 +26,23 @@ fn readme_demo_renders_the_mediawiki_example() {
         let v: serde_json::Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{json}: {e}"));
         assert!(v.is_object(), "{json}");
-        assert!(run.stdout.contains(json), "demo output does not list {json}");
+        assert!(
+            run.stdout.contains(json),
+            "demo output does not list {json}"
+        );
     }
 
     let php = o("srv/mediawiki/wmf-config/dbconfig.php");
-    let lint = std::process::Command::new("php").arg("-l").arg(&php).output().unwrap();
-    assert!(lint.status.success(), "{}", String::from_utf8_lossy(&lint.stdout));
+    let lint = std::process::Command::new("php")
+        .arg("-l")
+        .arg(&php)
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
 
     // The PHP file MediaWiki includes holds the same data as the JSON it parses.
     let same = common::php(

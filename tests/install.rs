@@ -38,7 +38,11 @@ fn unchanged_content_is_not_touched_and_runs_no_command() {
     assert_eq!(before.ino(), after.ino(), "file was replaced");
     assert_eq!(before.mtime_nsec(), after.mtime_nsec());
     assert_eq!(before.mtime(), after.mtime());
-    assert_eq!(fx.read("ran"), "check\nreload\n", "a command ran for an unchanged file");
+    assert_eq!(
+        fx.read("ran"),
+        "check\nreload\n",
+        "a command ran for an unchanged file"
+    );
 }
 
 #[test]
@@ -49,7 +53,8 @@ fn failing_check_keeps_destination_and_leaves_no_stage_file() {
     let before = std::fs::read(fx.path("out/x.conf")).unwrap();
 
     let run = fx.once();
-    run.expect_code(2).expect_stderr(&["x", "check", "grep -q beta", "exited with status 1"]);
+    run.expect_code(2)
+        .expect_stderr(&["x", "check", "grep -q beta", "exited with status 1"]);
     assert_eq!(std::fs::read(fx.path("out/x.conf")).unwrap(), before);
     assert_eq!(fx.out_files(), ["x.conf"], "stage file left behind");
 
@@ -77,7 +82,10 @@ fn check_command_gets_src_and_dest() {
     let src = parts.next().unwrap();
     let dest = parts.next().unwrap();
     assert_eq!(dest, fx.path("out/x.conf").display().to_string());
-    assert!(src.starts_with(&fx.path("out/.x.conf.").display().to_string()), "{src}");
+    assert!(
+        src.starts_with(&fx.path("out/.x.conf.").display().to_string()),
+        "{src}"
+    );
     assert!(src.ends_with(".liveconf-tmp"), "{src}");
 }
 
@@ -150,7 +158,10 @@ fn mode_owner_and_group_are_applied() {
     let (uid, gid) = if nix::unistd::geteuid().is_root() {
         (65534, 65534)
     } else {
-        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
     };
     simple(&fx, &format!("mode = \"0640\"\nuid = {uid}\ngid = {gid}\n"));
     fx.once().expect_code(0);
@@ -164,7 +175,9 @@ fn mode_owner_and_group_are_applied() {
         std::os::unix::fs::PermissionsExt::from_mode(0o666),
     )
     .unwrap();
-    fx.once().expect_code(0).expect_stderr(&["mode 0666 → 0640"]);
+    fx.once()
+        .expect_code(0)
+        .expect_stderr(&["mode 0666 → 0640"]);
     let meta = std::fs::metadata(fx.path("out/x.conf")).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o640);
 }
@@ -178,7 +191,9 @@ fn owner_by_name_is_resolved() {
         let meta = std::fs::metadata(fx.path("out/x.conf")).unwrap();
         assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, 0, 0o644));
     } else {
-        fx.once().expect_code(2).expect_stderr(&["cannot set owner"]);
+        fx.once()
+            .expect_code(2)
+            .expect_stderr(&["cannot set owner"]);
         assert_eq!(fx.out_files(), Vec::<String>::new());
     }
 }
@@ -189,12 +204,20 @@ fn one_resource_failing_does_not_stop_the_others() {
     fx.keys("app:\n  name: alpha\n");
     fx.template("good.tera", "ok {{ getv(key=\"/name\") }}\n");
     fx.template("bad.tera", "{{ getv(key=\"/missing\") }}\n");
-    fx.resource("a-bad", "[template]\nsrc = \"bad.tera\"\ndest = \"{out}/bad\"\nprefix = \"/app\"\nkeys = [\"/\"]\n");
+    fx.resource(
+        "a-bad",
+        "[template]\nsrc = \"bad.tera\"\ndest = \"{out}/bad\"\nprefix = \"/app\"\nkeys = [\"/\"]\n",
+    );
     fx.resource("b-good", "[template]\nsrc = \"good.tera\"\ndest = \"{out}/good\"\nprefix = \"/app\"\nkeys = [\"/\"]\n");
     fx.resource("c-broken", "[template]\nsrc = \"good.tera\"\n");
     let run = fx.once();
-    run.expect_code(2)
-        .expect_stderr(&["a-bad", "/missing", "c-broken", "missing dest", "2 of 3 resources failed"]);
+    run.expect_code(2).expect_stderr(&[
+        "a-bad",
+        "/missing",
+        "c-broken",
+        "missing dest",
+        "2 of 3 resources failed",
+    ]);
     assert_eq!(fx.read("out/good"), "ok alpha\n");
     assert_eq!(fx.out_files(), ["good"]);
 }
@@ -212,10 +235,15 @@ fn backup_keeps_previous_file() {
 #[test]
 fn hung_check_is_killed_at_command_timeout() {
     let fx = Fx::new();
-    simple(&fx, "check_cmd = \"sleep 60\"\ncommand_timeout = \"300ms\"\n");
+    simple(
+        &fx,
+        "check_cmd = \"sleep 60\"\ncommand_timeout = \"300ms\"\n",
+    );
     std::fs::write(fx.path("out/x.conf"), "old\n").unwrap();
     let started = std::time::Instant::now();
-    fx.once().expect_code(2).expect_stderr(&["timed out after 300ms"]);
+    fx.once()
+        .expect_code(2)
+        .expect_stderr(&["timed out after 300ms"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     assert_eq!(fx.read("out/x.conf"), "old\n");
     assert_eq!(fx.out_files(), ["x.conf"]);
@@ -226,7 +254,10 @@ fn missing_destination_directory_is_an_error_unless_created() {
     let fx = Fx::new();
     fx.keys("app:\n  name: alpha\n");
     fx.template("x.tera", "x\n");
-    fx.resource("x", "[template]\nsrc = \"x.tera\"\ndest = \"{out}/sub/dir/x.conf\"\nkeys = [\"/\"]\n");
+    fx.resource(
+        "x",
+        "[template]\nsrc = \"x.tera\"\ndest = \"{out}/sub/dir/x.conf\"\nkeys = [\"/\"]\n",
+    );
     fx.once()
         .expect_code(2)
         .expect_stderr(&["x", "sub/dir", "does not exist", "create_dest_dirs"]);

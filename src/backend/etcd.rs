@@ -49,7 +49,8 @@ pub struct Connection {
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, EtcdError> {
-    std::fs::read(path).map_err(|e| EtcdError::Settings(format!("cannot read {what} {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| EtcdError::Settings(format!("cannot read {what} {}: {e}", path.display())))
 }
 
 /// Describes an etcd-client error in one line, without secrets.
@@ -84,15 +85,27 @@ impl Connection {
         let tls_wanted = s.ca_file.is_some() || s.cert_file.is_some();
         let mut endpoints = s.endpoints.clone();
         if let Some(domain) = &s.srv_domain {
-            let name = format!("{}.{}", s.srv_record.trim_end_matches('.'), domain.trim_end_matches('.'));
+            let name = format!(
+                "{}.{}",
+                s.srv_record.trim_end_matches('.'),
+                domain.trim_end_matches('.')
+            );
             let cfg = DnsConfig {
                 nameserver: s.dns_server,
             };
             let targets = dns::lookup_srv(&cfg, &name)
                 .await
                 .map_err(|e| EtcdError::Settings(format!("SRV discovery of {name}: {e}")))?;
-            let scheme = if tls_wanted || s.srv_record.contains("-ssl") { "https" } else { "http" };
-            endpoints.extend(targets.into_iter().map(|t| format!("{scheme}://{}:{}", t.target, t.port)));
+            let scheme = if tls_wanted || s.srv_record.contains("-ssl") {
+                "https"
+            } else {
+                "http"
+            };
+            endpoints.extend(
+                targets
+                    .into_iter()
+                    .map(|t| format!("{scheme}://{}:{}", t.target, t.port)),
+            );
         }
         if endpoints.is_empty() {
             endpoints.push("http://127.0.0.1:2379".into());
@@ -109,7 +122,8 @@ impl Connection {
             }
             match (&s.cert_file, &s.key_file) {
                 (Some(c), Some(k)) => {
-                    tls = tls.identity(Identity::from_pem(read(c, "certificate")?, read(k, "key")?));
+                    tls =
+                        tls.identity(Identity::from_pem(read(c, "certificate")?, read(k, "key")?));
                 }
                 (None, None) => {}
                 _ => {
@@ -134,7 +148,9 @@ impl Connection {
             let pw = String::from_utf8_lossy(&read(pw_file, "password file")?)
                 .trim_end_matches(['\n', '\r'])
                 .to_string();
-            options = options.with_user(user.clone(), pw).with_auto_token_refresh(true);
+            options = options
+                .with_user(user.clone(), pw)
+                .with_auto_token_refresh(true);
         }
         Ok(Connection {
             endpoints,
@@ -196,7 +212,14 @@ impl Connection {
         let roots = roots(prefixes);
         if roots.is_empty() {
             // Nothing watched: still learn the revision, so a watch can start there.
-            let resp = self.get(client, b"\0".to_vec(), GetOptions::new().with_count_only(), 0).await?;
+            let resp = self
+                .get(
+                    client,
+                    b"\0".to_vec(),
+                    GetOptions::new().with_count_only(),
+                    0,
+                )
+                .await?;
             revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         }
         for root in roots {
@@ -243,9 +266,7 @@ impl Connection {
         }
         match tokio::time::timeout(self.request_timeout, client.get(key, Some(opts))).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(etcd_client::Error::GRpcStatus(s)))
-                if s.message().contains("compacted") =>
-            {
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("compacted") => {
                 Err(EtcdError::Compacted(revision))
             }
             Ok(Err(e)) => Err(self.unavailable(describe(&e))),
@@ -288,23 +309,6 @@ pub async fn snapshot_once(s: &Settings, prefixes: &[String]) -> Result<Snapshot
     let conn = Connection::from_settings(s).await?;
     let mut client = conn.connect().await?;
     conn.snapshot(&mut client, prefixes, None).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nested_prefixes_merge() {
-        let r = roots(&["/a/b".into(), "/a".into(), "/ab".into(), "/c/d".into()]);
-        assert_eq!(r, ["/a", "/ab", "/c/d"]);
-    }
-
-    #[test]
-    fn ranges_cover_the_prefix_and_below() {
-        assert_eq!(range_of("/a"), (b"/a".to_vec(), b"/a0".to_vec()));
-        assert_eq!(range_of(""), (vec![0], vec![0]));
-    }
 }
 
 /// How often the watcher asks etcd for a progress notification; also the
@@ -356,7 +360,9 @@ pub async fn run(
             Err(e) => {
                 let msg = e.to_string();
                 if reported_down.as_deref() != Some(&msg) {
-                    let _ = tx.send(Event::Disconnected { reason: msg.clone() });
+                    let _ = tx.send(Event::Disconnected {
+                        reason: msg.clone(),
+                    });
                     reported_down = Some(msg);
                 }
                 idx += 1;
@@ -364,7 +370,9 @@ pub async fn run(
                 continue;
             }
         };
-        let Some(seen_revs) = seen.as_mut() else { continue };
+        let Some(seen_revs) = seen.as_mut() else {
+            continue;
+        };
         let end = watch(
             &conn,
             &mut client,
@@ -379,13 +387,18 @@ pub async fn run(
         .await;
         match end {
             WatchEnd::Compacted(rev) => {
-                tracing::warn!(compacted = rev, "etcd compacted past our revision; taking a new snapshot");
+                tracing::warn!(
+                    compacted = rev,
+                    "etcd compacted past our revision; taking a new snapshot"
+                );
                 seen = None;
                 reason = SnapshotReason::Compacted;
             }
             WatchEnd::Broken(why) => {
                 let msg = format!("etcd at {endpoint}: {why}");
-                let _ = tx.send(Event::Disconnected { reason: msg.clone() });
+                let _ = tx.send(Event::Disconnected {
+                    reason: msg.clone(),
+                });
                 reported_down = Some(msg);
                 idx += 1;
                 tokio::time::sleep(backoff.next_delay()).await;
@@ -426,13 +439,18 @@ async fn watch(
             .with_watch_id(i as i64)
     };
     let first = range_of(&roots[0]).0;
-    let mut stream = match tokio::time::timeout(conn.request_timeout, client.watch(first, Some(opts(0)))).await {
+    let mut stream = match tokio::time::timeout(
+        conn.request_timeout,
+        client.watch(first, Some(opts(0))),
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return WatchEnd::Broken(describe(&e)),
         Err(_) => return WatchEnd::Broken("no answer to the watch request".into()),
     };
-    for i in 1..roots.len() {
-        if let Err(e) = stream.watch(range_of(&roots[i]).0, Some(opts(i))).await {
+    for (i, root) in roots.iter().enumerate().skip(1) {
+        if let Err(e) = stream.watch(range_of(root).0, Some(opts(i))).await {
             return WatchEnd::Broken(describe(&e));
         }
     }
@@ -536,11 +554,30 @@ async fn resync_snapshot(
 ) -> Result<Snapshot, EtcdError> {
     let mut all = Snapshot::new(0);
     for (root, &rev) in roots.iter().zip(seen) {
-        let part = conn.snapshot(client, std::slice::from_ref(root), Some(rev)).await?;
+        let part = conn
+            .snapshot(client, std::slice::from_ref(root), Some(rev))
+            .await?;
         for (k, v) in part.iter() {
             all.apply(crate::store::Change::Put(k.clone(), v.clone()));
         }
         all.set_revision(all.revision().max(part.revision()));
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_prefixes_merge() {
+        let r = roots(&["/a/b".into(), "/a".into(), "/ab".into(), "/c/d".into()]);
+        assert_eq!(r, ["/a", "/ab", "/c/d"]);
+    }
+
+    #[test]
+    fn ranges_cover_the_prefix_and_below() {
+        assert_eq!(range_of("/a"), (b"/a".to_vec(), b"/a0".to_vec()));
+        assert_eq!(range_of(""), (vec![0], vec![0]));
+    }
 }

@@ -168,6 +168,112 @@ fn flatten_toml(path: String, v: &toml::Value, out: &mut Vec<(String, String)>) 
     }
 }
 
+/// Quiet period after a key file event before the files are read again, so
+/// an editor's write-rename-chmod sequence is read once, complete.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The file backend's watcher: sends the initial snapshot, then a new one
+/// whenever a key file changes and still parses. A file that fails to parse
+/// is reported and ignored: the daemon keeps its last good view. Runs until
+/// aborted.
+pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<super::Event>) {
+    use super::{Event, SnapshotReason};
+    use notify::Watcher;
+
+    let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher =
+        match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = ntx.send(());
+            }
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!("cannot watch key files: {e}; changes to them will not be seen");
+                None
+            }
+        };
+    // Watch the directories: editors and `mv` replace files, which a watch
+    // on the file itself would lose.
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    if let Some(w) = watcher.as_mut() {
+        for d in &dirs {
+            if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
+                tracing::error!("cannot watch {}: {e}", d.display());
+            }
+        }
+    }
+    let endpoint = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut revision = 1;
+    let mut last = match load(&paths, revision) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Event::Disconnected {
+                reason: e.to_string(),
+            });
+            Snapshot::new(0)
+        }
+    };
+    if last.revision() > 0 {
+        let _ = tx.send(Event::Snapshot {
+            snapshot: last.clone(),
+            reason: SnapshotReason::Initial,
+        });
+        let _ = tx.send(Event::Connected {
+            endpoint: endpoint.clone(),
+        });
+    }
+    let mut last_error: Option<String> = None;
+    while nrx.recv().await.is_some() {
+        // Let a burst of events settle.
+        while let Ok(Some(())) = tokio::time::timeout(SETTLE, nrx.recv()).await {}
+        match load(&paths, revision + 1) {
+            Ok(s) => {
+                last_error = None;
+                let mut same = s.clone();
+                same.set_revision(last.revision());
+                if same == last {
+                    continue;
+                }
+                let first = last.revision() == 0;
+                revision += 1;
+                last = s.clone();
+                let _ = tx.send(Event::Snapshot {
+                    snapshot: s,
+                    reason: if first {
+                        SnapshotReason::Initial
+                    } else {
+                        SnapshotReason::FileChanged
+                    },
+                });
+                let _ = tx.send(Event::Connected {
+                    endpoint: endpoint.clone(),
+                });
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(&msg) {
+                    tracing::error!("{msg}; keeping the last good keys");
+                    last_error = Some(msg);
+                }
+            }
+        }
+    }
+    drop(watcher);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,7 +305,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_and_line() {
-        let e = load_str("bad.yaml", "a:\n  b: [1\n").unwrap_err().to_string();
+        let e = load_str("bad.yaml", "a:\n  b: [1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.yaml") && e.contains("line"), "{e}");
         let e = load_str("bad.toml", "a = \n").unwrap_err().to_string();
         assert!(e.contains("bad.toml") && e.contains("line"), "{e}");
@@ -208,103 +316,4 @@ mod tests {
             .to_string();
         assert!(e.contains("/nonexistent/k.yaml"), "{e}");
     }
-}
-
-/// Quiet period after a key file event before the files are read again, so
-/// an editor's write-rename-chmod sequence is read once, complete.
-pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// The file backend's watcher: sends the initial snapshot, then a new one
-/// whenever a key file changes and still parses. A file that fails to parse
-/// is reported and ignored: the daemon keeps its last good view. Runs until
-/// aborted.
-pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<super::Event>) {
-    use super::{Event, SnapshotReason};
-    use notify::Watcher;
-
-    let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            let _ = ntx.send(());
-        }
-    }) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!("cannot watch key files: {e}; changes to them will not be seen");
-            None
-        }
-    };
-    // Watch the directories: editors and `mv` replace files, which a watch
-    // on the file itself would lose.
-    let mut dirs: Vec<PathBuf> = paths
-        .iter()
-        .map(|p| match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    if let Some(w) = watcher.as_mut() {
-        for d in &dirs {
-            if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
-                tracing::error!("cannot watch {}: {e}", d.display());
-            }
-        }
-    }
-    let endpoint = paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut revision = 1;
-    let mut last = match load(&paths, revision) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.send(Event::Disconnected { reason: e.to_string() });
-            Snapshot::new(0)
-        }
-    };
-    if last.revision() > 0 {
-        let _ = tx.send(Event::Snapshot {
-            snapshot: last.clone(),
-            reason: SnapshotReason::Initial,
-        });
-        let _ = tx.send(Event::Connected {
-            endpoint: endpoint.clone(),
-        });
-    }
-    let mut last_error: Option<String> = None;
-    while nrx.recv().await.is_some() {
-        // Let a burst of events settle.
-        while let Ok(Some(())) = tokio::time::timeout(SETTLE, nrx.recv()).await {}
-        match load(&paths, revision + 1) {
-            Ok(s) => {
-                last_error = None;
-                let mut same = s.clone();
-                same.set_revision(last.revision());
-                if same == last {
-                    continue;
-                }
-                let first = last.revision() == 0;
-                revision += 1;
-                last = s.clone();
-                let _ = tx.send(Event::Snapshot {
-                    snapshot: s,
-                    reason: if first { SnapshotReason::Initial } else { SnapshotReason::FileChanged },
-                });
-                let _ = tx.send(Event::Connected {
-                    endpoint: endpoint.clone(),
-                });
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                if last_error.as_deref() != Some(&msg) {
-                    tracing::error!("{msg}; keeping the last good keys");
-                    last_error = Some(msg);
-                }
-            }
-        }
-    }
-    drop(watcher);
 }

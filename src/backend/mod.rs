@@ -113,7 +113,10 @@ mod tests {
             b.next_delay();
         }
         let late = b.next_delay();
-        assert!(late >= Duration::from_secs(1) && late <= Duration::from_secs(2), "{late:?}");
+        assert!(
+            late >= Duration::from_secs(1) && late <= Duration::from_secs(2),
+            "{late:?}"
+        );
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
     }

@@ -19,7 +19,10 @@ pub fn free_port() -> u16 {
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -104,6 +107,12 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!("---- etcd {} log (last lines) ----", self.name);
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
         self.stop();
     }
 }
@@ -157,7 +166,11 @@ impl Etcd {
 
     /// Comma-separated client URLs of every member.
     pub fn endpoints(&self) -> String {
-        self.members.iter().map(|m| m.url()).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .map(|m| m.url())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// An endpoint of a running member.
@@ -202,7 +215,15 @@ impl Etcd {
 
     /// The current revision.
     pub fn revision(&self) -> i64 {
-        let out = self.ctl(&["get", "/", "--prefix", "--keys-only", "--limit=1", "-w", "json"]);
+        let out = self.ctl(&[
+            "get",
+            "/",
+            "--prefix",
+            "--keys-only",
+            "--limit=1",
+            "-w",
+            "json",
+        ]);
         let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl json");
         v["header"]["revision"].as_i64().expect("revision")
     }
@@ -211,17 +232,21 @@ impl Etcd {
     pub fn wait_healthy(&self) {
         for m in self.members.iter().filter(|m| m.is_running()) {
             let url = m.url();
-            wait_for(&format!("etcd {url} healthy"), Duration::from_secs(30), || {
-                Command::new("etcdctl")
-                    .env("ETCDCTL_API", "3")
-                    .arg("--endpoints")
-                    .arg(&url)
-                    .arg("--command-timeout=2s")
-                    .args(["endpoint", "health"])
-                    .output()
-                    .map(|o| o.status.success())
-                    .unwrap_or(false)
-            });
+            wait_for(
+                &format!("etcd {url} healthy"),
+                Duration::from_secs(30),
+                || {
+                    Command::new("etcdctl")
+                        .env("ETCDCTL_API", "3")
+                        .arg("--endpoints")
+                        .arg(&url)
+                        .arg("--command-timeout=2s")
+                        .args(["endpoint", "health"])
+                        .output()
+                        .map(|o| o.status.success())
+                        .unwrap_or(false)
+                },
+            );
         }
     }
 }
@@ -283,6 +308,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- liveconf log ({}) ----\n{}", self.log.display(), self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
