@@ -55,6 +55,76 @@ pub enum Command {
     /// Parse every resource and render it in memory; write nothing.
     #[command(after_help = EXIT_CODES_HELP)]
     Check(CheckArgs),
+    /// Report the last outcome of every resource (from status.json), like a monitoring plugin.
+    #[command(after_help = STATUS_CODES_HELP)]
+    Status(StatusArgs),
+    /// List the hosts that are stale, failing, gone, or whose files diverge from their peers.
+    #[command(after_help = FLEET_CODES_HELP)]
+    Fleet(FleetArgs),
+    /// Write the man page or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+const STATUS_CODES_HELP: &str = "\
+Exit codes (monitoring-plugin convention):
+  0  OK: every resource healthy, the backend heard from within --max-age
+  1  WARNING: backend unavailable, or last event older than --max-age
+  2  CRITICAL: a resource is failing, or last event older than twice --max-age
+  3  UNKNOWN: status.json missing or unreadable";
+
+const FLEET_CODES_HELP: &str = "\
+Exit codes:
+  0  every host is in sync
+  1  some host is stale, failing, gone or diverging (each is listed)
+  3  invalid settings or command line
+  4  etcd could not be read";
+
+/// `liveconf status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// WARNING when the backend was last heard from longer ago than this, CRITICAL at twice it.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Output formats of `liveconf status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// For people.
+    Text,
+    /// For scripts.
+    Json,
+    /// One line and exit code, for Nagios/Icinga.
+    Nagios,
+}
+
+/// `liveconf fleet`.
+#[derive(Args, Debug)]
+pub struct FleetArgs {
+    /// A host behind the newest change of its keys for longer than this is stale.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub max_lag: String,
+    /// Remove NODE's registration (a host that is gone for good).
+    #[arg(long, value_name = "NODE")]
+    pub forget: Option<String>,
+    /// Output as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `liveconf generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// What to write: man, bash, zsh or fish.
+    pub what: String,
 }
 
 /// Options every command takes.
@@ -135,6 +205,9 @@ pub struct Common {
     /// Reload automatically when conf.d/ or templates/ change (as on SIGHUP).
     #[arg(long, global = true)]
     pub watch_confdir: bool,
+    /// Publish this host's per-resource revision and sha256 under /liveconf/fleet/NODE (daemon).
+    #[arg(long, global = true)]
+    pub report: bool,
 }
 
 impl Common {
@@ -164,7 +237,7 @@ impl Common {
             dns_server: self.dns_server,
             reload_splay: self.reload_splay.clone(),
             watch_confdir: self.watch_confdir.then_some(true),
-            ..Layer::default()
+            report: self.report.then_some(true),
         }
     }
 }
@@ -187,7 +260,7 @@ pub struct RenderArgs {
     /// Only this resource (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
-    /// Write every destination below DIR (/srv/x.json → DIR/srv/x.json); owner and group are not applied.
+    /// Write every destination (and status.json) below DIR (/srv/x.json → DIR/srv/x.json); owner and group are not applied, reload commands are not run.
     #[arg(long, value_name = "DIR")]
     pub dest_root: Option<PathBuf>,
     /// Skip reload commands (check commands still run).
@@ -289,6 +362,9 @@ async fn run(cli: Cli) -> Result<u8, Exit> {
     match cli.command {
         Command::Render(args) => render(args).await,
         Command::Check(args) => check(args).await,
+        Command::Status(args) => status_cmd(args),
+        Command::Fleet(args) => fleet_cmd(args).await,
+        Command::Generate(args) => generate(args),
     }
 }
 
@@ -335,7 +411,19 @@ pub fn load_resources(s: &Settings, only: &[String]) -> Result<Loaded> {
             continue;
         }
         match resource::load(file, &templates_dir, &s.prefix) {
-            Ok(r) => loaded.resources.push(r),
+            Ok(r) => match loaded.resources.iter().find(|o| o.dest == r.dest) {
+                Some(other) => loaded.failed.push(resource::ResourceError {
+                    name: r.name.clone(),
+                    file: r.file.clone(),
+                    message: format!(
+                        "dest {} is also the destination of resource {} ({}); each file must have one owner",
+                        r.dest.display(),
+                        other.name,
+                        other.file.display()
+                    ),
+                }),
+                None => loaded.resources.push(r),
+            },
             Err(e) => loaded.failed.push(e),
         }
     }
@@ -433,12 +521,29 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
     }
     report(&outcomes, &opts);
     if !opts.noop {
-        let mut status = Status::read(&s.state_dir).unwrap_or_default();
+        // A preview's status lives in the preview, like its files.
+        let state_dir = apply::dest_path(&s.state_dir, opts.dest_root.as_deref());
+        let mut status = Status::read(&state_dir).unwrap_or_default();
         status.node = s.node_name.clone();
         status.backend = format!("{:?}", s.backend).to_lowercase();
+        status.connected = true;
+        status.endpoint = Some(match s.backend {
+            BackendKind::File => s
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            BackendKind::Etcd => s.endpoints.join(","),
+        });
         status.revision = snap.revision();
+        status.last_event = Some(crate::status::now());
+        if args.only.is_empty() {
+            let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
+            status.retain(&names);
+        }
         status.record(&outcomes);
-        if let Err(e) = status.write(&s.state_dir) {
+        if let Err(e) = status.write(&state_dir) {
             tracing::warn!("status not saved: {e}");
         }
     }
@@ -450,7 +555,8 @@ fn daemon_options(args: &RenderArgs, s: &Settings) -> Options {
         noop: args.noop,
         diff: args.diff,
         dest_root: args.dest_root.clone(),
-        no_reload: args.no_reload,
+        // A preview never reloads the real services.
+        no_reload: args.no_reload || args.dest_root.is_some(),
         dns: DnsConfig {
             nameserver: s.dns_server,
         },
@@ -544,4 +650,84 @@ async fn check(args: CheckArgs) -> Result<u8, Exit> {
         tracing::info!("all {total} resources render");
         Ok(exit::OK)
     }
+}
+
+fn status_cmd(args: StatusArgs) -> Result<u8, Exit> {
+    let s =
+        Settings::load(args.common.config.as_deref(), args.common.layer()).map_err(config_err)?;
+    let max_age = args
+        .max_age
+        .as_deref()
+        .map(resource::parse_duration)
+        .transpose()
+        .map_err(|e| config_err(anyhow!("--max-age: {e}")))?;
+    let report = crate::status_report::evaluate(&s.state_dir, max_age, crate::status::now());
+    let out = match args.format {
+        StatusFormat::Nagios => report.nagios(),
+        StatusFormat::Json => report.json(),
+        StatusFormat::Text => report.text(),
+    };
+    println!("{out}");
+    Ok(report.code)
+}
+
+async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
+    let s = settings(&args.common)?;
+    let max_lag = resource::parse_duration(&args.max_lag)
+        .map_err(|e| config_err(anyhow!("--max-lag: {e}")))?;
+    let conn = crate::backend::etcd::Connection::from_settings(&s)
+        .await
+        .map_err(backend_err)?;
+    if let Some(node) = &args.forget {
+        let found = crate::fleet::forget(&conn, node)
+            .await
+            .map_err(|e| backend_err(anyhow!(e)))?;
+        if found {
+            println!("forgot {node}");
+            return Ok(exit::OK);
+        }
+        return Err(config_err(anyhow!("no host {node} in the fleet registry")));
+    }
+    let hosts = crate::fleet::examine(&conn, max_lag)
+        .await
+        .map_err(|e| backend_err(anyhow!(e)))?;
+    let bad = hosts.iter().filter(|h| !h.problems.is_empty()).count();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&hosts).unwrap_or_default()
+        );
+    } else {
+        for h in &hosts {
+            if h.problems.is_empty() {
+                println!("{}: in sync", h.node);
+            } else {
+                for p in &h.problems {
+                    println!("{}: {p}", h.node);
+                }
+            }
+        }
+        println!("{} hosts, {} with problems", hosts.len(), bad);
+    }
+    Ok(if bad > 0 { exit::CHANGES } else { exit::OK })
+}
+
+fn generate(args: GenerateArgs) -> Result<u8, Exit> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    match args.what.as_str() {
+        "man" => clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .map_err(|e| config_err(anyhow!("cannot write the man page: {e}")))?,
+        shell => {
+            let sh: clap_complete::Shell = shell.parse().map_err(|_| {
+                config_err(anyhow!(
+                    "generate: expected man, bash, zsh or fish, not {shell:?}"
+                ))
+            })?;
+            clap_complete::generate(sh, &mut cmd, "liveconf", &mut out);
+        }
+    }
+    Ok(exit::OK)
 }

@@ -16,11 +16,17 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
 use crate::apply::{self, Action, Options, Outcome, Step};
 use crate::backend::{self, Backoff, Event, SnapshotReason};
 use crate::cli::{Exit, exit, load_resources};
 use crate::deps::Deps;
+use crate::fleet::{Report, ResourceReport};
 use crate::install;
+use crate::metrics::Metrics;
 use crate::resource::{Resource, Wait};
 use crate::settings::{BackendKind, Layer, Settings};
 use crate::status::Status;
@@ -67,7 +73,10 @@ struct Daemon {
     status: Status,
     status_dirty: bool,
     status_error: Option<String>,
-    resyncs_with_differences: u64,
+    status_written: Instant,
+    metrics: Option<Arc<Metrics>>,
+    report: Option<watch::Sender<Report>>,
+    ready_sent: bool,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns 0 after a clean stop.
@@ -88,6 +97,43 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
         error: Some(e),
     })?;
     d.remove_stale_stages();
+    if let Some(addr) = d.settings.metrics_addr {
+        let m = Arc::new(Metrics::new());
+        crate::metrics::serve(addr, m.clone())
+            .await
+            .map_err(|e| Exit {
+                code: exit::CONFIG,
+                error: Some(anyhow::anyhow!("cannot serve metrics on {addr}: {e}")),
+            })?;
+        d.metrics = Some(m);
+    }
+    let mut _publisher = None;
+    if d.settings.report {
+        if d.settings.backend != BackendKind::Etcd {
+            return Err(Exit {
+                code: exit::CONFIG,
+                error: Some(anyhow::anyhow!(
+                    "--report publishes to etcd: it needs the etcd backend"
+                )),
+            });
+        }
+        let conn = backend::etcd::Connection::from_settings(&d.settings)
+            .await
+            .map_err(|e| Exit {
+                code: exit::CONFIG,
+                error: Some(e.into()),
+            })?;
+        let (rtx, rrx) = watch::channel(d.build_report());
+        _publisher = Some(tokio::spawn(crate::fleet::publish(
+            conn,
+            d.settings.node_name.clone(),
+            rrx,
+        )));
+        d.report = Some(rtx);
+    }
+    let watchdog = sd_notify::watchdog_enabled().map(|t| t / 2);
+    let mut heartbeat = tokio::time::interval(watchdog.unwrap_or(HEARTBEAT).min(HEARTBEAT));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (tx, mut rx) = unbounded_channel();
     let mut backend = d.spawn_backend(tx.clone());
     let (conf_tx, mut conf_rx) = unbounded_channel::<()>();
@@ -111,6 +157,12 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
                 }
             }
             _ = sleep_until(deadline) => {}
+            _ = heartbeat.tick() => {
+                if watchdog.is_some() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                d.heartbeat();
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
@@ -128,12 +180,22 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
         }
         d.run_ready().await;
         d.write_status();
+        d.notify_systemd();
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     backend.abort();
+    if let Some(p) = _publisher {
+        p.abort();
+    }
+    d.status.connected = false;
     d.status_dirty = true;
     d.write_status();
     Ok(exit::OK)
 }
+
+/// How often status.json is refreshed while nothing happens, so its age
+/// tells monitoring the daemon is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -158,7 +220,10 @@ impl Daemon {
             status: Status::default(),
             status_dirty: true,
             status_error: None,
-            resyncs_with_differences: 0,
+            status_written: Instant::now(),
+            metrics: None,
+            report: None,
+            ready_sent: false,
         };
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
         d.load()?;
@@ -295,6 +360,10 @@ impl Daemon {
                 let Some(mirror) = self.mirror.as_mut() else {
                     return;
                 };
+                if let Some(m) = &self.metrics {
+                    m.events(changes.len());
+                    m.heard(crate::status::now() as f64);
+                }
                 let mut hit = BTreeSet::new();
                 for c in changes {
                     let key = c.key().to_string();
@@ -328,7 +397,9 @@ impl Daemon {
                         let roots = self.watched();
                         let diff = old.diff_under(&snapshot, &roots);
                         if reason == SnapshotReason::Resync && !diff.is_empty() {
-                            self.resyncs_with_differences += 1;
+                            if let Some(m) = &self.metrics {
+                                m.resync_difference();
+                            }
                             tracing::warn!(
                                 revision = snapshot.revision(),
                                 differing = diff.len(),
@@ -372,6 +443,9 @@ impl Daemon {
             Event::Connected { endpoint } => {
                 if !self.status.connected || self.status.endpoint.as_deref() != Some(&endpoint) {
                     tracing::info!(%endpoint, "connected");
+                    if let Some(m) = &self.metrics {
+                        m.connected(true);
+                    }
                     self.status.connected = true;
                     self.status.endpoint = Some(endpoint);
                     self.status_dirty = true;
@@ -383,6 +457,15 @@ impl Daemon {
                 );
                 self.status.connected = false;
                 self.status_dirty = true;
+                if let Some(m) = &self.metrics {
+                    m.connected(false);
+                }
+            }
+        }
+        if let (Some(m), Some(mirror)) = (&self.metrics, &self.mirror) {
+            m.revision(mirror.revision());
+            if let Some(t) = self.status.last_event {
+                m.heard(t as f64);
             }
         }
     }
@@ -464,6 +547,101 @@ impl Daemon {
         }
         self.status.record(&outcomes);
         self.status_dirty = true;
+        if let Some(m) = &self.metrics {
+            m.record(&outcomes, crate::status::now() as f64);
+        }
+        self.publish_report();
+    }
+
+    fn build_report(&self) -> Report {
+        let mut r = Report {
+            node: self.settings.node_name.clone(),
+            revision: self.status.revision,
+            resources: BTreeMap::new(),
+        };
+        for res in &self.resources {
+            let st = self.status.resources.get(&res.name);
+            r.resources.insert(
+                res.name.clone(),
+                ResourceReport {
+                    revision: st.and_then(|s| s.revision),
+                    sha256: st.and_then(|s| s.sha256.clone()),
+                    healthy: st.is_some_and(|s| s.healthy),
+                    updated: st.and_then(|s| s.last_success),
+                    watched: res.watched.clone(),
+                    error: st
+                        .and_then(|s| s.error.as_ref())
+                        .map(|e| format!("{}: {}", e.step, e.message)),
+                },
+            );
+        }
+        r
+    }
+
+    fn publish_report(&self) {
+        if let Some(tx) = &self.report {
+            let r = self.build_report();
+            tx.send_if_modified(|cur| {
+                if *cur != r {
+                    *cur = r;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Periodic: keep status.json fresh (its age is what `status --max-age` checks).
+    fn heartbeat(&mut self) {
+        if self.settings.backend == BackendKind::File && self.status.connected {
+            // The file watcher is alive: the view is current.
+            self.status.last_event = Some(crate::status::now());
+        }
+        if self.status_written.elapsed() >= HEARTBEAT {
+            self.status_dirty = true;
+        }
+    }
+
+    /// READY=1 once every resource has been attempted; STATUS= after each batch.
+    fn notify_systemd(&mut self) {
+        if self.mirror.is_none() {
+            return;
+        }
+        let attempted = self.pending.is_empty() || self.ready_sent;
+        if !attempted {
+            return;
+        }
+        let failing: Vec<&str> = self
+            .status
+            .resources
+            .iter()
+            .filter(|(_, s)| !s.healthy)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let line = format!(
+            "{} resources, {} failing{}; revision {}; {}",
+            self.resources.len() + self.load_failures.len(),
+            failing.len(),
+            if failing.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", failing.join(", "))
+            },
+            self.status.revision,
+            if self.status.connected {
+                "connected"
+            } else {
+                "backend unavailable"
+            }
+        );
+        let mut states = vec![sd_notify::NotifyState::Status(&line)];
+        if !self.ready_sent {
+            states.push(sd_notify::NotifyState::Ready);
+            tracing::info!("first render done: {line}");
+        }
+        let _ = sd_notify::notify(&states);
+        self.ready_sent = true;
     }
 
     fn log_outcomes(&self, outcomes: &[Outcome]) {
@@ -497,6 +675,7 @@ impl Daemon {
             return;
         }
         self.status_dirty = false;
+        self.status_written = Instant::now();
         match self.status.write(&self.settings.state_dir) {
             Ok(()) => self.status_error = None,
             Err(e) => {

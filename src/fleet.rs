@@ -1,0 +1,329 @@
+//! Fleet consistency: each daemon's report in etcd, and `liveconf fleet`.
+//!
+//! With `--report`, a daemon keeps two keys per host:
+//! - `/liveconf/fleet/<node>`: its report (per resource: revision rendered,
+//!   sha256, healthy, watched prefixes), attached to a lease of
+//!   [`LEASE_TTL`] kept alive while the daemon runs — it disappears when
+//!   the host dies;
+//! - `/liveconf/registry/<node>`: a registration without a lease, so a host
+//!   whose report vanished is reported *gone*, not forgotten, until an
+//!   operator runs `liveconf fleet --forget <node>`.
+//!
+//! A role that lets the host write exactly these two keys is enough.
+//! `liveconf fleet` reads every report and registration and names the hosts
+//! that are stale, failing, gone, or whose content diverges from their peers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions, PutOptions, SortOrder, SortTarget};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::backend::Backoff;
+use crate::backend::etcd::{Connection, describe, range_of};
+
+/// Where reports live.
+pub const REPORT_PREFIX: &str = "/liveconf/fleet/";
+/// Where registrations live.
+pub const REGISTRY_PREFIX: &str = "/liveconf/registry/";
+/// Lifetime of a report whose daemon stopped renewing it.
+pub const LEASE_TTL: i64 = 30;
+
+/// One resource in a host's report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceReport {
+    /// The revision the installed file reflects.
+    pub revision: Option<i64>,
+    /// sha256 of the installed content.
+    pub sha256: Option<String>,
+    /// Whether the last attempt succeeded.
+    pub healthy: bool,
+    /// Unix time of the last success.
+    pub updated: Option<u64>,
+    /// The absolute prefixes it depends on.
+    pub watched: Vec<String>,
+    /// The last error, if failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A host's report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The node name.
+    pub node: String,
+    /// The newest revision the daemon has seen.
+    pub revision: i64,
+    /// Per resource.
+    pub resources: BTreeMap<String, ResourceReport>,
+}
+
+/// Publishes the latest report (from `rx`) under a lease, re-publishing on
+/// change and after reconnecting. Runs until aborted.
+pub async fn publish(conn: Connection, node: String, mut rx: watch::Receiver<Report>) {
+    let report_key = format!("{REPORT_PREFIX}{node}");
+    let registry_key = format!("{REGISTRY_PREFIX}{node}");
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut idx = 0usize;
+    loop {
+        let endpoint = conn.endpoints[idx % conn.endpoints.len().max(1)].clone();
+        let result: Result<(), String> = async {
+            let mut client = conn
+                .connect_to(&endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+            let lease = client
+                .lease_grant(LEASE_TTL, None)
+                .await
+                .map_err(|e| describe(&e))?
+                .id();
+            let reg =
+                serde_json::json!({"node": node, "registered": crate::status::now()}).to_string();
+            client
+                .put(registry_key.as_str(), reg, None)
+                .await
+                .map_err(|e| format!("cannot register {registry_key}: {}", describe(&e)))?;
+            let (mut keeper, mut responses) = client
+                .lease_keep_alive(lease)
+                .await
+                .map_err(|e| describe(&e))?;
+            let mut ticker =
+                tokio::time::interval(Duration::from_secs((LEASE_TTL / 3).max(1) as u64));
+            let mut last_sent: Option<String> = None;
+            loop {
+                let body =
+                    serde_json::to_string(&*rx.borrow_and_update()).map_err(|e| e.to_string())?;
+                if last_sent.as_deref() != Some(&body) {
+                    client
+                        .put(
+                            report_key.as_str(),
+                            body.clone(),
+                            Some(PutOptions::new().with_lease(lease)),
+                        )
+                        .await
+                        .map_err(|e| format!("cannot publish {report_key}: {}", describe(&e)))?;
+                    last_sent = Some(body);
+                    backoff.reset();
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return Ok(()) },
+                    _ = ticker.tick() => {
+                        keeper.keep_alive().await.map_err(|e| describe(&e))?;
+                        match responses.message().await {
+                            Ok(Some(r)) if r.ttl() > 0 => {}
+                            Ok(_) => return Err("the report's lease expired".to_string()),
+                            Err(e) => return Err(describe(&e)),
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!("fleet report: {e}; retrying");
+                idx += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// What `liveconf fleet` found about one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostState {
+    /// The node.
+    pub node: String,
+    /// "ok", "stale", "failing", "diverging", "gone".
+    pub problems: Vec<String>,
+}
+
+/// Reads every report and registration; names the hosts with problems.
+/// A resource is stale when its revision is behind the newest change
+/// under its watched prefixes, `max_lag` after first being seen behind.
+pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostState>, String> {
+    let mut client = conn.connect().await.map_err(|e| e.to_string())?;
+    let mut first = read_all(&mut client).await?;
+    let behind = |reports: &BTreeMap<String, Report>, latest: &BTreeMap<String, i64>| {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (node, r) in reports {
+            for (name, res) in &r.resources {
+                let newest = res
+                    .watched
+                    .iter()
+                    .filter_map(|w| latest.get(w))
+                    .max()
+                    .copied()
+                    .unwrap_or(0);
+                if res.revision.unwrap_or(0) < newest {
+                    out.push((node.clone(), name.clone()));
+                }
+            }
+        }
+        out
+    };
+    let latest = latest_revisions(&mut client, &first.0).await?;
+    let mut stale = behind(&first.0, &latest);
+    if !stale.is_empty() && !max_lag.is_zero() {
+        // Give hosts `max_lag` to catch up before calling them stale.
+        tokio::time::sleep(max_lag).await;
+        first = read_all(&mut client).await?;
+        // Behind what was already there when first looked at.
+        let still = behind(&first.0, &latest);
+        stale.retain(|x| still.contains(x));
+    }
+    let (reports, registered) = first;
+    let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for node in registered.iter().chain(reports.keys()) {
+        hosts.entry(node.clone()).or_default();
+    }
+    for node in &registered {
+        if !reports.contains_key(node) {
+            hosts
+                .entry(node.clone())
+                .or_default()
+                .push("gone (registered, no live report)".into());
+        }
+    }
+    for (node, name) in &stale {
+        let res = &reports[node].resources[name];
+        hosts.entry(node.clone()).or_default().push(format!(
+            "stale: {name} at revision {} behind its keys",
+            res.revision.unwrap_or(0)
+        ));
+    }
+    for (node, r) in &reports {
+        for (name, res) in &r.resources {
+            if !res.healthy {
+                hosts.entry(node.clone()).or_default().push(format!(
+                    "failing: {name}{}",
+                    res.error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    // Divergence: same resource, same revision, a sha256 unlike the majority's.
+    let mut groups: BTreeMap<(String, i64), BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for (node, r) in &reports {
+        for (name, res) in &r.resources {
+            if let (Some(rev), Some(sha)) = (res.revision, &res.sha256) {
+                groups
+                    .entry((name.clone(), rev))
+                    .or_default()
+                    .entry(sha.clone())
+                    .or_default()
+                    .push(node.clone());
+            }
+        }
+    }
+    for ((name, rev), by_sha) in groups {
+        if by_sha.len() < 2 {
+            continue;
+        }
+        let majority = by_sha.values().map(Vec::len).max().unwrap_or(0);
+        let ties = by_sha.values().filter(|v| v.len() == majority).count();
+        for nodes in by_sha.values() {
+            if nodes.len() < majority || ties > 1 {
+                for node in nodes {
+                    hosts.entry(node.clone()).or_default().push(format!(
+                        "diverging: {name} at revision {rev} differs from {} of {} peers",
+                        majority,
+                        by_sha.values().map(Vec::len).sum::<usize>()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(hosts
+        .into_iter()
+        .map(|(node, problems)| HostState { node, problems })
+        .collect())
+}
+
+type Fleet = (BTreeMap<String, Report>, Vec<String>);
+
+async fn read_all(client: &mut Client) -> Result<Fleet, String> {
+    let mut reports = BTreeMap::new();
+    let resp = client
+        .get(REPORT_PREFIX, Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|e| describe(&e))?;
+    for kv in resp.kvs() {
+        let key = String::from_utf8_lossy(kv.key());
+        let Some(node) = key.strip_prefix(REPORT_PREFIX) else {
+            continue;
+        };
+        match serde_json::from_slice::<Report>(kv.value()) {
+            Ok(r) => {
+                reports.insert(node.to_string(), r);
+            }
+            Err(e) => tracing::warn!("ignoring unreadable report {key}: {e}"),
+        }
+    }
+    let resp = client
+        .get(
+            REGISTRY_PREFIX,
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+    let registered = resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            String::from_utf8_lossy(kv.key())
+                .strip_prefix(REGISTRY_PREFIX)
+                .map(str::to_string)
+        })
+        .collect();
+    Ok((reports, registered))
+}
+
+/// The newest mod revision under each watched prefix of any report.
+async fn latest_revisions(
+    client: &mut Client,
+    reports: &BTreeMap<String, Report>,
+) -> Result<BTreeMap<String, i64>, String> {
+    let mut out = BTreeMap::new();
+    for r in reports.values() {
+        for res in r.resources.values() {
+            for w in &res.watched {
+                if out.contains_key(w) {
+                    continue;
+                }
+                let (start, end) = range_of(w);
+                let opts = GetOptions::new()
+                    .with_range(end)
+                    .with_keys_only()
+                    .with_sort(SortTarget::Mod, SortOrder::Descend)
+                    .with_limit(1);
+                let resp = client
+                    .get(start, Some(opts))
+                    .await
+                    .map_err(|e| describe(&e))?;
+                let rev = resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
+                out.insert(w.clone(), rev);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes a host's registration and report (`liveconf fleet --forget`).
+pub async fn forget(conn: &Connection, node: &str) -> Result<bool, String> {
+    let mut client = conn.connect().await.map_err(|e| e.to_string())?;
+    let mut found = false;
+    for key in [
+        format!("{REGISTRY_PREFIX}{node}"),
+        format!("{REPORT_PREFIX}{node}"),
+    ] {
+        let resp = client.delete(key, None).await.map_err(|e| describe(&e))?;
+        found |= resp.deleted() > 0;
+    }
+    Ok(found)
+}

@@ -1,0 +1,319 @@
+//! Prometheus metrics, served on `--metrics-addr` (off unless given).
+//!
+//! The daemon records every batch outcome and backend event here; an HTTP
+//! server answers `GET /metrics` in the text exposition format. Names follow
+//! Prometheus conventions (`_total` counters, `_seconds` units, `# HELP`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::apply::{Action, Outcome, Step};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Res {
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResInfo {
+    resource: String,
+    dest: String,
+    sha256: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric liveconf exports.
+pub struct Metrics {
+    registry: Registry,
+    healthy: Family<Res, Gauge>,
+    last_success: Family<Res, FGauge>,
+    revision: Family<Res, Gauge>,
+    info: Family<ResInfo, Gauge>,
+    info_current: std::sync::Mutex<std::collections::HashMap<String, ResInfo>>,
+    renders: Family<Res, Counter>,
+    installs: Family<Res, Counter>,
+    render_failures: Family<Res, Counter>,
+    check_failures: Family<Res, Counter>,
+    install_failures: Family<Res, Counter>,
+    reload_failures: Family<Res, Counter>,
+    render_seconds: Family<Res, Histogram>,
+    connected: Gauge,
+    backend_revision: Gauge,
+    last_event: FGauge,
+    since_last_event: FGauge,
+    events: Counter,
+    reconnects: Counter,
+    resync_differences: Counter,
+}
+
+fn render_histogram() -> Histogram {
+    Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("liveconf");
+        let m = Metrics {
+            registry: Registry::default(),
+            healthy: Family::default(),
+            last_success: Family::default(),
+            revision: Family::default(),
+            info: Family::default(),
+            info_current: Default::default(),
+            renders: Family::default(),
+            installs: Family::default(),
+            render_failures: Family::default(),
+            check_failures: Family::default(),
+            install_failures: Family::default(),
+            reload_failures: Family::default(),
+            render_seconds: Family::new_with_constructor(render_histogram),
+            connected: Gauge::default(),
+            backend_revision: Gauge::default(),
+            last_event: FGauge::default(),
+            since_last_event: FGauge::default(),
+            events: Counter::default(),
+            reconnects: Counter::default(),
+            resync_differences: Counter::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "resource_healthy",
+            "Whether the resource's last attempt succeeded (1) or failed (0)",
+            m.healthy.clone(),
+        );
+        r.register(
+            "resource_last_success_timestamp_seconds",
+            "Unix time of the resource's last success",
+            m.last_success.clone(),
+        );
+        r.register(
+            "resource_revision",
+            "The etcd revision the resource's installed file reflects",
+            m.revision.clone(),
+        );
+        r.register(
+            "resource_content",
+            "The installed content of the resource (sha256 label); always 1",
+            m.info.clone(),
+        );
+        r.register("renders", "Renders of the resource", m.renders.clone());
+        r.register(
+            "installs",
+            "Files installed for the resource (content, mode or owner changed)",
+            m.installs.clone(),
+        );
+        r.register(
+            "render_failures",
+            "Renders that failed (template error, missing key)",
+            m.render_failures.clone(),
+        );
+        r.register(
+            "check_failures",
+            "check_cmd failures",
+            m.check_failures.clone(),
+        );
+        r.register(
+            "install_failures",
+            "Failures to stage or rename the file",
+            m.install_failures.clone(),
+        );
+        r.register(
+            "reload_failures",
+            "reload_cmd failures",
+            m.reload_failures.clone(),
+        );
+        r.register(
+            "render_duration_seconds",
+            "Time to render the resource",
+            m.render_seconds.clone(),
+        );
+        r.register(
+            "backend_connected",
+            "Whether the backend is reachable (1) or not (0)",
+            m.connected.clone(),
+        );
+        r.register(
+            "backend_revision",
+            "The newest backend revision seen",
+            m.backend_revision.clone(),
+        );
+        r.register(
+            "backend_last_event_timestamp_seconds",
+            "Unix time of the last watch event or progress notification",
+            m.last_event.clone(),
+        );
+        r.register(
+            "backend_seconds_since_last_event",
+            "Seconds since the last watch event or progress notification",
+            m.since_last_event.clone(),
+        );
+        r.register(
+            "watch_events",
+            "Key changes received from the backend",
+            m.events.clone(),
+        );
+        r.register(
+            "backend_reconnects",
+            "Times the backend connection was lost",
+            m.reconnects.clone(),
+        );
+        r.register(
+            "resync_differences",
+            "Resyncs that found keys the watch had missed",
+            m.resync_differences.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Records one batch.
+    pub fn record(&self, outcomes: &[Outcome], now: f64) {
+        for o in outcomes {
+            let l = Res {
+                resource: o.name.clone(),
+            };
+            if o.sha256.is_some() {
+                self.renders.get_or_create(&l).inc();
+                self.render_seconds
+                    .get_or_create(&l)
+                    .observe(o.render_time.as_secs_f64());
+            }
+            match &o.result {
+                Ok(action) => {
+                    self.healthy.get_or_create(&l).set(1);
+                    self.last_success.get_or_create(&l).set(now);
+                    self.revision.get_or_create(&l).set(o.revision);
+                    if *action == Action::Installed {
+                        self.installs.get_or_create(&l).inc();
+                    }
+                    if let Some(sha) = &o.sha256
+                        && *action != Action::WouldChange
+                    {
+                        // One series per resource: drop the previous content's.
+                        let keep = ResInfo {
+                            resource: o.name.clone(),
+                            dest: o.dest.display().to_string(),
+                            sha256: sha.clone(),
+                        };
+                        let mut current =
+                            self.info_current.lock().unwrap_or_else(|e| e.into_inner());
+                        if current.get(&o.name) != Some(&keep) {
+                            if let Some(old) = current.insert(o.name.clone(), keep.clone()) {
+                                self.info.remove(&old);
+                            }
+                            self.info.get_or_create(&keep).set(1);
+                        }
+                    }
+                }
+                Err(f) => {
+                    self.healthy.get_or_create(&l).set(0);
+                    let c = match f.step {
+                        Step::Render | Step::Load => &self.render_failures,
+                        Step::Check => &self.check_failures,
+                        Step::Install => &self.install_failures,
+                        Step::Reload => &self.reload_failures,
+                    };
+                    c.get_or_create(&l).inc();
+                }
+            }
+        }
+    }
+
+    /// Key changes received.
+    pub fn events(&self, n: usize) {
+        self.events.inc_by(n as u64);
+    }
+
+    /// The newest revision.
+    pub fn revision(&self, rev: i64) {
+        self.backend_revision.set(rev);
+    }
+
+    /// An event or progress notification at `now` (Unix seconds).
+    pub fn heard(&self, now: f64) {
+        self.last_event.set(now);
+    }
+
+    /// Connection state changes.
+    pub fn connected(&self, up: bool) {
+        let was = self.connected.set(i64::from(up));
+        if was == 1 && !up {
+            self.reconnects.inc();
+        }
+    }
+
+    /// A resync found differences.
+    pub fn resync_difference(&self) {
+        self.resync_differences.inc();
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let last = self.last_event.get();
+        if last > 0.0 {
+            self.since_last_event
+                .set((crate::status::now() as f64 - last).max(0.0));
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Response, StatusCode};
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let metrics = metrics.clone();
+                        async move {
+                            if req.uri().path() == "/metrics" {
+                                Response::builder()
+                                    .header(
+                                        "content-type",
+                                        "text/plain; version=0.0.4; charset=utf-8",
+                                    )
+                                    .body(Full::new(Bytes::from(metrics.encode())))
+                            } else {
+                                Response::builder()
+                                    .status(StatusCode::NOT_FOUND)
+                                    .body(Full::new(Bytes::from_static(b"see /metrics\n")))
+                            }
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}

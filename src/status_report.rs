@@ -1,0 +1,228 @@
+//! `liveconf status`: judging status.json like a monitoring plugin.
+//!
+//! OK when every resource is healthy and the backend was heard from within
+//! `--max-age`; WARNING when the backend is unavailable or the last event is
+//! older than `--max-age`; CRITICAL when a resource is failing or the last
+//! event is older than twice `--max-age`; UNKNOWN when there is no readable
+//! status. (Exit codes 0/1/2/3, as Nagios and Icinga expect.)
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::status::Status;
+
+/// The verdict.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    pub code: u8,
+    /// One line.
+    pub summary: String,
+    /// The status read, if any.
+    pub status: Option<Status>,
+    /// Seconds since the last event, if known.
+    pub age: Option<u64>,
+}
+
+const NAMES: [&str; 4] = ["OK", "WARNING", "CRITICAL", "UNKNOWN"];
+
+fn ago(secs: u64) -> String {
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// Reads `DIR/status.json` and judges it at time `now`.
+pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdict {
+    let status = match Status::read(state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            return Verdict {
+                code: 3,
+                summary: format!("{e} (has liveconf run on this host?)"),
+                status: None,
+                age: None,
+            };
+        }
+    };
+    let heard = status.last_event.unwrap_or(status.updated);
+    let age = now.saturating_sub(heard);
+    let failing: Vec<String> = status
+        .resources
+        .iter()
+        .filter(|(_, r)| !r.healthy)
+        .map(|(n, r)| match &r.error {
+            Some(e) => format!("{n} ({}: {})", e.step, first_line(&e.message)),
+            None => n.clone(),
+        })
+        .collect();
+    let total = status.resources.len();
+    let mut code = 0u8;
+    let mut parts = Vec::new();
+    if !failing.is_empty() {
+        code = 2;
+        parts.push(format!(
+            "{} of {total} resources failing: {}",
+            failing.len(),
+            failing.join("; ")
+        ));
+    } else {
+        parts.push(format!("{total} resources healthy"));
+    }
+    if !status.connected {
+        code = code.max(1);
+        parts.push(format!("{} backend unavailable", status.backend));
+    }
+    if let Some(max) = max_age {
+        let max = max.as_secs();
+        if age > 2 * max {
+            code = 2;
+            parts.push(format!("older than twice --max-age {}", ago(max)));
+        } else if age > max {
+            code = code.max(1);
+            parts.push(format!("older than --max-age {}", ago(max)));
+        }
+    }
+    parts.insert(
+        parts.len() - usize::from(age > max_age.map(|m| m.as_secs()).unwrap_or(u64::MAX)),
+        format!("revision {}, last event {} ago", status.revision, ago(age)),
+    );
+    Verdict {
+        code,
+        summary: parts.join("; "),
+        status: Some(status),
+        age: Some(age),
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    let line = s.lines().next().unwrap_or("");
+    match line.char_indices().nth(200) {
+        Some((i, _)) => &line[..i],
+        None => line,
+    }
+}
+
+impl Verdict {
+    /// `LIVECONF OK - summary | perfdata`.
+    pub fn nagios(&self) -> String {
+        let (resources, failing) = self
+            .status
+            .as_ref()
+            .map(|s| {
+                (
+                    s.resources.len(),
+                    s.resources.values().filter(|r| !r.healthy).count(),
+                )
+            })
+            .unwrap_or((0, 0));
+        let mut line = format!(
+            "LIVECONF {} - {}",
+            NAMES[self.code.min(3) as usize],
+            self.summary
+        );
+        if let Some(age) = self.age {
+            line.push_str(&format!(
+                " | resources={resources} failing={failing} age={age}s"
+            ));
+        }
+        line
+    }
+
+    /// The verdict and the whole status, as JSON.
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "state": NAMES[self.code.min(3) as usize],
+            "code": self.code,
+            "summary": self.summary,
+            "age_seconds": self.age,
+            "status": self.status,
+        }))
+        .unwrap_or_default()
+    }
+
+    /// A table for people.
+    pub fn text(&self) -> String {
+        let mut out = format!("{}: {}\n", NAMES[self.code.min(3) as usize], self.summary);
+        if let Some(s) = &self.status {
+            out.push_str(&format!(
+                "node {}, backend {} ({}{})\n",
+                s.node,
+                s.backend,
+                if s.connected {
+                    "connected"
+                } else {
+                    "unavailable"
+                },
+                s.endpoint
+                    .as_deref()
+                    .map(|e| format!(" to {e}"))
+                    .unwrap_or_default()
+            ));
+            for (name, r) in &s.resources {
+                let rev = r
+                    .revision
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into());
+                let sha = r
+                    .sha256
+                    .as_deref()
+                    .map(|h| &h[..h.len().min(12)])
+                    .unwrap_or("-");
+                out.push_str(&format!(
+                    "  {:<4} {name:<24} revision {rev:<8} sha256 {sha:<12} {}\n",
+                    if r.healthy { "ok" } else { "FAIL" },
+                    r.dest.display()
+                ));
+                if let Some(e) = &r.error {
+                    out.push_str(&format!("       {}: {}\n", e.step, first_line(&e.message)));
+                }
+            }
+        }
+        out.trim_end().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::ResourceStatus;
+
+    fn write(dir: &Path, healthy: bool, connected: bool, last_event: u64) {
+        let mut s = Status {
+            backend: "etcd".into(),
+            connected,
+            last_event: Some(last_event),
+            ..Status::default()
+        };
+        s.resources.insert(
+            "x".into(),
+            ResourceStatus {
+                healthy,
+                ..ResourceStatus::default()
+            },
+        );
+        s.write(dir).unwrap();
+    }
+
+    #[test]
+    fn verdicts_follow_health_connection_and_age() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(evaluate(d.path(), None, 100).code, 3);
+        let max = Some(Duration::from_secs(60));
+        write(d.path(), true, true, 1000);
+        assert_eq!(evaluate(d.path(), max, 1030).code, 0);
+        assert_eq!(evaluate(d.path(), max, 1090).code, 1);
+        assert_eq!(evaluate(d.path(), max, 1200).code, 2);
+        assert_eq!(evaluate(d.path(), None, 99999).code, 0);
+        write(d.path(), true, false, 1000);
+        assert_eq!(evaluate(d.path(), max, 1000).code, 1);
+        write(d.path(), false, true, 1000);
+        let v = evaluate(d.path(), max, 1000);
+        assert_eq!(v.code, 2);
+        assert!(
+            v.nagios()
+                .starts_with("LIVECONF CRITICAL - 1 of 1 resources failing"),
+            "{}",
+            v.nagios()
+        );
+    }
+}
