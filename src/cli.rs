@@ -208,6 +208,9 @@ pub struct Common {
     /// Publish this host's per-resource revision and sha256 under /liveconf/fleet/NODE (daemon).
     #[arg(long, global = true)]
     pub report: bool,
+    /// Lease of the fleet report: a dead host is reported gone this long after it died [default: 30s].
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub report_ttl: Option<String>,
 }
 
 impl Common {
@@ -238,6 +241,7 @@ impl Common {
             reload_splay: self.reload_splay.clone(),
             watch_confdir: self.watch_confdir.then_some(true),
             report: self.report.then_some(true),
+            report_ttl: self.report_ttl.clone(),
         }
     }
 }

@@ -127,6 +127,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
         _publisher = Some(tokio::spawn(crate::fleet::publish(
             conn,
             d.settings.node_name.clone(),
+            d.settings.report_ttl,
             rrx,
         )));
         d.report = Some(rtx);

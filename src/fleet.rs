@@ -3,7 +3,7 @@
 //! With `--report`, a daemon keeps two keys per host:
 //! - `/liveconf/fleet/<node>`: its report (per resource: revision rendered,
 //!   sha256, healthy, watched prefixes), attached to a lease of
-//!   [`LEASE_TTL`] kept alive while the daemon runs — it disappears when
+//!   `report_ttl` (default [`LEASE_TTL`]) kept alive while the daemon runs — it disappears when
 //!   the host dies;
 //! - `/liveconf/registry/<node>`: a registration without a lease, so a host
 //!   whose report vanished is reported *gone*, not forgotten, until an
@@ -27,8 +27,9 @@ use crate::backend::etcd::{Connection, describe, range_of};
 pub const REPORT_PREFIX: &str = "/liveconf/fleet/";
 /// Where registrations live.
 pub const REGISTRY_PREFIX: &str = "/liveconf/registry/";
-/// Lifetime of a report whose daemon stopped renewing it.
-pub const LEASE_TTL: i64 = 30;
+/// Default lifetime of a report whose daemon stopped renewing it
+/// (`report_ttl`): a dead host is reported gone this long after it died.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// One resource in a host's report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +62,13 @@ pub struct Report {
 
 /// Publishes the latest report (from `rx`) under a lease, re-publishing on
 /// change and after reconnecting. Runs until aborted.
-pub async fn publish(conn: Connection, node: String, mut rx: watch::Receiver<Report>) {
+pub async fn publish(
+    conn: Connection,
+    node: String,
+    ttl: Duration,
+    mut rx: watch::Receiver<Report>,
+) {
+    let ttl_secs = ttl.as_secs().max(2) as i64;
     let report_key = format!("{REPORT_PREFIX}{node}");
     let registry_key = format!("{REGISTRY_PREFIX}{node}");
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -74,7 +81,7 @@ pub async fn publish(conn: Connection, node: String, mut rx: watch::Receiver<Rep
                 .await
                 .map_err(|e| e.to_string())?;
             let lease = client
-                .lease_grant(LEASE_TTL, None)
+                .lease_grant(ttl_secs, None)
                 .await
                 .map_err(|e| describe(&e))?
                 .id();
@@ -89,7 +96,7 @@ pub async fn publish(conn: Connection, node: String, mut rx: watch::Receiver<Rep
                 .await
                 .map_err(|e| describe(&e))?;
             let mut ticker =
-                tokio::time::interval(Duration::from_secs((LEASE_TTL / 3).max(1) as u64));
+                tokio::time::interval(Duration::from_millis((ttl_secs as u64 * 1000 / 3).max(500)));
             let mut last_sent: Option<String> = None;
             loop {
                 let body =

@@ -84,6 +84,7 @@ pub struct Layer {
     pub resync_interval: Option<String>,
     pub watch_confdir: Option<bool>,
     pub report: Option<bool>,
+    pub report_ttl: Option<String>,
     pub reload_splay: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
@@ -192,6 +193,7 @@ pub struct Settings {
     pub resync_interval: Duration,
     pub watch_confdir: bool,
     pub report: bool,
+    pub report_ttl: Duration,
     pub reload_splay: Duration,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -320,6 +322,7 @@ impl Settings {
             resync_interval: dur(&l.resync_interval, "resync_interval", DEFAULT_RESYNC)?,
             watch_confdir: l.watch_confdir.unwrap_or(false),
             report: l.report.unwrap_or(false),
+            report_ttl: dur(&l.report_ttl, "report_ttl", crate::fleet::LEASE_TTL)?,
             reload_splay: dur(&l.reload_splay, "reload_splay", Duration::ZERO)?,
             connect_timeout: dur(
                 &l.connect_timeout,
