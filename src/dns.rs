@@ -51,7 +51,13 @@ fn resolver(cfg: &DnsConfig) -> Result<TokioResolver, String> {
 /// Looks up the SRV records of `name`, sorted by priority, weight, target.
 pub async fn lookup_srv(cfg: &DnsConfig, name: &str) -> Result<Vec<SrvTarget>, String> {
     let r = resolver(cfg)?;
-    let answer = r.srv_lookup(name).await.map_err(|e| e.to_string())?;
+    let answer = r.srv_lookup(name).await.map_err(|e| {
+        if e.is_no_records_found() {
+            format!("no SRV record for {name}")
+        } else {
+            e.to_string()
+        }
+    })?;
     let mut out: Vec<SrvTarget> = answer
         .iter()
         .map(|srv| SrvTarget {

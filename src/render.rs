@@ -20,6 +20,9 @@ pub fn render(
     templates: &TemplateSet,
     dns: &DnsConfig,
 ) -> Result<Vec<u8>, String> {
+    if let Some(why) = snapshot.unreadable_among(&res.watched) {
+        return Err(why.to_string());
+    }
     let out = match &res.source {
         Source::Format(format, decode) => render_format(res, snapshot, *format, *decode)?,
         Source::Template(name) => {

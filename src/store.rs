@@ -21,6 +21,9 @@ pub type Val = Arc<[u8]>;
 pub struct Snapshot {
     revision: i64,
     keys: OrdMap<Key, Val>,
+    /// Prefixes the backend refused to read (prefix → why), e.g. outside
+    /// the etcd user's role. Resources depending on them fail; others render.
+    unreadable: std::sync::Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// One change to apply to a snapshot (what a watch event or `--set` says).
@@ -47,6 +50,7 @@ impl Snapshot {
         Snapshot {
             revision,
             keys: OrdMap::new(),
+            unreadable: Default::default(),
         }
     }
 
@@ -61,7 +65,33 @@ impl Snapshot {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        Snapshot { revision, keys }
+        Snapshot {
+            revision,
+            keys,
+            unreadable: Default::default(),
+        }
+    }
+
+    /// Records that `prefix` could not be read, and why.
+    pub fn mark_unreadable(&mut self, prefix: &str, why: String) {
+        std::sync::Arc::make_mut(&mut self.unreadable).insert(prefix.to_string(), why);
+    }
+
+    /// The prefixes that could not be read.
+    pub fn unreadable(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.unreadable
+    }
+
+    /// Why one of `prefixes` (or a prefix above or below it) is unreadable, if it is.
+    pub fn unreadable_among(&self, prefixes: &[String]) -> Option<&str> {
+        self.unreadable
+            .iter()
+            .find(|(u, _)| {
+                prefixes
+                    .iter()
+                    .any(|p| is_at_or_below(p, u) || is_at_or_below(u, p))
+            })
+            .map(|(_, why)| why.as_str())
     }
 
     /// The backend revision this snapshot reflects.

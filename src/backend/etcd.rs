@@ -34,6 +34,9 @@ pub enum EtcdError {
     /// The revision asked for has been compacted away.
     #[error("etcd revision {0} has been compacted")]
     Compacted(i64),
+    /// The user may not read this range.
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// How to reach etcd (resolved once, reused on every reconnect).
@@ -46,6 +49,10 @@ pub struct Connection {
     pub request_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// The etcd user, if any (for messages).
+    pub username: Option<String>,
+    /// Whether TLS is used, and with a client certificate (for hints).
+    tls: Option<bool>,
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, EtcdError> {
@@ -58,12 +65,23 @@ pub fn describe(e: &etcd_client::Error) -> String {
     use etcd_client::Error as E;
     match e {
         E::GRpcStatus(s) => {
-            let msg = s.message();
-            if msg.is_empty() {
+            let mut msg = if s.message().is_empty() {
                 format!("{:?}", s.code())
             } else {
-                msg.to_string()
+                s.message().to_string()
+            };
+            // The cause (a TLS alert, a refused connection) says more than
+            // gRPC's "transport error".
+            let mut src = std::error::Error::source(s);
+            while let Some(inner) = src {
+                let m = inner.to_string();
+                if !msg.contains(&m) {
+                    msg.push_str(": ");
+                    msg.push_str(&m);
+                }
+                src = inner.source();
             }
+            msg
         }
         E::TransportError(t) => {
             let mut s = t.to_string();
@@ -157,10 +175,31 @@ impl Connection {
             options,
             request_timeout: s.request_timeout,
             connect_timeout: s.connect_timeout,
+            username: s.username.clone(),
+            tls: tls_wanted.then_some(s.cert_file.is_some()),
         })
     }
 
-    fn unavailable(&self, message: String) -> EtcdError {
+    fn unavailable(&self, mut message: String) -> EtcdError {
+        // With TLS 1.3 a server that rejects our certificate just closes the
+        // connection after the handshake: say what that usually means.
+        let closed = [
+            "connection closed",
+            "canceled",
+            "broken pipe",
+            "connection reset",
+        ]
+        .iter()
+        .any(|m| message.contains(m));
+        match self.tls {
+            Some(false) if closed => message.push_str(
+                " (TLS handshake done but the connection was closed: etcd probably requires a client certificate; give --cert-file and --key-file)",
+            ),
+            Some(true) if closed => message.push_str(
+                " (TLS handshake done but the connection was closed: etcd probably rejected the client certificate; is it signed by a CA in etcd's --trusted-ca-file?)",
+            ),
+            _ => {}
+        }
         EtcdError::Unavailable {
             endpoints: self.endpoints.join(","),
             message,
@@ -222,11 +261,26 @@ impl Connection {
                 .await?;
             revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         }
-        for root in roots {
+        let mut unreadable: Vec<(String, String)> = Vec::new();
+        'roots: for root in roots {
             let (mut start, end) = range_of(&root);
             loop {
                 let opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-                let mut resp = self.get(client, start.clone(), opts, revision).await?;
+                let mut resp = match self.get(client, start.clone(), opts, revision).await {
+                    Ok(r) => r,
+                    Err(EtcdError::Denied(why)) => {
+                        let user = self
+                            .username
+                            .as_deref()
+                            .map(|u| format!(" as user {u}"))
+                            .unwrap_or_default();
+                        unreadable.push((root.clone(), format!(
+                            "etcd refused to read {root}{user} ({why}); the role must allow reading the range [{root}, {root}0)"
+                        )));
+                        continue 'roots;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if revision == 0 {
                     revision = resp.header().map(|h| h.revision()).unwrap_or(0);
                 }
@@ -251,7 +305,11 @@ impl Connection {
                 }
             }
         }
-        Ok(Snapshot::from_pairs(revision, pairs))
+        let mut snap = Snapshot::from_pairs(revision, pairs);
+        for (root, why) in unreadable {
+            snap.mark_unreadable(&root, why);
+        }
+        Ok(snap)
     }
 
     async fn get(
@@ -269,6 +327,11 @@ impl Connection {
             Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("compacted") => {
                 Err(EtcdError::Compacted(revision))
             }
+            Ok(Err(etcd_client::Error::GRpcStatus(s)))
+                if s.code() == tonic_code_permission_denied() =>
+            {
+                Err(EtcdError::Denied(s.message().to_string()))
+            }
             Ok(Err(e)) => Err(self.unavailable(describe(&e))),
             Err(_) => Err(self.unavailable(format!(
                 "no answer within {}",
@@ -276,6 +339,10 @@ impl Connection {
             ))),
         }
     }
+}
+
+fn tonic_code_permission_denied() -> tonic::Code {
+    tonic::Code::PermissionDenied
 }
 
 /// The watched prefixes with nested ones removed (`/a` covers `/a/b`).
@@ -337,6 +404,8 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     // Per root: the revision up to which events were delivered.
     let mut seen: Option<Vec<i64>> = None;
+    // The roots actually watched: those the snapshot could read.
+    let mut live: Vec<String> = roots.clone();
     let mut reason = SnapshotReason::Initial;
     let mut idx = 0usize;
     let mut reported_down: Option<String> = None;
@@ -347,7 +416,15 @@ pub async fn run(
             let mut client = conn.connect_to(&endpoint).await?;
             if seen.is_none() {
                 let snap = conn.snapshot(&mut client, &roots, None).await?;
-                seen = Some(vec![snap.revision(); roots.len()]);
+                live = roots
+                    .iter()
+                    .filter(|r| !snap.unreadable().contains_key(*r))
+                    .cloned()
+                    .collect();
+                seen = Some(vec![snap.revision(); live.len()]);
+                let _ = tx.send(Event::Connected {
+                    endpoint: endpoint.clone(),
+                });
                 let _ = tx.send(Event::Snapshot {
                     snapshot: snap,
                     reason,
@@ -377,7 +454,7 @@ pub async fn run(
             &conn,
             &mut client,
             &endpoint,
-            &roots,
+            &live,
             seen_revs,
             resync,
             &tx,

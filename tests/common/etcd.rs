@@ -103,6 +103,32 @@ impl Member {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// The member's Prometheus metrics (`GET /metrics` on its client port,
+    /// plain HTTP only).
+    pub fn server_metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.client_port))
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name));
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .expect("send metrics request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read metrics");
+        assert!(out.starts_with("HTTP/1.0 200"), "GET /metrics: {out:.200}");
+        out
+    }
+
+    /// How many `method` requests (`Range`, `Put`, `Watch`...) the member
+    /// answered successfully, from its `grpc_server_handled_total` metric.
+    pub fn grpc_ok(&self, method: &str) -> u64 {
+        let needle = format!("grpc_code=\"OK\",grpc_method=\"{method}\",");
+        self.server_metrics()
+            .lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains(&needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
 }
 
 impl Drop for Member {
@@ -119,8 +145,11 @@ impl Drop for Member {
 
 /// An etcd cluster of one or more members, each in its own data dir.
 pub struct Etcd {
-    pub dir: tempfile::TempDir,
+    // Members first: fields drop in order, and a member stops (and shows
+    // its log on a failure) before the directory holding its data and log
+    // is removed.
     pub members: Vec<Member>,
+    pub dir: tempfile::TempDir,
 }
 
 impl Etcd {
@@ -131,6 +160,20 @@ impl Etcd {
 
     /// `n` members; `extra` flags are passed to every member.
     pub fn cluster(n: usize, extra: &[&str]) -> Etcd {
+        let mut etcd = Self::configure(n, extra);
+        for m in &mut etcd.members {
+            m.start();
+        }
+        if !extra.iter().any(|a| a.starts_with("--cert-file")) {
+            etcd.wait_healthy();
+        }
+        etcd
+    }
+
+    /// `n` members with their ports and data dirs chosen, none started yet
+    /// (start them with [`Member::start`], e.g. to have a daemon wait for an
+    /// etcd that is not there yet).
+    pub fn configure(n: usize, extra: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let cluster = ports
@@ -139,7 +182,7 @@ impl Etcd {
             .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut members: Vec<Member> = ports
+        let members: Vec<Member> = ports
             .iter()
             .enumerate()
             .map(|(i, (c, p))| Member {
@@ -154,14 +197,7 @@ impl Etcd {
                 log: dir.path().join(format!("m{i}.log")),
             })
             .collect();
-        for m in &mut members {
-            m.start();
-        }
-        let etcd = Etcd { dir, members };
-        if !extra.iter().any(|a| a.starts_with("--cert-file")) {
-            etcd.wait_healthy();
-        }
-        etcd
+        Etcd { members, dir }
     }
 
     /// Comma-separated client URLs of every member.
@@ -211,6 +247,34 @@ impl Etcd {
 
     pub fn del(&self, key: &str) {
         self.ctl(&["del", key]);
+    }
+
+    /// `put` through this endpoint.
+    pub fn put_at(&self, endpoint: &str, key: &str, value: &str) {
+        self.ctl_at(endpoint, &["put", key, value]);
+    }
+
+    /// `del` through this endpoint.
+    pub fn del_at(&self, endpoint: &str, key: &str) {
+        self.ctl_at(endpoint, &["del", key]);
+    }
+
+    /// The current revision, as this endpoint reports it.
+    pub fn revision_at(&self, endpoint: &str) -> i64 {
+        let out = self.ctl_at(
+            endpoint,
+            &[
+                "get",
+                "/",
+                "--prefix",
+                "--keys-only",
+                "--limit=1",
+                "-w",
+                "json",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl json");
+        v["header"]["revision"].as_i64().expect("revision")
     }
 
     /// The current revision.
@@ -285,6 +349,11 @@ impl Daemon {
         self.log().lines().filter(|l| l.contains(needle)).count()
     }
 
+    /// Whether the daemon is still running (`Some(code)` once it exited).
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|st| st.code())
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
     }
@@ -309,7 +378,11 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- liveconf log ({}) ----\n{}", self.log.display(), self.log());
+            eprintln!(
+                "---- liveconf log ({}) ----\n{}",
+                self.log.display(),
+                self.log()
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,0 +1,686 @@
+//! End-to-end benchmarks against a real etcd on loopback.
+//!
+//!     cargo bench --bench e2e                 # every scenario
+//!     cargo bench --bench e2e -- floor prop   # some of them
+//!     LIVECONF_BENCH_FLEET=200 cargo bench --bench e2e -- fleet
+//!
+//! Scenarios: floor (bare watch), prop (put → file, 1k and 100k keys,
+//! CPU per change, RSS, etcd Range requests and bytes per change), rss1m
+//! (RSS at 1,000,000 keys), burst (2,000 puts, default wait), once
+//! (`render --once` over 100k keys), fleet (N daemons, one etcd).
+//! Results are printed as Markdown rows for BENCHMARKS.md.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, EventType, Txn, TxnOp, WatchOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_liveconf");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Etcd {
+    child: Child,
+    url: String,
+    metrics: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (c, p, m) = (free_port(), free_port(), free_port());
+        let url = format!("http://127.0.0.1:{c}");
+        let peer = format!("http://127.0.0.1:{p}");
+        let child = Command::new("etcd")
+            .args(["--name", "bench", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("bench={peer}")])
+            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{m}")])
+            .args(["--quota-backend-bytes", "8589934592"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let e = Etcd {
+            child,
+            url,
+            metrics: format!("127.0.0.1:{m}"),
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while http_get(&e.metrics, "/health").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "etcd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        e
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sum of a Prometheus counter over the lines matching every needle.
+    fn counter(&self, name: &str, needles: &[&str]) -> f64 {
+        let body = http_get(&self.metrics, "/metrics").unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(name) && needles.iter().all(|n| l.contains(n)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// CPU time (user + system) of a process, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Loads `n` keys `/bench/k0000000…` with 64-byte values, in transactions.
+async fn load_keys(c: &mut Client, n: usize) {
+    let value = "v".repeat(64);
+    let mut i = 0;
+    while i < n {
+        let ops: Vec<TxnOp> = (i..(i + 128).min(n))
+            .map(|k| TxnOp::put(format!("/bench/k{k:07}"), value.clone(), None))
+            .collect();
+        i += ops.len();
+        c.txn(Txn::new().and_then(ops)).await.expect("load txn");
+    }
+}
+
+/// A confdir with one resource reading one key of /bench.
+fn confdir(dir: &Path, dest: &Path, template: &str, extra: &str) {
+    std::fs::create_dir_all(dir.join("conf.d")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("templates")).expect("mkdir");
+    std::fs::write(dir.join("templates/t.tera"), template).expect("write");
+    std::fs::write(
+        dir.join("conf.d/bench.toml"),
+        format!(
+            "[template]\nsrc = \"t.tera\"\ndest = \"{}\"\nprefix = \"/bench\"\nkeys = [\"/\"]\n{extra}",
+            dest.display()
+        ),
+    )
+    .expect("write");
+}
+
+fn start_daemon(confdir: &Path, state: &Path, endpoint: &str, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .arg("render")
+        .arg("--confdir")
+        .arg(confdir)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--endpoints", endpoint, "--log-level", "warn"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start liveconf")
+}
+
+/// Waits (inotify on the directory, bounded) until `path` holds `want`.
+fn wait_content(
+    rx: &std::sync::mpsc::Receiver<()>,
+    path: &Path,
+    want: &str,
+    limit: Duration,
+) -> bool {
+    let start = Instant::now();
+    loop {
+        if std::fs::read_to_string(path)
+            .map(|s| s == want)
+            .unwrap_or(false)
+        {
+            return true;
+        }
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        let _ = rx.recv_timeout(left.min(Duration::from_millis(50)));
+    }
+}
+
+fn dir_watcher(dir: &Path) -> (notify::RecommendedWatcher, std::sync::mpsc::Receiver<()>) {
+    use notify::Watcher;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    })
+    .expect("inotify");
+    w.watch(dir, notify::RecursiveMode::NonRecursive)
+        .expect("watch");
+    (w, rx)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn floor(etcd: &Etcd, iterations: usize) -> (Duration, Duration) {
+    rt().block_on(async {
+        let mut c = Client::connect([etcd.url.clone()], None)
+            .await
+            .expect("connect");
+        let mut w = c
+            .watch("/floor/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        let mut put = c.clone();
+        let _ = w.message().await; // created
+        let mut lat = Vec::new();
+        for i in 0..iterations {
+            let t = Instant::now();
+            put.put("/floor/x", i.to_string(), None).await.expect("put");
+            loop {
+                let r = w.message().await.expect("watch").expect("stream");
+                if r.events().iter().any(|e| {
+                    e.event_type() == EventType::Put
+                        && e.kv()
+                            .map(|kv| kv.value() == i.to_string().as_bytes())
+                            .unwrap_or(false)
+                }) {
+                    break;
+                }
+            }
+            lat.push(t.elapsed());
+        }
+        (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99))
+    })
+}
+
+struct Prop {
+    p50: Duration,
+    p99: Duration,
+    cpu_per_change: Duration,
+    rss_mib: f64,
+    ranges_per_change: f64,
+    bytes_per_change: f64,
+}
+
+fn propagation(etcd: &Etcd, keys: usize, iterations: usize) -> Prop {
+    let rt = rt();
+    let mut c = rt.block_on(async {
+        let mut c = Client::connect([etcd.url.clone()], None)
+            .await
+            .expect("connect");
+        c.delete(
+            "/bench/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .expect("clear");
+        load_keys(&mut c, keys).await;
+        c.put("/bench/target", "start", None).await.expect("put");
+        c
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let dest = out.join("target.conf");
+    confdir(dir.path(), &dest, "{{ getv(key=\"/target\") }}", "");
+    let (_w, rx) = dir_watcher(&out);
+    let mut d = start_daemon(
+        dir.path(),
+        &dir.path().join("state"),
+        &etcd.url,
+        &["--wait", "0s"],
+    );
+    assert!(
+        wait_content(&rx, &dest, "start", Duration::from_secs(120)),
+        "initial render"
+    );
+    let rss = rss_mib(d.id());
+    // Warm up.
+    for i in 0..20 {
+        let v = format!("warm{i}");
+        rt.block_on(c.put("/bench/target", v.clone(), None))
+            .expect("put");
+        assert!(wait_content(&rx, &dest, &v, Duration::from_secs(10)));
+    }
+    let ranges0 = etcd.counter("grpc_server_handled_total", &["grpc_method=\"Range\""]);
+    let bytes0 = etcd.counter("etcd_network_client_grpc_sent_bytes_total", &[]);
+    let cpu0 = cpu_time(d.id());
+    let mut lat = Vec::new();
+    for i in 0..iterations {
+        let v = format!("value-{i}");
+        let t = Instant::now();
+        rt.block_on(c.put("/bench/target", v.clone(), None))
+            .expect("put");
+        assert!(
+            wait_content(&rx, &dest, &v, Duration::from_secs(10)),
+            "propagation {i}"
+        );
+        lat.push(t.elapsed());
+    }
+    let cpu = cpu_time(d.id()) - cpu0;
+    let ranges = etcd.counter("grpc_server_handled_total", &["grpc_method=\"Range\""]) - ranges0;
+    let bytes = etcd.counter("etcd_network_client_grpc_sent_bytes_total", &[]) - bytes0;
+    let _ = d.kill();
+    let _ = d.wait();
+    Prop {
+        p50: pct(&mut lat.clone(), 0.5),
+        p99: pct(&mut lat, 0.99),
+        cpu_per_change: cpu / iterations as u32,
+        rss_mib: rss,
+        ranges_per_change: ranges / iterations as f64,
+        // Bytes etcd sent to all clients, including the benchmark's own put responses.
+        bytes_per_change: bytes / iterations as f64,
+    }
+}
+
+fn rss_at(etcd: &Etcd, keys: usize) -> f64 {
+    let rt = rt();
+    rt.block_on(async {
+        let mut c = Client::connect([etcd.url.clone()], None)
+            .await
+            .expect("connect");
+        c.delete(
+            "/bench/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .expect("clear");
+        load_keys(&mut c, keys).await;
+        c.put("/bench/target", "ready", None).await.expect("put");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let dest = out.join("target.conf");
+    confdir(dir.path(), &dest, "{{ getv(key=\"/target\") }}", "");
+    let (_w, rx) = dir_watcher(&out);
+    let mut d = start_daemon(
+        dir.path(),
+        &dir.path().join("state"),
+        &etcd.url,
+        &["--wait", "0s"],
+    );
+    assert!(
+        wait_content(&rx, &dest, "ready", Duration::from_secs(600)),
+        "initial render"
+    );
+    let rss = rss_mib(d.id());
+    let _ = d.kill();
+    let _ = d.wait();
+    rss
+}
+
+fn burst(etcd: &Etcd, puts: usize) -> (Duration, usize, usize) {
+    let rt = rt();
+    let c = rt.block_on(async {
+        let mut c = Client::connect([etcd.url.clone()], None)
+            .await
+            .expect("connect");
+        c.delete(
+            "/bench/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .expect("clear");
+        load_keys(&mut c, 1000).await;
+        c.put("/bench/target", "start", None).await.expect("put");
+        c
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let dest = out.join("target.conf");
+    let reloads = dir.path().join("reloads");
+    confdir(
+        dir.path(),
+        &dest,
+        "{{ getv(key=\"/target\") }}",
+        &format!("reload_cmd = \"echo r >> {}\"\n", reloads.display()),
+    );
+    let (_w, rx) = dir_watcher(&out);
+    let mut d = start_daemon(dir.path(), &dir.path().join("state"), &etcd.url, &[]);
+    assert!(
+        wait_content(&rx, &dest, "start", Duration::from_secs(60)),
+        "initial render"
+    );
+    let reloads_before = std::fs::read_to_string(&reloads)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    // Count file replacements: inotify "moved to" events on the directory.
+    let (moved_tx, moved_rx) = std::sync::mpsc::channel::<()>();
+    let mut mw = {
+        use notify::Watcher;
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res
+                && matches!(
+                    ev.kind,
+                    notify::EventKind::Modify(notify::event::ModifyKind::Name(
+                        notify::event::RenameMode::To
+                    ))
+                )
+            {
+                let _ = moved_tx.send(());
+            }
+        })
+        .expect("inotify");
+        w.watch(&out, notify::RecursiveMode::NonRecursive)
+            .expect("watch");
+        w
+    };
+    let last = format!("burst-{}", puts - 1);
+    let t_last = rt.block_on(async move {
+        let mut handles = Vec::new();
+        // 8 concurrent writers, each with its share of the puts, in order.
+        for w in 0..8 {
+            let mut c = c.clone();
+            handles.push(tokio::spawn(async move {
+                for i in (w..puts - 1).step_by(8) {
+                    c.put("/bench/target", format!("burst-{i}"), None)
+                        .await
+                        .expect("put");
+                }
+            }));
+        }
+        for h in handles {
+            h.await.expect("writer");
+        }
+        let mut c = c;
+        c.put("/bench/target", format!("burst-{}", puts - 1), None)
+            .await
+            .expect("put");
+        Instant::now()
+    });
+    assert!(
+        wait_content(&rx, &dest, &last, Duration::from_secs(30)),
+        "burst converged"
+    );
+    let converge = t_last.elapsed();
+    // Let the last reload land, then count.
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    use notify::Watcher;
+    let _ = mw.unwatch(&out);
+    let replacements = moved_rx.try_iter().count();
+    let reloads_after = std::fs::read_to_string(&reloads)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let _ = d.kill();
+    let _ = d.wait();
+    (converge, replacements, reloads_after - reloads_before)
+}
+
+fn count_lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn once(etcd: &Etcd, keys: usize) -> (Duration, f64) {
+    rt().block_on(async {
+        let mut c = Client::connect([etcd.url.clone()], None)
+            .await
+            .expect("connect");
+        c.delete(
+            "/bench/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .expect("clear");
+        load_keys(&mut c, keys).await;
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = dir.path().join("all.conf");
+    confdir(
+        dir.path(),
+        &dest,
+        "{% for kv in gets(pattern=\"/*\") %}{{ kv.key }} {{ kv.value }}\n{% endfor %}",
+        "",
+    );
+    let t = Instant::now();
+    let st = Command::new(BIN)
+        .arg("render")
+        .arg("--once")
+        .arg("--confdir")
+        .arg(dir.path())
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--endpoints", &etcd.url, "--log-level", "warn"])
+        .status()
+        .expect("run once");
+    let wall = t.elapsed();
+    assert!(st.success(), "render --once failed");
+    let lines = count_lines(&dest);
+    assert_eq!(lines, keys, "render --once output");
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("rusage");
+    (wall, usage.max_rss() as f64 / 1024.0)
+}
+
+fn fleet(etcd: &Etcd, n: usize, puts: usize) -> (Duration, Duration, Duration, f64, usize) {
+    let rt = rt();
+    let mut c = rt.block_on(async {
+        let mut c = Client::connect([etcd.url.clone()], None)
+            .await
+            .expect("connect");
+        c.delete(
+            "/bench/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .expect("clear");
+        load_keys(&mut c, 1000).await;
+        c.put("/bench/target", "start", None).await.expect("put");
+        c
+    });
+    let root = tempfile::tempdir().expect("tempdir");
+    let out = root.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let (_w, rx) = dir_watcher(&out);
+    let dests: Vec<PathBuf> = (0..n).map(|i| out.join(format!("host{i}.conf"))).collect();
+    for (i, dest) in dests.iter().enumerate() {
+        confdir(
+            &root.path().join(format!("host{i}")),
+            dest,
+            "{{ getv(key=\"/target\") }}",
+            "",
+        );
+    }
+    // All started at the same moment.
+    let started = Instant::now();
+    let mut daemons: Vec<Child> = (0..n)
+        .map(|i| {
+            let dir = root.path().join(format!("host{i}"));
+            start_daemon(&dir, &dir.join("state"), &etcd.url, &["--wait", "0s"])
+        })
+        .collect();
+    let all = |want: &str| {
+        dests.iter().all(|d| {
+            std::fs::read_to_string(d)
+                .map(|s| s == want)
+                .unwrap_or(false)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !all("start") {
+        assert!(
+            Instant::now() < deadline,
+            "not every daemon rendered its first file"
+        );
+        let _ = rx.recv_timeout(Duration::from_millis(50));
+    }
+    let first_render = started.elapsed();
+    let rendered_first = dests.iter().filter(|d| d.exists()).count();
+    let cpu0 = cpu_time(etcd.pid());
+    let t0 = Instant::now();
+    let mut lat = Vec::new();
+    for i in 0..puts {
+        let v = format!("fleet-{i}");
+        let t = Instant::now();
+        rt.block_on(c.put("/bench/target", v.clone(), None))
+            .expect("put");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !all(&v) {
+            assert!(Instant::now() < deadline, "fleet did not converge");
+            let _ = rx.recv_timeout(Duration::from_millis(20));
+        }
+        lat.push(t.elapsed());
+    }
+    let etcd_cpu = (cpu_time(etcd.pid()) - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    for d in &mut daemons {
+        let _ = d.kill();
+    }
+    for d in &mut daemons {
+        let _ = d.wait();
+    }
+    (
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat, 0.99),
+        first_render,
+        etcd_cpu * 100.0,
+        rendered_first,
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
+    println!(
+        "liveconf end-to-end benchmarks ({} CPUs)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let etcd = Etcd::start();
+    if want("floor") {
+        let (p50, p99) = floor(&etcd, 300);
+        println!(
+            "| floor: put → bare etcd-client watch event | p50 {} | p99 {} |",
+            ms(p50),
+            ms(p99)
+        );
+    }
+    if want("prop") {
+        for keys in [1_000, 100_000] {
+            let p = propagation(&etcd, keys, 300);
+            println!(
+                "| propagation, {keys} keys, wait off | p50 {} | p99 {} | CPU/change {} | RSS {:.1} MiB | Range/change {:.3} | etcd bytes sent/change {:.0} |",
+                ms(p.p50),
+                ms(p.p99),
+                ms(p.cpu_per_change),
+                p.rss_mib,
+                p.ranges_per_change,
+                p.bytes_per_change
+            );
+        }
+    }
+    if want("rss1m") {
+        let rss = rss_at(&etcd, 1_000_000);
+        println!("| RSS after initial sync, 1,000,000 keys | {rss:.1} MiB |");
+    }
+    if want("burst") {
+        let (converge, replacements, reloads) = burst(&etcd, 2000);
+        println!(
+            "| burst: 2,000 puts, default wait 100ms:1s | converged {} after the last put | {replacements} file replacements | {reloads} reloads |",
+            ms(converge)
+        );
+    }
+    if want("once") {
+        let (wall, rss) = once(&etcd, 100_000);
+        println!(
+            "| render --once, 100,000 keys, template iterating all | {} wall | peak RSS {rss:.1} MiB |",
+            ms(wall)
+        );
+    }
+    if want("fleet") {
+        let n: usize = std::env::var("LIVECONF_BENCH_FLEET")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        let (p50, p99, first, cpu, rendered) = fleet(&etcd, n, 30);
+        println!(
+            "| fleet: {n} daemons, put → all {n} files | p50 {} | p99 {} | first render of all {rendered}/{n} in {} | etcd CPU {cpu:.0}% of one core |",
+            ms(p50),
+            ms(p99),
+            ms(first)
+        );
+    }
+}
