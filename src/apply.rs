@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::dns::DnsConfig;
 use crate::hooks;
 use crate::install::{Comparison, Target};
 use crate::render;
@@ -32,8 +31,8 @@ pub struct Options {
     pub dest_root: Option<PathBuf>,
     /// Skip reload commands (checks still run).
     pub no_reload: bool,
-    /// For `lookup_srv` in templates.
-    pub dns: DnsConfig,
+    /// DNS for `lookup_srv`, output size limit.
+    pub env: crate::render::Env,
     /// Random delay before reloads for resources that set none.
     pub reload_splay: Duration,
 }
@@ -175,7 +174,7 @@ pub async fn apply(
     for res in resources {
         let t = target(res, opts);
         let start = std::time::Instant::now();
-        let rendered = render::render(res, snapshot, templates, &opts.dns);
+        let rendered = render::render(res, snapshot, templates, &opts.env);
         let mut out = Outcome {
             name: res.name.clone(),
             dest: t.dest.clone(),

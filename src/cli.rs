@@ -236,6 +236,7 @@ impl Common {
             node_name: self.node_name.clone(),
             connect_timeout: self.connect_timeout.clone(),
             request_timeout: self.request_timeout.clone(),
+            max_output_bytes: None,
             resync_interval: self.resync_interval.clone(),
             dns_server: self.dns_server,
             reload_splay: self.reload_splay.clone(),
@@ -554,6 +555,15 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
     Ok(exit_code(&outcomes, args.exit_code))
 }
 
+fn render_env(s: &Settings) -> crate::render::Env {
+    crate::render::Env {
+        dns: DnsConfig {
+            nameserver: s.dns_server,
+        },
+        max_output: s.max_output_bytes,
+    }
+}
+
 fn daemon_options(args: &RenderArgs, s: &Settings) -> Options {
     Options {
         noop: args.noop,
@@ -561,9 +571,7 @@ fn daemon_options(args: &RenderArgs, s: &Settings) -> Options {
         dest_root: args.dest_root.clone(),
         // A preview never reloads the real services.
         no_reload: args.no_reload || args.dest_root.is_some(),
-        dns: DnsConfig {
-            nameserver: s.dns_server,
-        },
+        env: render_env(s),
         reload_splay: s.reload_splay,
     }
 }
@@ -627,16 +635,14 @@ async fn check(args: CheckArgs) -> Result<u8, Exit> {
     let loaded = load_resources(&s, &args.only).map_err(config_err)?;
     let templates = TemplateSet::load(&s.templates_dir());
     let snap = snapshot(&s, &all_watched(&loaded.resources)).await?;
-    let dns = DnsConfig {
-        nameserver: s.dns_server,
-    };
+    let env = render_env(&s);
     let mut failed = 0;
     for e in &loaded.failed {
         tracing::error!(resource = %e.name, step = "load", "{}: load failed: {e}", e.name);
         failed += 1;
     }
     for r in &loaded.resources {
-        match crate::render::render(r, &snap, &templates, &dns) {
+        match crate::render::render(r, &snap, &templates, &env) {
             Ok(bytes) => {
                 tracing::info!(resource = %r.name, revision = snap.revision(), "{}: renders ({} bytes)", r.name, bytes.len())
             }

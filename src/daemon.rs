@@ -196,7 +196,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
 
 /// How often status.json is refreshed while nothing happens, so its age
 /// tells monitoring the daemon is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -420,10 +420,6 @@ impl Daemon {
                         for k in &diff {
                             self.deps.affected(k, &mut hit);
                         }
-                        let mut snapshot = snapshot;
-                        if snapshot.revision() < old.revision() {
-                            snapshot.set_revision(old.revision());
-                        }
                         self.mirror = Some(snapshot);
                         for i in hit {
                             self.mark(i, reason == SnapshotReason::Resync);
@@ -433,12 +429,8 @@ impl Daemon {
                 self.status_dirty = true;
             }
             Event::Progress { revision } => {
-                if let Some(m) = self.mirror.as_mut()
-                    && revision > m.revision()
-                {
-                    m.set_revision(revision);
-                    self.status.revision = revision;
-                }
+                // Liveness only: the mirror's revision moves with events.
+                self.status.revision = self.status.revision.max(revision);
                 self.status.last_event = Some(crate::status::now());
             }
             Event::Connected { endpoint } => {
@@ -507,6 +499,8 @@ impl Daemon {
                 self.mark(i, true);
             }
         }
+        // Marking stamps the pending entries: "now" is after that.
+        let now = Instant::now();
         let ready: Vec<usize> = self
             .pending
             .iter()
@@ -561,7 +555,11 @@ impl Daemon {
             resources: BTreeMap::new(),
         };
         for res in &self.resources {
-            let st = self.status.resources.get(&res.name);
+            // A resource not attempted yet has nothing to report.
+            let Some(st) = self.status.resources.get(&res.name) else {
+                continue;
+            };
+            let st = Some(st);
             r.resources.insert(
                 res.name.clone(),
                 ResourceReport {
@@ -599,7 +597,7 @@ impl Daemon {
             // The file watcher is alive: the view is current.
             self.status.last_event = Some(crate::status::now());
         }
-        if self.status_written.elapsed() >= HEARTBEAT {
+        if self.status_written.elapsed() >= HEARTBEAT - Duration::from_millis(100) {
             self.status_dirty = true;
         }
     }

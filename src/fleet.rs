@@ -214,13 +214,26 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
             }
         }
     }
-    // Divergence: same resource, same revision, a sha256 unlike the majority's.
-    let mut groups: BTreeMap<(String, i64), BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    // Divergence: among the hosts that are up to date for a resource (their
+    // revision is at or after the newest change of its keys), a sha256
+    // unlike the majority's. Revisions differ between hosts for unrelated
+    // reasons, so they are not compared directly.
+    let mut groups: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for (node, r) in &reports {
         for (name, res) in &r.resources {
-            if let (Some(rev), Some(sha)) = (res.revision, &res.sha256) {
+            let newest = res
+                .watched
+                .iter()
+                .filter_map(|w| latest.get(w))
+                .max()
+                .copied()
+                .unwrap_or(0);
+            if let (Some(rev), Some(sha)) = (res.revision, &res.sha256)
+                && rev >= newest
+                && res.healthy
+            {
                 groups
-                    .entry((name.clone(), rev))
+                    .entry(name.clone())
                     .or_default()
                     .entry(sha.clone())
                     .or_default()
@@ -228,19 +241,19 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
             }
         }
     }
-    for ((name, rev), by_sha) in groups {
+    for (name, by_sha) in groups {
         if by_sha.len() < 2 {
             continue;
         }
+        let total: usize = by_sha.values().map(Vec::len).sum();
         let majority = by_sha.values().map(Vec::len).max().unwrap_or(0);
         let ties = by_sha.values().filter(|v| v.len() == majority).count();
-        for nodes in by_sha.values() {
+        for (sha, nodes) in &by_sha {
             if nodes.len() < majority || ties > 1 {
                 for node in nodes {
                     hosts.entry(node.clone()).or_default().push(format!(
-                        "diverging: {name} at revision {rev} differs from {} of {} peers",
-                        majority,
-                        by_sha.values().map(Vec::len).sum::<usize>()
+                        "diverging: {name} content {} differs from {majority} of {total} peers",
+                        &sha[..sha.len().min(12)]
                     ));
                 }
             }

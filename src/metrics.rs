@@ -298,7 +298,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
                                 Response::builder()
                                     .header(
                                         "content-type",
-                                        "text/plain; version=0.0.4; charset=utf-8",
+                                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                                     )
                                     .body(Full::new(Bytes::from(metrics.encode())))
                             } else {

@@ -9,8 +9,27 @@ use crate::resource::{Format, Resource, Source};
 use crate::store::Snapshot;
 use crate::templates::{self, TemplateSet};
 
-/// Largest output a resource may produce (a runaway template is refused).
+/// Default largest output a resource may produce (`max_output_bytes`):
+/// a runaway template is refused rather than filling a disk.
 pub const MAX_OUTPUT: usize = 64 * 1024 * 1024;
+
+/// What a render may use besides the snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Env {
+    /// For `lookup_srv`.
+    pub dns: DnsConfig,
+    /// Largest output accepted, in bytes.
+    pub max_output: usize,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env {
+            dns: DnsConfig::default(),
+            max_output: MAX_OUTPUT,
+        }
+    }
+}
 
 /// Renders `res` from `snapshot`. The error is one message naming what is
 /// wrong (the template and line, the key).
@@ -18,7 +37,7 @@ pub fn render(
     res: &Resource,
     snapshot: &Snapshot,
     templates: &TemplateSet,
-    dns: &DnsConfig,
+    env: &Env,
 ) -> Result<Vec<u8>, String> {
     if let Some(why) = snapshot.unreadable_among(&res.watched) {
         return Err(why.to_string());
@@ -36,17 +55,17 @@ pub fn render(
                 snapshot: snapshot.clone(),
                 prefix: res.prefix.clone(),
                 watched: res.watched.clone(),
-                dns: dns.clone(),
+                dns: env.dns.clone(),
             };
             functions::with_scope(scope, || templates.tera().render(name, &ctx))
                 .map_err(|e| templates::describe(&e))?
         }
     };
-    if out.len() > MAX_OUTPUT {
+    if out.len() > env.max_output {
         return Err(format!(
-            "rendered output is {} bytes, more than the {} byte limit",
+            "rendered output is {} bytes, more than the limit of {} bytes (max_output_bytes)",
             out.len(),
-            MAX_OUTPUT
+            env.max_output
         ));
     }
     Ok(out.into_bytes())

@@ -88,6 +88,7 @@ pub struct Layer {
     pub reload_splay: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
+    pub max_output_bytes: Option<usize>,
 }
 
 macro_rules! overlay {
@@ -122,9 +123,11 @@ impl Layer {
             resync_interval,
             watch_confdir,
             report,
+            report_ttl,
             reload_splay,
             connect_timeout,
-            request_timeout
+            request_timeout,
+            max_output_bytes
         );
         self
     }
@@ -197,6 +200,7 @@ pub struct Settings {
     pub reload_splay: Duration,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    pub max_output_bytes: usize,
 }
 
 impl Settings {
@@ -334,6 +338,7 @@ impl Settings {
                 "request_timeout",
                 Duration::from_secs(10),
             )?,
+            max_output_bytes: l.max_output_bytes.unwrap_or(crate::render::MAX_OUTPUT),
         })
     }
 }

@@ -385,6 +385,13 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 enum WatchEnd {
     /// The watch was compacted away: take a new snapshot.
     Compacted(i64),
+    /// etcd's revision is behind ours (restored or rebuilt): new snapshot.
+    Rewound {
+        /// etcd's revision now.
+        current: i64,
+        /// The newest revision we had seen.
+        seen: i64,
+    },
     /// The stream broke: reconnect (with backoff) and resume.
     Broken(String),
 }
@@ -463,6 +470,16 @@ pub async fn run(
         )
         .await;
         match end {
+            WatchEnd::Rewound {
+                current,
+                seen: ours,
+            } => {
+                tracing::warn!(
+                    "etcd at {endpoint} is at revision {current}, behind the {ours} already seen (restored or rebuilt?); taking a new snapshot"
+                );
+                seen = None;
+                reason = SnapshotReason::Compacted;
+            }
             WatchEnd::Compacted(rev) => {
                 tracing::warn!(
                     compacted = rev,
@@ -532,7 +549,10 @@ async fn watch(
         }
     }
     let mut created = 0usize;
-    let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+    // The first progress request waits a period: right after (re)creating
+    // the watches they may still be catching up.
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_message = tokio::time::Instant::now();
     let stall = PROGRESS_EVERY * 2 + conn.request_timeout;
@@ -553,6 +573,13 @@ async fn watch(
                     return WatchEnd::Broken(format!("watch canceled: {}", resp.cancel_reason()));
                 }
                 if resp.created() {
+                    // etcd restored from an older backup, or rebuilt: its
+                    // revision went back, so resuming would wait forever.
+                    let current = resp.header().map(|h| h.revision()).unwrap_or(0);
+                    let newest = seen.iter().copied().max().unwrap_or(0);
+                    if current > 0 && current < newest {
+                        return WatchEnd::Rewound { current, seen: newest };
+                    }
                     created += 1;
                     if created == roots.len() {
                         backoff.reset();
@@ -566,13 +593,17 @@ async fn watch(
                 let id = resp.watch_id();
                 let events = resp.events();
                 if events.is_empty() {
-                    // A progress notification: every watch (or this one) has
-                    // delivered everything up to the header revision.
-                    match usize::try_from(id).ok().filter(|&i| i < seen.len()) {
-                        Some(i) => seen[i] = seen[i].max(header_rev),
-                        None => seen.iter_mut().for_each(|s| *s = (*s).max(header_rev)),
+                    // A progress notification. One for a given watch means
+                    // that watch has delivered everything up to the header
+                    // revision. The stream-wide answer to our progress
+                    // request (id -1) only proves the stream is alive: etcd
+                    // before 3.4.24 sends it even while a watch is still
+                    // catching up (etcd-io/etcd#15220), so it must not move
+                    // the resume point.
+                    if let Some(i) = usize::try_from(id).ok().filter(|&i| i < seen.len()) {
+                        seen[i] = seen[i].max(header_rev);
                     }
-                    let _ = tx.send(Event::Progress { revision: *seen.iter().min().unwrap_or(&header_rev) });
+                    let _ = tx.send(Event::Progress { revision: header_rev });
                     continue;
                 }
                 let Some(i) = usize::try_from(id).ok().filter(|&i| i < roots.len()) else {
