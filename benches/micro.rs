@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use liveconf::deps::Deps;
-use liveconf::dns::DnsConfig;
 use liveconf::resource::{self, Resource};
 use liveconf::store::{Change, Key, Snapshot, Val};
 use liveconf::templates::TemplateSet;
@@ -76,12 +75,12 @@ fn deps(c: &mut Criterion) {
 }
 
 fn render(c: &mut Criterion) {
-    let dns = DnsConfig::default();
+    let env = liveconf::render::Env::default();
     for n in [1_000usize, 100_000] {
         let snap = snapshot(n);
         let (_d, res, t) = fixture("{{ getv(key=\"/k0000005\") }}", 1);
         c.bench_function(&format!("render: one getv, {n} keys"), |b| {
-            b.iter(|| liveconf::render::render(&res[0], &snap, &t, &dns).expect("render"))
+            b.iter(|| liveconf::render::render(&res[0], &snap, &t, &env).expect("render"))
         });
     }
     let snap = snapshot(1_000);
@@ -101,7 +100,7 @@ fn render(c: &mut Criterion) {
     let r = resource::load(&p, &dir.path().join("templates"), "").expect("resource");
     let t = TemplateSet::load(&dir.path().join("templates"));
     c.bench_function("render: iterate 1,000 keys with gets", |b| {
-        b.iter(|| liveconf::render::render(&r, &snap, &t, &dns).expect("render"))
+        b.iter(|| liveconf::render::render(&r, &snap, &t, &env).expect("render"))
     });
 }
 

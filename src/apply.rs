@@ -239,6 +239,37 @@ pub async fn apply(
     outcomes
 }
 
+/// Warns (once per directory and process) when a destination directory can
+/// be written by someone other than root and us: they could swap the file
+/// between our rename and its readers.
+fn check_directory(res: &Resource, dest: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let Some(dir) = dest.parent() else { return };
+    let Ok(meta) = std::fs::metadata(dir) else { return };
+    let me = nix::unistd::geteuid().as_raw();
+    let other_writer = meta.mode() & 0o002 != 0
+        || (meta.mode() & 0o020 != 0 && meta.gid() != 0)
+        || (meta.uid() != 0 && meta.uid() != me);
+    if !other_writer {
+        return;
+    }
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.iter().any(|d| d == dir) {
+        return;
+    }
+    warned.push(dir.to_path_buf());
+    tracing::warn!(
+        resource = %res.name,
+        "{}: destination directory {} is writable by another user (owner uid {}, mode {:04o}): they could replace {} behind liveconf's back",
+        res.name,
+        dir.display(),
+        meta.uid(),
+        meta.mode() & 0o7777,
+        dest.display()
+    );
+}
+
 async fn install_one(
     res: &Resource,
     t: &Target,
@@ -257,6 +288,9 @@ async fn install_one(
             out.diff = Some(unified_diff(old.as_deref(), content, &t.dest));
         }
         return Ok(Action::WouldChange);
+    }
+    if opts.dest_root.is_none() {
+        check_directory(res, &t.dest);
     }
     let staged = t.stage(content).map_err(fail(Step::Install))?;
     if let Some(check) = &res.check_cmd {

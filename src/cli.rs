@@ -316,6 +316,16 @@ fn backend_err(e: impl Into<anyhow::Error>) -> Exit {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
+    // A write past RLIMIT_FSIZE must fail with EFBIG (reported, retried),
+    // not kill the process with SIGXFSZ.
+    // SAFETY: setting a signal's disposition to "ignore" before any thread
+    // is started has no preconditions.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

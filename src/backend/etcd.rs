@@ -163,6 +163,16 @@ impl Connection {
             let pw_file = s.password_file.as_ref().ok_or_else(|| {
                 EtcdError::Settings(format!("--username {user} needs --password-file"))
             })?;
+            if let Ok(meta) = std::fs::metadata(pw_file) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        "password file {} is readable by others (mode {:04o}); chmod 600 it",
+                        pw_file.display(),
+                        meta.permissions().mode() & 0o7777
+                    );
+                }
+            }
             let pw = String::from_utf8_lossy(&read(pw_file, "password file")?)
                 .trim_end_matches(['\n', '\r'])
                 .to_string();
@@ -614,7 +624,10 @@ async fn watch(
                 for ev in events {
                     let Some(kv) = ev.kv() else { continue };
                     rev = rev.max(kv.mod_revision());
-                    let Ok(key) = std::str::from_utf8(kv.key()) else { continue };
+                    let Ok(key) = std::str::from_utf8(kv.key()) else {
+                        tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "ignoring a key that is not UTF-8");
+                        continue;
+                    };
                     if !is_at_or_below(key, &roots[i]) {
                         continue;
                     }
