@@ -246,7 +246,9 @@ fn check_directory(res: &Resource, dest: &Path) {
     use std::os::unix::fs::MetadataExt;
     static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     let Some(dir) = dest.parent() else { return };
-    let Ok(meta) = std::fs::metadata(dir) else { return };
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
     let me = nix::unistd::geteuid().as_raw();
     let other_writer = meta.mode() & 0o002 != 0
         || (meta.mode() & 0o020 != 0 && meta.gid() != 0)
