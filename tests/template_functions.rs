@@ -401,7 +401,7 @@ fn lookup_srv_of_a_name_that_does_not_exist_is_a_clear_error() {
     expect_render_failure(&fx, &run);
     run.expect_stderr(&["app", "lookup_srv", name]);
     assert!(
-        run.stderr.to_lowercase().contains("no record"),
+        run.stderr.to_lowercase().contains("no srv record"),
         "the error does not say the name has no record:\n{}",
         run.stderr
     );
