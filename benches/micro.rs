@@ -78,7 +78,7 @@ fn render(c: &mut Criterion) {
     let env = liveconf::render::Env::default();
     for n in [1_000usize, 100_000] {
         let snap = snapshot(n);
-        let (_d, res, t) = fixture("{{ getv(key=\"/k0000005\") }}", 1);
+        let (_d, res, t) = fixture("{{ getv(key=\"/k0000000\") }}", 1);
         c.bench_function(&format!("render: one getv, {n} keys"), |b| {
             b.iter(|| liveconf::render::render(&res[0], &snap, &t, &env).expect("render"))
         });

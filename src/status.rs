@@ -129,9 +129,11 @@ impl Status {
             .tempfile_in(state_dir)
             .map_err(|e| format!("cannot write in {}: {e}", state_dir.display()))?;
         let body = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        // No fsync: the rename is atomic (readers see the old or the new
+        // status, never a mix); after a power cut the daemon rewrites it
+        // within seconds. Skipping it keeps status off the disk's queue.
         tmp.write_all(&body)
             .and_then(|_| tmp.write_all(b"\n"))
-            .and_then(|_| tmp.as_file().sync_all())
             .map_err(|e| format!("cannot write {}: {e}", tmp.path().display()))?;
         // Monitoring runs as another user: the status is world-readable
         // (it holds no secret: errors never include credentials).
