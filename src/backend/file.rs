@@ -181,9 +181,21 @@ pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<sup
     use notify::Watcher;
 
     let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Only changes to the key files themselves count: the directory may hold
+    // other busy files (a log, say), and reads are not changes.
+    let names: Vec<std::ffi::OsString> = paths
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+        .collect();
     let mut watcher =
         match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            if let Ok(ev) = res
+                && !ev.kind.is_access()
+                && ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|n| names.iter().any(|k| k == n)))
+            {
                 let _ = ntx.send(());
             }
         }) {

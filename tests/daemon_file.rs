@@ -1,0 +1,125 @@
+//! The daemon without etcd: the file backend watches its key files, and
+//! `--watch-confdir` picks up new resources and template edits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Fx;
+use common::etcd::{Daemon, read_or_empty, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Replaces the key file atomically, as an editor or a deploy tool would.
+fn write_keys(fx: &Fx, yaml: &str) {
+    let tmp = fx.path("keys.yaml.new");
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, fx.path("keys.yaml")).unwrap();
+}
+
+fn start(fx: &Fx, extra: &[&str]) -> Daemon {
+    let confdir = fx.dir.path().display().to_string();
+    let keys = fx.path("keys.yaml").display().to_string();
+    let state = fx.path("state").display().to_string();
+    let mut args = vec![
+        "--confdir",
+        &confdir,
+        "--file",
+        &keys,
+        "--state-dir",
+        &state,
+        "--wait",
+        "0s",
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(&args, &fx.path("daemon.log"))
+}
+
+#[test]
+fn key_file_edits_reach_the_files_and_a_broken_key_file_is_ignored() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    fx.resource(
+        "x",
+        "[template]\nsrc = \"x.tera\"\ndest = \"{out}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n",
+    );
+    let d = start(&fx, &[]);
+    let dest = fx.path("out/x.conf");
+    wait_for("initial render", LIMIT, || {
+        read_or_empty(&dest) == "name=alpha\n"
+    });
+
+    write_keys(&fx, "app:\n  name: beta\n");
+    wait_for("edit reaches the file", LIMIT, || {
+        read_or_empty(&dest) == "name=beta\n"
+    });
+
+    // A key file that does not parse: reported, and the last good keys stay.
+    write_keys(&fx, "app: [unclosed\n");
+    wait_for("the bad key file is reported", LIMIT, || {
+        d.log().contains("invalid key file")
+    });
+    assert_eq!(read_or_empty(&dest), "name=beta\n");
+    assert!(!d.log().contains("render failed"), "{}", d.log());
+
+    write_keys(&fx, "app:\n  name: gamma\n");
+    wait_for("recovery", LIMIT, || read_or_empty(&dest) == "name=gamma\n");
+}
+
+#[test]
+fn watch_confdir_adds_resources_and_applies_template_edits() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    fx.resource(
+        "x",
+        "[template]\nsrc = \"x.tera\"\ndest = \"{out}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n",
+    );
+    let _d = start(&fx, &["--watch-confdir"]);
+    let dest = fx.path("out/x.conf");
+    wait_for("initial render", LIMIT, || {
+        read_or_empty(&dest) == "name=alpha\n"
+    });
+
+    fx.template("x.tera", "NAME={{ getv(key=\"/name\") }}\n");
+    wait_for("template edit applied", LIMIT, || {
+        read_or_empty(&dest) == "NAME=alpha\n"
+    });
+
+    fx.template("y.tera", "y {{ getv(key=\"/name\") }}\n");
+    fx.resource(
+        "y",
+        "[template]\nsrc = \"y.tera\"\ndest = \"{out}/y.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n",
+    );
+    wait_for("new resource rendered", LIMIT, || {
+        read_or_empty(&fx.path("out/y.conf")) == "y alpha\n"
+    });
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "{{ getv(key=\"/nope\") }}\n");
+    fx.resource(
+        "x",
+        "[template]\nsrc = \"x.tera\"\ndest = \"{out}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n",
+    );
+    let run = fx.run(&["render", "--once", "--log-format", "json"]);
+    run.expect_code(2);
+    let mut saw_failure = false;
+    for line in run.stderr.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["resource"] == "x" && v["step"] == "render" {
+            saw_failure = true;
+            assert_eq!(v["level"], "ERROR");
+            assert!(
+                v["message"].as_str().unwrap_or("").contains("/nope"),
+                "{line}"
+            );
+        }
+    }
+    assert!(saw_failure, "{}", run.stderr);
+}
