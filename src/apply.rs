@@ -35,6 +35,8 @@ pub struct Options {
     pub env: crate::render::Env,
     /// Random delay before reloads for resources that set none.
     pub reload_splay: Duration,
+    /// Where splayed reloads report (the daemon); `None` waits for them.
+    pub deferred_reloads: Option<tokio::sync::mpsc::UnboundedSender<DeferredReload>>,
 }
 
 /// The step at which a resource failed.
@@ -216,27 +218,59 @@ pub async fn apply(
         outcomes.push(out);
     }
     for (cmd, (idx, splay, timeout)) in reloads {
+        let names: Vec<String> = idx.iter().map(|&i| outcomes[i].name.clone()).collect();
+        if !splay.is_zero()
+            && let Some(tx) = &opts.deferred_reloads
+        {
+            // The daemon does not wait out the splay: the reload runs on its
+            // own and reports back, while other changes keep flowing.
+            let d = splay.mul_f64(rand::random::<f64>());
+            tracing::info!(resources = ?names, command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                let result = run_reload(&cmd, timeout, &names).await;
+                let _ = tx.send(DeferredReload { names, result });
+            });
+            continue;
+        }
         if !splay.is_zero() {
             let d = splay.mul_f64(rand::random::<f64>());
-            tracing::info!(command = %cmd, delay_ms = d.as_millis() as u64, "reload splay");
+            tracing::info!(resources = ?names, command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
             tokio::time::sleep(d).await;
         }
-        let result = hooks::run(&cmd, timeout).await;
-        let names: Vec<&str> = idx.iter().map(|&i| outcomes[i].name.as_str()).collect();
-        match &result {
-            Ok(()) => tracing::info!(resources = ?names, command = %cmd, "reloaded"),
-            Err(e) => tracing::error!(resources = ?names, "reload failed: {e}"),
-        }
-        if let Err(e) = result {
+        if let Err(message) = run_reload(&cmd, timeout, &names).await {
             for i in idx {
                 outcomes[i].result = Err(Failure {
                     step: Step::Reload,
-                    message: e.to_string(),
+                    message: message.clone(),
                 });
             }
         }
     }
     outcomes
+}
+
+/// A reload that ran after a `reload_splay` delay, reported back to the daemon.
+#[derive(Debug)]
+pub struct DeferredReload {
+    /// The resources sharing the command.
+    pub names: Vec<String>,
+    /// Its outcome.
+    pub result: Result<(), String>,
+}
+
+async fn run_reload(cmd: &str, timeout: Duration, names: &[String]) -> Result<(), String> {
+    match hooks::run(cmd, timeout).await {
+        Ok(()) => {
+            tracing::info!(resources = ?names, command = %cmd, "reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(resources = ?names, "reload failed: {e}");
+            Err(e.to_string())
+        }
+    }
 }
 
 /// Warns (once per directory and process) when a destination directory can

@@ -583,6 +583,7 @@ fn daemon_options(args: &RenderArgs, s: &Settings) -> Options {
         no_reload: args.no_reload || args.dest_root.is_some(),
         env: render_env(s),
         reload_splay: s.reload_splay,
+        deferred_reloads: None,
     }
 }
 

@@ -135,6 +135,8 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     let watchdog = sd_notify::watchdog_enabled().map(|t| t / 2);
     let mut heartbeat = tokio::time::interval(watchdog.unwrap_or(HEARTBEAT).min(HEARTBEAT));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (reload_tx, mut reload_rx) = unbounded_channel::<apply::DeferredReload>();
+    d.opts.deferred_reloads = Some(reload_tx);
     let (tx, mut rx) = unbounded_channel();
     let mut backend = d.spawn_backend(tx.clone());
     let (conf_tx, mut conf_rx) = unbounded_channel::<()>();
@@ -158,6 +160,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
                 }
             }
             _ = sleep_until(deadline) => {}
+            Some(done) = reload_rx.recv() => d.on_deferred_reload(done),
             _ = heartbeat.tick() => {
                 if watchdog.is_some() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -539,6 +542,51 @@ impl Daemon {
                     tracing::info!(resource = %o.name, "retrying in {:.1}s", delay.as_secs_f64());
                 }
             }
+        }
+        self.status.record(&outcomes);
+        self.status_dirty = true;
+        if let Some(m) = &self.metrics {
+            m.record(&outcomes, crate::status::now() as f64);
+        }
+        self.publish_report();
+    }
+
+    /// A splayed reload finished: a failure is recorded and retried like any other.
+    fn on_deferred_reload(&mut self, done: apply::DeferredReload) {
+        let Err(message) = done.result else {
+            return;
+        };
+        let outcomes: Vec<Outcome> = done
+            .names
+            .iter()
+            .filter_map(|n| self.resources.iter().find(|r| &r.name == n))
+            .map(|r| Outcome {
+                name: r.name.clone(),
+                dest: apply::dest_path(&r.dest, self.opts.dest_root.as_deref()),
+                revision: self
+                    .status
+                    .resources
+                    .get(&r.name)
+                    .and_then(|s| s.revision)
+                    .unwrap_or(0),
+                sha256: None,
+                changed: None,
+                diff: None,
+                result: Err(apply::Failure {
+                    step: Step::Reload,
+                    message: message.clone(),
+                }),
+                render_time: Duration::ZERO,
+            })
+            .collect();
+        for o in &outcomes {
+            let r = self.retries.entry(o.name.clone()).or_insert(Retry {
+                backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+                due: Instant::now(),
+                reload_owed: true,
+            });
+            r.due = Instant::now() + r.backoff.next_delay();
+            r.reload_owed = true;
         }
         self.status.record(&outcomes);
         self.status_dirty = true;

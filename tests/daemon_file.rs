@@ -123,3 +123,44 @@ fn json_logs_are_one_object_per_line() {
     }
     assert!(saw_failure, "{}", run.stderr);
 }
+
+#[test]
+fn reload_splay_delays_only_the_reload() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\nother:\n  name: one\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    let marker = fx.path("reloaded");
+    fx.resource(
+        "x",
+        &format!(
+            "[template]\nsrc = \"x.tera\"\ndest = \"{{out}}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\nreload_splay = \"3s\"\nreload_cmd = \"echo $(cat {{{{dest}}}}) >> {}\"\n",
+            marker.display()
+        ),
+    );
+    fx.resource(
+        "y",
+        "[template]\nsrc = \"x.tera\"\ndest = \"{out}/y.conf\"\nprefix = \"/other\"\nkeys = [\"/\"]\n",
+    );
+    let d = start(&fx, &[]);
+    let x = fx.path("out/x.conf");
+    let y = fx.path("out/y.conf");
+    wait_for("initial render", LIMIT, || {
+        read_or_empty(&x) == "name=alpha\n" && read_or_empty(&y) == "name=one\n"
+    });
+    wait_for("the first (splayed) reload", LIMIT, || {
+        read_or_empty(&marker) == "name=alpha\n"
+    });
+
+    // The file is installed at once; the daemon keeps working while the
+    // reload waits out its splay.
+    write_keys(&fx, "app:\n  name: beta\nother:\n  name: one\n");
+    wait_for("x installed", LIMIT, || read_or_empty(&x) == "name=beta\n");
+    write_keys(&fx, "app:\n  name: beta\nother:\n  name: two\n");
+    wait_for("y rendered during x's splay", LIMIT, || {
+        read_or_empty(&y) == "name=two\n"
+    });
+    wait_for("the splayed reload ran", LIMIT, || {
+        read_or_empty(&marker) == "name=alpha\nname=beta\n"
+    });
+    assert!(d.log().contains("reload_splay"), "{}", d.log());
+}
