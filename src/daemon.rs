@@ -132,7 +132,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
         )));
         d.report = Some(rtx);
     }
-    let watchdog = sd_notify::watchdog_enabled().map(|t| t / 2);
+    let watchdog = sd_notify::watchdog_enabled().map(|t| (t / 2).max(Duration::from_millis(10)));
     let mut heartbeat = tokio::time::interval(watchdog.unwrap_or(HEARTBEAT).min(HEARTBEAT));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (reload_tx, mut reload_rx) = unbounded_channel::<apply::DeferredReload>();

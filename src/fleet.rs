@@ -253,7 +253,7 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
                 for node in nodes {
                     hosts.entry(node.clone()).or_default().push(format!(
                         "diverging: {name} content {} differs from {majority} of {total} peers",
-                        &sha[..sha.len().min(12)]
+                        sha.chars().take(12).collect::<String>()
                     ));
                 }
             }

@@ -165,8 +165,8 @@ impl Verdict {
                 let sha = r
                     .sha256
                     .as_deref()
-                    .map(|h| &h[..h.len().min(12)])
-                    .unwrap_or("-");
+                    .map(|h| h.chars().take(12).collect::<String>())
+                    .unwrap_or_else(|| "-".into());
                 out.push_str(&format!(
                     "  {:<4} {name:<24} revision {rev:<8} sha256 {sha:<12} {}\n",
                     if r.healthy { "ok" } else { "FAIL" },
