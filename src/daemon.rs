@@ -271,6 +271,11 @@ impl Daemon {
     }
 
     fn remove_stale_stages(&self) {
+        let status = self.settings.state_dir.join(crate::status::STATUS_FILE);
+        let n = install::remove_stale_stages(&status);
+        if n > 0 {
+            tracing::info!("removed {n} temporary status file(s) left by an interrupted run");
+        }
         for r in &self.resources {
             let dest = apply::dest_path(&r.dest, self.opts.dest_root.as_deref());
             let n = install::remove_stale_stages(&dest);

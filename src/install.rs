@@ -86,9 +86,11 @@ impl Target {
             Err(e) => return Err(io_err("cannot inspect", &self.dest, e)),
         };
         if meta.file_type().is_symlink() {
+            // Never read through it: it may point at a FIFO, a device or a
+            // secret. It is simply replaced.
             return Ok(Comparison::Differs {
                 what: "destination is a symlink, to be replaced by a file".into(),
-                old: std::fs::read(&self.dest).ok(),
+                old: None,
             });
         }
         if !meta.is_file() {

@@ -126,6 +126,8 @@ impl Status {
             .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".status.json.")
+            .suffix(crate::install::STAGE_SUFFIX)
+            .rand_bytes(8)
             .tempfile_in(state_dir)
             .map_err(|e| format!("cannot write in {}: {e}", state_dir.display()))?;
         let body = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;

@@ -192,7 +192,9 @@ impl Snapshot {
 pub fn is_at_or_below(key: &str, base: &str) -> bool {
     let base = base.trim_end_matches('/');
     if base.is_empty() {
-        return true;
+        // Everything under the root: keys are paths, so they start with `/`
+        // (a key without one cannot be named by a template anyway).
+        return key.starts_with('/');
     }
     match key.strip_prefix(base) {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),

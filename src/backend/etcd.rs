@@ -14,8 +14,13 @@ use crate::dns::{self, DnsConfig};
 use crate::settings::Settings;
 use crate::store::{Key, Snapshot, Val, is_at_or_below};
 
-/// Keys fetched per range request.
+/// Keys fetched per range request (halved, down to one, when a page of
+/// large values exceeds the message size limit).
 pub const PAGE: i64 = 5_000;
+
+/// Largest gRPC message accepted from etcd (gRPC's default is 4 MiB, less
+/// than three values of etcd's default maximum request size).
+pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
 /// Why etcd could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,9 @@ pub enum EtcdError {
     /// The user may not read this range.
     #[error("{0}")]
     Denied(String),
+    /// A response was larger than the message size limit.
+    #[error("etcd's answer is too large: {0}")]
+    TooLarge(String),
 }
 
 /// How to reach etcd (resolved once, reused on every reconnect).
@@ -127,6 +135,15 @@ impl Connection {
         }
         if endpoints.is_empty() {
             endpoints.push("http://127.0.0.1:2379".into());
+        }
+        for e in &endpoints {
+            if let Some((scheme_user, _)) = e.split_once('@') {
+                let scheme = scheme_user.split("://").next().unwrap_or("http");
+                return Err(EtcdError::Settings(format!(
+                    "endpoint {scheme}://***@{}: credentials do not belong in an endpoint URL; use username and password_file",
+                    e.rsplit('@').next().unwrap_or("")
+                )));
+            }
         }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(s.connect_timeout)
@@ -272,12 +289,20 @@ impl Connection {
             revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         }
         let mut unreadable: Vec<(String, String)> = Vec::new();
+        let mut page = PAGE;
         'roots: for root in roots {
             let (mut start, end) = range_of(&root);
             loop {
-                let opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+                let opts = GetOptions::new().with_range(end.clone()).with_limit(page);
                 let mut resp = match self.get(client, start.clone(), opts, revision).await {
                     Ok(r) => r,
+                    Err(EtcdError::TooLarge(why)) if page > 1 => {
+                        page = (page / 4).max(1);
+                        tracing::debug!(
+                            "range page too large ({why}); retrying {page} keys at a time"
+                        );
+                        continue;
+                    }
                     Err(EtcdError::Denied(why)) => {
                         let user = self
                             .username
@@ -332,8 +357,14 @@ impl Connection {
         if revision > 0 {
             opts = opts.with_revision(revision);
         }
-        match tokio::time::timeout(self.request_timeout, client.get(key, Some(opts))).await {
+        let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        match tokio::time::timeout(self.request_timeout, kv.get(key, Some(opts))).await {
             Ok(Ok(r)) => Ok(r),
+            Ok(Err(etcd_client::Error::GRpcStatus(s)))
+                if s.code() == tonic::Code::OutOfRange || s.message().contains("too large") =>
+            {
+                Err(EtcdError::TooLarge(s.message().to_string()))
+            }
             Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("compacted") => {
                 Err(EtcdError::Compacted(revision))
             }
@@ -545,7 +576,10 @@ async fn watch(
     let first = range_of(&roots[0]).0;
     let mut stream = match tokio::time::timeout(
         conn.request_timeout,
-        client.watch(first, Some(opts(0))),
+        client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .watch(first, Some(opts(0))),
     )
     .await
     {

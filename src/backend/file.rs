@@ -78,7 +78,8 @@ fn read_one(path: &Path, out: &mut Vec<(String, String)>) -> Result<(), FileBack
             Ok(())
         }
         "toml" => {
-            let v: toml::Table = toml::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+            let v: toml::Table = toml::from_str(&text)
+                .map_err(|e| parse_err(crate::resource::toml_error(&text, &e)))?;
             flatten_toml(String::new(), &toml::Value::Table(v), out);
             Ok(())
         }
@@ -249,8 +250,11 @@ pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<sup
     }
     let mut last_error: Option<String> = None;
     while nrx.recv().await.is_some() {
-        // Let a burst of events settle.
-        while let Ok(Some(())) = tokio::time::timeout(SETTLE, nrx.recv()).await {}
+        // Let a burst of events settle, for at most a second.
+        let settle_until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while tokio::time::Instant::now() < settle_until
+            && let Ok(Some(())) = tokio::time::timeout(SETTLE, nrx.recv()).await
+        {}
         match load(&paths, revision + 1) {
             Ok(s) => {
                 last_error = None;

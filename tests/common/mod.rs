@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod hardening;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
