@@ -39,6 +39,10 @@ pub fn absolute(prefix: &str, key: &str) -> String {
 /// The key relative to `prefix` (always starting with `/`), or `None` when
 /// `abs` is not at or below `prefix`.
 pub fn relative<'a>(prefix: &str, abs: &'a str) -> Option<&'a str> {
+    if prefix.is_empty() && !abs.starts_with('/') {
+        // Not a path: no template can name it.
+        return None;
+    }
     let rest = abs.strip_prefix(prefix)?;
     if rest.is_empty() {
         Some("/")
