@@ -160,6 +160,26 @@ async fn load_keys(c: &mut Client, n: usize) {
     }
 }
 
+/// Connects, empties /bench, loads `keys` keys and sets /bench/target.
+fn prepare(rt: &tokio::runtime::Runtime, etcd: &Etcd, keys: usize, target: Option<&str>) -> Client {
+    rt.block_on(async {
+        let mut c = Client::connect([etcd.url.clone()], None)
+            .await
+            .expect("connect");
+        c.delete(
+            "/bench/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .expect("clear");
+        load_keys(&mut c, keys).await;
+        if let Some(t) = target {
+            c.put("/bench/target", t, None).await.expect("put");
+        }
+        c
+    })
+}
+
 /// A confdir with one resource reading one key of /bench.
 fn confdir(dir: &Path, dest: &Path, template: &str, extra: &str) {
     std::fs::create_dir_all(dir.join("conf.d")).expect("mkdir");
@@ -276,20 +296,7 @@ struct Prop {
 
 fn propagation(etcd: &Etcd, keys: usize, iterations: usize) -> Prop {
     let rt = rt();
-    let mut c = rt.block_on(async {
-        let mut c = Client::connect([etcd.url.clone()], None)
-            .await
-            .expect("connect");
-        c.delete(
-            "/bench/",
-            Some(etcd_client::DeleteOptions::new().with_prefix()),
-        )
-        .await
-        .expect("clear");
-        load_keys(&mut c, keys).await;
-        c.put("/bench/target", "start", None).await.expect("put");
-        c
-    });
+    let mut c = prepare(&rt, etcd, keys, Some("start"));
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("mkdir");
@@ -347,19 +354,7 @@ fn propagation(etcd: &Etcd, keys: usize, iterations: usize) -> Prop {
 
 fn rss_at(etcd: &Etcd, keys: usize) -> f64 {
     let rt = rt();
-    rt.block_on(async {
-        let mut c = Client::connect([etcd.url.clone()], None)
-            .await
-            .expect("connect");
-        c.delete(
-            "/bench/",
-            Some(etcd_client::DeleteOptions::new().with_prefix()),
-        )
-        .await
-        .expect("clear");
-        load_keys(&mut c, keys).await;
-        c.put("/bench/target", "ready", None).await.expect("put");
-    });
+    prepare(&rt, etcd, keys, Some("ready"));
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("mkdir");
@@ -384,20 +379,7 @@ fn rss_at(etcd: &Etcd, keys: usize) -> f64 {
 
 fn burst(etcd: &Etcd, puts: usize) -> (Duration, usize, usize) {
     let rt = rt();
-    let c = rt.block_on(async {
-        let mut c = Client::connect([etcd.url.clone()], None)
-            .await
-            .expect("connect");
-        c.delete(
-            "/bench/",
-            Some(etcd_client::DeleteOptions::new().with_prefix()),
-        )
-        .await
-        .expect("clear");
-        load_keys(&mut c, 1000).await;
-        c.put("/bench/target", "start", None).await.expect("put");
-        c
-    });
+    let c = prepare(&rt, etcd, 1000, Some("start"));
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("mkdir");
@@ -500,18 +482,7 @@ fn count_lines(p: &Path) -> usize {
 }
 
 fn once(etcd: &Etcd, keys: usize) -> (Duration, f64) {
-    rt().block_on(async {
-        let mut c = Client::connect([etcd.url.clone()], None)
-            .await
-            .expect("connect");
-        c.delete(
-            "/bench/",
-            Some(etcd_client::DeleteOptions::new().with_prefix()),
-        )
-        .await
-        .expect("clear");
-        load_keys(&mut c, keys).await;
-    });
+    prepare(&rt(), etcd, keys, None);
     let dir = tempfile::tempdir().expect("tempdir");
     let dest = dir.path().join("all.conf");
     confdir(
@@ -542,20 +513,7 @@ fn once(etcd: &Etcd, keys: usize) -> (Duration, f64) {
 
 fn fleet(etcd: &Etcd, n: usize, puts: usize) -> (Duration, Duration, Duration, f64, usize) {
     let rt = rt();
-    let mut c = rt.block_on(async {
-        let mut c = Client::connect([etcd.url.clone()], None)
-            .await
-            .expect("connect");
-        c.delete(
-            "/bench/",
-            Some(etcd_client::DeleteOptions::new().with_prefix()),
-        )
-        .await
-        .expect("clear");
-        load_keys(&mut c, 1000).await;
-        c.put("/bench/target", "start", None).await.expect("put");
-        c
-    });
+    let mut c = prepare(&rt, etcd, 1000, Some("start"));
     // LIVECONF_BENCH_DIR=/dev/shm puts every host's files on tmpfs: 200
     // simulated hosts otherwise share one disk and queue on its fsyncs,
     // which real hosts (one disk each) do not.

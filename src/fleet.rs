@@ -49,6 +49,19 @@ pub struct ResourceReport {
     pub error: Option<String>,
 }
 
+impl ResourceReport {
+    /// The newest change under the resource's watched prefixes, from the
+    /// per-prefix newest mod revisions.
+    fn newest_change(&self, latest: &BTreeMap<String, i64>) -> i64 {
+        self.watched
+            .iter()
+            .filter_map(|w| latest.get(w))
+            .max()
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 /// A host's report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -157,14 +170,7 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
         let mut out: Vec<(String, String)> = Vec::new();
         for (node, r) in reports {
             for (name, res) in &r.resources {
-                let newest = res
-                    .watched
-                    .iter()
-                    .filter_map(|w| latest.get(w))
-                    .max()
-                    .copied()
-                    .unwrap_or(0);
-                if res.revision.unwrap_or(0) < newest {
+                if res.revision.unwrap_or(0) < res.newest_change(latest) {
                     out.push((node.clone(), name.clone()));
                 }
             }
@@ -221,15 +227,8 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
     let mut groups: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for (node, r) in &reports {
         for (name, res) in &r.resources {
-            let newest = res
-                .watched
-                .iter()
-                .filter_map(|w| latest.get(w))
-                .max()
-                .copied()
-                .unwrap_or(0);
             if let (Some(rev), Some(sha)) = (res.revision, &res.sha256)
-                && rev >= newest
+                && rev >= res.newest_change(&latest)
                 && res.healthy
             {
                 groups
