@@ -156,7 +156,7 @@ pub async fn publish(
 pub struct HostState {
     /// The node.
     pub node: String,
-    /// "ok", "stale", "failing", "diverging", "gone".
+    /// Each problem, starting with "stale", "failing", "missing", "diverging" or "gone".
     pub problems: Vec<String>,
 }
 
@@ -216,6 +216,11 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
                         .as_deref()
                         .map(|e| format!(" ({e})"))
                         .unwrap_or_default()
+                ));
+            }
+            if res.sha256.is_none() {
+                hosts.entry(node.clone()).or_default().push(format!(
+                    "missing: {name} has never been installed on this host"
                 ));
             }
         }

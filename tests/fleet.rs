@@ -623,3 +623,39 @@ fn report_ttl_flag_sets_the_lease() {
         "lease of a daemon started with --report-ttl 7s"
     );
 }
+
+#[test]
+fn a_host_that_never_installed_its_file_is_missing_and_failing() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let _hosts = three_hosts(&etcd, "30s", TEMPLATE, "check_cmd = \"false\"\n");
+    wait_reports(&etcd, &["host1", "host2"], mod_revision(&etcd, "/app/x/v"));
+    let start = Instant::now();
+    let (code, found, r) = loop {
+        let (code, found, r) = fleet_json(&etcd);
+        if found.get("host3").is_some_and(|p| p.len() >= 2) {
+            break (code, found, r);
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", r.stdout);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, 1, "{}", r.stdout);
+    let named = with_problems(&found);
+    assert_eq!(
+        named.keys().copied().collect::<Vec<_>>(),
+        ["host3"],
+        "{}",
+        r.stdout
+    );
+    let problems = named["host3"];
+    assert!(
+        problems.iter().any(|p| p.starts_with("failing: x (check:")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "missing: x has never been installed on this host"),
+        "{problems:?}"
+    );
+}
