@@ -1,20 +1,19 @@
-//! The command line: parsing, settings, and the `render --once` / `check`
-//! drivers. Errors become one message and an exit code here; nothing below
-//! this module prints or exits.
+//! The command line: clap definitions, settings and exit codes, and the
+//! small commands (`status`, `fleet`, `generate`). `render` goes to
+//! [`crate::once`] or [`crate::daemon`]. Errors become one message and an
+//! exit code here; nothing below this module exits the process.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
 
-use crate::apply::{self, Action, Options, Outcome};
+use crate::apply::Options;
 use crate::dns::DnsConfig;
-use crate::resource::{self, Resource};
+use crate::resource;
 use crate::settings::{BackendKind, Layer, LogFormat, Settings};
-use crate::status::Status;
-use crate::store::{Change, Key, Snapshot, Val};
-use crate::templates::TemplateSet;
+use crate::store::{Change, Key, Val};
 
 /// Exit codes (also listed in `--help`).
 pub mod exit {
@@ -300,14 +299,16 @@ pub struct Exit {
     pub error: Option<anyhow::Error>,
 }
 
-fn config_err(e: impl Into<anyhow::Error>) -> Exit {
+/// An invalid-configuration exit.
+pub fn config_err(e: impl Into<anyhow::Error>) -> Exit {
     Exit {
         code: exit::CONFIG,
         error: Some(e.into()),
     }
 }
 
-fn backend_err(e: impl Into<anyhow::Error>) -> Exit {
+/// A backend-unavailable exit.
+pub fn backend_err(e: impl Into<anyhow::Error>) -> Exit {
     Exit {
         code: exit::BACKEND,
         error: Some(e.into()),
@@ -373,6 +374,39 @@ pub fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
+    if args.diff {
+        args.noop = true;
+    }
+    if args.exit_code && !args.noop {
+        return Err(config_err(anyhow!(
+            "--exit-code goes with --noop or --diff"
+        )));
+    }
+    let overlay = parse_overlay(&args.set, &args.unset)?;
+    if !(overlay.is_empty() || args.once && args.noop) {
+        return Err(config_err(anyhow!(
+            "--set/--unset only preview a change: use them with --once and --noop or --diff"
+        )));
+    }
+    let s = settings(&args.common)?;
+    let opts = render_options(&args, &s);
+    if args.once {
+        return crate::once::render(&s, &args.only, &opts, overlay, args.exit_code).await;
+    }
+    let source = crate::daemon::Source {
+        config: args.common.config.clone(),
+        flags: args.common.layer(),
+        only: args.only.clone(),
+    };
+    crate::daemon::run(s, source, opts).await
+}
+
+async fn check(args: CheckArgs) -> Result<u8, Exit> {
+    let s = settings(&args.common)?;
+    crate::once::check(&s, &args.only, &render_env(&s)).await
+}
+
 async fn run(cli: Cli) -> Result<u8, Exit> {
     match cli.command {
         Command::Render(args) => render(args).await,
@@ -387,78 +421,6 @@ fn settings(common: &Common) -> Result<Settings, Exit> {
     let s = Settings::load(common.config.as_deref(), common.layer()).map_err(config_err)?;
     crate::logging::init(&s.log_level, s.log_format).map_err(|e| config_err(anyhow!(e)))?;
     Ok(s)
-}
-
-/// The resources of conf.d, loaded; the ones that failed to load come back
-/// as outcomes.
-pub struct Loaded {
-    /// Resources that loaded.
-    pub resources: Vec<Resource>,
-    /// Load failures.
-    pub failed: Vec<resource::ResourceError>,
-}
-
-/// Loads conf.d (restricted to `only` when not empty).
-pub fn load_resources(s: &Settings, only: &[String]) -> Result<Loaded> {
-    let conf_d = s.conf_d();
-    let files = resource::list(&conf_d)
-        .with_context(|| format!("cannot read resource directory {}", conf_d.display()))?;
-    let names: Vec<String> = files
-        .iter()
-        .filter_map(|f| f.file_stem().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    for o in only {
-        if !names.contains(o) {
-            bail!(
-                "--only {o}: no resource {o} in {} (there are: {})",
-                conf_d.display(),
-                names.join(", ")
-            );
-        }
-    }
-    let templates_dir = s.templates_dir();
-    let mut loaded = Loaded {
-        resources: Vec::new(),
-        failed: Vec::new(),
-    };
-    for (file, name) in files.iter().zip(&names) {
-        if !only.is_empty() && !only.contains(name) {
-            continue;
-        }
-        match resource::load(file, &templates_dir, &s.prefix) {
-            Ok(r) => match loaded.resources.iter().find(|o| o.dest == r.dest) {
-                Some(other) => loaded.failed.push(resource::ResourceError {
-                    name: r.name.clone(),
-                    file: r.file.clone(),
-                    message: format!(
-                        "dest {} is also the destination of resource {} ({}); each file must have one owner",
-                        r.dest.display(),
-                        other.name,
-                        other.file.display()
-                    ),
-                }),
-                None => loaded.resources.push(r),
-            },
-            Err(e) => loaded.failed.push(e),
-        }
-    }
-    if loaded.resources.is_empty() && loaded.failed.is_empty() {
-        bail!(
-            "no resource in {} (add NAME.toml files with a [template] table)",
-            conf_d.display()
-        );
-    }
-    Ok(loaded)
-}
-
-/// Reads one snapshot from the configured backend.
-pub async fn snapshot(s: &Settings, watched: &[String]) -> Result<Snapshot, Exit> {
-    match s.backend {
-        BackendKind::File => crate::backend::file::load(&s.files, 1).map_err(backend_err),
-        BackendKind::Etcd => crate::backend::etcd::snapshot_once(s, watched)
-            .await
-            .map_err(backend_err),
-    }
 }
 
 fn parse_overlay(set: &[String], unset: &[String]) -> Result<Vec<Change>, Exit> {
@@ -485,86 +447,6 @@ fn parse_overlay(set: &[String], unset: &[String]) -> Result<Vec<Change>, Exit> 
     Ok(changes)
 }
 
-fn all_watched(resources: &[Resource]) -> Vec<String> {
-    let mut w: Vec<String> = resources.iter().flat_map(|r| r.watched.clone()).collect();
-    w.sort();
-    w.dedup();
-    w
-}
-
-async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
-    if args.diff {
-        args.noop = true;
-    }
-    if args.exit_code && !args.noop {
-        return Err(config_err(anyhow!(
-            "--exit-code goes with --noop or --diff"
-        )));
-    }
-    let overlay = parse_overlay(&args.set, &args.unset)?;
-    if !(overlay.is_empty() || args.once && args.noop) {
-        return Err(config_err(anyhow!(
-            "--set/--unset only preview a change: use them with --once and --noop or --diff"
-        )));
-    }
-    let s = settings(&args.common)?;
-    if !args.once {
-        let opts = daemon_options(&args, &s);
-        let source = crate::daemon::Source {
-            config: args.common.config.clone(),
-            flags: args.common.layer(),
-            only: args.only.clone(),
-        };
-        return crate::daemon::run(s, source, opts).await;
-    }
-    let loaded = load_resources(&s, &args.only).map_err(config_err)?;
-    let templates = TemplateSet::load(&s.templates_dir());
-    let mut snap = snapshot(&s, &all_watched(&loaded.resources)).await?;
-    for c in overlay {
-        snap.apply(c);
-    }
-    let opts = daemon_options(&args, &s);
-    let refs: Vec<&Resource> = loaded.resources.iter().collect();
-    let mut outcomes = apply::apply(&refs, &snap, &templates, &opts, &Default::default()).await;
-    for e in &loaded.failed {
-        outcomes.push(Outcome::load_failure(
-            &e.name,
-            PathBuf::new(),
-            snap.revision(),
-            e.to_string(),
-        ));
-    }
-    report(&outcomes, &opts);
-    if !opts.noop {
-        // A preview's status lives in the preview, like its files.
-        let state_dir = apply::dest_path(&s.state_dir, opts.dest_root.as_deref());
-        let mut status = Status::read(&state_dir).unwrap_or_default();
-        status.node = s.node_name.clone();
-        status.backend = format!("{:?}", s.backend).to_lowercase();
-        status.connected = true;
-        status.endpoint = Some(match s.backend {
-            BackendKind::File => s
-                .files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            BackendKind::Etcd => s.endpoints.join(","),
-        });
-        status.revision = snap.revision();
-        status.last_event = Some(crate::status::now());
-        if args.only.is_empty() {
-            let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
-            status.retain(&names);
-        }
-        status.record(&outcomes);
-        if let Err(e) = status.write(&state_dir) {
-            tracing::warn!("status not saved: {e}");
-        }
-    }
-    Ok(exit_code(&outcomes, args.exit_code))
-}
-
 fn render_env(s: &Settings) -> crate::render::Env {
     crate::render::Env {
         dns: DnsConfig {
@@ -574,7 +456,7 @@ fn render_env(s: &Settings) -> crate::render::Env {
     }
 }
 
-fn daemon_options(args: &RenderArgs, s: &Settings) -> Options {
+fn render_options(args: &RenderArgs, s: &Settings) -> Options {
     Options {
         noop: args.noop,
         diff: args.diff,
@@ -584,92 +466,6 @@ fn daemon_options(args: &RenderArgs, s: &Settings) -> Options {
         env: render_env(s),
         reload_splay: s.reload_splay,
         deferred_reloads: None,
-    }
-}
-
-/// Logs each outcome and prints diffs to stdout.
-pub fn report(outcomes: &[Outcome], opts: &Options) {
-    for o in outcomes {
-        match &o.result {
-            Ok(Action::Unchanged) => tracing::debug!(
-                resource = %o.name, revision = o.revision,
-                "{}: {} in sync", o.name, o.dest.display()
-            ),
-            Ok(Action::Installed) => tracing::info!(
-                resource = %o.name, revision = o.revision,
-                "{}: installed {} ({})", o.name, o.dest.display(),
-                o.changed.as_deref().unwrap_or("")
-            ),
-            Ok(Action::WouldChange) => {
-                tracing::info!(
-                    resource = %o.name, revision = o.revision,
-                    "{}: {} would change ({})", o.name, o.dest.display(),
-                    o.changed.as_deref().unwrap_or("")
-                );
-                if let (true, Some(d)) = (opts.diff, &o.diff) {
-                    print!("{d}");
-                }
-            }
-            Err(f) => tracing::error!(
-                resource = %o.name, revision = o.revision, step = %f.step,
-                "{}: {} failed: {}", o.name, f.step, f.message
-            ),
-        }
-    }
-    let failed: Vec<&str> = outcomes
-        .iter()
-        .filter(|o| o.result.is_err())
-        .map(|o| o.name.as_str())
-        .collect();
-    if !failed.is_empty() {
-        tracing::error!(
-            "{} of {} resources failed: {}",
-            failed.len(),
-            outcomes.len(),
-            failed.join(", ")
-        );
-    }
-}
-
-fn exit_code(outcomes: &[Outcome], exit_code_flag: bool) -> u8 {
-    if outcomes.iter().any(|o| o.result.is_err()) {
-        exit::FAILED
-    } else if exit_code_flag && outcomes.iter().any(|o| o.result == Ok(Action::WouldChange)) {
-        exit::CHANGES
-    } else {
-        exit::OK
-    }
-}
-
-async fn check(args: CheckArgs) -> Result<u8, Exit> {
-    let s = settings(&args.common)?;
-    let loaded = load_resources(&s, &args.only).map_err(config_err)?;
-    let templates = TemplateSet::load(&s.templates_dir());
-    let snap = snapshot(&s, &all_watched(&loaded.resources)).await?;
-    let env = render_env(&s);
-    let mut failed = 0;
-    for e in &loaded.failed {
-        tracing::error!(resource = %e.name, step = "load", "{}: load failed: {e}", e.name);
-        failed += 1;
-    }
-    for r in &loaded.resources {
-        match crate::render::render(r, &snap, &templates, &env) {
-            Ok(bytes) => {
-                tracing::info!(resource = %r.name, revision = snap.revision(), "{}: renders ({} bytes)", r.name, bytes.len())
-            }
-            Err(e) => {
-                tracing::error!(resource = %r.name, step = "render", "{}: render failed: {e}", r.name);
-                failed += 1;
-            }
-        }
-    }
-    let total = loaded.resources.len() + loaded.failed.len();
-    if failed > 0 {
-        tracing::error!("{failed} of {total} resources failed");
-        Ok(exit::FAILED)
-    } else {
-        tracing::info!("all {total} resources render");
-        Ok(exit::OK)
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::apply::{self, Action, Options, Outcome, Step};
 use crate::backend::{self, Backoff, Event, SnapshotReason};
-use crate::cli::{Exit, exit, load_resources};
+use crate::cli::{Exit, exit};
 use crate::deps::Deps;
 use crate::fleet::{Report, ResourceReport};
 use crate::install;
@@ -236,7 +236,7 @@ impl Daemon {
 
     /// (Re)loads conf.d and templates for the current settings.
     fn load(&mut self) -> anyhow::Result<()> {
-        let loaded = load_resources(&self.settings, &self.source.only)?;
+        let loaded = crate::confdir::load(&self.settings, &self.source.only)?;
         self.templates = TemplateSet::load(&self.settings.templates_dir());
         self.load_failures = loaded
             .failed
@@ -292,7 +292,9 @@ impl Daemon {
             BackendKind::File => tokio::spawn(backend::file::run(s.files.clone(), tx)),
             BackendKind::Etcd => tokio::spawn(async move {
                 match backend::etcd::Connection::from_settings(&s).await {
-                    Ok(conn) => backend::etcd::run(conn, watched, s.resync_interval, tx).await,
+                    Ok(conn) => {
+                        backend::etcd_watch::run(conn, watched, s.resync_interval, tx).await
+                    }
                     Err(e) => {
                         // Settings that cannot work (unreadable certificate,
                         // SRV name without records): say so and retry, as the
@@ -307,7 +309,8 @@ impl Daemon {
                             tokio::time::sleep(backoff.next_delay()).await;
                             match backend::etcd::Connection::from_settings(&s).await {
                                 Ok(conn) => {
-                                    backend::etcd::run(conn, watched, s.resync_interval, tx).await;
+                                    backend::etcd_watch::run(conn, watched, s.resync_interval, tx)
+                                        .await;
                                     return;
                                 }
                                 Err(e) => err = e,

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod backend;
 pub mod cli;
+pub mod confdir;
 pub mod daemon;
 pub mod deps;
 pub mod dns;
@@ -19,6 +20,7 @@ pub mod install;
 pub mod keypath;
 pub mod logging;
 pub mod metrics;
+pub mod once;
 pub mod render;
 pub mod resource;
 pub mod settings;

@@ -11,7 +11,31 @@ use std::time::Duration;
 use crate::store::{Change, Snapshot};
 
 pub mod etcd;
+pub mod etcd_watch;
 pub mod file;
+
+/// Why the backend could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// A key file.
+    #[error(transparent)]
+    File(#[from] file::FileBackendError),
+    /// etcd.
+    #[error(transparent)]
+    Etcd(#[from] etcd::EtcdError),
+}
+
+/// Reads one snapshot of `watched` from the configured backend (for
+/// `render --once` and `check`; the daemon runs a watcher instead).
+pub async fn snapshot(
+    s: &crate::settings::Settings,
+    watched: &[String],
+) -> Result<Snapshot, BackendError> {
+    match s.backend {
+        crate::settings::BackendKind::File => Ok(file::load(&s.files, 1)?),
+        crate::settings::BackendKind::Etcd => Ok(etcd::snapshot_once(s, watched).await?),
+    }
+}
 
 /// Why a whole snapshot is handed over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,317 @@
+//! The etcd watcher task: the daemon's view of etcd after the first snapshot.
+//!
+//! One gRPC watch stream carries one watch per distinct root prefix, each
+//! starting at the snapshot's revision + 1 and resuming, after any failure,
+//! from the last revision it delivered. A compaction past that revision, or
+//! an etcd whose revision went back (restored, rebuilt), means events were
+//! lost: a new snapshot replaces the mirror. Progress requests every
+//! [`PROGRESS_EVERY`] prove the stream alive; a periodic resync compares a
+//! snapshot taken at exactly the delivered revisions with the mirror.
+
+use std::time::Duration;
+
+use etcd_client::Client;
+
+use super::etcd::{Connection, EtcdError, MAX_MESSAGE, describe, range_of, roots};
+use crate::store::{Key, Snapshot, Val, is_at_or_below};
+
+/// How often the watcher asks etcd for a progress notification; also the
+/// liveness probe of the watch stream.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+enum WatchEnd {
+    /// The watch was compacted away: take a new snapshot.
+    Compacted(i64),
+    /// etcd's revision is behind ours (restored or rebuilt): new snapshot.
+    Rewound {
+        /// etcd's revision now.
+        current: i64,
+        /// The newest revision we had seen.
+        seen: i64,
+    },
+    /// The stream broke: reconnect (with backoff) and resume.
+    Broken(String),
+}
+
+/// The watcher task: snapshot, then one watch per root prefix (all on one
+/// gRPC stream), resuming from the last revision seen after any failure,
+/// with a fresh snapshot after a compaction and a resync snapshot every
+/// `resync` (zero: never). Runs until aborted; never returns an error.
+pub async fn run(
+    conn: Connection,
+    prefixes: Vec<String>,
+    resync: Duration,
+    tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+) {
+    use super::{Backoff, Event, SnapshotReason};
+    let roots = roots(&prefixes);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    // Per root: the revision up to which events were delivered.
+    let mut seen: Option<Vec<i64>> = None;
+    // The roots actually watched: those the snapshot could read.
+    let mut live: Vec<String> = roots.clone();
+    let mut reason = SnapshotReason::Initial;
+    let mut idx = 0usize;
+    let mut reported_down: Option<String> = None;
+    let n = conn.endpoints.len().max(1);
+    loop {
+        let endpoint = conn.endpoints[idx % n].clone();
+        let attempt = async {
+            let mut client = conn.connect_to(&endpoint).await?;
+            if seen.is_none() {
+                let snap = conn.snapshot(&mut client, &roots, None).await?;
+                live = roots
+                    .iter()
+                    .filter(|r| !snap.unreadable().contains_key(*r))
+                    .cloned()
+                    .collect();
+                seen = Some(vec![snap.revision(); live.len()]);
+                let _ = tx.send(Event::Connected {
+                    endpoint: endpoint.clone(),
+                });
+                let _ = tx.send(Event::Snapshot {
+                    snapshot: snap,
+                    reason,
+                });
+            }
+            Ok::<Client, EtcdError>(client)
+        };
+        let mut client = match attempt.await {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = e.to_string();
+                if reported_down.as_deref() != Some(&msg) {
+                    let _ = tx.send(Event::Disconnected {
+                        reason: msg.clone(),
+                    });
+                    reported_down = Some(msg);
+                }
+                idx += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let Some(seen_revs) = seen.as_mut() else {
+            continue;
+        };
+        let end = watch(
+            &conn,
+            &mut client,
+            &endpoint,
+            &live,
+            seen_revs,
+            resync,
+            &tx,
+            &mut backoff,
+            &mut reported_down,
+        )
+        .await;
+        match end {
+            WatchEnd::Rewound {
+                current,
+                seen: ours,
+            } => {
+                tracing::warn!(
+                    "etcd at {endpoint} is at revision {current}, behind the {ours} already seen (restored or rebuilt?); taking a new snapshot"
+                );
+                seen = None;
+                reason = SnapshotReason::Compacted;
+            }
+            WatchEnd::Compacted(rev) => {
+                tracing::warn!(
+                    compacted = rev,
+                    "etcd compacted past our revision; taking a new snapshot"
+                );
+                seen = None;
+                reason = SnapshotReason::Compacted;
+            }
+            WatchEnd::Broken(why) => {
+                let msg = format!("etcd at {endpoint}: {why}");
+                let _ = tx.send(Event::Disconnected {
+                    reason: msg.clone(),
+                });
+                reported_down = Some(msg);
+                idx += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn watch(
+    conn: &Connection,
+    client: &mut Client,
+    endpoint: &str,
+    roots: &[String],
+    seen: &mut [i64],
+    resync: Duration,
+    tx: &tokio::sync::mpsc::UnboundedSender<super::Event>,
+    backoff: &mut super::Backoff,
+    reported_down: &mut Option<String>,
+) -> WatchEnd {
+    use super::{Event, SnapshotReason};
+    use crate::store::Change;
+    use etcd_client::{EventType, WatchOptions};
+
+    if roots.is_empty() {
+        // Nothing to watch: stay "connected" and idle.
+        let _ = tx.send(Event::Connected {
+            endpoint: endpoint.to_string(),
+        });
+        std::future::pending::<()>().await;
+    }
+    let opts = |i: usize| {
+        let (_, end) = range_of(&roots[i]);
+        WatchOptions::new()
+            .with_range(end)
+            .with_start_revision(seen[i] + 1)
+            .with_progress_notify()
+            .with_watch_id(i as i64)
+    };
+    let first = range_of(&roots[0]).0;
+    let mut stream = match tokio::time::timeout(
+        conn.request_timeout,
+        client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .watch(first, Some(opts(0))),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return WatchEnd::Broken(describe(&e)),
+        Err(_) => return WatchEnd::Broken("no answer to the watch request".into()),
+    };
+    for (i, root) in roots.iter().enumerate().skip(1) {
+        if let Err(e) = stream.watch(range_of(root).0, Some(opts(i))).await {
+            return WatchEnd::Broken(describe(&e));
+        }
+    }
+    let mut created = 0usize;
+    // The first progress request waits a period: right after (re)creating
+    // the watches they may still be catching up.
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_message = tokio::time::Instant::now();
+    let stall = PROGRESS_EVERY * 2 + conn.request_timeout;
+    let mut next_resync = (!resync.is_zero()).then(|| tokio::time::Instant::now() + resync);
+    loop {
+        tokio::select! {
+            msg = stream.message() => {
+                let resp = match msg {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return WatchEnd::Broken("the watch stream was closed".into()),
+                    Err(e) => return WatchEnd::Broken(describe(&e)),
+                };
+                last_message = tokio::time::Instant::now();
+                if resp.compact_revision() > 0 {
+                    return WatchEnd::Compacted(resp.compact_revision());
+                }
+                if resp.canceled() {
+                    return WatchEnd::Broken(format!("watch canceled: {}", resp.cancel_reason()));
+                }
+                if resp.created() {
+                    // etcd restored from an older backup, or rebuilt: its
+                    // revision went back, so resuming would wait forever.
+                    let current = resp.header().map(|h| h.revision()).unwrap_or(0);
+                    let newest = seen.iter().copied().max().unwrap_or(0);
+                    if current > 0 && current < newest {
+                        return WatchEnd::Rewound { current, seen: newest };
+                    }
+                    created += 1;
+                    if created == roots.len() {
+                        backoff.reset();
+                        *reported_down = None;
+                        tracing::debug!(endpoint, watches = created, "watching");
+                        let _ = tx.send(Event::Connected { endpoint: endpoint.to_string() });
+                    }
+                    continue;
+                }
+                let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                let id = resp.watch_id();
+                let events = resp.events();
+                if events.is_empty() {
+                    // A progress notification. One for a given watch means
+                    // that watch has delivered everything up to the header
+                    // revision. The stream-wide answer to our progress
+                    // request (id -1) only proves the stream is alive: etcd
+                    // before 3.4.24 sends it even while a watch is still
+                    // catching up (etcd-io/etcd#15220), so it must not move
+                    // the resume point.
+                    if let Some(i) = usize::try_from(id).ok().filter(|&i| i < seen.len()) {
+                        seen[i] = seen[i].max(header_rev);
+                    }
+                    let _ = tx.send(Event::Progress { revision: header_rev });
+                    continue;
+                }
+                let Some(i) = usize::try_from(id).ok().filter(|&i| i < roots.len()) else {
+                    continue;
+                };
+                let mut changes = Vec::with_capacity(events.len());
+                let mut rev = seen[i];
+                for ev in events {
+                    let Some(kv) = ev.kv() else { continue };
+                    rev = rev.max(kv.mod_revision());
+                    let Ok(key) = std::str::from_utf8(kv.key()) else {
+                        tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "ignoring a key that is not UTF-8");
+                        continue;
+                    };
+                    if !is_at_or_below(key, &roots[i]) {
+                        continue;
+                    }
+                    changes.push(match ev.event_type() {
+                        EventType::Put => Change::Put(Key::from(key), Val::from(kv.value())),
+                        EventType::Delete => Change::Delete(Key::from(key)),
+                    });
+                }
+                seen[i] = rev;
+                if !changes.is_empty() {
+                    let _ = tx.send(Event::Changes { revision: rev, changes });
+                }
+            }
+            _ = ticker.tick() => {
+                if last_message.elapsed() > stall {
+                    return WatchEnd::Broken(format!("no answer for {}s", stall.as_secs()));
+                }
+                if let Err(e) = stream.request_progress().await {
+                    return WatchEnd::Broken(describe(&e));
+                }
+                if let Some(due) = next_resync
+                    && tokio::time::Instant::now() >= due
+                {
+                    next_resync = Some(due + resync);
+                    match resync_snapshot(conn, client, roots, seen).await {
+                        Ok(snapshot) => {
+                            let _ = tx.send(Event::Snapshot { snapshot, reason: SnapshotReason::Resync });
+                        }
+                        Err(EtcdError::Compacted(rev)) => return WatchEnd::Compacted(rev),
+                        Err(e) => return WatchEnd::Broken(e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A snapshot of each root at the revision its watch has delivered, so it
+/// can be compared exactly with the mirror built from those events.
+async fn resync_snapshot(
+    conn: &Connection,
+    client: &mut Client,
+    roots: &[String],
+    seen: &[i64],
+) -> Result<Snapshot, EtcdError> {
+    let mut all = Snapshot::new(0);
+    for (root, &rev) in roots.iter().zip(seen) {
+        let part = conn
+            .snapshot(client, std::slice::from_ref(root), Some(rev))
+            .await?;
+        for (k, v) in part.iter() {
+            all.apply(crate::store::Change::Put(k.clone(), v.clone()));
+        }
+        all.set_revision(all.revision().max(part.revision()));
+    }
+    Ok(all)
+}

@@ -1,0 +1,163 @@
+//! The `render --once` and `check` drivers: one snapshot, one batch.
+//!
+//! `render --once` sends every resource through [`apply::apply`] against a
+//! single snapshot (with `--set`/`--unset` overlaid), reports each outcome,
+//! records status.json (a warning if it cannot) and turns the outcomes into
+//! an exit code. `check` renders in memory only.
+
+use std::path::PathBuf;
+
+use crate::apply::{self, Action, Options, Outcome};
+use crate::backend;
+use crate::cli::{Exit, backend_err, config_err, exit};
+use crate::confdir;
+use crate::resource::Resource;
+use crate::settings::{BackendKind, Settings};
+use crate::status::Status;
+use crate::store::Change;
+use crate::templates::TemplateSet;
+
+/// `render --once`: one snapshot, one batch through [`apply`], status, exit code.
+pub async fn render(
+    s: &Settings,
+    only: &[String],
+    opts: &Options,
+    overlay: Vec<Change>,
+    exit_code_flag: bool,
+) -> Result<u8, Exit> {
+    let loaded = confdir::load(s, only).map_err(config_err)?;
+    let templates = TemplateSet::load(&s.templates_dir());
+    let mut snap = backend::snapshot(s, &confdir::watched(&loaded.resources))
+        .await
+        .map_err(backend_err)?;
+    for c in overlay {
+        snap.apply(c);
+    }
+    let refs: Vec<&Resource> = loaded.resources.iter().collect();
+    let mut outcomes = apply::apply(&refs, &snap, &templates, opts, &Default::default()).await;
+    for e in &loaded.failed {
+        outcomes.push(Outcome::load_failure(
+            &e.name,
+            PathBuf::new(),
+            snap.revision(),
+            e.to_string(),
+        ));
+    }
+    report(&outcomes, opts);
+    if !opts.noop {
+        // A preview's status lives in the preview, like its files.
+        let state_dir = apply::dest_path(&s.state_dir, opts.dest_root.as_deref());
+        let mut status = Status::read(&state_dir).unwrap_or_default();
+        status.node = s.node_name.clone();
+        status.backend = format!("{:?}", s.backend).to_lowercase();
+        status.connected = true;
+        status.endpoint = Some(match s.backend {
+            BackendKind::File => s
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            BackendKind::Etcd => s.endpoints.join(","),
+        });
+        status.revision = snap.revision();
+        status.last_event = Some(crate::status::now());
+        if only.is_empty() {
+            let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
+            status.retain(&names);
+        }
+        status.record(&outcomes);
+        if let Err(e) = status.write(&state_dir) {
+            tracing::warn!("status not saved: {e}");
+        }
+    }
+    Ok(exit_code(&outcomes, exit_code_flag))
+}
+
+/// Logs each outcome and prints diffs to stdout.
+pub fn report(outcomes: &[Outcome], opts: &Options) {
+    for o in outcomes {
+        match &o.result {
+            Ok(Action::Unchanged) => tracing::debug!(
+                resource = %o.name, revision = o.revision,
+                "{}: {} in sync", o.name, o.dest.display()
+            ),
+            Ok(Action::Installed) => tracing::info!(
+                resource = %o.name, revision = o.revision,
+                "{}: installed {} ({})", o.name, o.dest.display(),
+                o.changed.as_deref().unwrap_or("")
+            ),
+            Ok(Action::WouldChange) => {
+                tracing::info!(
+                    resource = %o.name, revision = o.revision,
+                    "{}: {} would change ({})", o.name, o.dest.display(),
+                    o.changed.as_deref().unwrap_or("")
+                );
+                if let (true, Some(d)) = (opts.diff, &o.diff) {
+                    print!("{d}");
+                }
+            }
+            Err(f) => tracing::error!(
+                resource = %o.name, revision = o.revision, step = %f.step,
+                "{}: {} failed: {}", o.name, f.step, f.message
+            ),
+        }
+    }
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        tracing::error!(
+            "{} of {} resources failed: {}",
+            failed.len(),
+            outcomes.len(),
+            failed.join(", ")
+        );
+    }
+}
+
+/// The exit code of a `render --once` run.
+pub fn exit_code(outcomes: &[Outcome], exit_code_flag: bool) -> u8 {
+    if outcomes.iter().any(|o| o.result.is_err()) {
+        exit::FAILED
+    } else if exit_code_flag && outcomes.iter().any(|o| o.result == Ok(Action::WouldChange)) {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }
+}
+
+/// `liveconf check`: parse and render everything in memory; write nothing.
+pub async fn check(s: &Settings, only: &[String], env: &crate::render::Env) -> Result<u8, Exit> {
+    let loaded = confdir::load(s, only).map_err(config_err)?;
+    let templates = TemplateSet::load(&s.templates_dir());
+    let snap = backend::snapshot(s, &confdir::watched(&loaded.resources))
+        .await
+        .map_err(backend_err)?;
+    let mut failed = 0;
+    for e in &loaded.failed {
+        tracing::error!(resource = %e.name, step = "load", "{}: load failed: {e}", e.name);
+        failed += 1;
+    }
+    for r in &loaded.resources {
+        match crate::render::render(r, &snap, &templates, env) {
+            Ok(bytes) => {
+                tracing::info!(resource = %r.name, revision = snap.revision(), "{}: renders ({} bytes)", r.name, bytes.len())
+            }
+            Err(e) => {
+                tracing::error!(resource = %r.name, step = "render", "{}: render failed: {e}", r.name);
+                failed += 1;
+            }
+        }
+    }
+    let total = loaded.resources.len() + loaded.failed.len();
+    if failed > 0 {
+        tracing::error!("{failed} of {total} resources failed");
+        Ok(exit::FAILED)
+    } else {
+        tracing::info!("all {total} resources render");
+        Ok(exit::OK)
+    }
+}
