@@ -28,6 +28,7 @@ use crate::fleet::{Report, ResourceReport};
 use crate::install;
 use crate::metrics::Metrics;
 use crate::resource::{Resource, Wait};
+use crate::schedule::Schedule;
 use crate::settings::{BackendKind, Layer, Settings};
 use crate::status::Status;
 use crate::store::Snapshot;
@@ -44,21 +45,6 @@ pub struct Source {
     pub only: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    first: Instant,
-    last: Instant,
-    /// Ignore the coalescing window (initial render, reload, retry).
-    now: bool,
-}
-
-#[derive(Debug)]
-struct Retry {
-    backoff: Backoff,
-    due: Instant,
-    reload_owed: bool,
-}
-
 struct Daemon {
     source: Source,
     settings: Settings,
@@ -68,8 +54,7 @@ struct Daemon {
     templates: TemplateSet,
     deps: Deps,
     mirror: Option<Snapshot>,
-    pending: BTreeMap<usize, Pending>,
-    retries: BTreeMap<String, Retry>,
+    schedule: Schedule,
     status: Status,
     status_dirty: bool,
     status_error: Option<String>,
@@ -219,8 +204,7 @@ impl Daemon {
             templates: TemplateSet::empty(),
             deps: Deps::default(),
             mirror: None,
-            pending: BTreeMap::new(),
-            retries: BTreeMap::new(),
+            schedule: Schedule::default(),
             status: Status::default(),
             status_dirty: true,
             status_error: None,
@@ -346,23 +330,15 @@ impl Daemon {
     }
 
     fn mark(&mut self, idx: usize, now: bool) {
-        let t = Instant::now();
-        self.pending
-            .entry(idx)
-            .and_modify(|p| {
-                p.last = t;
-                p.now |= now;
-            })
-            .or_insert(Pending {
-                first: t,
-                last: t,
-                now,
-            });
+        if let Some(r) = self.resources.get(idx) {
+            self.schedule.mark(&r.name, now, Instant::now());
+        }
     }
 
     fn mark_all(&mut self) {
-        for i in 0..self.resources.len() {
-            self.mark(i, true);
+        let at = Instant::now();
+        for r in &self.resources {
+            self.schedule.mark(&r.name, true, at);
         }
     }
 
@@ -474,79 +450,48 @@ impl Daemon {
         }
     }
 
-    fn wait_of(&self, idx: usize) -> Wait {
-        self.resources[idx].wait.unwrap_or(self.settings.wait)
-    }
-
-    fn ready_at(&self, idx: usize, p: &Pending) -> Instant {
-        let w = self.wait_of(idx);
-        if p.now || w.is_off() {
-            return p.last;
-        }
-        (p.last + w.min).min(p.first + w.max)
+    /// The coalescing window of a resource: its own, or the global one.
+    fn wait_of(resources: &[Resource], default: Wait, name: &str) -> Wait {
+        resources
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.wait)
+            .unwrap_or(default)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         self.mirror.as_ref()?;
-        let pend = self.pending.iter().map(|(i, p)| self.ready_at(*i, p));
-        let retry = self.retries.values().map(|r| r.due);
-        pend.chain(retry).min()
+        let (resources, default) = (&self.resources, self.settings.wait);
+        self.schedule
+            .next_deadline(|n| Self::wait_of(resources, default, n))
     }
 
     async fn run_ready(&mut self) {
         let Some(mirror) = self.mirror.clone() else {
             return;
         };
-        let now = Instant::now();
-        // Retries that are due become pending now.
-        let due: Vec<String> = self
-            .retries
-            .iter()
-            .filter(|(_, r)| r.due <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in &due {
-            if let Some(i) = self.resources.iter().position(|r| &r.name == name) {
-                self.mark(i, true);
-            }
-        }
-        // Marking stamps the pending entries: "now" is after that.
-        let now = Instant::now();
-        let ready: Vec<usize> = self
-            .pending
-            .iter()
-            .filter(|(i, p)| self.ready_at(**i, p) <= now)
-            .map(|(i, _)| *i)
-            .collect();
+        let (resources, default) = (&self.resources, self.settings.wait);
+        let ready = self
+            .schedule
+            .take_ready(Instant::now(), |n| Self::wait_of(resources, default, n));
         if ready.is_empty() {
             return;
         }
-        for i in &ready {
-            self.pending.remove(i);
-        }
-        let refs: Vec<&Resource> = ready.iter().map(|&i| &self.resources[i]).collect();
-        let owed: BTreeSet<String> = self
-            .retries
+        let refs: Vec<&Resource> = self
+            .resources
             .iter()
-            .filter(|(_, r)| r.reload_owed)
-            .map(|(n, _)| n.clone())
+            .filter(|r| ready.contains(&r.name))
             .collect();
+        let owed = self.schedule.reloads_owed();
         let outcomes = apply::apply(&refs, &mirror, &self.templates, &self.opts, &owed).await;
         self.log_outcomes(&outcomes);
         for o in &outcomes {
             match &o.result {
-                Ok(_) => {
-                    self.retries.remove(&o.name);
-                }
+                Ok(_) => self.schedule.succeeded(&o.name),
                 Err(f) => {
-                    let r = self.retries.entry(o.name.clone()).or_insert(Retry {
-                        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
-                        due: now,
-                        reload_owed: false,
-                    });
-                    let delay = r.backoff.next_delay();
-                    r.due = Instant::now() + delay;
-                    r.reload_owed = f.step == Step::Reload;
+                    let delay =
+                        self.schedule
+                            .failed(&o.name, f.step == Step::Reload, Instant::now());
                     tracing::info!(resource = %o.name, "retrying in {:.1}s", delay.as_secs_f64());
                 }
             }
@@ -588,13 +533,7 @@ impl Daemon {
             })
             .collect();
         for o in &outcomes {
-            let r = self.retries.entry(o.name.clone()).or_insert(Retry {
-                backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
-                due: Instant::now(),
-                reload_owed: true,
-            });
-            r.due = Instant::now() + r.backoff.next_delay();
-            r.reload_owed = true;
+            self.schedule.failed(&o.name, true, Instant::now());
         }
         self.status.record(&outcomes);
         self.status_dirty = true;
@@ -663,7 +602,7 @@ impl Daemon {
         if self.mirror.is_none() {
             return;
         }
-        let attempted = self.pending.is_empty() || self.ready_sent;
+        let attempted = self.schedule.is_settled() || self.ready_sent;
         if !attempted {
             return;
         }
@@ -760,9 +699,9 @@ impl Daemon {
             self.settings = old_settings;
             return;
         }
-        self.pending.clear();
-        self.retries
-            .retain(|n, _| self.resources.iter().any(|r| &r.name == n));
+        self.schedule.clear_pending();
+        let names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
+        self.schedule.retain(&names);
         let restart =
             self.watched() != old_watched || backend_changed(&old_settings, &self.settings);
         if restart {

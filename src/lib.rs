@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod once;
 pub mod render;
 pub mod resource;
+pub mod schedule;
 pub mod settings;
 pub mod status;
 pub mod status_report;
