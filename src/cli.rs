@@ -15,6 +15,15 @@ use crate::resource;
 use crate::settings::{BackendKind, Layer, LogFormat, Settings};
 use crate::store::{Change, Key, Val};
 
+/// Prints a line on stdout; a closed pipe (`liveconf status | head`) is
+/// not an error worth a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Exit codes (also listed in `--help`).
 pub mod exit {
     /// Everything rendered and is in sync (or was installed, checked and reloaded).
@@ -484,7 +493,7 @@ fn status_cmd(args: StatusArgs) -> Result<u8, Exit> {
         StatusFormat::Json => report.json(),
         StatusFormat::Text => report.text(),
     };
-    println!("{out}");
+    outln!("{out}");
     Ok(report.code)
 }
 
@@ -500,7 +509,7 @@ async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
             .await
             .map_err(|e| backend_err(anyhow!(e)))?;
         if found {
-            println!("forgot {node}");
+            outln!("forgot {node}");
             return Ok(exit::OK);
         }
         return Err(config_err(anyhow!("no host {node} in the fleet registry")));
@@ -510,21 +519,21 @@ async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
         .map_err(|e| backend_err(anyhow!(e)))?;
     let bad = hosts.iter().filter(|h| !h.problems.is_empty()).count();
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&hosts).unwrap_or_default()
         );
     } else {
         for h in &hosts {
             if h.problems.is_empty() {
-                println!("{}: in sync", h.node);
+                outln!("{}: in sync", h.node);
             } else {
                 for p in &h.problems {
-                    println!("{}: {p}", h.node);
+                    outln!("{}: {p}", h.node);
                 }
             }
         }
-        println!("{} hosts, {} with problems", hosts.len(), bad);
+        outln!("{} hosts, {} with problems", hosts.len(), bad);
     }
     Ok(if bad > 0 { exit::CHANGES } else { exit::OK })
 }

@@ -590,7 +590,11 @@ impl Daemon {
     fn heartbeat(&mut self) {
         if self.settings.backend == BackendKind::File && self.status.connected {
             // The file watcher is alive: the view is current.
-            self.status.last_event = Some(crate::status::now());
+            let now = crate::status::now();
+            self.status.last_event = Some(now);
+            if let Some(m) = &self.metrics {
+                m.heard(now as f64);
+            }
         }
         if self.status_written.elapsed() >= HEARTBEAT - Duration::from_millis(100) {
             self.status_dirty = true;

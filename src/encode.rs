@@ -89,6 +89,7 @@ where
     let mut root = Map::new();
     let mut leaves: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut first_leaf_is_base = false;
+    let mut dir_paths: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (rel, v) in entries {
         if rel == "/" {
             first_leaf_is_base = true;
@@ -110,6 +111,7 @@ where
         for d in dirs {
             walked.push('/');
             walked.push_str(d);
+            dir_paths.insert(walked.clone());
             if leaves.contains(&walked) {
                 return Err(EncodeError::LeafAndDir {
                     leaf: walked,
@@ -138,6 +140,9 @@ where
         node.insert((*last).to_string(), value);
         leaves.insert(rel.to_string());
     }
+    // Keys arrive in byte order, where `a-b` sorts before the directory `a`:
+    // sort every directory level by name (decoded values keep their order).
+    sort_dirs(&mut root, "", &dir_paths);
     if first_leaf_is_base && root.is_empty() {
         return Err(EncodeError::LeafAndDir {
             leaf: "/".into(),
@@ -145,6 +150,18 @@ where
         });
     }
     Ok(Json::Object(root))
+}
+
+fn sort_dirs(map: &mut Map<String, Json>, path: &str, dirs: &std::collections::HashSet<String>) {
+    map.sort_keys();
+    for (k, v) in map.iter_mut() {
+        let p = format!("{path}/{k}");
+        if let Json::Object(m) = v
+            && dirs.contains(&p)
+        {
+            sort_dirs(m, &p, dirs);
+        }
+    }
 }
 
 /// The nested map of every key at or below the absolute `base`, named
@@ -388,6 +405,22 @@ mod tests {
         let s = snap(&[("/p/a/x", "1"), ("/p/a/y", "2"), ("/p/b", "3"), ("/q", "4")]);
         let t = tree(&s, "/p", Decode::String).unwrap();
         assert_eq!(t, serde_json::json!({"a": {"x": "1", "y": "2"}, "b": "3"}));
+    }
+
+    #[test]
+    fn tree_levels_are_sorted_by_name() {
+        // Byte order of full keys puts `/a-b` before `/a/x`; names sort `a` first.
+        let s = snap(&[
+            ("/p/a-b", "1"),
+            ("/p/a/x", "2"),
+            ("/p/a/w-z", "3"),
+            ("/p/a/w/q", "4"),
+        ]);
+        let t = tree(&s, "/p", Decode::String).unwrap();
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"a":{"w":{"q":"4"},"w-z":"3","x":"2"},"a-b":"1"}"#
+        );
     }
 
     #[test]

@@ -94,7 +94,8 @@ pub fn report(outcomes: &[Outcome], opts: &Options) {
                     o.changed.as_deref().unwrap_or("")
                 );
                 if let (true, Some(d)) = (opts.diff, &o.diff) {
-                    print!("{d}");
+                    use std::io::Write as _;
+                    let _ = write!(std::io::stdout(), "{d}");
                 }
             }
             Err(f) => tracing::error!(

@@ -109,7 +109,7 @@ pub fn describe(e: &etcd_client::Error) -> String {
 impl Connection {
     /// Resolves endpoints and builds the connect options from the settings.
     pub async fn from_settings(s: &Settings) -> Result<Connection, EtcdError> {
-        let tls_wanted = s.ca_file.is_some() || s.cert_file.is_some();
+        let tls_wanted = s.ca_file.is_some() || s.cert_file.is_some() || s.key_file.is_some();
         let mut endpoints = s.endpoints.clone();
         if let Some(domain) = &s.srv_domain {
             let name = format!(
