@@ -259,27 +259,12 @@ fn a_rejected_client_certificate_is_named_in_the_error() {
 
 /// Users root and liveconf (role liveconf-ro: read on prefix /app/ only), auth on.
 fn enable_auth(etcd: &Etcd) {
-    etcd.ctl(&["role", "add", "liveconf-ro"]);
-    etcd.ctl(&[
-        "role",
-        "grant-permission",
-        "liveconf-ro",
-        "--prefix=true",
-        "read",
-        "/app/",
-    ]);
-    etcd.ctl(&["user", "add", &format!("liveconf:{PASSWORD}")]);
-    etcd.ctl(&["user", "grant-role", "liveconf", "liveconf-ro"]);
-    etcd.ctl(&["user", "add", ROOT]);
-    etcd.ctl(&["user", "grant-role", "root", "root"]);
-    etcd.ctl(&["auth", "enable"]);
+    etcd.enable_auth(ROOT.trim_start_matches("root:"), PASSWORD);
 }
 
 /// `etcdctl --user root:... ARGS`.
 fn as_root(etcd: &Etcd, args: &[&str]) -> String {
-    let mut all = vec!["--user", ROOT];
-    all.extend_from_slice(args);
-    etcd.ctl(&all)
+    etcd.ctl_as_root(ROOT.trim_start_matches("root:"), args)
 }
 
 /// A password file (0600, with a trailing newline, as `echo pw > file` writes it).

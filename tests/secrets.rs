@@ -24,27 +24,11 @@ const WRONG: &str = "Wr0ng-guess-Pw-55d0f3";
 
 /// Users root and liveconf (read on /app/ only); auth on.
 fn enable_auth(etcd: &Etcd) {
-    etcd.ctl(&["role", "add", "liveconf-ro"]);
-    etcd.ctl(&[
-        "role",
-        "grant-permission",
-        "liveconf-ro",
-        "--prefix=true",
-        "read",
-        "/app/",
-    ]);
-    etcd.ctl(&["user", "add", &format!("liveconf:{PASSWORD}")]);
-    etcd.ctl(&["user", "grant-role", "liveconf", "liveconf-ro"]);
-    etcd.ctl(&["user", "add", &format!("root:{ROOT_PW}")]);
-    etcd.ctl(&["user", "grant-role", "root", "root"]);
-    etcd.ctl(&["auth", "enable"]);
+    etcd.enable_auth(ROOT_PW, PASSWORD);
 }
 
 fn as_root(etcd: &Etcd, args: &[&str]) {
-    let user = format!("root:{ROOT_PW}");
-    let mut all = vec!["--user", user.as_str()];
-    all.extend_from_slice(args);
-    etcd.ctl(&all);
+    etcd.ctl_as_root(ROOT_PW, args);
 }
 
 fn password_file(fx: &Fx, name: &str, password: &str, mode: u32) -> String {

@@ -292,6 +292,34 @@ impl Etcd {
         v["header"]["revision"].as_i64().expect("revision")
     }
 
+    /// Turns auth on with two users: `root` (password `root_pw`, role root)
+    /// and `liveconf` (password `user_pw`, role `liveconf-ro`: read on the
+    /// prefix `/app/` only).
+    pub fn enable_auth(&self, root_pw: &str, user_pw: &str) {
+        self.ctl(&["role", "add", "liveconf-ro"]);
+        self.ctl(&[
+            "role",
+            "grant-permission",
+            "liveconf-ro",
+            "--prefix=true",
+            "read",
+            "/app/",
+        ]);
+        self.ctl(&["user", "add", &format!("liveconf:{user_pw}")]);
+        self.ctl(&["user", "grant-role", "liveconf", "liveconf-ro"]);
+        self.ctl(&["user", "add", &format!("root:{root_pw}")]);
+        self.ctl(&["user", "grant-role", "root", "root"]);
+        self.ctl(&["auth", "enable"]);
+    }
+
+    /// `etcdctl --user root:ROOT_PW ARGS` (after [`Etcd::enable_auth`]).
+    pub fn ctl_as_root(&self, root_pw: &str, args: &[&str]) -> String {
+        let user = format!("root:{root_pw}");
+        let mut all = vec!["--user", user.as_str()];
+        all.extend_from_slice(args);
+        self.ctl(&all)
+    }
+
     /// Waits until every running member answers.
     pub fn wait_healthy(&self) {
         for m in self.members.iter().filter(|m| m.is_running()) {
