@@ -39,7 +39,7 @@ pub fn describe(e: &tera::Error) -> String {
                 r.message().trim()
             )
         }
-        _ => e.to_string().trim().to_string(),
+        _ => one_report_line(&e.to_string()),
     };
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
@@ -51,6 +51,31 @@ pub fn describe(e: &tera::Error) -> String {
         src = inner.source();
     }
     s.replace('\n', " ")
+}
+
+/// Tera's multi-line report ("error: MESSAGE", "--> FILE:LINE:COL", source
+/// and carets) as "template FILE line L, column C: MESSAGE". Text that is
+/// not such a report is returned trimmed.
+fn one_report_line(report: &str) -> String {
+    let mut lines = report.lines().map(str::trim);
+    let message = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("error:")
+        .trim();
+    let location = lines.find_map(|l| l.strip_prefix("-->")).map(str::trim);
+    match location.and_then(|l| {
+        let mut parts = l.rsplitn(3, ':');
+        let col: usize = parts.next()?.parse().ok()?;
+        let line = parts.next()?;
+        Some(format!(
+            "template {} line {line}, column {col}: {message}",
+            parts.next()?
+        ))
+    }) {
+        Some(s) => s,
+        None => report.trim().replace('\n', " "),
+    }
 }
 
 fn collect(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
@@ -113,17 +138,19 @@ impl TemplateSet {
             }
         }
         let mut tera = new_tera();
-        if let Err(e) = tera.add_raw_templates(good.iter().map(|(n, t)| (n.as_str(), t.as_str()))) {
+        if tera
+            .add_raw_templates(good.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+            .is_err()
+        {
             // An inheritance problem (missing parent, include cycle): add them
             // one by one so only the templates involved are marked broken.
             tera = new_tera();
-            let all = describe(&e);
             for (n, t) in &good {
                 let mut trial = tera.clone();
                 match trial.add_raw_template(n, t) {
                     Ok(()) => tera = trial,
                     Err(e2) => {
-                        broken.insert(n.clone(), format!("{} ({all})", describe(&e2)));
+                        broken.insert(n.clone(), describe(&e2));
                     }
                 }
             }
@@ -152,5 +179,27 @@ impl TemplateSet {
             ));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_include_is_one_line_naming_template_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.tera"),
+            "x\n{% include \"lib/gone.tera\" %}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("b.tera"), "fine\n").unwrap();
+        let set = TemplateSet::load(dir.path());
+        let p = set.problem("a.tera").unwrap();
+        assert!(!p.contains('\n'), "{p}");
+        assert!(p.starts_with("template a.tera line 2, column"), "{p}");
+        assert!(p.contains("lib/gone.tera"), "{p}");
+        assert_eq!(set.problem("b.tera"), None);
     }
 }
