@@ -544,7 +544,7 @@ fn max_age_judges_the_age_of_the_last_event() {
     let (code, j) = status_json_cmd(&state, &["--max-age", "1m"]);
     assert_eq!((code, j["state"].as_str()), (1, Some("WARNING")), "{j:#}");
     let a = j["age_seconds"].as_u64().unwrap();
-    assert!((90..=92).contains(&a), "age_seconds {a}, expected ~90");
+    assert!((90..=110).contains(&a), "age_seconds {a}, expected ~90");
 
     // Older than twice --max-age: CRITICAL.
     write_status(&state, 150, true);
@@ -556,7 +556,7 @@ fn max_age_judges_the_age_of_the_last_event() {
         "{}",
         r.stdout
     );
-    nagios("75s").expect_code(1);
+    nagios("80s").expect_code(1); // 150 s is between 80 s and 160 s
     nagios("2m").expect_code(1);
     nagios("3m").expect_code(0);
 
