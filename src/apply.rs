@@ -200,6 +200,17 @@ pub async fn apply(
         };
         out.sha256 = Some(hex::encode(Sha256::digest(&content)));
         out.result = install_one(res, &t, &content, opts, &mut out).await;
+        if out.result == Ok(Action::Installed) {
+            // Logged here, before any reload runs, so the log reads in the
+            // order things happened.
+            tracing::info!(
+                resource = %out.name, revision = out.revision,
+                "{}: installed {} at revision {} ({}) (rendered in {:.1}ms)",
+                out.name, out.dest.display(), out.revision,
+                out.changed.as_deref().unwrap_or(""),
+                out.render_time.as_secs_f64() * 1000.0
+            );
+        }
         let owed = out.result == Ok(Action::Unchanged) && reload_owed.contains(&res.name);
         if (out.result == Ok(Action::Installed) || owed)
             && !opts.noop

@@ -484,7 +484,7 @@ impl Daemon {
             .collect();
         let owed = self.schedule.reloads_owed();
         let outcomes = apply::apply(&refs, &mirror, &self.templates, &self.opts, &owed).await;
-        self.log_outcomes(&outcomes);
+        let mut retry_in = BTreeMap::new();
         for o in &outcomes {
             match &o.result {
                 Ok(_) => self.schedule.succeeded(&o.name),
@@ -492,10 +492,11 @@ impl Daemon {
                     let delay =
                         self.schedule
                             .failed(&o.name, f.step == Step::Reload, Instant::now());
-                    tracing::info!(resource = %o.name, "retrying in {:.1}s", delay.as_secs_f64());
+                    retry_in.insert(o.name.as_str(), delay);
                 }
             }
         }
+        self.log_outcomes(&outcomes, &retry_in);
         self.status.record(&outcomes);
         self.status_dirty = true;
         if let Some(m) = &self.metrics {
@@ -642,7 +643,8 @@ impl Daemon {
         self.ready_sent = true;
     }
 
-    fn log_outcomes(&self, outcomes: &[Outcome]) {
+    /// One line per resource; a failure says when it is retried.
+    fn log_outcomes(&self, outcomes: &[Outcome], retry_in: &BTreeMap<&str, Duration>) {
         for o in outcomes {
             let ms = o.render_time.as_secs_f64() * 1000.0;
             match &o.result {
@@ -650,11 +652,8 @@ impl Daemon {
                     resource = %o.name, revision = o.revision,
                     "{}: rendered revision {}: unchanged ({ms:.1}ms)", o.name, o.revision
                 ),
-                Ok(Action::Installed) => tracing::info!(
-                    resource = %o.name, revision = o.revision,
-                    "{}: rendered revision {}: installed {} ({}) ({ms:.1}ms)",
-                    o.name, o.revision, o.dest.display(), o.changed.as_deref().unwrap_or("")
-                ),
+                // Logged by `apply` as it happened, before the reloads.
+                Ok(Action::Installed) => {}
                 Ok(Action::WouldChange) => tracing::info!(
                     resource = %o.name, revision = o.revision,
                     "{}: rendered revision {}: {} would change ({})",
@@ -662,7 +661,9 @@ impl Daemon {
                 ),
                 Err(f) => tracing::error!(
                     resource = %o.name, revision = o.revision, step = %f.step,
-                    "{}: {} failed at revision {}: {}", o.name, f.step, o.revision, f.message
+                    "{}: {} failed at revision {}: {}; retrying in {:.1}s",
+                    o.name, f.step, o.revision, f.message,
+                    retry_in.get(o.name.as_str()).map_or(0.0, |d| d.as_secs_f64())
                 ),
             }
         }
@@ -715,7 +716,8 @@ impl Daemon {
             *backend = self.spawn_backend(tx.clone());
         }
         self.mark_all();
-        tracing::info!(resources = self.resources.len(), "reloaded");
+        let n = self.resources.len();
+        tracing::info!(resources = n, "configuration reloaded: {n} resources");
     }
 }
 

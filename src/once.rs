@@ -82,11 +82,8 @@ pub fn report(outcomes: &[Outcome], opts: &Options) {
                 resource = %o.name, revision = o.revision,
                 "{}: {} in sync", o.name, o.dest.display()
             ),
-            Ok(Action::Installed) => tracing::info!(
-                resource = %o.name, revision = o.revision,
-                "{}: installed {} ({})", o.name, o.dest.display(),
-                o.changed.as_deref().unwrap_or("")
-            ),
+            // Logged by `apply` as it happened, before the reloads.
+            Ok(Action::Installed) => {}
             Ok(Action::WouldChange) => {
                 tracing::info!(
                     resource = %o.name, revision = o.revision,

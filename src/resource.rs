@@ -95,12 +95,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. \"30s\", \"100ms\", \"5m\")"))
 }
 
-/// Parses a mode: an octal string (`"0644"`, `"644"`, `"0o644"`) or a TOML
-/// integer whose digits are read as octal (`644` → 0o644).
+/// Parses a mode: an octal string (`"0644"`, `"644"`, `"0o644"`). A TOML
+/// integer is refused: `0o644` and `420` are the same integer once parsed,
+/// so no reading of it is safe.
 pub fn parse_mode(v: &toml::Value) -> Result<u32, String> {
     let text = match v {
         toml::Value::String(s) => s.trim().to_string(),
-        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Integer(i) => {
+            return Err(format!(
+                "mode must be a quoted octal string like \"0644\", not the integer {i} \
+                 (TOML reads 0o644 and 420 as the same number)"
+            ));
+        }
         other => {
             return Err(format!(
                 "mode must be an octal string like \"0644\", not {other}"
@@ -377,7 +383,7 @@ mod tests {
     fn modes_are_octal() {
         assert_eq!(parse_mode(&toml::Value::String("0640".into())), Ok(0o640));
         assert_eq!(parse_mode(&toml::Value::String("644".into())), Ok(0o644));
-        assert_eq!(parse_mode(&toml::Value::Integer(644)), Ok(0o644));
+        assert!(parse_mode(&toml::Value::Integer(644)).is_err());
         assert!(parse_mode(&toml::Value::String("0689".into())).is_err());
         assert!(parse_mode(&toml::Value::String("".into())).is_err());
         assert!(parse_mode(&toml::Value::String("17777".into())).is_err());
