@@ -205,8 +205,8 @@ pub async fn apply(
             // order things happened.
             tracing::info!(
                 resource = %out.name, revision = out.revision,
-                "{}: installed {} at revision {} ({}) (rendered in {:.1}ms)",
-                out.name, out.dest.display(), out.revision,
+                "{}: rendered revision {}: installed {} ({}) ({:.1}ms)",
+                out.name, out.revision, out.dest.display(),
                 out.changed.as_deref().unwrap_or(""),
                 out.render_time.as_secs_f64() * 1000.0
             );

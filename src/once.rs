@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::apply::{self, Action, Options, Outcome};
+use crate::apply::{self, Action, Options, Outcome, Step};
 use crate::backend;
 use crate::cli::{Exit, backend_err, config_err, exit};
 use crate::confdir;
@@ -134,10 +134,10 @@ pub async fn check(s: &Settings, only: &[String], env: &crate::render::Env) -> R
     let snap = backend::snapshot(s, &confdir::watched(&loaded.resources))
         .await
         .map_err(backend_err)?;
-    let mut failed = 0;
+    let mut failed: Vec<&str> = Vec::new();
     for e in &loaded.failed {
-        tracing::error!(resource = %e.name, step = "load", "{}: load failed: {e}", e.name);
-        failed += 1;
+        tracing::error!(resource = %e.name, step = %Step::Load, "{}: load failed: {e}", e.name);
+        failed.push(&e.name);
     }
     for r in &loaded.resources {
         match crate::render::render(r, &snap, &templates, env) {
@@ -145,14 +145,19 @@ pub async fn check(s: &Settings, only: &[String], env: &crate::render::Env) -> R
                 tracing::info!(resource = %r.name, revision = snap.revision(), "{}: renders ({} bytes)", r.name, bytes.len())
             }
             Err(e) => {
-                tracing::error!(resource = %r.name, step = "render", "{}: render failed: {e}", r.name);
-                failed += 1;
+                tracing::error!(resource = %r.name, revision = snap.revision(), step = %Step::Render, "{}: render failed: {e}", r.name);
+                failed.push(&r.name);
             }
         }
     }
     let total = loaded.resources.len() + loaded.failed.len();
-    if failed > 0 {
-        tracing::error!("{failed} of {total} resources failed");
+    if !failed.is_empty() {
+        failed.sort_unstable();
+        tracing::error!(
+            "{} of {total} resources failed: {}",
+            failed.len(),
+            failed.join(", ")
+        );
         Ok(exit::FAILED)
     } else {
         tracing::info!("all {total} resources render");
