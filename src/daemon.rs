@@ -432,8 +432,12 @@ impl Daemon {
                 }
             }
             Event::Disconnected { reason } => {
+                let then = match self.settings.backend {
+                    BackendKind::Etcd => "retrying",
+                    BackendKind::File => "waiting for the key file to be fixed",
+                };
                 tracing::warn!(
-                    "backend unavailable: {reason}; retrying, files keep their last good content"
+                    "backend unavailable: {reason}; {then}, files keep their last good content"
                 );
                 self.status.connected = false;
                 self.status_dirty = true;

@@ -62,9 +62,21 @@ fn key_file_edits_reach_the_files_and_a_broken_key_file_is_ignored() {
     });
     assert_eq!(read_or_empty(&dest), "name=beta\n");
     assert!(!d.log().contains("render failed"), "{}", d.log());
+    // ... and monitoring sees it: the backend is unavailable until fixed.
+    let connected = || -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&read_or_empty(&fx.path("state/status.json")))
+            .unwrap_or_default()["connected"]
+            .clone()
+    };
+    wait_for("status shows the key file unusable", LIMIT, || {
+        connected() == false
+    });
 
     write_keys(&fx, "app:\n  name: gamma\n");
     wait_for("recovery", LIMIT, || read_or_empty(&dest) == "name=gamma\n");
+    wait_for("status shows the key file usable again", LIMIT, || {
+        connected() == true
+    });
 }
 
 #[test]

@@ -257,10 +257,15 @@ pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<sup
         {}
         match load(&paths, revision + 1) {
             Ok(s) => {
-                last_error = None;
+                let recovered = last_error.take().is_some();
                 let mut same = s.clone();
                 same.set_revision(last.revision());
                 if same == last {
+                    if recovered && last.revision() > 0 {
+                        let _ = tx.send(Event::Connected {
+                            endpoint: endpoint.clone(),
+                        });
+                    }
                     continue;
                 }
                 let first = last.revision() == 0;
@@ -280,8 +285,12 @@ pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<sup
             }
             Err(e) => {
                 let msg = e.to_string();
+                // Reported like a lost etcd connection: the daemon logs it
+                // once, status and metrics show the backend unavailable.
                 if last_error.as_deref() != Some(&msg) {
-                    tracing::error!("{msg}; keeping the last good keys");
+                    let _ = tx.send(Event::Disconnected {
+                        reason: msg.clone(),
+                    });
                     last_error = Some(msg);
                 }
             }
