@@ -239,4 +239,10 @@ fn once_against_etcd_and_unreachable_etcd() {
     let r = run(&dead);
     r.expect_code(4).expect_stderr(&[&dead]);
     assert_eq!(fx.read("out/a.conf"), "a=5\n");
+
+    // One dead member listed first: the next endpoint serves the snapshot.
+    etcd.put("/app/a/x", "6");
+    let r = run(&format!("{dead},{}", etcd.endpoints()));
+    r.expect_code(0).expect_stderr(&[&dead]);
+    assert_eq!(fx.read("out/a.conf"), "a=6\n");
 }

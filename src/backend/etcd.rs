@@ -234,9 +234,66 @@ impl Connection {
         }
     }
 
-    /// Connects to any endpoint (and authenticates), within the connect timeout.
+    /// Connects to the first endpoint that answers (and authenticates), in
+    /// the order given; each gets the connect timeout. One dead member of
+    /// the cluster must not fail a `render --once` or a `fleet`.
     pub async fn connect(&self) -> Result<Client, EtcdError> {
-        self.connect_endpoints(&self.endpoints).await
+        let mut failures = Vec::new();
+        for endpoint in &self.endpoints {
+            let probed = match self.connect_to(endpoint).await {
+                Ok(c) => self.probe(c, endpoint).await,
+                Err(e) => Err(e),
+            };
+            match probed {
+                Ok(c) => {
+                    if !failures.is_empty() {
+                        tracing::warn!(
+                            "etcd: using {endpoint}; unreachable: {}",
+                            failures.join("; ")
+                        );
+                    }
+                    return Ok(c);
+                }
+                Err(EtcdError::Unavailable { endpoints, message }) => {
+                    failures.push(format!("{endpoints}: {message}"));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(EtcdError::Unavailable {
+            endpoints: self.endpoints.join(","),
+            message: if failures.len() > 1 {
+                format!("no endpoint answered ({})", failures.join("; "))
+            } else {
+                failures.pop().unwrap_or_else(|| "no endpoint".into())
+            },
+        })
+    }
+
+    /// Asks `endpoint` for its status: a connection is made lazily, so
+    /// only an answer proves the member is there. An answer that is an
+    /// error (a permission) still proves it.
+    async fn probe(&self, mut client: Client, endpoint: &str) -> Result<Client, EtcdError> {
+        let down = |message: String| EtcdError::Unavailable {
+            endpoints: endpoint.to_string(),
+            message,
+        };
+        match tokio::time::timeout(self.request_timeout, client.status()).await {
+            Ok(Ok(_)) => Ok(client),
+            Ok(Err(etcd_client::Error::GRpcStatus(st)))
+                if !matches!(
+                    st.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+                ) =>
+            {
+                Ok(client)
+            }
+            Ok(Err(e)) => Err(down(describe(&e))),
+            Err(_) => Err(down(format!(
+                "no answer within {}",
+                humantime::format_duration(self.request_timeout)
+            ))),
+        }
     }
 
     /// Connects to this one endpoint (the daemon picks endpoints itself, so
