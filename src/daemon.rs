@@ -214,6 +214,7 @@ impl Daemon {
             ready_sent: false,
         };
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
+        d.status.daemon_pid = (!d.opts.noop).then(std::process::id);
         d.load()?;
         Ok(d)
     }

@@ -49,6 +49,8 @@ pub async fn render(
         let state_dir = apply::dest_path(&s.state_dir, opts.dest_root.as_deref());
         let mut status = Status::read(&state_dir).unwrap_or_default();
         status.node = s.node_name.clone();
+        // Written by a one-shot run from now on: no daemon to watch for.
+        status.daemon_pid = None;
         status.backend = format!("{:?}", s.backend).to_lowercase();
         status.connected = true;
         status.endpoint = Some(match s.backend {

@@ -64,6 +64,12 @@ pub struct Status {
     pub last_event: Option<u64>,
     /// When this file was written (Unix seconds).
     pub updated: u64,
+    /// The pid of the `liveconf render` daemon writing this file; absent
+    /// when `render --once` wrote it. `liveconf status` checks that this
+    /// process still runs: a dead daemon leaves files that no longer follow
+    /// etcd, which must not pass for healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_pid: Option<u32>,
     /// Per resource.
     pub resources: BTreeMap<String, ResourceStatus>,
 }

@@ -67,6 +67,15 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
     } else {
         parts.push(format!("{total} resources healthy"));
     }
+    if let Some(pid) = status.daemon_pid
+        && !daemon_running(pid)
+    {
+        code = 2;
+        parts.push(format!(
+            "the liveconf daemon (pid {pid}) is not running: files no longer follow {}",
+            status.backend
+        ));
+    }
     if !status.connected {
         code = code.max(1);
         parts.push(format!("{} backend unavailable", status.backend));
@@ -90,6 +99,30 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
         summary: parts.join("; "),
         status: Some(status),
         age: Some(age),
+    }
+}
+
+/// Whether `pid` is a running liveconf (the same program as this one, so a
+/// recycled pid does not count). Works unprivileged: EPERM means it exists.
+fn daemon_running(pid: u32) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    if raw <= 0 {
+        return false;
+    }
+    match kill(Pid::from_raw(raw), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return false,
+    }
+    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm"));
+    match (comm(&pid.to_string()), comm("self")) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        // No /proc to tell: trust the signal check.
+        _ => true,
     }
 }
 
@@ -201,6 +234,38 @@ mod tests {
             },
         );
         s.write(dir).unwrap();
+    }
+
+    #[test]
+    fn a_daemon_that_is_gone_is_critical() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), true, true, 1000);
+        let mut s = Status::read(d.path()).unwrap();
+        // Our own pid: the same program, running.
+        s.daemon_pid = Some(std::process::id());
+        s.write(d.path()).unwrap();
+        assert_eq!(evaluate(d.path(), None, 1000).code, 0);
+        // A process that exited, then one that is another program (a
+        // recycled pid): both mean the daemon is gone.
+        let mut done = std::process::Command::new("true").spawn().unwrap();
+        let gone = done.id();
+        done.wait().unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        for pid in [gone, other.id()] {
+            s.daemon_pid = Some(pid);
+            s.write(d.path()).unwrap();
+            let v = evaluate(d.path(), None, 1000);
+            assert_eq!(v.code, 2, "{}", v.summary);
+            assert!(v.summary.contains("is not running"), "{}", v.summary);
+        }
+        let _ = other.kill();
+        let _ = other.wait();
+        s.daemon_pid = None;
+        s.write(d.path()).unwrap();
+        assert_eq!(evaluate(d.path(), None, 1000).code, 0);
     }
 
     #[test]

@@ -368,6 +368,39 @@ fn status_after_a_healthy_render_then_after_a_failing_check() {
     drop(d);
 }
 
+/// A daemon that died leaves a status.json that still looks healthy; the
+/// files no longer follow etcd, and `liveconf status` must say so.
+#[test]
+fn a_daemon_that_died_is_critical_until_a_render_replaces_its_status() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let fx = Fx::new();
+    resource_x(&fx, "");
+    let state = fx.path("state");
+    let mut d = daemon(&fx, &etcd, &[]);
+    wait_status(&fx, "x healthy", |s| s["resources"]["x"]["healthy"] == true);
+    status_cmd(&state, &["--format", "nagios"]).expect_code(0);
+
+    d.child.kill().expect("SIGKILL the daemon");
+    d.child.wait().expect("reap the daemon");
+    let r = status_cmd(&state, &["--format", "nagios"]);
+    r.expect_code(2);
+    assert!(
+        r.stdout.starts_with("LIVECONF CRITICAL - ") && r.stdout.contains("is not running"),
+        "{}",
+        r.stdout
+    );
+
+    // A one-shot render takes over the status: nothing is expected to run.
+    let out = Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .arg("render")
+        .args(daemon_args(&fx, &etcd, &["--once"]))
+        .output()
+        .expect("render --once");
+    Run::from(out).expect_code(0);
+    status_cmd(&state, &["--format", "nagios"]).expect_code(0);
+}
+
 #[test]
 fn etcd_down_is_a_warning_and_an_old_last_event_becomes_critical() {
     let mut etcd = Etcd::start();
