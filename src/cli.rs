@@ -401,7 +401,22 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
     let s = settings(&args.common)?;
     let opts = render_options(&args, &s);
     if args.once {
-        return crate::once::render(&s, &args.only, &opts, overlay, args.exit_code).await;
+        // A preview (--dest-root) leaves the host's status alone and keeps
+        // its own output tree clean for golden-file diffs, unless a state
+        // dir is named on the command line.
+        let status_dir = match (&opts.dest_root, &args.common.state_dir) {
+            (Some(_), None) => None,
+            _ => Some(s.state_dir.clone()),
+        };
+        return crate::once::render(
+            &s,
+            &args.only,
+            &opts,
+            overlay,
+            args.exit_code,
+            status_dir.as_deref(),
+        )
+        .await;
     }
     let source = crate::daemon::Source {
         config: args.common.config.clone(),

@@ -24,6 +24,7 @@ pub async fn render(
     opts: &Options,
     overlay: Vec<Change>,
     exit_code_flag: bool,
+    status_dir: Option<&std::path::Path>,
 ) -> Result<u8, Exit> {
     let loaded = confdir::load(s, only).map_err(config_err)?;
     let templates = TemplateSet::load(&s.templates_dir());
@@ -44,10 +45,8 @@ pub async fn render(
         ));
     }
     report(&outcomes, opts);
-    if !opts.noop {
-        // A preview's status lives in the preview, like its files.
-        let state_dir = apply::dest_path(&s.state_dir, opts.dest_root.as_deref());
-        let mut status = Status::read(&state_dir).unwrap_or_default();
+    if let (false, Some(state_dir)) = (opts.noop, status_dir) {
+        let mut status = Status::read(state_dir).unwrap_or_default();
         status.node = s.node_name.clone();
         // Written by a one-shot run from now on: no daemon to watch for.
         status.daemon_pid = None;
@@ -69,7 +68,7 @@ pub async fn render(
             status.retain(&names);
         }
         status.record(&outcomes);
-        if let Err(e) = status.write(&state_dir) {
+        if let Err(e) = status.write(state_dir) {
             tracing::warn!("status not saved: {e}");
         }
     }

@@ -148,6 +148,66 @@ fn dest_root_writes_below_a_directory() {
     assert!(fx.out_files().is_empty(), "wrote outside --dest-root");
 }
 
+/// A preview writes the destinations and nothing else: the host's status
+/// (here named by liveconf.toml, as in production) is left alone and the
+/// tree stays clean for `diff -r` against golden files.
+#[test]
+fn dest_root_leaves_the_status_alone_unless_a_state_dir_is_given() {
+    let fx = pools();
+    let config = fx.path("liveconf.toml");
+    let state = fx.path("state");
+    std::fs::write(
+        &config,
+        format!("state_dir = {:?}\n", state.display().to_string()),
+    )
+    .unwrap();
+    let root = fx.path("preview");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .args(["render", "--once", "--config"])
+        .arg(&config)
+        .arg("--confdir")
+        .arg(fx.dir.path())
+        .arg("--file")
+        .arg(fx.path("keys.yaml"))
+        .arg("--dest-root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    common::Run::from(out).expect_code(0);
+    let mut files: Vec<String> = walk(&root)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["other.conf", "pool.conf"],
+        "preview tree: {files:?}"
+    );
+    assert!(
+        !state.join("status.json").exists(),
+        "the host's status was overwritten"
+    );
+
+    // Named on the command line, the state dir is written (where named).
+    fx.run(&["render", "--once", "--dest-root", root.to_str().unwrap()])
+        .expect_code(0);
+    assert!(state.join("status.json").exists());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(walk(&p));
+        } else {
+            found.push(p);
+        }
+    }
+    found
+}
+
 #[test]
 fn check_renders_in_memory_and_writes_nothing() {
     let fx = pools();
