@@ -364,10 +364,13 @@ fn lookup_group(name: &str) -> Result<u32, String> {
     }
 }
 
-/// Every `*.toml` in `conf_d`, sorted by name.
+/// Every `*.toml` in `conf_d`, sorted by name. Hidden files (an editor's
+/// `.#x.toml` lock, a `.x.toml` being written) are not resources, as in
+/// run-parts and systemd's drop-in directories.
 pub fn list(conf_d: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(conf_d)?
         .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
         .collect();
@@ -378,6 +381,28 @@ pub fn list(conf_d: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_takes_toml_files_but_not_hidden_ones() {
+        let d = tempfile::tempdir().unwrap();
+        for name in [
+            "b.toml",
+            "a.toml",
+            ".#a.toml",
+            ".c.toml",
+            "d.toml~",
+            "e.toml.dpkg-old",
+        ] {
+            std::fs::write(d.path().join(name), "").unwrap();
+        }
+        std::fs::create_dir(d.path().join("dir.toml")).unwrap();
+        let names: Vec<String> = list(d.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.toml", "b.toml"]);
+    }
 
     #[test]
     fn modes_are_octal() {
