@@ -216,6 +216,13 @@ impl Daemon {
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
         d.status.daemon_pid = (!d.opts.noop).then(std::process::id);
         d.load()?;
+        // Reloads that failed before a restart are still owed: the first
+        // batch runs them even for unchanged files.
+        let owed = d.status.reloads_owed();
+        let now = Instant::now();
+        for r in d.resources.iter().filter(|r| owed.contains(&r.name)) {
+            d.schedule.failed(&r.name, true, now);
+        }
         Ok(d)
     }
 

@@ -35,7 +35,14 @@ pub async fn render(
         snap.apply(c);
     }
     let refs: Vec<&Resource> = loaded.resources.iter().collect();
-    let mut outcomes = apply::apply(&refs, &snap, &templates, opts, &Default::default()).await;
+    // A reload that failed in an earlier run is still owed, even when the
+    // file is now unchanged.
+    let mut status = match (opts.noop, status_dir) {
+        (false, Some(dir)) => Status::read(dir).unwrap_or_default(),
+        _ => Status::default(),
+    };
+    let owed = status.reloads_owed();
+    let mut outcomes = apply::apply(&refs, &snap, &templates, opts, &owed).await;
     for e in &loaded.failed {
         outcomes.push(Outcome::load_failure(
             &e.name,
@@ -46,7 +53,6 @@ pub async fn render(
     }
     report(&outcomes, opts);
     if let (false, Some(state_dir)) = (opts.noop, status_dir) {
-        let mut status = Status::read(state_dir).unwrap_or_default();
         status.node = s.node_name.clone();
         // Written by a one-shot run from now on: no daemon to watch for.
         status.daemon_pid = None;

@@ -45,6 +45,11 @@ pub struct ResourceStatus {
     pub sha256: Option<String>,
     /// The last error, cleared on success.
     pub error: Option<LastError>,
+    /// The reload command failed and has not succeeded since: the service
+    /// may still run an older file. Kept across restarts so the next run
+    /// (daemon or `render --once`) reloads even if the file is unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reload_owed: bool,
 }
 
 /// The whole status file.
@@ -107,9 +112,18 @@ impl Status {
                     entry.revision = Some(o.revision);
                     entry.sha256 = o.sha256.clone();
                     entry.error = None;
+                    entry.reload_owed = false;
                 }
                 Err(f) => {
                     entry.healthy = false;
+                    if f.step == Step::Reload {
+                        // The file is in place; only the service lags.
+                        entry.reload_owed = true;
+                        entry.revision = Some(o.revision)
+                            .filter(|_| o.sha256.is_some())
+                            .or(entry.revision);
+                        entry.sha256 = o.sha256.clone().or(entry.sha256.take());
+                    }
                     entry.error = Some(LastError {
                         step: f.step,
                         message: f.message.clone(),
@@ -118,6 +132,15 @@ impl Status {
                 }
             }
         }
+    }
+
+    /// The resources whose last reload failed and is still owed.
+    pub fn reloads_owed(&self) -> std::collections::BTreeSet<String> {
+        self.resources
+            .iter()
+            .filter(|(_, r)| r.reload_owed)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Keeps only the named resources (drops those no longer configured).

@@ -73,7 +73,11 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
         code = 2;
         parts.push(format!(
             "the liveconf daemon (pid {pid}) is not running: files no longer follow {}",
-            status.backend
+            if status.backend == "file" {
+                "the key files"
+            } else {
+                "etcd"
+            }
         ));
     }
     if !status.connected {

@@ -176,3 +176,35 @@ fn reload_splay_delays_only_the_reload() {
     });
     assert!(d.log().contains("reload_splay"), "{}", d.log());
 }
+
+/// A reload that failed before the daemon (re)started is run by its first
+/// batch, although the file itself is already up to date.
+#[test]
+fn a_reload_owed_from_before_a_restart_is_run() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    let ok = fx.path("reload-works");
+    let log = fx.path("reloads");
+    fx.resource(
+        "x",
+        &format!(
+            "[template]\nsrc = \"x.tera\"\ndest = \"{{out}}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\nreload_cmd = \"test -e {} && echo reloaded >> {}\"\n",
+            ok.display(),
+            log.display()
+        ),
+    );
+    fx.once().expect_code(2);
+    assert_eq!(read_or_empty(&fx.path("out/x.conf")), "name=alpha\n");
+    std::fs::write(&ok, "").unwrap();
+
+    let _d = start(&fx, &[]);
+    wait_for("the owed reload", LIMIT, || {
+        read_or_empty(&log) == "reloaded\n"
+    });
+    wait_for("status healthy, nothing owed", LIMIT, || {
+        let s: serde_json::Value =
+            serde_json::from_str(&read_or_empty(&fx.path("state/status.json"))).unwrap_or_default();
+        s["resources"]["x"]["healthy"] == true && s["resources"]["x"].get("reload_owed").is_none()
+    });
+}

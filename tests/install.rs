@@ -102,6 +102,50 @@ fn failing_reload_is_reported_after_install() {
     assert_eq!(status["resources"]["x"]["error"]["step"], "reload");
 }
 
+/// The file went in but the service never reloaded it: the next run owes
+/// that reload even though the file is now unchanged, and stays failing
+/// until the reload succeeds.
+#[test]
+fn a_failed_reload_is_owed_to_the_next_run() {
+    let fx = Fx::new();
+    let ok = fx.path("reload-works");
+    let log = fx.path("reloads");
+    simple(
+        &fx,
+        &format!(
+            "reload_cmd = \"test -e {} && echo reloaded >> {}\"\n",
+            ok.display(),
+            log.display()
+        ),
+    );
+    fx.once().expect_code(2);
+    let status =
+        || -> serde_json::Value { serde_json::from_str(&fx.read("state/status.json")).unwrap() };
+    assert_eq!(status()["resources"]["x"]["reload_owed"], true);
+    // The installed file's revision and hash are known even so.
+    assert!(
+        status()["resources"]["x"]["sha256"].is_string(),
+        "{:#}",
+        status()
+    );
+    // Unchanged file, reload still failing: still a failure.
+    fx.once().expect_code(2).expect_stderr(&["x", "reload"]);
+    assert!(!log.exists());
+
+    std::fs::write(&ok, "").unwrap();
+    fx.once().expect_code(0);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "reloaded\n");
+    assert_eq!(status()["resources"]["x"]["healthy"], true);
+    assert!(
+        status()["resources"]["x"].get("reload_owed").is_none(),
+        "{:#}",
+        status()
+    );
+    // Paid: the next run has nothing to do.
+    fx.once().expect_code(0);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "reloaded\n");
+}
+
 #[test]
 fn no_reload_skips_reload_but_not_check() {
     let fx = Fx::new();
