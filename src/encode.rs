@@ -26,6 +26,19 @@ pub enum EncodeError {
         /// A key below it (relative).
         child: String,
     },
+    /// The base of the tree is itself a key with a value (and nothing is
+    /// below it). The caller names the base.
+    #[error("is a single key, not a directory (read it with getv)")]
+    SingleKey,
+    /// A key nested deeper than any configuration needs (and than the
+    /// encoders' recursion should ever see).
+    #[error("key {key:.200} is {depth} levels deep; trees are limited to {MAX_TREE_DEPTH} levels")]
+    TooDeep {
+        /// The key (relative).
+        key: String,
+        /// Its depth.
+        depth: usize,
+    },
     /// A value asked to be decoded is not JSON.
     #[error("value of key {key} is not valid JSON: {message}")]
     BadJson {
@@ -79,6 +92,9 @@ pub fn decode_leaf(rel_key: &str, v: &[u8], decode: Decode) -> Result<Json, Enco
     }
 }
 
+/// The deepest key a tree (`tree`, `format`) may hold.
+pub const MAX_TREE_DEPTH: usize = 100;
+
 /// Builds a nested map from `(relative key, value)` pairs given in key
 /// order. A key that holds a value and also has keys below it is an error
 /// naming both; so is the base key itself (`/`) holding a value.
@@ -99,6 +115,13 @@ where
             return Err(EncodeError::LeafAndDir {
                 leaf: "/".into(),
                 child: rel.to_string(),
+            });
+        }
+        let depth = rel.matches('/').count();
+        if depth > MAX_TREE_DEPTH {
+            return Err(EncodeError::TooDeep {
+                key: rel.to_string(),
+                depth,
             });
         }
         let value = decode_leaf(rel, v, decode)?;
@@ -144,10 +167,7 @@ where
     // sort every directory level by name (decoded values keep their order).
     sort_dirs(&mut root, "", &dir_paths);
     if first_leaf_is_base && root.is_empty() {
-        return Err(EncodeError::LeafAndDir {
-            leaf: "/".into(),
-            child: "(nothing: it is a single key, read it with getv)".into(),
-        });
+        return Err(EncodeError::SingleKey);
     }
     Ok(Json::Object(root))
 }
@@ -390,6 +410,25 @@ pub fn to_tera(v: &Json) -> Value {
 mod tests {
     use super::*;
     use crate::store::{Key, Val};
+
+    #[test]
+    fn a_key_deeper_than_the_limit_is_refused_by_name_not_by_stack_overflow() {
+        let deep = "/x".repeat(20_000);
+        let ok = "/y".repeat(MAX_TREE_DEPTH);
+        let e = build_tree([(deep.as_str(), &b"v"[..])], Decode::String).unwrap_err();
+        assert!(
+            matches!(e, EncodeError::TooDeep { depth: 20_000, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().len() < 400, "{e}");
+        assert!(build_tree([(ok.as_str(), &b"v"[..])], Decode::String).is_ok());
+    }
+
+    #[test]
+    fn a_base_that_is_a_single_key_says_so() {
+        let e = build_tree([("/", &b"v"[..])], Decode::String).unwrap_err();
+        assert!(matches!(e, EncodeError::SingleKey), "{e}");
+    }
 
     fn snap(pairs: &[(&str, &str)]) -> Snapshot {
         Snapshot::from_pairs(

@@ -256,7 +256,10 @@ pub fn tree(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
             .keys_below(base)
             .map(|(k, v)| (keypath::relative(base, k).unwrap_or(k), v));
         let json = encode::build_tree(entries, decode).map_err(|e| {
-            Error::message(format!("tree(prefix={path:?}): {e} (relative to {path})"))
+            Error::message(match e {
+                encode::EncodeError::SingleKey => format!("tree(prefix={path:?}): {path} {e}"),
+                e => format!("tree(prefix={path:?}): {e} (relative to {path})"),
+            })
         })?;
         Ok(encode::to_tera(&json))
     })

@@ -91,7 +91,10 @@ fn render_format(
             .subtree(r)
             .map(|(k, v)| (keypath::relative(&res.prefix, k).unwrap_or(k), &**v))
     });
-    let mut json = encode::build_tree(entries, decode).map_err(|e| e.to_string())?;
+    let mut json = encode::build_tree(entries, decode).map_err(|e| match e {
+        encode::EncodeError::SingleKey => format!("{} {e}", res.prefix),
+        e => e.to_string(),
+    })?;
     encode::sort_keys(&mut json);
     match format {
         Format::Json => Ok(encode::json_document(&json)),
