@@ -65,21 +65,45 @@ fn read_one(path: &Path, out: &mut Vec<(String, String)>) -> Result<(), FileBack
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
+    // A truncated file (an editor or a deploy caught half-way) must not
+    // read as "no keys": that would empty every rendered file.
+    if text.trim().is_empty() {
+        return Err(parse_err(
+            "the file is empty (write {} for a key file that holds no keys)".into(),
+        ));
+    }
+    let not_a_map =
+        |what: &str| parse_err(format!("the top level must be a map of keys, not {what}"));
     match ext.as_str() {
         "yaml" | "yml" => {
             let v: serde_yaml_ng::Value =
                 serde_yaml_ng::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+            match &v {
+                serde_yaml_ng::Value::Mapping(_) => {}
+                serde_yaml_ng::Value::Null => return Err(not_a_map("an empty document")),
+                serde_yaml_ng::Value::Sequence(_) => return Err(not_a_map("a list")),
+                _ => return Err(not_a_map("a single value")),
+            }
             flatten_yaml(String::new(), &v, out).map_err(parse_err)
         }
         "json" => {
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+            match &v {
+                serde_json::Value::Object(_) => {}
+                serde_json::Value::Array(_) => return Err(not_a_map("a list")),
+                serde_json::Value::Null => return Err(not_a_map("null")),
+                _ => return Err(not_a_map("a single value")),
+            }
             flatten_json(String::new(), &v, out);
             Ok(())
         }
         "toml" => {
             let v: toml::Table = toml::from_str(&text)
                 .map_err(|e| parse_err(crate::resource::toml_error(&text, &e)))?;
+            if v.is_empty() {
+                return Err(parse_err("the file holds no keys (only comments?)".into()));
+            }
             flatten_toml(String::new(), &toml::Value::Table(v), out);
             Ok(())
         }
@@ -326,6 +350,27 @@ mod tests {
         assert_eq!(get(&j, "/a/s"), "x\"y");
         let t = load_str("k.toml", "[a]\nb = 2\n").unwrap();
         assert_eq!(get(&t, "/a/b"), "2");
+    }
+
+    #[test]
+    fn empty_or_non_map_files_are_invalid_not_an_empty_keyspace() {
+        for (name, text) in [
+            ("e.yaml", ""),
+            ("e.yaml", "# only a comment\n"),
+            ("e.yaml", "- a\n- b\n"),
+            ("e.yaml", "just text\n"),
+            ("e.json", "  \n"),
+            ("e.json", "null"),
+            ("e.json", "\"str\""),
+            ("e.json", "[1]"),
+            ("e.toml", ""),
+            ("e.toml", "# nothing\n"),
+        ] {
+            let e = load_str(name, text).expect_err(text).to_string();
+            assert!(e.contains(name), "{e}");
+        }
+        assert!(load_str("e.json", "{}").unwrap().is_empty());
+        assert!(load_str("e.yaml", "{}\n").unwrap().is_empty());
     }
 
     #[test]
