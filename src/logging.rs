@@ -8,7 +8,7 @@ use crate::settings::LogFormat;
 /// Installs the global subscriber. `level` is a level (`info`) or a filter
 /// (`liveconf=debug`). Calling it twice is harmless.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let filter = tracing_subscriber::EnvFilter::try_new(directives(level)?)
         .map_err(|e| format!("--log-level {level:?}: {e}"))?;
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
@@ -23,4 +23,53 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
             .try_init(),
     };
     Ok(())
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks `--log-level`: each comma-separated part is a level or a
+/// `target=level` filter. A bare word that is not a level (`warning`,
+/// `nonsense`) would be taken by tracing as a target name and silence
+/// everything, errors included; `warning` is accepted as `warn`.
+fn directives(spec: &str) -> Result<String, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim) {
+        if part.contains('=') || part.contains('[') {
+            out.push(part.to_string());
+            continue;
+        }
+        let lower = part.to_ascii_lowercase();
+        let lower = if lower == "warning" {
+            "warn".to_string()
+        } else {
+            lower
+        };
+        if !LEVELS.contains(&lower.as_str()) {
+            return Err(format!(
+                "--log-level {spec:?}: {part:?} is not a level ({}) nor a filter like liveconf=debug",
+                LEVELS.join(", ")
+            ));
+        }
+        out.push(lower);
+    }
+    Ok(out.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directives;
+
+    #[test]
+    fn levels_and_filters_are_accepted_and_bare_words_refused() {
+        assert_eq!(directives("info").unwrap(), "info");
+        assert_eq!(directives("WARNING").unwrap(), "warn");
+        assert_eq!(
+            directives("warn,liveconf=debug").unwrap(),
+            "warn,liveconf=debug"
+        );
+        for bad in ["nonsense", "", "liveconf", "info,verbose"] {
+            let e = directives(bad).unwrap_err();
+            assert!(e.contains("--log-level"), "{e}");
+        }
+    }
 }
