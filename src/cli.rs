@@ -273,7 +273,7 @@ pub struct RenderArgs {
     /// Only this resource (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
-    /// Write every destination (and status.json) below DIR (/srv/x.json → DIR/srv/x.json); owner and group are not applied, reload commands are not run.
+    /// Write every destination below DIR (/srv/x.json → DIR/srv/x.json); owner and group are not applied, reload commands are not run, and --once writes no status.json unless --state-dir is given.
     #[arg(long, value_name = "DIR")]
     pub dest_root: Option<PathBuf>,
     /// Skip reload commands (check commands still run).

@@ -344,6 +344,12 @@ pub fn json_encode(input: &Value, kwargs: Kwargs, _: &State) -> TeraResult<Value
     if input.is_undefined() {
         return Err(Error::message("json_encode: the value is undefined"));
     }
+    if let Some(f) = first_non_finite(input) {
+        // serde_json would write null: the data would change silently.
+        return Err(Error::message(format!(
+            "json_encode: {f} has no JSON form (JSON numbers are finite)"
+        )));
+    }
     let pretty = kwargs.get::<bool>("pretty")?.unwrap_or(false);
     let out = if pretty {
         serde_json::to_string_pretty(input)
@@ -352,6 +358,16 @@ pub fn json_encode(input: &Value, kwargs: Kwargs, _: &State) -> TeraResult<Value
     };
     out.map(Value::from)
         .map_err(|e| Error::message(format!("json_encode: {e}")))
+}
+
+fn first_non_finite(v: &Value) -> Option<f64> {
+    use tera::value::ValueKind;
+    match v.kind() {
+        ValueKind::F64 => v.as_f64().filter(|f| !f.is_finite()),
+        ValueKind::Array => v.as_array()?.iter().find_map(first_non_finite),
+        ValueKind::Map => v.as_map()?.values().find_map(first_non_finite),
+        _ => None,
+    }
 }
 
 /// Filter `php`: the value as a PHP literal.

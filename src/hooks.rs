@@ -52,10 +52,12 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// Replaces `{{src}}`, `{{dest}}` (and confd's `{{.src}}`, spaces allowed
-/// inside the braces) with the shell-quoted paths.
+/// inside the braces) with the shell-quoted paths, made absolute (a
+/// relative `--dest-root` must not break a command that changes directory).
 pub fn substitute(cmd: &str, src: &Path, dest: &Path) -> String {
-    let src = shell_quote(&src.to_string_lossy());
-    let dest = shell_quote(&dest.to_string_lossy());
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let src = shell_quote(&abs(src).to_string_lossy());
+    let dest = shell_quote(&abs(dest).to_string_lossy());
     let mut out = String::with_capacity(cmd.len() + 64);
     let mut rest = cmd;
     while let Some(start) = rest.find("{{") {

@@ -32,6 +32,31 @@ pub async fn render(
         .await
         .map_err(backend_err)?;
     for c in overlay {
+        // A key nobody reads changes nothing: most likely a missing global
+        // prefix or a typo, which the preview must not pass off as "no change".
+        let key = c.key();
+        let read = loaded.resources.iter().any(|r| {
+            r.watched
+                .iter()
+                .any(|w| crate::store::is_at_or_below(key, w))
+        });
+        if !read {
+            tracing::warn!(
+                "{} {key}: no resource reads this key (is the prefix right?); it cannot change any file",
+                match c {
+                    Change::Put(..) => "--set",
+                    Change::Delete(_) => "--unset",
+                }
+            );
+        }
+        if let Change::Delete(_) = &c
+            && read
+            && snap.get(key).is_none()
+        {
+            tracing::warn!(
+                "--unset {key}: no such key; it changes nothing (like etcdctl del without --prefix)"
+            );
+        }
         snap.apply(c);
     }
     let refs: Vec<&Resource> = loaded.resources.iter().collect();

@@ -113,6 +113,23 @@ fn set_and_unset_preview_an_etcdctl_put_without_touching_the_backend() {
     );
     assert_eq!(fx.read("out/pool.conf"), "server mw1 weight=10;\n");
     assert_eq!(fx.read("keys.yaml"), keys_before);
+    assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
+
+    // A key no resource reads (a forgotten prefix), or an unset of a key
+    // that does not exist, changes nothing: the preview says why.
+    fx.run(&[
+        "render",
+        "--once",
+        "--diff",
+        "--exit-code",
+        "--set",
+        "/pools/mw3=x",
+    ])
+    .expect_code(0)
+    .expect_stderr(&["--set /pools/mw3", "no resource reads this key"]);
+    fx.run(&["render", "--once", "--diff", "--unset", "/conftool/pools"])
+        .expect_code(0)
+        .expect_stderr(&["--unset /conftool/pools", "no such key"]);
 
     // --set is a preview only.
     fx.run(&["render", "--once", "--set", "/a=b"])
@@ -267,4 +284,34 @@ fn help_lists_exit_codes() {
     run.expect_code(0);
     assert!(run.stdout.contains("Exit codes:"), "{}", run.stdout);
     assert!(run.stdout.contains("--exit-code"), "{}", run.stdout);
+}
+
+/// With a relative `--dest-root`, `{{src}}` and `{{dest}}` are still
+/// absolute: a check command that changes directory finds both files.
+#[test]
+fn check_command_paths_are_absolute_under_a_relative_dest_root() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    let seen = fx.path("seen");
+    fx.resource(
+        "x",
+        &format!(
+            "[template]\nsrc = \"x.tera\"\ndest = \"/etc/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\ncheck_cmd = \"cd / && cat {{{{src}}}} && echo {{{{dest}}}} > {}\"\n",
+            seen.display()
+        ),
+    );
+    let out = fx
+        .cmd(&["render", "--once", "--dest-root", "preview"])
+        .current_dir(fx.dir.path())
+        .output()
+        .unwrap();
+    // `cat {{src}}` after `cd /` fails the check if src were relative.
+    common::Run::from(out).expect_code(0);
+    let dest = fx.dir.path().join("preview/etc/x.conf");
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().trim(),
+        dest.display().to_string()
+    );
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "name=alpha\n");
 }

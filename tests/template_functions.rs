@@ -741,3 +741,16 @@ fn format_php_returns_the_tree() {
     common::php_lint(&fx.path("out/decoded.out"));
     common::php_lint(&fx.path("out/strings.out"));
 }
+
+/// JSON has no infinity: `json_encode` refuses it instead of writing `null`.
+#[test]
+fn json_encode_refuses_a_non_finite_number() {
+    let fx = app(
+        "x: \"1e400\"\n",
+        "{{ getv(key=\"/x\") | float | json_encode }}\n",
+    );
+    fx.once()
+        .expect_code(2)
+        .expect_stderr(&["json_encode", "inf", "no JSON form"]);
+    assert!(fx.out_files().is_empty());
+}
