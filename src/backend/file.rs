@@ -76,8 +76,11 @@ fn read_one(path: &Path, out: &mut Vec<(String, String)>) -> Result<(), FileBack
         |what: &str| parse_err(format!("the top level must be a map of keys, not {what}"));
     match ext.as_str() {
         "yaml" | "yml" => {
-            let v: serde_yaml_ng::Value =
+            let mut v: serde_yaml_ng::Value =
                 serde_yaml_ng::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+            // `<<: *defaults` merges, as YAML users expect (not a key "<<").
+            v.apply_merge()
+                .map_err(|e| parse_err(format!("merge key `<<`: {e}")))?;
             match &v {
                 serde_yaml_ng::Value::Mapping(_) => {}
                 serde_yaml_ng::Value::Null => return Err(not_a_map("an empty document")),
@@ -370,6 +373,14 @@ mod tests {
             assert!(e.contains(name), "{e}");
         }
         assert!(load_str("e.json", "{}").unwrap().is_empty());
+        let m = load_str(
+            "m.yaml",
+            "d: &d\n  w: '10'\n  p: 'yes'\ns:\n  mw1:\n    <<: *d\n    w: '20'\n",
+        )
+        .unwrap();
+        assert_eq!(get(&m, "/s/mw1/w"), "20");
+        assert_eq!(get(&m, "/s/mw1/p"), "yes");
+        assert!(m.get("/s/mw1/<<").is_none());
         assert!(load_str("e.yaml", "{}\n").unwrap().is_empty());
     }
 
