@@ -51,7 +51,7 @@ struct Daemon {
     opts: Options,
     resources: Vec<Resource>,
     load_failures: Vec<Outcome>,
-    templates: TemplateSet,
+    templates: Arc<TemplateSet>,
     deps: Deps,
     mirror: Option<Snapshot>,
     schedule: Schedule,
@@ -62,6 +62,8 @@ struct Daemon {
     metrics: Option<Arc<Metrics>>,
     report: Option<watch::Sender<Report>>,
     ready_sent: bool,
+    /// Where running batches report their outcomes.
+    batches: UnboundedSender<Vec<Outcome>>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns 0 after a clean stop.
@@ -77,7 +79,8 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
 
-    let mut d = Daemon::new(settings, source, opts).map_err(|e| Exit {
+    let (batch_tx, mut batch_rx) = unbounded_channel::<Vec<Outcome>>();
+    let mut d = Daemon::new(settings, source, opts, batch_tx).map_err(|e| Exit {
         code: exit::CONFIG,
         error: Some(e),
     })?;
@@ -146,6 +149,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
             }
             _ = sleep_until(deadline) => {}
             Some(done) = reload_rx.recv() => d.on_deferred_reload(done),
+            Some(outcomes) = batch_rx.recv() => d.on_batch_done(outcomes),
             _ = heartbeat.tick() => {
                 if watchdog.is_some() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -167,11 +171,19 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
                 _confdir_watcher = d.watch_confdir(conf_tx.clone());
             }
         }
-        d.run_ready().await;
+        d.run_ready();
         d.write_status();
         d.notify_systemd();
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // Let running batches finish (each command is bounded by its
+    // command_timeout): no stage file is left, every outcome is recorded.
+    while !d.schedule.is_idle() {
+        match batch_rx.recv().await {
+            Some(outcomes) => d.on_batch_done(outcomes),
+            None => break,
+        }
+    }
     backend.abort();
     if let Some(p) = _publisher {
         p.abort();
@@ -194,14 +206,19 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl Daemon {
-    fn new(settings: Settings, source: Source, opts: Options) -> anyhow::Result<Daemon> {
+    fn new(
+        settings: Settings,
+        source: Source,
+        opts: Options,
+        batches: UnboundedSender<Vec<Outcome>>,
+    ) -> anyhow::Result<Daemon> {
         let mut d = Daemon {
             source,
             settings,
             opts,
             resources: Vec::new(),
             load_failures: Vec::new(),
-            templates: TemplateSet::empty(),
+            templates: Arc::new(TemplateSet::empty()),
             deps: Deps::default(),
             mirror: None,
             schedule: Schedule::default(),
@@ -212,6 +229,7 @@ impl Daemon {
             metrics: None,
             report: None,
             ready_sent: false,
+            batches,
         };
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
         d.status.daemon_pid = (!d.opts.noop).then(std::process::id);
@@ -229,7 +247,7 @@ impl Daemon {
     /// (Re)loads conf.d and templates for the current settings.
     fn load(&mut self) -> anyhow::Result<()> {
         let loaded = crate::confdir::load(&self.settings, &self.source.only)?;
-        self.templates = TemplateSet::load(&self.settings.templates_dir());
+        self.templates = Arc::new(TemplateSet::load(&self.settings.templates_dir()));
         self.load_failures = loaded
             .failed
             .iter()
@@ -478,7 +496,12 @@ impl Daemon {
             .next_deadline(|n| Self::wait_of(resources, default, n))
     }
 
-    async fn run_ready(&mut self) {
+    /// Starts a batch for every group of ready resources. Resources sharing
+    /// a reload command form one group (and pull in group members that are
+    /// pending or retrying, so the command runs once for all of them); every
+    /// other resource is a group of its own, so one slow check or reload never
+    /// delays the others, the watch, status or the watchdog.
+    fn run_ready(&mut self) {
         let Some(mirror) = self.mirror.clone() else {
             return;
         };
@@ -489,13 +512,99 @@ impl Daemon {
         if ready.is_empty() {
             return;
         }
-        let refs: Vec<&Resource> = self
-            .resources
-            .iter()
-            .filter(|r| ready.contains(&r.name))
-            .collect();
+        let mut groups: BTreeMap<String, Vec<Resource>> = BTreeMap::new();
+        let mut taken: BTreeSet<&str> = BTreeSet::new();
+        for r in self.resources.iter().filter(|r| ready.contains(&r.name)) {
+            groups
+                .entry(self.reload_group(r))
+                .or_default()
+                .push(r.clone());
+            taken.insert(&r.name);
+        }
+        for r in &self.resources {
+            if taken.contains(r.name.as_str()) || r.reload_cmd.is_none() {
+                continue;
+            }
+            let key = self.reload_group(r);
+            if let Some(g) = groups.get_mut(&key)
+                && self.schedule.take_early(&r.name)
+            {
+                g.push(r.clone());
+            }
+        }
         let owed = self.schedule.reloads_owed();
-        let outcomes = apply::apply(&refs, &mirror, &self.templates, &self.opts, &owed).await;
+        for (_, batch) in groups {
+            for r in &batch {
+                self.schedule.start(&r.name);
+            }
+            let (mirror, templates, opts, owed) = (
+                mirror.clone(),
+                self.templates.clone(),
+                self.opts.clone(),
+                owed.clone(),
+            );
+            let tx = self.batches.clone();
+            tokio::spawn(async move {
+                let names: Vec<(String, PathBuf)> = batch
+                    .iter()
+                    .map(|r| (r.name.clone(), r.dest.clone()))
+                    .collect();
+                let revision = mirror.revision();
+                let work = tokio::spawn(async move {
+                    let refs: Vec<&Resource> = batch.iter().collect();
+                    apply::apply(&refs, &mirror, &templates, &opts, &owed).await
+                });
+                let outcomes = match work.await {
+                    Ok(o) => o,
+                    // Never expected; if it happens the daemon records the
+                    // failure and retries rather than losing the resources.
+                    Err(e) => names
+                        .into_iter()
+                        .map(|(name, dest)| Outcome {
+                            name,
+                            dest,
+                            revision,
+                            sha256: None,
+                            changed: None,
+                            diff: None,
+                            result: Err(apply::Failure {
+                                step: Step::Render,
+                                message: format!("internal error: {e}"),
+                            }),
+                            render_time: Duration::ZERO,
+                        })
+                        .collect(),
+                };
+                let _ = tx.send(outcomes);
+            });
+        }
+    }
+
+    /// Resources with the same reload command (after substitution) share a
+    /// group; any other resource is alone in its own.
+    fn reload_group(&self, r: &Resource) -> String {
+        match &r.reload_cmd {
+            Some(cmd) => {
+                let dest = apply::dest_path(&r.dest, self.opts.dest_root.as_deref());
+                format!("cmd:{}", crate::hooks::substitute(cmd, &dest, &dest))
+            }
+            None => format!("res:{}", r.name),
+        }
+    }
+
+    /// A batch ended: retries, logs, status, metrics, fleet report.
+    fn on_batch_done(&mut self, outcomes: Vec<Outcome>) {
+        for o in &outcomes {
+            self.schedule.done(&o.name);
+        }
+        // A resource removed by a reload while its batch ran is forgotten.
+        let outcomes: Vec<Outcome> = outcomes
+            .into_iter()
+            .filter(|o| self.resources.iter().any(|r| r.name == o.name))
+            .collect();
+        if outcomes.is_empty() {
+            return;
+        }
         let mut retry_in = BTreeMap::new();
         for o in &outcomes {
             match &o.result {
@@ -619,8 +728,9 @@ impl Daemon {
         if self.mirror.is_none() {
             return;
         }
-        let attempted = self.schedule.is_settled() || self.ready_sent;
-        if !attempted {
+        // READY=1 once every resource has been attempted; STATUS= when the
+        // renders settle, so the line describes files, not pending work.
+        if !self.schedule.is_settled() {
             return;
         }
         let failing: Vec<&str> = self

@@ -31,11 +31,14 @@ struct Retry {
     reload_owed: bool,
 }
 
-/// Pending renders and retries, by resource name.
+/// Pending renders and retries, by resource name. A *busy* resource (its
+/// batch is running) is never handed out again until it is done: what
+/// changed meanwhile waits, pending, for the next batch.
 #[derive(Clone, Debug, Default)]
 pub struct Schedule {
     pending: BTreeMap<String, Pending>,
     retries: BTreeMap<String, Retry>,
+    busy: BTreeSet<String>,
 }
 
 impl Pending {
@@ -65,9 +68,48 @@ impl Schedule {
 
     /// When the next resource becomes ready or the next retry is due.
     pub fn next_deadline(&self, wait: impl Fn(&str) -> Wait) -> Option<Instant> {
-        let pending = self.pending.iter().map(|(n, p)| p.ready_at(wait(n)));
-        let retries = self.retries.values().map(|r| r.due);
+        let idle = |n: &&String| !self.busy.contains(*n);
+        let pending = self
+            .pending
+            .iter()
+            .filter(|(n, _)| idle(n))
+            .map(|(n, p)| p.ready_at(wait(n)));
+        let retries = self
+            .retries
+            .iter()
+            .filter(|(n, _)| idle(n))
+            .map(|(_, r)| r.due);
         pending.chain(retries).min()
+    }
+
+    /// `name`'s batch started: hand it out no more until [`Schedule::done`].
+    pub fn start(&mut self, name: &str) {
+        self.busy.insert(name.to_string());
+    }
+
+    /// `name`'s batch ended (record its outcome with `succeeded`/`failed`).
+    pub fn done(&mut self, name: &str) {
+        self.busy.remove(name);
+    }
+
+    /// Whether no batch is running.
+    pub fn is_idle(&self) -> bool {
+        self.busy.is_empty()
+    }
+
+    /// Whether `name`'s batch is running.
+    pub fn is_busy(&self, name: &str) -> bool {
+        self.busy.contains(name)
+    }
+
+    /// Takes `name` now if it is pending or has a retry scheduled (to join
+    /// a batch that shares its reload command); false when idle or busy.
+    pub fn take_early(&mut self, name: &str) -> bool {
+        if self.busy.contains(name) {
+            return false;
+        }
+        let pending = self.pending.remove(name).is_some();
+        pending || self.retries.contains_key(name)
     }
 
     /// Removes and returns the resources ready at `at` (due retries included).
@@ -75,7 +117,7 @@ impl Schedule {
         let due: Vec<String> = self
             .retries
             .iter()
-            .filter(|(_, r)| r.due <= at)
+            .filter(|(n, r)| r.due <= at && !self.busy.contains(*n))
             .map(|(n, _)| n.clone())
             .collect();
         for name in &due {
@@ -84,7 +126,7 @@ impl Schedule {
         let ready: Vec<String> = self
             .pending
             .iter()
-            .filter(|(n, p)| p.ready_at(wait(n)) <= at)
+            .filter(|(n, p)| p.ready_at(wait(n)) <= at && !self.busy.contains(*n))
             .map(|(n, _)| n.clone())
             .collect();
         for n in &ready {
@@ -126,15 +168,16 @@ impl Schedule {
         self.pending.clear();
     }
 
-    /// Forgets retries of resources that no longer exist.
+    /// Forgets retries of resources that no longer exist (a running batch
+    /// stays busy until it reports).
     pub fn retain(&mut self, names: &[&str]) {
         self.retries.retain(|n, _| names.contains(&n.as_str()));
         self.pending.retain(|n, _| names.contains(&n.as_str()));
     }
 
-    /// Whether nothing is waiting to render.
+    /// Whether nothing is waiting to render or rendering.
     pub fn is_settled(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.busy.is_empty()
     }
 }
 
@@ -162,6 +205,31 @@ mod tests {
         assert_eq!(s.next_deadline(|_| W), Some(ms(1000)));
         assert_eq!(s.take_ready(ms(1000), |_| W), ["a"]);
         assert!(s.is_settled());
+    }
+
+    #[test]
+    fn a_busy_resource_waits_for_its_batch_to_end() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        s.mark("a", true, t0);
+        assert_eq!(s.take_ready(t0, |_| W), ["a"]);
+        s.start("a");
+        // A change while a's batch runs: pending, but not handed out, and
+        // no deadline that would spin the loop.
+        s.mark("a", true, t0);
+        assert!(s.take_ready(t0, |_| W).is_empty());
+        assert_eq!(s.next_deadline(|_| W), None);
+        assert!(!s.is_settled());
+        assert!(!s.take_early("a"));
+        s.done("a");
+        assert_eq!(s.next_deadline(|_| W), Some(t0));
+        assert_eq!(s.take_ready(t0, |_| W), ["a"]);
+        // take_early: pending or retrying resources join a batch early.
+        s.mark("b", false, t0);
+        assert!(s.take_early("b"));
+        assert!(!s.take_early("b"));
+        s.failed("c", true, t0);
+        assert!(s.take_early("c"));
     }
 
     #[test]

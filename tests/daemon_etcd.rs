@@ -246,3 +246,119 @@ fn once_against_etcd_and_unreachable_etcd() {
     r.expect_code(0).expect_stderr(&[&dead]);
     assert_eq!(fx.read("out/a.conf"), "a=6\n");
 }
+
+/// One resource's slow check command (it waits for the test's go-ahead)
+/// does not hold up another resource, nor the status heartbeat.
+#[test]
+fn a_slow_check_does_not_hold_up_other_resources_or_status() {
+    let etcd = Etcd::start();
+    etcd.put("/app/a/x", "1");
+    etcd.put("/app/b/x", "1");
+    let fx = Fx::new();
+    let started = fx.path("check-started");
+    let release = fx.path("release");
+    fx.template("a.tera", "a={{ getv(key=\"/x\") }}\n");
+    fx.template("b.tera", "b={{ getv(key=\"/x\") }}\n");
+    fx.resource(
+        "a",
+        "[template]\nsrc = \"a.tera\"\ndest = \"{out}/a.conf\"\nprefix = \"/app/a\"\nkeys = [\"/\"]\n",
+    );
+    fx.resource(
+        "b",
+        &format!(
+            "[template]\nsrc = \"b.tera\"\ndest = \"{{out}}/b.conf\"\nprefix = \"/app/b\"\nkeys = [\"/\"]\ncommand_timeout = \"60s\"\ncheck_cmd = \"grep -q b=1 {{{{src}}}} || {{ touch {}; while [ ! -e {} ]; do sleep 0.05; done; }}\"\n",
+            started.display(),
+            release.display()
+        ),
+    );
+    let d = daemon(&fx, &etcd, &["--wait", "0s"]);
+    let (a, b) = (fx.path("out/a.conf"), fx.path("out/b.conf"));
+    wait_for("initial render", LIMIT, || {
+        read_or_empty(&a) == "a=1\n" && read_or_empty(&b) == "b=1\n"
+    });
+
+    etcd.put("/app/b/x", "2");
+    wait_for("b's check running", LIMIT, || started.exists());
+    etcd.put("/app/a/x", "2");
+    wait_for("a updated while b's check runs", LIMIT, || {
+        read_or_empty(&a) == "a=2\n"
+    });
+    let updated = || -> u64 {
+        serde_json::from_str::<serde_json::Value>(&read_or_empty(&fx.path("state/status.json")))
+            .unwrap_or_default()["updated"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = updated();
+    wait_for("status.json rewritten while b's check runs", LIMIT, || {
+        updated() > before
+    });
+    assert!(!release.exists() && read_or_empty(&b) == "b=1\n");
+
+    std::fs::write(&release, "").unwrap();
+    wait_for("b installed once its check passes", LIMIT, || {
+        read_or_empty(&b) == "b=2\n"
+    });
+    drop(d);
+}
+
+/// Resources sharing a reload command reload once together, even when
+/// their coalescing windows differ, and a failing shared reload is retried
+/// for all of them at once.
+#[test]
+fn a_shared_reload_runs_once_for_resources_changed_together() {
+    let etcd = Etcd::start();
+    etcd.put("/app/a/x", "1");
+    etcd.put("/app/b/x", "1");
+    let fx = Fx::new();
+    let fail = fx.path("reload-fails");
+    let log = fx.path("reloads");
+    let reload = format!(
+        "reload_cmd = \"echo reload >> {}; test ! -e {}\"\n",
+        log.display(),
+        fail.display()
+    );
+    fx.template("a.tera", "a={{ getv(key=\"/x\") }}\n");
+    fx.template("b.tera", "b={{ getv(key=\"/x\") }}\n");
+    fx.resource(
+        "a",
+        &format!("[template]\nsrc = \"a.tera\"\ndest = \"{{out}}/a.conf\"\nprefix = \"/app/a\"\nkeys = [\"/\"]\nwait = \"0s\"\n{reload}"),
+    );
+    fx.resource(
+        "b",
+        &format!("[template]\nsrc = \"b.tera\"\ndest = \"{{out}}/b.conf\"\nprefix = \"/app/b\"\nkeys = [\"/\"]\nwait = \"30s:60s\"\n{reload}"),
+    );
+    let d = daemon(&fx, &etcd, &[]);
+    let (a, b) = (fx.path("out/a.conf"), fx.path("out/b.conf"));
+    wait_for("initial render", LIMIT, || {
+        read_or_empty(&a) == "a=1\n" && read_or_empty(&b) == "b=1\n"
+    });
+    let both = r#"reloaded resources=["a", "b"]"#;
+    wait_for("one initial reload for both", LIMIT, || d.count(both) == 1);
+
+    // b changes first (a 30 s window), then a (no window): a's batch takes
+    // b along, and the command runs once for both.
+    etcd.put("/app/b/x", "2");
+    etcd.put("/app/a/x", "2");
+    wait_for("both files and one reload", LIMIT, || {
+        read_or_empty(&a) == "a=2\n" && read_or_empty(&b) == "b=2\n" && d.count(both) == 2
+    });
+
+    // The shared reload fails: retried for both together, and recovers once.
+    std::fs::write(&fail, "").unwrap();
+    etcd.put("/app/a/x", "3");
+    etcd.put("/app/b/x", "3");
+    wait_for("the shared reload failing for both", LIMIT, || {
+        d.count("reload failed") >= 2
+    });
+    std::fs::remove_file(&fail).unwrap();
+    wait_for("one reload for both after recovery", LIMIT, || {
+        d.count(both) == 3
+    });
+    assert_eq!(
+        d.count("reloaded resources"),
+        d.count(both),
+        "a reload ran for one resource alone:\n{}",
+        d.log()
+    );
+}

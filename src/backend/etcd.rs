@@ -208,7 +208,15 @@ impl Connection {
         })
     }
 
-    fn unavailable(&self, mut message: String) -> EtcdError {
+    fn unavailable(&self, message: String) -> EtcdError {
+        EtcdError::Unavailable {
+            endpoints: self.endpoints.join(","),
+            message: self.explain(message),
+        }
+    }
+
+    /// Adds what a closed TLS connection usually means to `message`.
+    fn explain(&self, mut message: String) -> String {
         // With TLS 1.3 a server that rejects our certificate just closes the
         // connection after the handshake: say what that usually means.
         let closed = [
@@ -228,10 +236,7 @@ impl Connection {
             ),
             _ => {}
         }
-        EtcdError::Unavailable {
-            endpoints: self.endpoints.join(","),
-            message,
-        }
+        message
     }
 
     /// Connects to the first endpoint that answers (and authenticates), in
@@ -276,9 +281,9 @@ impl Connection {
     async fn probe(&self, mut client: Client, endpoint: &str) -> Result<Client, EtcdError> {
         let down = |message: String| EtcdError::Unavailable {
             endpoints: endpoint.to_string(),
-            message,
+            message: self.explain(message),
         };
-        match tokio::time::timeout(self.request_timeout, client.status()).await {
+        match tokio::time::timeout(self.connect_timeout, client.status()).await {
             Ok(Ok(_)) => Ok(client),
             Ok(Err(etcd_client::Error::GRpcStatus(st)))
                 if !matches!(
@@ -291,7 +296,7 @@ impl Connection {
             Ok(Err(e)) => Err(down(describe(&e))),
             Err(_) => Err(down(format!(
                 "no answer within {}",
-                humantime::format_duration(self.request_timeout)
+                humantime::format_duration(self.connect_timeout)
             ))),
         }
     }
