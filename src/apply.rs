@@ -236,7 +236,7 @@ pub async fn apply(
             // The daemon does not wait out the splay: the reload runs on its
             // own and reports back, while other changes keep flowing.
             let d = splay.mul_f64(rand::random::<f64>());
-            tracing::info!(resources = ?names, command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
+            tracing::info!(resources = %names.join(","), command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
             let tx = tx.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(d).await;
@@ -247,7 +247,7 @@ pub async fn apply(
         }
         if !splay.is_zero() {
             let d = splay.mul_f64(rand::random::<f64>());
-            tracing::info!(resources = ?names, command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
+            tracing::info!(resources = %names.join(","), command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
             tokio::time::sleep(d).await;
         }
         if let Err(message) = run_reload(&cmd, timeout, &names).await {
@@ -274,11 +274,15 @@ pub struct DeferredReload {
 async fn run_reload(cmd: &str, timeout: Duration, names: &[String]) -> Result<(), String> {
     match hooks::run(cmd, timeout).await {
         Ok(()) => {
-            tracing::info!(resources = ?names, command = %cmd, "reloaded");
+            tracing::info!(resources = %names.join(","), command = %cmd, "reloaded");
             Ok(())
         }
         Err(e) => {
-            tracing::error!(resources = ?names, "reload failed: {e}");
+            tracing::error!(
+                resources = %names.join(","),
+                "reload failed: {}",
+                crate::logging::one_line(&e.to_string())
+            );
             Err(e.to_string())
         }
     }

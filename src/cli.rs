@@ -520,14 +520,20 @@ async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
         .await
         .map_err(backend_err)?;
     if let Some(node) = &args.forget {
-        let found = crate::fleet::forget(&conn, node)
+        use crate::fleet::Forgotten;
+        return match crate::fleet::forget(&conn, node)
             .await
-            .map_err(|e| backend_err(anyhow!(e)))?;
-        if found {
-            outln!("forgot {node}");
-            return Ok(exit::OK);
-        }
-        return Err(config_err(anyhow!("no host {node} in the fleet registry")));
+            .map_err(|e| backend_err(anyhow!(e)))?
+        {
+            Forgotten::Removed => {
+                outln!("forgot {node}");
+                Ok(exit::OK)
+            }
+            Forgotten::Unknown => Err(config_err(anyhow!("no host {node} in the fleet registry"))),
+            Forgotten::Alive => Err(config_err(anyhow!(
+                "host {node} is alive (its report is current); stop its daemon first, then forget it"
+            ))),
+        };
     }
     let hosts = crate::fleet::examine(&conn, max_lag)
         .await

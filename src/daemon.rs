@@ -93,6 +93,14 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
                 code: exit::CONFIG,
                 error: Some(anyhow::anyhow!("cannot serve metrics on {addr}: {e}")),
             })?;
+        let names: Vec<&str> = d
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(d.load_failures.iter().map(|o| o.name.as_str()))
+            .collect();
+        m.configured(&names);
+        m.heard(d.status.last_event.or(d.status.started).unwrap_or(0) as f64);
         d.metrics = Some(m);
     }
     let mut _publisher = None;
@@ -131,7 +139,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     let mut _confdir_watcher = d.watch_confdir(conf_tx.clone());
     tracing::info!(
         resources = d.resources.len(),
-        backend = ?d.settings.backend,
+        backend = %format!("{:?}", d.settings.backend).to_lowercase(),
         "liveconf started"
     );
 
@@ -233,6 +241,7 @@ impl Daemon {
         };
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
         d.status.daemon_pid = (!d.opts.noop).then(std::process::id);
+        d.status.started = Some(crate::status::now());
         d.load()?;
         // Reloads that failed before a restart are still owed: the first
         // batch runs them even for unchanged files.
@@ -254,7 +263,7 @@ impl Daemon {
             .map(|e| Outcome::load_failure(&e.name, PathBuf::new(), 0, e.to_string()))
             .collect();
         for e in &loaded.failed {
-            tracing::error!(resource = %e.name, step = "load", "{}: load failed: {e}", e.name);
+            tracing::error!(resource = %e.name, step = %Step::Load, "{}: load failed: {e}", e.name);
         }
         self.resources = loaded.resources;
         self.deps = Deps::new(&self.resources);
@@ -263,6 +272,20 @@ impl Daemon {
         let mut names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
         names.extend(self.load_failures.iter().map(|o| o.name.as_str()));
         self.status.retain(&names);
+        // A resource not rendered yet is listed (and not healthy) from the
+        // start: a daemon that never reaches etcd must not look fine.
+        for r in &self.resources {
+            self.status
+                .resources
+                .entry(r.name.clone())
+                .or_insert_with(|| crate::status::ResourceStatus {
+                    dest: apply::dest_path(&r.dest, self.opts.dest_root.as_deref()),
+                    ..Default::default()
+                });
+        }
+        if let Some(m) = &self.metrics {
+            m.configured(&names);
+        }
         let failures = self.load_failures.clone();
         self.status.record(&failures);
         self.status_dirty = true;
@@ -473,7 +496,7 @@ impl Daemon {
             }
         }
         if let (Some(m), Some(mirror)) = (&self.metrics, &self.mirror) {
-            m.revision(mirror.revision());
+            m.revision(mirror.revision().max(self.status.revision));
             if let Some(t) = self.status.last_event {
                 m.heard(t as f64);
             }
@@ -784,7 +807,7 @@ impl Daemon {
                 Err(f) => tracing::error!(
                     resource = %o.name, revision = o.revision, step = %f.step,
                     "{}: {} failed at revision {}: {}; retrying in {:.1}s",
-                    o.name, f.step, o.revision, f.message,
+                    o.name, f.step, o.revision, crate::logging::one_line(&f.message),
                     retry_in.get(o.name.as_str()).map_or(0.0, |d| d.as_secs_f64())
                 ),
             }

@@ -256,7 +256,7 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
             if nodes.len() < majority || ties > 1 {
                 for node in nodes {
                     hosts.entry(node.clone()).or_default().push(format!(
-                        "diverging: {name} content {} differs from {majority} of {total} peers",
+                        "diverging: {name} content {} differs from the majority's ({majority} of the {total} hosts rendering it)",
                         sha.chars().take(12).collect::<String>()
                     ));
                 }
@@ -338,9 +338,29 @@ async fn latest_revisions(
     Ok(out)
 }
 
-/// Removes a host's registration and report (`liveconf fleet --forget`).
-pub async fn forget(conn: &Connection, node: &str) -> Result<bool, String> {
+/// What `forget` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forgotten {
+    /// The registration (and any report) was removed.
+    Removed,
+    /// Nothing was registered under that name.
+    Unknown,
+    /// The host is alive (its leased report is current): nothing removed,
+    /// or it would vanish from `fleet` and never be reported gone.
+    Alive,
+}
+
+/// Removes a host's registration and report (`liveconf fleet --forget`),
+/// unless the host is alive.
+pub async fn forget(conn: &Connection, node: &str) -> Result<Forgotten, String> {
     let mut client = conn.connect().await.map_err(|e| e.to_string())?;
+    let live = client
+        .get(format!("{REPORT_PREFIX}{node}"), None)
+        .await
+        .map_err(|e| describe(&e))?;
+    if !live.kvs().is_empty() {
+        return Ok(Forgotten::Alive);
+    }
     let mut found = false;
     for key in [
         format!("{REGISTRY_PREFIX}{node}"),
@@ -349,5 +369,9 @@ pub async fn forget(conn: &Connection, node: &str) -> Result<bool, String> {
         let resp = client.delete(key, None).await.map_err(|e| describe(&e))?;
         found |= resp.deleted() > 0;
     }
-    Ok(found)
+    Ok(if found {
+        Forgotten::Removed
+    } else {
+        Forgotten::Unknown
+    })
 }

@@ -204,11 +204,9 @@ impl Staged {
     /// Renames the stage file over the destination and fsyncs the directory.
     pub fn commit(self) -> Result<(), String> {
         let dest = &self.target.dest;
-        // What was at DEST is kept as DEST.bak: a file, or a symlink as the
-        // symlink itself (link(2) does not follow it on Linux).
-        let previous = std::fs::symlink_metadata(dest)
-            .is_ok_and(|m| m.is_file() || m.file_type().is_symlink());
-        if self.target.backup && previous {
+        // Only a regular file is kept as DEST.bak: a symlink at DEST may have
+        // been planted, and a backup must never preserve (or follow) it.
+        if self.target.backup && std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_file()) {
             let bak = PathBuf::from(format!("{}.bak", dest.display()));
             let tmp_bak = PathBuf::from(format!("{}.bak{STAGE_SUFFIX}", dest.display()));
             let _ = std::fs::remove_file(&tmp_bak);

@@ -25,6 +25,20 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     Ok(())
 }
 
+/// `s` on one line: a command's multi-line output must not split a log
+/// event into lines journald would take for separate, level-less entries.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\n', '\r']) {
+        std::borrow::Cow::Owned(
+            s.trim_end()
+                .replace("\r\n", "\n")
+                .replace(['\n', '\r'], "\\n"),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// Checks `--log-level`: each comma-separated part is a level or a
@@ -58,6 +72,12 @@ fn directives(spec: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::directives;
+
+    #[test]
+    fn one_line_escapes_newlines() {
+        assert_eq!(super::one_line("a\nb\r\nc\n"), "a\\nb\\nc");
+        assert_eq!(super::one_line("plain"), "plain");
+    }
 
     #[test]
     fn levels_and_filters_are_accepted_and_bare_words_refused() {

@@ -39,6 +39,7 @@ pub struct Metrics {
     revision: Family<Res, Gauge>,
     info: Family<ResInfo, Gauge>,
     info_current: std::sync::Mutex<std::collections::HashMap<String, ResInfo>>,
+    configured: std::sync::Mutex<std::collections::BTreeSet<String>>,
     renders: Family<Res, Counter>,
     installs: Family<Res, Counter>,
     render_failures: Family<Res, Counter>,
@@ -76,6 +77,7 @@ impl Metrics {
             revision: Family::default(),
             info: Family::default(),
             info_current: Default::default(),
+            configured: Default::default(),
             renders: Family::default(),
             installs: Family::default(),
             render_failures: Family::default(),
@@ -201,27 +203,20 @@ impl Metrics {
                     if *action == Action::Installed {
                         self.installs.get_or_create(&l).inc();
                     }
-                    if let Some(sha) = &o.sha256
-                        && *action != Action::WouldChange
-                    {
-                        // One series per resource: drop the previous content's.
-                        let keep = ResInfo {
-                            resource: o.name.clone(),
-                            dest: o.dest.display().to_string(),
-                            sha256: sha.clone(),
-                        };
-                        let mut current =
-                            self.info_current.lock().unwrap_or_else(|e| e.into_inner());
-                        if current.get(&o.name) != Some(&keep) {
-                            if let Some(old) = current.insert(o.name.clone(), keep.clone()) {
-                                self.info.remove(&old);
-                            }
-                            self.info.get_or_create(&keep).set(1);
-                        }
+                    if *action != Action::WouldChange {
+                        self.content(o);
                     }
                 }
                 Err(f) => {
                     self.healthy.get_or_create(&l).set(0);
+                    if f.step == Step::Reload && o.sha256.is_some() {
+                        // The file is in place; only its reload failed.
+                        self.revision.get_or_create(&l).set(o.revision);
+                        self.content(o);
+                        if o.changed.is_some() {
+                            self.installs.get_or_create(&l).inc();
+                        }
+                    }
                     let c = match f.step {
                         Step::Render | Step::Load => &self.render_failures,
                         Step::Check => &self.check_failures,
@@ -232,6 +227,73 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// The content series of `o`'s installed file: one per resource.
+    fn content(&self, o: &Outcome) {
+        let Some(sha) = &o.sha256 else { return };
+        let keep = ResInfo {
+            resource: o.name.clone(),
+            dest: o.dest.display().to_string(),
+            sha256: sha.clone(),
+        };
+        let mut current = self.info_current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.get(&o.name) != Some(&keep) {
+            if let Some(old) = current.insert(o.name.clone(), keep.clone()) {
+                self.info.remove(&old);
+            }
+            self.info.get_or_create(&keep).set(1);
+        }
+    }
+
+    /// The configured resources: each has its series from the start
+    /// (healthy 0 until rendered, counters at 0, so alerts and `increase()`
+    /// see them), and a resource no longer configured loses its series.
+    pub fn configured(&self, names: &[&str]) {
+        let mut known = self.configured.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = known
+            .iter()
+            .filter(|n| !names.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        for n in gone {
+            let l = Res {
+                resource: n.clone(),
+            };
+            self.healthy.remove(&l);
+            self.last_success.remove(&l);
+            self.revision.remove(&l);
+            for c in self.counters() {
+                c.remove(&l);
+            }
+            self.render_seconds.remove(&l);
+            let mut current = self.info_current.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = current.remove(&n) {
+                self.info.remove(&old);
+            }
+            known.remove(&n);
+        }
+        for n in names {
+            let l = Res {
+                resource: n.to_string(),
+            };
+            let _ = self.healthy.get_or_create(&l);
+            for c in self.counters() {
+                let _ = c.get_or_create(&l);
+            }
+            known.insert(n.to_string());
+        }
+    }
+
+    fn counters(&self) -> [&Family<Res, Counter>; 6] {
+        [
+            &self.renders,
+            &self.installs,
+            &self.render_failures,
+            &self.check_failures,
+            &self.install_failures,
+            &self.reload_failures,
+        ]
     }
 
     /// Key changes received.
@@ -316,4 +378,28 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn configured_resources_have_series_from_the_start_and_lose_them_when_removed() {
+        let m = Metrics::new();
+        m.configured(&["a", "b"]);
+        let text = m.encode();
+        assert!(
+            text.contains("liveconf_resource_healthy{resource=\"b\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("liveconf_reload_failures_total{resource=\"b\"} 0"),
+            "{text}"
+        );
+        m.configured(&["a"]);
+        let text = m.encode();
+        assert!(!text.contains("resource=\"b\""), "{text}");
+        assert!(text.contains("resource=\"a\""), "{text}");
+    }
 }

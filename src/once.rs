@@ -81,6 +81,7 @@ pub async fn render(
         status.node = s.node_name.clone();
         // Written by a one-shot run from now on: no daemon to watch for.
         status.daemon_pid = None;
+        status.started = None;
         status.backend = format!("{:?}", s.backend).to_lowercase();
         status.connected = true;
         status.endpoint = Some(match s.backend {
@@ -129,7 +130,7 @@ pub fn report(outcomes: &[Outcome], opts: &Options) {
             }
             Err(f) => tracing::error!(
                 resource = %o.name, revision = o.revision, step = %f.step,
-                "{}: {} failed: {}", o.name, f.step, f.message
+                "{}: {} failed: {}", o.name, f.step, crate::logging::one_line(&f.message)
             ),
         }
     }

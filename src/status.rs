@@ -75,6 +75,10 @@ pub struct Status {
     /// etcd, which must not pass for healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon_pid: Option<u32>,
+    /// When that daemon started (Unix seconds): until it hears from the
+    /// backend, ages count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
     /// Per resource.
     pub resources: BTreeMap<String, ResourceStatus>,
 }

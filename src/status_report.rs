@@ -43,7 +43,11 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
             };
         }
     };
-    let heard = status.last_event.unwrap_or(status.updated);
+    // Never heard from the backend: the age runs from the daemon's start.
+    let heard = status
+        .last_event
+        .or(status.started)
+        .unwrap_or(status.updated);
     let age = now.saturating_sub(heard);
     let failing: Vec<String> = status
         .resources
@@ -51,7 +55,7 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
         .filter(|(_, r)| !r.healthy)
         .map(|(n, r)| match &r.error {
             Some(e) => format!("{n} ({}: {})", e.step, first_line(&e.message)),
-            None => n.clone(),
+            None => format!("{n} (not rendered yet)"),
         })
         .collect();
     let total = status.resources.len();

@@ -333,7 +333,7 @@ fn a_shared_reload_runs_once_for_resources_changed_together() {
     wait_for("initial render", LIMIT, || {
         read_or_empty(&a) == "a=1\n" && read_or_empty(&b) == "b=1\n"
     });
-    let both = r#"reloaded resources=["a", "b"]"#;
+    let both = "reloaded resources=a,b";
     wait_for("one initial reload for both", LIMIT, || d.count(both) == 1);
 
     // b changes first (a 30 s window), then a (no window): a's batch takes

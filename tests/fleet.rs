@@ -398,6 +398,12 @@ fn a_dead_host_is_gone_until_forgotten() {
     r.expect_code(1);
     assert!(r.stdout.contains("host3: gone"), "{}", r.stdout);
 
+    // A live host cannot be forgotten (it would vanish, never to be
+    // reported gone).
+    let r = fleet(&etcd, &["--forget", "host1"]);
+    assert_ne!(r.code, 0, "forgot a live host: {}", r.stdout);
+    assert!(r.stderr.contains("host1 is alive"), "{}", r.stderr);
+
     // Until an operator says so.
     let r = fleet(&etcd, &["--forget", "host3"]);
     r.expect_code(0);
@@ -440,7 +446,8 @@ fn a_host_rendering_different_content_at_the_same_revision_is_diverging() {
     assert_eq!(named["host3"].len(), 1, "{}", r.stdout);
     let line = &named["host3"][0];
     assert!(
-        line.starts_with("diverging: x content ") && line.ends_with(" differs from 2 of 3 peers"),
+        line.starts_with("diverging: x content ")
+            && line.ends_with(" differs from the majority's (2 of the 3 hosts rendering it)"),
         "{}",
         r.stdout
     );

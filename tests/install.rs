@@ -276,28 +276,6 @@ fn backup_keeps_previous_file() {
     assert_eq!(fx.read("out/x.conf.bak"), "old\n");
 }
 
-/// A symlink at the destination is replaced by the file; with `backup`, the
-/// symlink itself is what DEST.bak keeps (and its target is untouched).
-#[test]
-fn backup_of_a_symlinked_destination_keeps_the_symlink() {
-    let fx = Fx::new();
-    simple(&fx, "backup = true\n");
-    std::fs::write(fx.path("out/x.conf.bak"), "ancient\n").unwrap();
-    std::fs::write(fx.path("out/real.conf"), "previous\n").unwrap();
-    std::os::unix::fs::symlink("real.conf", fx.path("out/x.conf")).unwrap();
-    fx.once().expect_code(0);
-    assert_eq!(fx.read("out/x.conf"), "name=alpha\n");
-    let bak = fx.path("out/x.conf.bak");
-    assert!(
-        std::fs::symlink_metadata(&bak)
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
-    assert_eq!(fx.read("out/x.conf.bak"), "previous\n");
-    assert_eq!(fx.read("out/real.conf"), "previous\n");
-}
-
 #[test]
 fn hung_check_is_killed_at_command_timeout() {
     let fx = Fx::new();

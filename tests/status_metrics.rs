@@ -401,6 +401,59 @@ fn a_daemon_that_died_is_critical_until_a_render_replaces_its_status() {
     status_cmd(&state, &["--format", "nagios"]).expect_code(0);
 }
 
+/// A daemon that has never reached etcd renders nothing: its resources are
+/// listed as not rendered (status and metrics), and the age of "never
+/// heard from the backend" runs from its start.
+#[test]
+fn a_daemon_that_never_reached_etcd_is_visible_and_becomes_critical() {
+    let fx = Fx::new();
+    resource_x(&fx, "");
+    let state = fx.path("state");
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let _d = Daemon::start(
+        &[
+            "--confdir",
+            &fx.dir.path().display().to_string(),
+            "--endpoints",
+            &dead,
+            "--state-dir",
+            &state.display().to_string(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &fx.path("daemon.log"),
+    );
+    let st = wait_status(&fx, "x listed", |s| s["resources"]["x"].is_object());
+    assert_eq!(st["resources"]["x"]["healthy"], false, "{st:#}");
+    assert_eq!(st["connected"], false, "{st:#}");
+    let r = status_cmd(&state, &["--format", "nagios"]);
+    r.expect_code(2);
+    assert!(r.stdout.contains("x (not rendered yet)"), "{}", r.stdout);
+    let s = wait_scrape(port, "x's series", |s| {
+        s.get("liveconf_resource_healthy", &X).is_some()
+    });
+    assert_eq!(s.value("liveconf_resource_healthy", &X), 0.0);
+    assert_eq!(s.value("liveconf_reload_failures_total", &X), 0.0);
+    wait_scrape(
+        port,
+        "seconds since last event growing from the start",
+        |s| s.value("liveconf_backend_seconds_since_last_event", &[]) >= 1.0,
+    );
+    let start = Instant::now();
+    loop {
+        let (_, j) = status_json_cmd(&state, &["--max-age", "1s"]);
+        if j["summary"]
+            .as_str()
+            .is_some_and(|t| t.contains("older than twice --max-age"))
+        {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "age never grew: {j:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn etcd_down_is_a_warning_and_an_old_last_event_becomes_critical() {
     let mut etcd = Etcd::start();
@@ -678,7 +731,8 @@ fn metrics_follow_puts_and_failures() {
         "{}",
         m.text
     );
-    assert_eq!(m.get("liveconf_check_failures_total", &X), None);
+    // Counters exist from the start, at 0, so increase() sees the first failure.
+    assert_eq!(m.get("liveconf_check_failures_total", &X), Some(0.0));
     for family in [
         "liveconf_resource_healthy",
         "liveconf_resource_last_success_timestamp_seconds",
@@ -724,7 +778,7 @@ fn metrics_follow_puts_and_failures() {
     assert_eq!(content[0]["sha256"], sha256_hex(b"v=4\n"), "{}", m.text);
     assert_eq!(
         m.get("liveconf_render_failures_total", &X),
-        None,
+        Some(0.0),
         "{}",
         m.text
     );
