@@ -242,6 +242,9 @@ impl Daemon {
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
         d.status.daemon_pid = (!d.opts.noop).then(std::process::id);
         d.status.started = Some(crate::status::now());
+        // This process has not connected yet, whatever the last one said.
+        d.status.connected = false;
+        d.status.endpoint = None;
         d.load()?;
         // Reloads that failed before a restart are still owed: the first
         // batch runs them even for unchanged files.

@@ -115,7 +115,7 @@ pub async fn run(
                     "etcd at {endpoint} is at revision {current}, behind the {ours} already seen (restored or rebuilt?); taking a new snapshot"
                 );
                 seen = None;
-                reason = SnapshotReason::Compacted;
+                reason = SnapshotReason::Rewound;
             }
             WatchEnd::Compacted(rev) => {
                 tracing::warn!(

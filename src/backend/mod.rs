@@ -44,6 +44,9 @@ pub enum SnapshotReason {
     Initial,
     /// etcd compacted past our revision: events were lost, so read everything again.
     Compacted,
+    /// etcd went back to an older revision (restored from a backup or
+    /// rebuilt): read everything again.
+    Rewound,
     /// The periodic resync (insurance against a missed event).
     Resync,
     /// A key file changed.
