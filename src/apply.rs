@@ -128,9 +128,18 @@ impl Outcome {
 }
 
 /// The path a destination is written to, under `dest_root` when given.
+/// (Resource loading refuses `..` in `dest`; only normal components are
+/// joined here, so the result is always below `dest_root`.)
 pub fn dest_path(dest: &Path, dest_root: Option<&Path>) -> PathBuf {
     match dest_root {
-        Some(root) => root.join(dest.strip_prefix("/").unwrap_or(dest)),
+        Some(root) => {
+            let mut p = root.to_path_buf();
+            p.extend(dest.components().filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n),
+                _ => None,
+            }));
+            p
+        }
         None => dest.to_path_buf(),
     }
 }

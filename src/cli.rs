@@ -316,11 +316,26 @@ pub fn config_err(e: impl Into<anyhow::Error>) -> Exit {
     }
 }
 
-/// A backend-unavailable exit.
+/// A backend-unavailable exit; a backend error that is really a settings
+/// mistake (a missing key file for TLS, a user without a password file, a
+/// bad endpoint URL) is a configuration exit instead.
 pub fn backend_err(e: impl Into<anyhow::Error>) -> Exit {
+    use crate::backend::{BackendError, etcd::EtcdError};
+    let e = e.into();
+    let settings = e.chain().any(|c| {
+        matches!(c.downcast_ref::<EtcdError>(), Some(EtcdError::Settings(_)))
+            || matches!(
+                c.downcast_ref::<BackendError>(),
+                Some(BackendError::Etcd(EtcdError::Settings(_)))
+            )
+    });
     Exit {
-        code: exit::BACKEND,
-        error: Some(e.into()),
+        code: if settings {
+            exit::CONFIG
+        } else {
+            exit::BACKEND
+        },
+        error: Some(e),
     }
 }
 

@@ -229,7 +229,18 @@ pub fn load(
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let parsed: ResourceFile = toml::from_str(&text).map_err(|e| err(toml_error(&text, &e)))?;
+    let parsed: ResourceFile = toml::from_str(&text).map_err(|e| {
+        // Fields written without the [template] heading: say that, not
+        // "unknown field".
+        let top: Option<toml::Table> = toml::from_str(&text).ok();
+        match top {
+            Some(t) if !t.contains_key("template") && !t.is_empty() => err(
+                "no [template] table: put the fields (src, dest, keys...) under a [template] heading"
+                    .into(),
+            ),
+            _ => err(toml_error(&text, &e)),
+        }
+    })?;
     let Some(t) = parsed.template else {
         return Err(err(
             "no [template] table (every resource file needs one)".into()
@@ -271,6 +282,17 @@ pub fn load(
         .as_deref()
         .ok_or_else(|| err("missing dest".into()))?;
     let dest = PathBuf::from(dest);
+    // No `..`: the path must name one place, so `--dest-root` keeps every
+    // destination below its directory and the fleet compares like with like.
+    if dest
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(err(format!(
+            "dest {:?} must not contain `..`: write the path it means",
+            dest.display().to_string()
+        )));
+    }
     if !dest.is_absolute() || dest.file_name().is_none() {
         return Err(err(format!(
             "dest {:?} must be an absolute file path",

@@ -109,7 +109,11 @@ impl Status {
             entry.dest = o.dest.clone();
             entry.last_attempt = t;
             match &o.result {
-                Ok(Action::WouldChange) => {}
+                // --noop: rendered fine; the file is not ours to change.
+                Ok(Action::WouldChange) => {
+                    entry.healthy = true;
+                    entry.error = None;
+                }
                 Ok(_) => {
                     entry.healthy = true;
                     entry.last_success = Some(t);

@@ -47,12 +47,27 @@ fn unknown_field_is_refused() {
 fn missing_template_table_is_refused() {
     let fx = fixture("src = \"x.tera\"\n", "x");
     let run = fx.once();
-    // `src` at the top level is an unknown field; an empty file has no [template].
-    run.expect_code(2).expect_stderr(&["conf.d/x.toml"]);
+    // Fields without the heading, or an empty file: no [template].
+    run.expect_code(2)
+        .expect_stderr(&["conf.d/x.toml", "no [template] table", "heading"]);
     std::fs::write(fx.path("conf.d/x.toml"), "# nothing here\n").unwrap();
     fx.once()
         .expect_code(2)
         .expect_stderr(&["conf.d/x.toml", "no [template] table"]);
+    assert_untouched(&fx);
+}
+
+/// `..` in `dest` is refused: it could lead a `--dest-root` preview out of
+/// its directory.
+#[test]
+fn dest_with_dot_dot_is_refused() {
+    let fx = fixture(&GOOD.replace("{out}/x.conf", "/../escaped.conf"), "x");
+    let root = fx.path("preview");
+    fx.run(&["render", "--once", "--dest-root", root.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr(&["conf.d/x.toml", "must not contain `..`"]);
+    assert!(!fx.dir.path().join("escaped.conf").exists());
+    assert!(!std::path::Path::new("/escaped.conf").exists());
     assert_untouched(&fx);
 }
 
@@ -155,4 +170,22 @@ fn errors_are_one_line_without_panics() {
         .filter(|l| l.contains("render failed"))
         .collect();
     assert_eq!(lines.len(), 1, "{}", run.stderr);
+}
+
+/// Connection settings that cannot work are settings errors (exit 3), not
+/// "etcd unreachable" (exit 4), and name the setting.
+#[test]
+fn impossible_etcd_settings_exit_3() {
+    let fx = fixture(GOOD, "x");
+    for (args, needle) in [
+        (&["--username", "u"][..], "password_file"),
+        (&["--cert-file", "/nonexistent.pem"][..], "key_file"),
+        (&["--ca-file", "/nonexistent-ca.pem"][..], "CA file"),
+        (&["--endpoints", "ftp://127.0.0.1:1"][..], "http or https"),
+    ] {
+        let mut all = vec!["render", "--once", "--backend", "etcd"];
+        all.extend_from_slice(args);
+        fx.run(&all).expect_code(3).expect_stderr(&[needle]);
+    }
+    assert_untouched(&fx);
 }

@@ -120,9 +120,13 @@ impl Connection {
             let cfg = DnsConfig {
                 nameserver: s.dns_server,
             };
-            let targets = dns::lookup_srv(&cfg, &name)
-                .await
-                .map_err(|e| EtcdError::Settings(format!("SRV discovery of {name}: {e}")))?;
+            let targets =
+                dns::lookup_srv(&cfg, &name)
+                    .await
+                    .map_err(|e| EtcdError::Unavailable {
+                        endpoints: format!("SRV {name}"),
+                        message: format!("discovery failed: {e}"),
+                    })?;
             let scheme = if tls_wanted || s.srv_record.contains("-ssl") {
                 "https"
             } else {
@@ -136,6 +140,16 @@ impl Connection {
         }
         if endpoints.is_empty() {
             endpoints.push("http://127.0.0.1:2379".into());
+        }
+        for e in &endpoints {
+            if let Some((scheme, _)) = e.split_once("://")
+                && scheme != "http"
+                && scheme != "https"
+            {
+                return Err(EtcdError::Settings(format!(
+                    "endpoint {e:?}: the scheme must be http or https"
+                )));
+            }
         }
         for e in &endpoints {
             if let Some((scheme_user, _)) = e.split_once('@') {
@@ -164,7 +178,7 @@ impl Connection {
                 (None, None) => {}
                 _ => {
                     return Err(EtcdError::Settings(
-                        "--cert-file and --key-file go together".into(),
+                        "cert_file and key_file (--cert-file, --key-file) go together: give both or neither".into(),
                     ));
                 }
             }
@@ -179,7 +193,9 @@ impl Connection {
         }
         if let Some(user) = &s.username {
             let pw_file = s.password_file.as_ref().ok_or_else(|| {
-                EtcdError::Settings(format!("--username {user} needs --password-file"))
+                EtcdError::Settings(format!(
+                    "username {user:?} needs password_file (--username needs --password-file)"
+                ))
             })?;
             if let Ok(meta) = std::fs::metadata(pw_file) {
                 use std::os::unix::fs::PermissionsExt;
@@ -252,25 +268,33 @@ impl Connection {
             match probed {
                 Ok(c) => {
                     if !failures.is_empty() {
-                        tracing::warn!(
-                            "etcd: using {endpoint}; unreachable: {}",
-                            failures.join("; ")
-                        );
+                        let down: Vec<String> =
+                            failures.iter().map(|(e, m)| format!("{e}: {m}")).collect();
+                        tracing::warn!("etcd: using {endpoint}; unreachable: {}", down.join("; "));
                     }
                     return Ok(c);
                 }
                 Err(EtcdError::Unavailable { endpoints, message }) => {
-                    failures.push(format!("{endpoints}: {message}"));
+                    failures.push((endpoints, message));
                 }
                 Err(other) => return Err(other),
             }
         }
-        Err(EtcdError::Unavailable {
-            endpoints: self.endpoints.join(","),
-            message: if failures.len() > 1 {
-                format!("no endpoint answered ({})", failures.join("; "))
-            } else {
-                failures.pop().unwrap_or_else(|| "no endpoint".into())
+        Err(match failures.len() {
+            1 => {
+                let (endpoints, message) = failures.remove(0);
+                EtcdError::Unavailable { endpoints, message }
+            }
+            _ => EtcdError::Unavailable {
+                endpoints: self.endpoints.join(","),
+                message: format!(
+                    "no endpoint answered ({})",
+                    failures
+                        .iter()
+                        .map(|(e, m)| format!("{e}: {m}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
             },
         })
     }
