@@ -232,6 +232,7 @@ impl Settings {
                 }
             }
         };
+        let from_flags = flags.clone();
         let l = file_layer.overlay(flags);
         let where_ = config_file
             .as_ref()
@@ -241,17 +242,29 @@ impl Settings {
             where_: where_.clone(),
             message,
         };
+        // A bad value is blamed on where it came from: a flag wins over the
+        // file, so a value the flags set came from the command line.
+        let err_from = |flag: bool, message: String| SettingsError {
+            where_: if flag {
+                "command line".into()
+            } else {
+                where_.clone()
+            },
+            message,
+        };
         let dur = |v: &Option<String>,
                    name: &str,
-                   default: Duration|
+                   default: Duration,
+                   flag: bool|
          -> Result<Duration, SettingsError> {
             match v {
-                Some(s) => parse_duration(s).map_err(|e| err(format!("{name}: {e}"))),
+                Some(s) => parse_duration(s).map_err(|e| err_from(flag, format!("{name}: {e}"))),
                 None => Ok(default),
             }
         };
         let wait = match &l.wait {
-            Some(s) => Wait::parse(s).map_err(|e| err(format!("wait: {e}")))?,
+            Some(s) => Wait::parse(s)
+                .map_err(|e| err_from(from_flags.wait.is_some(), format!("wait: {e}")))?,
             None => DEFAULT_WAIT,
         };
         let backend = l.backend.unwrap_or(if l.file.is_some() {
@@ -323,20 +336,37 @@ impl Settings {
             log_format: l.log_format.unwrap_or_default(),
             wait,
             node_name,
-            resync_interval: dur(&l.resync_interval, "resync_interval", DEFAULT_RESYNC)?,
+            resync_interval: dur(
+                &l.resync_interval,
+                "resync_interval",
+                DEFAULT_RESYNC,
+                from_flags.resync_interval.is_some(),
+            )?,
             watch_confdir: l.watch_confdir.unwrap_or(false),
             report: l.report.unwrap_or(false),
-            report_ttl: dur(&l.report_ttl, "report_ttl", crate::fleet::LEASE_TTL)?,
-            reload_splay: dur(&l.reload_splay, "reload_splay", Duration::ZERO)?,
+            report_ttl: dur(
+                &l.report_ttl,
+                "report_ttl",
+                crate::fleet::LEASE_TTL,
+                from_flags.report_ttl.is_some(),
+            )?,
+            reload_splay: dur(
+                &l.reload_splay,
+                "reload_splay",
+                Duration::ZERO,
+                from_flags.reload_splay.is_some(),
+            )?,
             connect_timeout: dur(
                 &l.connect_timeout,
                 "connect_timeout",
                 Duration::from_secs(5),
+                from_flags.connect_timeout.is_some(),
             )?,
             request_timeout: dur(
                 &l.request_timeout,
                 "request_timeout",
                 Duration::from_secs(10),
+                from_flags.request_timeout.is_some(),
             )?,
             max_output_bytes: l.max_output_bytes.unwrap_or(crate::render::MAX_OUTPUT),
         })
@@ -365,6 +395,30 @@ mod tests {
         assert_eq!(s.files, vec![dir.path().join("keys.yaml")]);
         assert_eq!(s.backend, BackendKind::File);
         assert!(s.wait.is_off());
+    }
+
+    #[test]
+    fn a_bad_value_is_blamed_on_where_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("liveconf.toml");
+        std::fs::write(&p, "file = [\"keys.yaml\"]\nreload_splay = \"soon\"\n").unwrap();
+        let e = Settings::load(Some(&p), Layer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("liveconf.toml") && e.contains("reload_splay"),
+            "{e}"
+        );
+        std::fs::write(&p, "file = [\"keys.yaml\"]\n").unwrap();
+        let flags = Layer {
+            wait: Some("5".into()),
+            ..Layer::default()
+        };
+        let e = Settings::load(Some(&p), flags).unwrap_err().to_string();
+        assert!(
+            e.contains("command line") && !e.contains("liveconf.toml"),
+            "{e}"
+        );
     }
 
     #[test]
