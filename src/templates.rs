@@ -78,7 +78,14 @@ fn one_report_line(report: &str) -> String {
     }
 }
 
-fn collect(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+/// Templates under `dir` (recursively, following symlinks, skipping
+/// dot-files) into `out`; symlinks that lead nowhere into `dangling`.
+fn collect(
+    dir: &Path,
+    base: &Path,
+    out: &mut Vec<(String, PathBuf)>,
+    dangling: &mut Vec<(String, PathBuf)>,
+) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -86,15 +93,17 @@ fn collect(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
+        let rel = path
+            .strip_prefix(base)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
         if path.is_dir() {
-            collect(&path, base, out)?;
+            collect(&path, base, out, dangling)?;
         } else if path.is_file() {
-            let rel = path
-                .strip_prefix(base)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .replace('\\', "/");
             out.push((rel, path));
+        } else if let Ok(target) = std::fs::read_link(&path) {
+            dangling.push((rel, target));
         }
     }
     Ok(())
@@ -113,9 +122,10 @@ impl TemplateSet {
     /// Loads every template under `dir`. A missing directory is an empty set.
     pub fn load(dir: &Path) -> TemplateSet {
         let mut files = Vec::new();
+        let mut dangling = Vec::new();
         let mut broken = BTreeMap::new();
         if dir.is_dir()
-            && let Err(e) = collect(dir, dir, &mut files)
+            && let Err(e) = collect(dir, dir, &mut files, &mut dangling)
         {
             broken.insert(String::new(), format!("cannot read {}: {e}", dir.display()));
         }
@@ -155,6 +165,24 @@ impl TemplateSet {
                 }
             }
         }
+        // A symlink that leads nowhere (a copied example whose `lib` link
+        // was relative) is named, and so is every error it explains.
+        for (rel, target) in &dangling {
+            tracing::warn!(
+                "templates: {} is a symlink to {}, which does not exist",
+                dir.join(rel).display(),
+                target.display()
+            );
+            for message in broken.values_mut() {
+                if message.contains(&format!("{rel}/")) || message.contains(&format!("`{rel}`")) {
+                    message.push_str(&format!(
+                        " ({} is a symlink to {}, which does not exist)",
+                        dir.join(rel).display(),
+                        target.display()
+                    ));
+                }
+            }
+        }
         TemplateSet {
             tera: Arc::new(tera),
             broken,
@@ -185,6 +213,19 @@ impl TemplateSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dangling_symlink_is_named_in_the_errors_it_causes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.tera"), "{% include \"lib/x.tera\" %}\n").unwrap();
+        std::os::unix::fs::symlink("../../nowhere", dir.path().join("lib")).unwrap();
+        let set = TemplateSet::load(dir.path());
+        let p = set.problem("a.tera").unwrap();
+        assert!(
+            p.contains("lib/x.tera") && p.contains("is a symlink to ../../nowhere"),
+            "{p}"
+        );
+    }
 
     #[test]
     fn a_missing_include_is_one_line_naming_template_and_line() {
