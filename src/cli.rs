@@ -30,7 +30,7 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// `--noop`/`--diff` with `--exit-code`: some file would change.
     pub const CHANGES: u8 = 1;
-    /// One or more resources failed (render, check, install or reload).
+    /// One or more resources failed (load, render, check, install or reload).
     pub const FAILED: u8 = 2;
     /// Invalid settings, command line or conf.d directory.
     pub const CONFIG: u8 = 3;
@@ -42,7 +42,7 @@ const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  everything rendered and is in sync, or was installed, checked and reloaded
   1  with --noop/--diff and --exit-code: some file would change
-  2  one or more resources failed (render, check, install or reload); each is named
+  2  one or more resources failed (load, render, check, install or reload); each is named
   3  invalid settings, command line or conf.d directory
   4  the backend could not be read (etcd unreachable, key file missing or invalid)";
 
@@ -66,7 +66,7 @@ pub enum Command {
     /// Report the last outcome of every resource (from status.json), like a monitoring plugin.
     #[command(after_help = STATUS_CODES_HELP)]
     Status(StatusArgs),
-    /// List the hosts that are stale, failing, gone, or whose files diverge from their peers.
+    /// List the hosts that are stale, failing, missing a file, gone, or whose files diverge from their peers.
     #[command(after_help = FLEET_CODES_HELP)]
     Fleet(FleetArgs),
     /// Write the man page or shell completions (for packaging).
@@ -78,14 +78,15 @@ const STATUS_CODES_HELP: &str = "\
 Exit codes (monitoring-plugin convention):
   0  OK: every resource healthy, the backend heard from within --max-age
   1  WARNING: backend unavailable, or last event older than --max-age
-  2  CRITICAL: a resource is failing, or last event older than twice --max-age
+  2  CRITICAL: a resource is failing or not rendered yet, the daemon that wrote
+     status.json is not running, or last event older than twice --max-age
   3  UNKNOWN: status.json missing or unreadable";
 
 const FLEET_CODES_HELP: &str = "\
 Exit codes:
   0  every host is in sync
-  1  some host is stale, failing, gone or diverging (each is listed)
-  3  invalid settings or command line
+  1  some host is stale, failing, missing a file, gone or diverging (each is listed)
+  3  invalid settings or command line (or --forget of a host that is alive)
   4  etcd could not be read";
 
 /// `liveconf status`.
@@ -133,6 +134,87 @@ pub struct FleetArgs {
 pub struct GenerateArgs {
     /// What to write: man, bash, zsh or fish.
     pub what: String,
+    /// With `man`: the page of this subcommand (render, check, status,
+    /// fleet), as liveconf-SUBCOMMAND(1).
+    pub subcommand: Option<String>,
+}
+
+/// Options each subcommand accepts (through the shared common options) but
+/// does not use: hidden from its --help, man page and completions.
+const UNUSED: [(&str, &[&str]); 3] = [
+    (
+        "check",
+        &[
+            "state_dir",
+            "metrics_addr",
+            "wait",
+            "node_name",
+            "resync_interval",
+            "reload_splay",
+            "watch_confdir",
+            "report",
+            "report_ttl",
+        ],
+    ),
+    (
+        "status",
+        &[
+            "backend",
+            "endpoints",
+            "srv_domain",
+            "srv_record",
+            "prefix",
+            "file",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "username",
+            "password_file",
+            "metrics_addr",
+            "wait",
+            "node_name",
+            "connect_timeout",
+            "request_timeout",
+            "resync_interval",
+            "dns_server",
+            "reload_splay",
+            "watch_confdir",
+            "report",
+            "report_ttl",
+        ],
+    ),
+    (
+        "fleet",
+        &[
+            "backend",
+            "file",
+            "state_dir",
+            "metrics_addr",
+            "wait",
+            "node_name",
+            "resync_interval",
+            "reload_splay",
+            "watch_confdir",
+            "report",
+            "report_ttl",
+        ],
+    ),
+];
+
+/// The command-line definition, with each subcommand's unused common
+/// options hidden.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    for (sub, hidden) in UNUSED {
+        cmd = cmd.mut_subcommand(sub, |mut c| {
+            for id in hidden {
+                c = c.mut_arg(*id, |a| a.hide(true));
+            }
+            c
+        });
+    }
+    cmd
 }
 
 /// Options every command takes.
@@ -351,7 +433,10 @@ pub fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
-    let cli = match Cli::try_parse() {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -575,13 +660,34 @@ async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
 }
 
 fn generate(args: GenerateArgs) -> Result<u8, Exit> {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
+    let mut cmd = command();
     let mut out = std::io::stdout();
     match args.what.as_str() {
-        "man" => clap_mangen::Man::new(cmd)
-            .render(&mut out)
-            .map_err(|e| config_err(anyhow!("cannot write the man page: {e}")))?,
+        "man" => {
+            let page = match &args.subcommand {
+                None => cmd,
+                Some(sub) => {
+                    let name = match sub.as_str() {
+                        "render" => "liveconf-render",
+                        "check" => "liveconf-check",
+                        "status" => "liveconf-status",
+                        "fleet" => "liveconf-fleet",
+                        _ => {
+                            return Err(config_err(anyhow!(
+                                "generate man: no subcommand {sub:?} (render, check, status, fleet)"
+                            )));
+                        }
+                    };
+                    let Some(c) = cmd.find_subcommand(sub).cloned() else {
+                        return Err(config_err(anyhow!("generate man: no subcommand {sub:?}")));
+                    };
+                    c.name(name).bin_name(name)
+                }
+            };
+            clap_mangen::Man::new(page)
+                .render(&mut out)
+                .map_err(|e| config_err(anyhow!("cannot write the man page: {e}")))?
+        }
         shell => {
             let sh: clap_complete::Shell = shell.parse().map_err(|_| {
                 config_err(anyhow!(

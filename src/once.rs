@@ -91,7 +91,16 @@ pub async fn render(
                 .map(|f| f.display().to_string())
                 .collect::<Vec<_>>()
                 .join(","),
-            BackendKind::Etcd => s.endpoints.join(","),
+            BackendKind::Etcd => {
+                let mut e = s.endpoints.clone();
+                if let Some(domain) = &s.srv_domain {
+                    e.push(format!("SRV {}.{domain}", s.srv_record));
+                }
+                if e.is_empty() {
+                    e.push("http://127.0.0.1:2379".into());
+                }
+                e.join(",")
+            }
         });
         status.revision = snap.revision();
         status.last_event = Some(crate::status::now());

@@ -195,7 +195,12 @@ impl Verdict {
                 },
                 s.endpoint
                     .as_deref()
-                    .map(|e| format!(" to {e}"))
+                    .filter(|e| !e.is_empty())
+                    .map(|e| if s.connected {
+                        format!(" to {e}")
+                    } else {
+                        format!(": {e}")
+                    })
                     .unwrap_or_default()
             ));
             for (name, r) in &s.resources {

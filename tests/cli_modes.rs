@@ -284,6 +284,36 @@ fn help_lists_exit_codes() {
     run.expect_code(0);
     assert!(run.stdout.contains("Exit codes:"), "{}", run.stdout);
     assert!(run.stdout.contains("--exit-code"), "{}", run.stdout);
+
+    // Each subcommand's help shows the options it uses, not the daemon's.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .args(["status", "--help"])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("--state-dir") && status.contains("--max-age"),
+        "{status}"
+    );
+    assert!(
+        !status.contains("--endpoints") && !status.contains("--wait"),
+        "{status}"
+    );
+
+    // Man pages for packaging: the main one and one per subcommand.
+    for (args, title) in [
+        (&["generate", "man"][..], ".TH liveconf 1"),
+        (&["generate", "man", "render"][..], ".TH liveconf-render 1"),
+        (&["generate", "man", "fleet"][..], ".TH liveconf-fleet 1"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(page.contains(title), "{args:?}: {page}");
+    }
 }
 
 /// With a relative `--dest-root`, `{{src}}` and `{{dest}}` are still
