@@ -471,6 +471,8 @@ impl Daemon {
                 // Liveness only: the mirror's revision moves with events.
                 self.status.revision = self.status.revision.max(revision);
                 self.status.last_event = Some(crate::status::now());
+                // Written now, so status.json's age is the progress's age.
+                self.status_dirty = true;
             }
             Event::Connected { endpoint } => {
                 if !self.status.connected || self.status.endpoint.as_deref() != Some(&endpoint) {

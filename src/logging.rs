@@ -64,7 +64,15 @@ fn directives(spec: &str) -> Result<String, String> {
                 LEVELS.join(", ")
             ));
         }
-        out.push(lower);
+        // debug is for liveconf: its libraries (h2, tonic, hyper) would
+        // drown it. trace is everything, for the deepest digging.
+        match lower.as_str() {
+            "debug" => {
+                out.push("warn".into());
+                out.push(format!("liveconf={lower}"));
+            }
+            _ => out.push(lower),
+        }
     }
     Ok(out.join(","))
 }

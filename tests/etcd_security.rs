@@ -499,7 +499,13 @@ impl Dnsmasq {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("dnsmasq.log")).unwrap();
-        let mut cmd = Command::new("dnsmasq");
+        // Debian puts it in /usr/sbin, which a user's PATH may lack.
+        let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+            "/usr/sbin/dnsmasq"
+        } else {
+            "dnsmasq"
+        };
+        let mut cmd = Command::new(bin);
         cmd.args([
             "--no-daemon",
             &format!("--port={port}"),

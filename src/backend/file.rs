@@ -68,9 +68,11 @@ fn read_one(path: &Path, out: &mut Vec<(String, String)>) -> Result<(), FileBack
     // A truncated file (an editor or a deploy caught half-way) must not
     // read as "no keys": that would empty every rendered file.
     if text.trim().is_empty() {
-        return Err(parse_err(
-            "the file is empty (write {} for a key file that holds no keys)".into(),
-        ));
+        return Err(parse_err(if ext == "toml" {
+            "the file is empty (a TOML key file must hold at least one key)".into()
+        } else {
+            "the file is empty (write {} for a key file that holds no keys)".into()
+        }));
     }
     let not_a_map =
         |what: &str| parse_err(format!("the top level must be a map of keys, not {what}"));
