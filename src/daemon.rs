@@ -194,7 +194,16 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     }
     backend.abort();
     if let Some(p) = _publisher {
-        p.abort();
+        // Closing the report channel makes the publisher revoke its lease
+        // (a stopped host is gone, not in sync); bounded, then abandoned.
+        d.report = None;
+        let abort = p.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(3), p)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     d.status.connected = false;
     d.status_dirty = true;

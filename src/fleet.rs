@@ -127,7 +127,16 @@ pub async fn publish(
                     backoff.reset();
                 }
                 tokio::select! {
-                    changed = rx.changed() => if changed.is_err() { return Ok(()) },
+                    changed = rx.changed() => if changed.is_err() {
+                        // The daemon is stopping: drop the report now, so the
+                        // host shows as gone at once, not after the lease.
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            client.lease_revoke(lease),
+                        )
+                        .await;
+                        return Ok(());
+                    },
                     _ = ticker.tick() => {
                         keeper.keep_alive().await.map_err(|e| describe(&e))?;
                         match responses.message().await {

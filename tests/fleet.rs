@@ -666,3 +666,23 @@ fn a_host_that_never_installed_its_file_is_missing_and_failing() {
         "{problems:?}"
     );
 }
+
+/// A host stopped cleanly (SIGTERM, `systemctl stop`) no longer keeps its
+/// files in step: it is reported gone at once, not after its report's
+/// lease (here a minute) runs out.
+#[test]
+fn a_cleanly_stopped_host_is_gone_at_once() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let mut h = start_host(&etcd, "host9", "60s", TEMPLATE, "");
+    let rev = etcd.revision();
+    wait_reports(&etcd, &["host9"], rev);
+    assert_eq!(h.d.stop(), Some(0), "{}", h.d.log());
+    let (_, found, r) = fleet_json(&etcd);
+    assert_eq!(
+        found["host9"],
+        ["gone (registered, no live report)"],
+        "{}",
+        r.stdout
+    );
+}
