@@ -64,6 +64,9 @@ struct Daemon {
     ready_sent: bool,
     /// Where running batches report their outcomes.
     batches: UnboundedSender<Vec<Outcome>>,
+    /// The prefixes the running backend watches (may be more than needed
+    /// after a reload removed resources: the watch is kept).
+    watching: Vec<String>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns 0 after a clean stop.
@@ -247,6 +250,7 @@ impl Daemon {
             report: None,
             ready_sent: false,
             batches,
+            watching: Vec::new(),
         };
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
         d.status.daemon_pid = (!d.opts.noop).then(std::process::id);
@@ -330,9 +334,10 @@ impl Daemon {
         }
     }
 
-    fn spawn_backend(&self, tx: UnboundedSender<Event>) -> JoinHandle<()> {
+    fn spawn_backend(&mut self, tx: UnboundedSender<Event>) -> JoinHandle<()> {
         let s = self.settings.clone();
         let watched = self.watched();
+        self.watching = watched.clone();
         match s.backend {
             BackendKind::File => tokio::spawn(backend::file::run(s.files.clone(), tx)),
             BackendKind::Etcd => tokio::spawn(async move {
@@ -856,7 +861,6 @@ impl Daemon {
                     return;
                 }
             };
-        let old_watched = self.watched();
         let old_settings = std::mem::replace(&mut self.settings, settings);
         if let Err(e) = self.load() {
             tracing::error!("reload failed, keeping the running configuration: {e:#}");
@@ -866,8 +870,14 @@ impl Daemon {
         self.schedule.clear_pending();
         let names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
         self.schedule.retain(&names);
-        let restart =
-            self.watched() != old_watched || backend_changed(&old_settings, &self.settings);
+        // The watch is kept unless something new must be watched (fewer
+        // prefixes: the extra events change keys nobody renders).
+        let covered = self.watched().iter().all(|w| {
+            self.watching
+                .iter()
+                .any(|x| crate::store::is_at_or_below(w, x))
+        });
+        let restart = !covered || backend_changed(&old_settings, &self.settings);
         if restart {
             tracing::info!("watched prefixes or backend settings changed: new snapshot and watch");
             backend.abort();

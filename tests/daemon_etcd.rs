@@ -173,6 +173,21 @@ fn sighup_adds_a_resource_without_restarting() {
     wait_for("old resource still follows etcd", LIMIT, || {
         read_or_empty(&fx.path("out/a.conf")) == "a=2\n"
     });
+
+    // Removing a resource (here: breaking its file) keeps the watch: no
+    // new snapshot, and the others still follow etcd.
+    let snapshots = d.count("new snapshot and watch");
+    std::fs::write(fx.path("conf.d/c.toml"), "[template]\nbogus = 1\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("the broken resource reported", LIMIT, || {
+        d.count("c: load failed") >= 1
+    });
+    etcd.put("/app/a/x", "3");
+    wait_for("a still follows etcd", LIMIT, || {
+        read_or_empty(&fx.path("out/a.conf")) == "a=3\n"
+    });
+    assert_eq!(d.count("new snapshot and watch"), snapshots, "{}", d.log());
+    assert_eq!(read_or_empty(&fx.path("out/c.conf")), "c=4\n");
 }
 
 #[test]
