@@ -654,7 +654,10 @@ async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
                 }
             }
         }
-        outln!("{} hosts, {} with problems", hosts.len(), bad);
+        outln!(
+            "{}, {bad} with problems",
+            crate::logging::count(hosts.len(), "host")
+        );
     }
     Ok(if bad > 0 { exit::CHANGES } else { exit::OK })
 }

@@ -783,8 +783,8 @@ impl Daemon {
             .map(|(n, _)| n.as_str())
             .collect();
         let line = format!(
-            "{} resources, {} failing{}; revision {}; {}",
-            self.resources.len() + self.load_failures.len(),
+            "{}, {} failing{}; revision {}; {}",
+            crate::logging::count(self.resources.len() + self.load_failures.len(), "resource"),
             failing.len(),
             if failing.is_empty() {
                 String::new()
@@ -886,7 +886,10 @@ impl Daemon {
         }
         self.mark_all();
         let n = self.resources.len();
-        tracing::info!(resources = n, "configuration reloaded: {n} resources");
+        tracing::info!(
+            "configuration reloaded: {}",
+            crate::logging::count(n, "resource")
+        );
     }
 }
 

@@ -39,6 +39,15 @@ pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// "1 resource", "2 resources": counts in messages people read.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// Checks `--log-level`: each comma-separated part is a level or a

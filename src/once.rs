@@ -202,7 +202,7 @@ pub async fn check(s: &Settings, only: &[String], env: &crate::render::Env) -> R
         );
         Ok(exit::FAILED)
     } else {
-        tracing::info!("all {total} resources render");
+        tracing::info!("all of {} render", crate::logging::count(total, "resource"));
         Ok(exit::OK)
     }
 }

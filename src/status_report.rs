@@ -69,7 +69,10 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
             failing.join("; ")
         ));
     } else {
-        parts.push(format!("{total} resources healthy"));
+        parts.push(format!(
+            "{} healthy",
+            crate::logging::count(total, "resource")
+        ));
     }
     if let Some(pid) = status.daemon_pid
         && !daemon_running(pid)

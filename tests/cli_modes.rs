@@ -230,7 +230,7 @@ fn check_renders_in_memory_and_writes_nothing() {
     let fx = pools();
     fx.run(&["check"])
         .expect_code(0)
-        .expect_stderr(&["all 2 resources render"]);
+        .expect_stderr(&["all of 2 resources render"]);
     assert!(fx.out_files().is_empty());
     assert!(!fx.path("state/status.json").exists());
 

@@ -230,7 +230,11 @@ fn wait_fleet_ok(etcd: &Etcd, what: &str) -> Run {
 fn assert_all_in_sync(r: &Run, nodes: &[&str]) {
     r.expect_code(0);
     let mut want: Vec<String> = nodes.iter().map(|n| format!("{n}: in sync")).collect();
-    want.push(format!("{} hosts, 0 with problems", nodes.len()));
+    want.push(format!(
+        "{} host{}, 0 with problems",
+        nodes.len(),
+        if nodes.len() == 1 { "" } else { "s" }
+    ));
     let got: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(got, want, "fleet output:\n{}{}", r.stdout, r.stderr);
 }

@@ -289,7 +289,7 @@ fn status_after_a_healthy_render_then_after_a_failing_check() {
     let r = status_cmd(&state, &[]);
     r.expect_code(0);
     assert!(
-        r.stdout.starts_with("OK: 1 resources healthy"),
+        r.stdout.starts_with("OK: 1 resource healthy"),
         "{}",
         r.stdout
     );
@@ -989,7 +989,7 @@ fn systemd_ready_after_the_first_render_then_status_watchdog_and_stopping() {
         .unwrap_or_else(|| panic!("no STATUS= line by READY=1: {messages:?}"))
         .to_string();
     assert!(
-        status_line.contains("1 resources, 0 failing"),
+        status_line.contains("1 resource, 0 failing"),
         "{status_line}"
     );
     assert!(status_line.contains("revision "), "{status_line}");
