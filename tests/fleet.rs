@@ -678,8 +678,9 @@ fn a_host_that_never_installed_its_file_is_missing_and_failing() {
 fn a_cleanly_stopped_host_is_gone_at_once() {
     let etcd = Etcd::start();
     etcd.put("/app/x/v", "1");
-    let mut h = start_host(&etcd, "host9", "60s", TEMPLATE, "");
+    // (Read before the host starts: its own report puts move the revision.)
     let rev = etcd.revision();
+    let mut h = start_host(&etcd, "host9", "60s", TEMPLATE, "");
     wait_reports(&etcd, &["host9"], rev);
     assert_eq!(h.d.stop(), Some(0), "{}", h.d.log());
     let (_, found, r) = fleet_json(&etcd);
