@@ -45,6 +45,14 @@ pub struct Source {
     pub only: Vec<String>,
 }
 
+/// A batch's report: the names it held busy (its whole reload group) and
+/// the outcome of each resource it applied.
+struct BatchDone {
+    group: String,
+    held: Vec<String>,
+    outcomes: Vec<Outcome>,
+}
+
 struct Daemon {
     source: Source,
     settings: Settings,
@@ -63,7 +71,10 @@ struct Daemon {
     report: Option<watch::Sender<Report>>,
     ready_sent: bool,
     /// Where running batches report their outcomes.
-    batches: UnboundedSender<Vec<Outcome>>,
+    batches: UnboundedSender<BatchDone>,
+    /// Resources that joined a reload group (SIGHUP) while its batch ran:
+    /// held with it, released (and rendered) when it ends.
+    late_members: BTreeMap<String, Vec<String>>,
     /// The prefixes the running backend watches (may be more than needed
     /// after a reload removed resources: the watch is kept).
     watching: Vec<String>,
@@ -82,7 +93,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
 
-    let (batch_tx, mut batch_rx) = unbounded_channel::<Vec<Outcome>>();
+    let (batch_tx, mut batch_rx) = unbounded_channel::<BatchDone>();
     let mut d = Daemon::new(settings, source, opts, batch_tx).map_err(|e| Exit {
         code: exit::CONFIG,
         error: Some(e),
@@ -160,7 +171,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
             }
             _ = sleep_until(deadline) => {}
             Some(done) = reload_rx.recv() => d.on_deferred_reload(done),
-            Some(outcomes) = batch_rx.recv() => d.on_batch_done(outcomes),
+            Some(done) = batch_rx.recv() => d.on_batch_done(done),
             _ = heartbeat.tick() => {
                 if watchdog.is_some() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -191,7 +202,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     // command_timeout): no stage file is left, every outcome is recorded.
     while !d.schedule.is_idle() {
         match batch_rx.recv().await {
-            Some(outcomes) => d.on_batch_done(outcomes),
+            Some(done) => d.on_batch_done(done),
             None => break,
         }
     }
@@ -230,7 +241,7 @@ impl Daemon {
         settings: Settings,
         source: Source,
         opts: Options,
-        batches: UnboundedSender<Vec<Outcome>>,
+        batches: UnboundedSender<BatchDone>,
     ) -> anyhow::Result<Daemon> {
         let mut d = Daemon {
             source,
@@ -250,6 +261,7 @@ impl Daemon {
             report: None,
             ready_sent: false,
             batches,
+            late_members: BTreeMap::new(),
             watching: Vec::new(),
         };
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
@@ -554,14 +566,37 @@ impl Daemon {
         if ready.is_empty() {
             return;
         }
+        // A reload group with a batch running gets no second one: its ready
+        // members wait (busy, so no deadline spins) for the next batch.
+        let running: BTreeSet<String> = self
+            .resources
+            .iter()
+            .filter(|r| self.schedule.is_busy(&r.name))
+            .map(|r| self.reload_group(r))
+            .collect();
         let mut groups: BTreeMap<String, Vec<Resource>> = BTreeMap::new();
         let mut taken: BTreeSet<&str> = BTreeSet::new();
+        let mut deferred: Vec<String> = Vec::new();
         for r in self.resources.iter().filter(|r| ready.contains(&r.name)) {
-            groups
-                .entry(self.reload_group(r))
-                .or_default()
-                .push(r.clone());
+            let key = self.reload_group(r);
+            if running.contains(&key) {
+                deferred.push(r.name.clone());
+                continue;
+            }
+            groups.entry(key).or_default().push(r.clone());
             taken.insert(&r.name);
+        }
+        let now = Instant::now();
+        for name in deferred {
+            self.schedule.mark(&name, true, now);
+            self.schedule.start(&name);
+            let key = self
+                .resources
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| self.reload_group(r))
+                .unwrap_or_default();
+            self.late_members.entry(key).or_default().push(name);
         }
         for r in &self.resources {
             if taken.contains(r.name.as_str()) || r.reload_cmd.is_none() {
@@ -575,9 +610,16 @@ impl Daemon {
             }
         }
         let owed = self.schedule.reloads_owed();
-        for (_, batch) in groups {
-            for r in &batch {
-                self.schedule.start(&r.name);
+        for (key, batch) in groups {
+            // The whole group is held while its batch runs.
+            let held: Vec<String> = self
+                .resources
+                .iter()
+                .filter(|r| self.reload_group(r) == key)
+                .map(|r| r.name.clone())
+                .collect();
+            for name in &held {
+                self.schedule.start(name);
             }
             let (mirror, templates, opts, owed) = (
                 mirror.clone(),
@@ -586,6 +628,7 @@ impl Daemon {
                 owed.clone(),
             );
             let tx = self.batches.clone();
+            let group = key;
             tokio::spawn(async move {
                 let names: Vec<(String, PathBuf)> = batch
                     .iter()
@@ -617,7 +660,11 @@ impl Daemon {
                         })
                         .collect(),
                 };
-                let _ = tx.send(outcomes);
+                let _ = tx.send(BatchDone {
+                    group,
+                    held,
+                    outcomes,
+                });
             });
         }
     }
@@ -635,9 +682,17 @@ impl Daemon {
     }
 
     /// A batch ended: retries, logs, status, metrics, fleet report.
-    fn on_batch_done(&mut self, outcomes: Vec<Outcome>) {
-        for o in &outcomes {
-            self.schedule.done(&o.name);
+    fn on_batch_done(&mut self, done: BatchDone) {
+        let BatchDone {
+            group,
+            held,
+            outcomes,
+        } = done;
+        for name in &held {
+            self.schedule.done(name);
+        }
+        for name in self.late_members.remove(&group).unwrap_or_default() {
+            self.schedule.done(&name);
         }
         // A resource removed by a reload while its batch ran is forgotten.
         let outcomes: Vec<Outcome> = outcomes

@@ -377,3 +377,60 @@ fn a_shared_reload_runs_once_for_resources_changed_together() {
         d.log()
     );
 }
+
+/// A reload group never runs two batches at once: a member that changes
+/// while the group's reload runs waits for it, so the shared command never
+/// overlaps itself (the command below records any overlap).
+#[test]
+fn a_shared_reload_never_overlaps_itself() {
+    let etcd = Etcd::start();
+    etcd.put("/app/a/x", "1");
+    etcd.put("/app/b/x", "1");
+    let fx = Fx::new();
+    let (lock, release, log) = (fx.path("lock"), fx.path("release"), fx.path("reloads"));
+    std::fs::write(&release, "").unwrap();
+    let reload = format!(
+        "reload_cmd = \"mkdir {lock} || echo OVERLAP >> {log}; echo start >> {log}; while [ ! -e {release} ]; do sleep 0.02; done; rmdir {lock}\"\ncommand_timeout = \"60s\"\n",
+        lock = lock.display(),
+        log = log.display(),
+        release = release.display()
+    );
+    two_resources(&fx, &reload);
+    let port = common::etcd::free_port();
+    let d = daemon(
+        &fx,
+        &etcd,
+        &[
+            "--wait",
+            "0s",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    wait_for("initial render and reload", LIMIT, || {
+        read_or_empty(&fx.path("out/b.conf")) == "b=1\n" && read_or_empty(&log) == "start\n"
+    });
+    wait_for("the initial reload done", LIMIT, || !lock.exists());
+
+    std::fs::remove_file(&release).unwrap();
+    etcd.put("/app/a/x", "2");
+    wait_for("a's reload running", LIMIT, || lock.exists());
+    let events = || -> f64 {
+        common::etcd::http_get_metric(port, "liveconf_watch_events_total").unwrap_or(0.0)
+    };
+    let before = events();
+    etcd.put("/app/b/x", "2");
+    wait_for("the daemon has b's change", LIMIT, || events() > before);
+    std::fs::write(&release, "").unwrap();
+    wait_for("b rendered and reloaded after a's reload", LIMIT, || {
+        read_or_empty(&fx.path("out/b.conf")) == "b=2\n"
+            && read_or_empty(&log).lines().count() >= 3
+            && !lock.exists()
+    });
+    assert!(
+        !read_or_empty(&log).contains("OVERLAP"),
+        "{}\n{}",
+        read_or_empty(&log),
+        d.log()
+    );
+}
