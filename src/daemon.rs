@@ -114,6 +114,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
             .chain(d.load_failures.iter().map(|o| o.name.as_str()))
             .collect();
         m.configured(&names);
+        m.record(&d.load_failures, crate::status::now() as f64);
         m.heard(d.status.last_event.or(d.status.started).unwrap_or(0) as f64);
         d.metrics = Some(m);
     }
@@ -267,9 +268,15 @@ impl Daemon {
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
         d.status.daemon_pid = (!d.opts.noop).then(std::process::id);
         d.status.started = Some(crate::status::now());
-        // This process has not connected yet, whatever the last one said.
+        // This process has not connected yet, whatever the last one said,
+        // nor rendered anything: a previous run's "healthy" must not pass
+        // for this one's (revision and sha256 stay, for information).
         d.status.connected = false;
         d.status.endpoint = None;
+        for r in d.status.resources.values_mut() {
+            r.healthy = false;
+            r.error = None;
+        }
         d.load()?;
         // Reloads that failed before a restart are still owed: the first
         // batch runs them even for unchanged files.
@@ -311,10 +318,11 @@ impl Daemon {
                     ..Default::default()
                 });
         }
+        let failures = self.load_failures.clone();
         if let Some(m) = &self.metrics {
             m.configured(&names);
+            m.record(&failures, crate::status::now() as f64);
         }
-        let failures = self.load_failures.clone();
         self.status.record(&failures);
         self.status_dirty = true;
         Ok(())

@@ -35,8 +35,9 @@ pub struct ResourceStatus {
     pub dest: PathBuf,
     /// Whether the last attempt succeeded.
     pub healthy: bool,
-    /// Last attempt (Unix seconds).
-    pub last_attempt: u64,
+    /// Last attempt (Unix seconds), if any.
+    #[serde(default)]
+    pub last_attempt: Option<u64>,
     /// Last success (Unix seconds), if any.
     pub last_success: Option<u64>,
     /// The revision the installed file reflects (of the last success).
@@ -106,8 +107,11 @@ impl Status {
         let t = now();
         for o in outcomes {
             let entry = self.resources.entry(o.name.clone()).or_default();
-            entry.dest = o.dest.clone();
-            entry.last_attempt = t;
+            // A load failure knows no destination: keep the one on record.
+            if !o.dest.as_os_str().is_empty() {
+                entry.dest = o.dest.clone();
+            }
+            entry.last_attempt = Some(t);
             match &o.result {
                 // --noop: rendered fine; the file is not ours to change.
                 Ok(Action::WouldChange) => {

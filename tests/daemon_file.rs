@@ -208,3 +208,35 @@ fn a_reload_owed_from_before_a_restart_is_run() {
         s["resources"]["x"]["healthy"] == true && s["resources"]["x"].get("reload_owed").is_none()
     });
 }
+
+/// A resource file broken and reloaded (SIGHUP) fails at `load` in the
+/// metrics too, where alerts look.
+#[test]
+fn a_resource_broken_by_a_reload_is_unhealthy_in_the_metrics() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    fx.resource(
+        "x",
+        "[template]\nsrc = \"x.tera\"\ndest = \"{out}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n",
+    );
+    let port = common::etcd::free_port();
+    let d = start(&fx, &["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    let healthy =
+        || common::etcd::http_get_metric(port, "liveconf_resource_healthy{resource=\"x\"}");
+    wait_for("x healthy", LIMIT, || healthy() == Some(1.0));
+    std::fs::write(fx.path("conf.d/x.toml"), "[template]\nbogus = 1\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("x unhealthy after the reload", LIMIT, || {
+        healthy() == Some(0.0)
+    });
+    // Its destination stays on record (and on disk).
+    let st: serde_json::Value =
+        serde_json::from_str(&read_or_empty(&fx.path("state/status.json"))).unwrap_or_default();
+    assert_eq!(
+        st["resources"]["x"]["dest"],
+        fx.path("out/x.conf").display().to_string(),
+        "{st:#}"
+    );
+    assert_eq!(read_or_empty(&fx.path("out/x.conf")), "name=alpha\n");
+}

@@ -409,6 +409,8 @@ fn a_daemon_that_never_reached_etcd_is_visible_and_becomes_critical() {
     let fx = Fx::new();
     resource_x(&fx, "");
     let state = fx.path("state");
+    // A previous run left a healthy status: it must not pass for this one's.
+    write_status(&state, 1, true);
     let port = free_port();
     let dead = format!("http://127.0.0.1:{}", free_port());
     let _d = Daemon::start(
@@ -424,7 +426,9 @@ fn a_daemon_that_never_reached_etcd_is_visible_and_becomes_critical() {
         ],
         &fx.path("daemon.log"),
     );
-    let st = wait_status(&fx, "x listed", |s| s["resources"]["x"].is_object());
+    let st = wait_status(&fx, "x listed by this daemon", |s| {
+        s["resources"]["x"].is_object() && s["daemon_pid"].is_u64()
+    });
     assert_eq!(st["resources"]["x"]["healthy"], false, "{st:#}");
     assert_eq!(st["connected"], false, "{st:#}");
     let r = status_cmd(&state, &["--format", "nagios"]);

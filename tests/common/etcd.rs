@@ -422,9 +422,8 @@ pub fn read_or_empty(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
-/// The value of the unlabelled sample `name` (a counter's `_total` line
-/// included) on a liveconf `/metrics` endpoint, if it answers.
-pub fn http_get_metric(port: u16, name: &str) -> Option<f64> {
+/// The text of a liveconf `/metrics` endpoint (headers included), if it answers.
+pub fn http_get_metrics(port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -435,6 +434,14 @@ pub fn http_get_metric(port: u16, name: &str) -> Option<f64> {
     .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// The value of the sample `series` (name and labels exactly as exported,
+/// e.g. `liveconf_watch_events_total` or `liveconf_resource_healthy{resource="x"}`).
+pub fn http_get_metric(port: u16, series: &str) -> Option<f64> {
+    let name = series;
+    let body = http_get_metrics(port)?;
     body.lines().find_map(|l| {
         let (series, value) = l.rsplit_once(' ')?;
         (series == name).then(|| value.parse().ok()).flatten()
