@@ -37,6 +37,61 @@ pub struct Options {
     pub reload_splay: Duration,
     /// Where splayed reloads report (the daemon); `None` waits for them.
     pub deferred_reloads: Option<tokio::sync::mpsc::UnboundedSender<DeferredReload>>,
+    /// Where each resource whose reload is due gets a marker file until the
+    /// reload succeeds: a crash (or a stop during `reload_splay`) between
+    /// install and reload leaves the reload owed to the next run.
+    pub owed_dir: Option<PathBuf>,
+    /// Told of every install as it happens (the daemon's status then
+    /// matches the file on disk while the reload still runs).
+    pub installs: Option<InstallHook>,
+}
+
+/// Called with each outcome the moment its file is installed.
+#[derive(Clone)]
+pub struct InstallHook(pub std::sync::Arc<dyn Fn(&Outcome) + Send + Sync>);
+
+impl std::fmt::Debug for InstallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InstallHook")
+    }
+}
+
+/// The resources whose reload is owed, from the marker files in `dir`.
+pub fn owed_markers(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn mark_owed(opts: &Options, names: &[String]) {
+    if let Some(dir) = &opts.owed_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!("cannot record owed reloads in {}: {e}", dir.display());
+            return;
+        }
+        for n in names {
+            if let Err(e) = std::fs::write(dir.join(n), b"") {
+                tracing::warn!(
+                    "cannot record the owed reload of {n} in {}: {e}",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
+/// The reload of `names` succeeded: nothing is owed any more.
+pub fn clear_owed(dir: Option<&Path>, names: &[String]) {
+    if let Some(dir) = dir {
+        for n in names {
+            let _ = std::fs::remove_file(dir.join(n));
+        }
+    }
 }
 
 /// The step at which a resource failed.
@@ -106,6 +161,9 @@ pub struct Outcome {
     pub result: Result<Action, Failure>,
     /// How long the render took.
     pub render_time: Duration,
+    /// The reload was handed to a delayed task (`reload_splay`) and has
+    /// not run yet: owed until it reports back.
+    pub reload_pending: bool,
 }
 
 impl Outcome {
@@ -123,6 +181,7 @@ impl Outcome {
                 message,
             }),
             render_time: Duration::ZERO,
+            reload_pending: false,
         }
     }
 }
@@ -195,6 +254,7 @@ pub async fn apply(
             diff: None,
             result: Ok(Action::Unchanged),
             render_time: start.elapsed(),
+            reload_pending: false,
         };
         let content = match rendered {
             Ok(c) => c,
@@ -219,6 +279,9 @@ pub async fn apply(
                 out.changed.as_deref().unwrap_or(""),
                 out.render_time.as_secs_f64() * 1000.0
             );
+            if let Some(hook) = &opts.installs {
+                (hook.0)(&out);
+            }
         }
         let owed = out.result == Ok(Action::Unchanged) && reload_owed.contains(&res.name);
         if (out.result == Ok(Action::Installed) || owed)
@@ -239,6 +302,7 @@ pub async fn apply(
     }
     for (cmd, (idx, splay, timeout)) in reloads {
         let names: Vec<String> = idx.iter().map(|&i| outcomes[i].name.clone()).collect();
+        mark_owed(opts, &names);
         if !splay.is_zero()
             && let Some(tx) = &opts.deferred_reloads
         {
@@ -247,11 +311,18 @@ pub async fn apply(
             let d = splay.mul_f64(rand::random::<f64>());
             tracing::info!(resources = %names.join(","), command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
             let tx = tx.clone();
+            let owed_dir = opts.owed_dir.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(d).await;
                 let result = run_reload(&cmd, timeout, &names).await;
+                if result.is_ok() {
+                    clear_owed(owed_dir.as_deref(), &names);
+                }
                 let _ = tx.send(DeferredReload { names, result });
             });
+            for &i in &idx {
+                outcomes[i].reload_pending = true;
+            }
             continue;
         }
         if !splay.is_zero() {
@@ -259,7 +330,11 @@ pub async fn apply(
             tracing::info!(resources = %names.join(","), command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
             tokio::time::sleep(d).await;
         }
-        if let Err(message) = run_reload(&cmd, timeout, &names).await {
+        let result = run_reload(&cmd, timeout, &names).await;
+        if result.is_ok() {
+            clear_owed(opts.owed_dir.as_deref(), &names);
+        }
+        if let Err(message) = result {
             for i in idx {
                 outcomes[i].result = Err(Failure {
                     step: Step::Reload,

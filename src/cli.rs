@@ -590,6 +590,8 @@ fn render_options(args: &RenderArgs, s: &Settings) -> Options {
         env: render_env(s),
         reload_splay: s.reload_splay,
         deferred_reloads: None,
+        owed_dir: (!args.noop).then(|| s.state_dir.join(crate::status::OWED_DIR)),
+        installs: None,
     }
 }
 

@@ -45,6 +45,14 @@ pub struct Source {
     pub only: Vec<String>,
 }
 
+/// What running batches tell the daemon.
+enum BatchMsg {
+    /// A file was installed (the batch goes on: check of others, reloads).
+    Installed(Outcome),
+    /// The batch ended.
+    Done(BatchDone),
+}
+
 /// A batch's report: the names it held busy (its whole reload group) and
 /// the outcome of each resource it applied.
 struct BatchDone {
@@ -71,7 +79,7 @@ struct Daemon {
     report: Option<watch::Sender<Report>>,
     ready_sent: bool,
     /// Where running batches report their outcomes.
-    batches: UnboundedSender<BatchDone>,
+    batches: UnboundedSender<BatchMsg>,
     /// Resources that joined a reload group (SIGHUP) while its batch ran:
     /// held with it, released (and rendered) when it ends.
     late_members: BTreeMap<String, Vec<String>>,
@@ -93,7 +101,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
 
-    let (batch_tx, mut batch_rx) = unbounded_channel::<BatchDone>();
+    let (batch_tx, mut batch_rx) = unbounded_channel::<BatchMsg>();
     let mut d = Daemon::new(settings, source, opts, batch_tx).map_err(|e| Exit {
         code: exit::CONFIG,
         error: Some(e),
@@ -148,6 +156,12 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (reload_tx, mut reload_rx) = unbounded_channel::<apply::DeferredReload>();
     d.opts.deferred_reloads = Some(reload_tx);
+    // Installs travel on the batches' channel, so each arrives before its
+    // batch's end.
+    let install_tx = d.batches.clone();
+    d.opts.installs = Some(apply::InstallHook(Arc::new(move |o: &Outcome| {
+        let _ = install_tx.send(BatchMsg::Installed(o.clone()));
+    })));
     let (tx, mut rx) = unbounded_channel();
     let mut backend = d.spawn_backend(tx.clone());
     let (conf_tx, mut conf_rx) = unbounded_channel::<()>();
@@ -172,7 +186,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
             }
             _ = sleep_until(deadline) => {}
             Some(done) = reload_rx.recv() => d.on_deferred_reload(done),
-            Some(done) = batch_rx.recv() => d.on_batch_done(done),
+            Some(msg) = batch_rx.recv() => d.on_batch_msg(msg),
             _ = heartbeat.tick() => {
                 if watchdog.is_some() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -203,7 +217,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     // command_timeout): no stage file is left, every outcome is recorded.
     while !d.schedule.is_idle() {
         match batch_rx.recv().await {
-            Some(done) => d.on_batch_done(done),
+            Some(msg) => d.on_batch_msg(msg),
             None => break,
         }
     }
@@ -242,7 +256,7 @@ impl Daemon {
         settings: Settings,
         source: Source,
         opts: Options,
-        batches: UnboundedSender<BatchDone>,
+        batches: UnboundedSender<BatchMsg>,
     ) -> anyhow::Result<Daemon> {
         let mut d = Daemon {
             source,
@@ -280,10 +294,18 @@ impl Daemon {
         d.load()?;
         // Reloads that failed before a restart are still owed: the first
         // batch runs them even for unchanged files.
-        let owed = d.status.reloads_owed();
+        // (status.json, or the marker left by a run that died between
+        // install and reload.)
+        let mut owed = d.status.reloads_owed();
+        if let Some(dir) = &d.opts.owed_dir {
+            owed.extend(apply::owed_markers(dir));
+        }
         let now = Instant::now();
         for r in d.resources.iter().filter(|r| owed.contains(&r.name)) {
             d.schedule.failed(&r.name, true, now);
+            if let Some(st) = d.status.resources.get_mut(&r.name) {
+                st.reload_owed = true;
+            }
         }
         Ok(d)
     }
@@ -665,14 +687,15 @@ impl Daemon {
                                 message: format!("internal error: {e}"),
                             }),
                             render_time: Duration::ZERO,
+                            reload_pending: false,
                         })
                         .collect(),
                 };
-                let _ = tx.send(BatchDone {
+                let _ = tx.send(BatchMsg::Done(BatchDone {
                     group,
                     held,
                     outcomes,
-                });
+                }));
             });
         }
     }
@@ -690,6 +713,13 @@ impl Daemon {
     }
 
     /// A batch ended: retries, logs, status, metrics, fleet report.
+    fn on_batch_msg(&mut self, msg: BatchMsg) {
+        match msg {
+            BatchMsg::Installed(o) => self.on_installed(&o),
+            BatchMsg::Done(done) => self.on_batch_done(done),
+        }
+    }
+
     fn on_batch_done(&mut self, done: BatchDone) {
         let BatchDone {
             group,
@@ -731,9 +761,35 @@ impl Daemon {
         self.publish_report();
     }
 
+    /// A file was just installed (its reload may still run): status and
+    /// metrics describe what is on disk now, and the reload is owed until
+    /// the batch reports.
+    fn on_installed(&mut self, o: &Outcome) {
+        if let Some(st) = self.status.resources.get_mut(&o.name) {
+            st.dest = o.dest.clone();
+            st.revision = Some(o.revision);
+            st.sha256 = o.sha256.clone();
+            let reloads = self
+                .resources
+                .iter()
+                .any(|r| r.name == o.name && r.reload_cmd.is_some());
+            st.reload_owed |= reloads && !self.opts.no_reload;
+            self.status_dirty = true;
+        }
+        if let Some(m) = &self.metrics {
+            m.installed(o);
+        }
+    }
+
     /// A splayed reload finished: a failure is recorded and retried like any other.
     fn on_deferred_reload(&mut self, done: apply::DeferredReload) {
         let Err(message) = done.result else {
+            for n in &done.names {
+                if let Some(st) = self.status.resources.get_mut(n) {
+                    st.reload_owed = false;
+                }
+            }
+            self.status_dirty = true;
             return;
         };
         let outcomes: Vec<Outcome> = done
@@ -757,6 +813,7 @@ impl Daemon {
                     message: message.clone(),
                 }),
                 render_time: Duration::ZERO,
+                reload_pending: false,
             })
             .collect();
         for o in &outcomes {

@@ -229,6 +229,15 @@ impl Metrics {
         }
     }
 
+    /// A file just installed (its batch not finished): revision and content.
+    pub fn installed(&self, o: &Outcome) {
+        let l = Res {
+            resource: o.name.clone(),
+        };
+        self.revision.get_or_create(&l).set(o.revision);
+        self.content(o);
+    }
+
     /// The content series of `o`'s installed file: one per resource.
     fn content(&self, o: &Outcome) {
         let Some(sha) = &o.sha256 else { return };

@@ -66,7 +66,10 @@ pub async fn render(
         (false, Some(dir)) => Status::read(dir).unwrap_or_default(),
         _ => Status::default(),
     };
-    let owed = status.reloads_owed();
+    let mut owed = status.reloads_owed();
+    if let Some(dir) = &opts.owed_dir {
+        owed.extend(apply::owed_markers(dir));
+    }
     let mut outcomes = apply::apply(&refs, &snap, &templates, opts, &owed).await;
     for e in &loaded.failed {
         outcomes.push(Outcome::load_failure(

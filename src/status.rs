@@ -17,6 +17,10 @@ use crate::apply::{Action, Outcome, Step};
 /// The status file's name in the state directory.
 pub const STATUS_FILE: &str = "status.json";
 
+/// The directory (in the state directory) of owed-reload markers: one
+/// empty file per resource whose reload is due and has not succeeded.
+pub const OWED_DIR: &str = "reloads-owed";
+
 /// A resource's last error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastError {
@@ -124,7 +128,8 @@ impl Status {
                     entry.revision = Some(o.revision);
                     entry.sha256 = o.sha256.clone();
                     entry.error = None;
-                    entry.reload_owed = false;
+                    // A splayed reload still to run is owed until it does.
+                    entry.reload_owed = o.reload_pending;
                 }
                 Err(f) => {
                     entry.healthy = false;

@@ -240,3 +240,101 @@ fn a_resource_broken_by_a_reload_is_unhealthy_in_the_metrics() {
     );
     assert_eq!(read_or_empty(&fx.path("out/x.conf")), "name=alpha\n");
 }
+
+fn status_of(fx: &Fx) -> serde_json::Value {
+    serde_json::from_str(&read_or_empty(&fx.path("state/status.json"))).unwrap_or_default()
+}
+
+/// x renders /app/name; its reload appends to `reloads` once `release`
+/// exists (it writes its pid to `started` first). `extra` adds lines.
+fn blocking_reload(fx: &Fx, extra: &str) {
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    fx.resource(
+        "x",
+        &format!(
+            "[template]\nsrc = \"x.tera\"\ndest = \"{{out}}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\ncommand_timeout = \"60s\"\nreload_cmd = \"echo $$ > {started}; while [ ! -e {release} ]; do sleep 0.02; done; echo reloaded >> {log}\"\n{extra}",
+            started = fx.path("started").display(),
+            release = fx.path("release").display(),
+            log = fx.path("reloads").display(),
+        ),
+    );
+}
+
+/// While a reload runs, status.json already describes the file on disk
+/// (and says the reload is owed); a daemon killed (SIGKILL) before the
+/// reload finished leaves it owed, and the next start runs it.
+#[test]
+fn a_reload_cut_short_by_a_kill_is_run_by_the_next_start() {
+    use sha2::Digest;
+    let fx = Fx::new();
+    blocking_reload(&fx, "");
+    std::fs::write(fx.path("release"), "").unwrap();
+    let mut d = start(&fx, &[]);
+    let dest = fx.path("out/x.conf");
+    wait_for("initial render and reload", LIMIT, || {
+        read_or_empty(&fx.path("reloads")) == "reloaded\n"
+    });
+    std::fs::remove_file(fx.path("release")).unwrap();
+    std::fs::remove_file(fx.path("started")).unwrap();
+
+    write_keys(&fx, "app:\n  name: beta\n");
+    wait_for("the reload of beta running", LIMIT, || {
+        fx.path("started").exists()
+    });
+    assert_eq!(read_or_empty(&dest), "name=beta\n");
+    let sha = hex::encode(sha2::Sha256::digest(b"name=beta\n"));
+    wait_for(
+        "status describes the installed file, reload owed",
+        LIMIT,
+        || {
+            let x = &status_of(&fx)["resources"]["x"];
+            x["sha256"] == sha.as_str() && x["reload_owed"] == true
+        },
+    );
+
+    // SIGKILL the daemon and its reload (its own process group).
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    let pid: i32 = read_or_empty(&fx.path("started")).trim().parse().unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(read_or_empty(&fx.path("reloads")), "reloaded\n");
+
+    std::fs::write(fx.path("release"), "").unwrap();
+    let _d = start(&fx, &[]);
+    wait_for("the owed reload run by the next start", LIMIT, || {
+        read_or_empty(&fx.path("reloads")) == "reloaded\nreloaded\n"
+    });
+    wait_for("nothing owed any more", LIMIT, || {
+        let x = &status_of(&fx)["resources"]["x"];
+        x["healthy"] == true && x.get("reload_owed").is_none()
+    });
+}
+
+/// A reload waiting out its `reload_splay` when the daemon is stopped is
+/// owed, not lost: the next start runs it.
+#[test]
+fn a_splayed_reload_pending_at_sigterm_is_run_by_the_next_start() {
+    let fx = Fx::new();
+    blocking_reload(&fx, "reload_splay = \"1h\"\n");
+    std::fs::write(fx.path("release"), "").unwrap();
+    let mut d = start(&fx, &[]);
+    wait_for("installed, reload waiting out its splay", LIMIT, || {
+        read_or_empty(&fx.path("out/x.conf")) == "name=alpha\n" && d.count("reload_splay") >= 1
+    });
+    wait_for("status says the reload is owed", LIMIT, || {
+        status_of(&fx)["resources"]["x"]["reload_owed"] == true
+    });
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+    assert_eq!(read_or_empty(&fx.path("reloads")), "");
+
+    // Next start, without the splay: the owed reload runs.
+    blocking_reload(&fx, "");
+    let _d = start(&fx, &[]);
+    wait_for("the owed reload", LIMIT, || {
+        read_or_empty(&fx.path("reloads")) == "reloaded\n"
+    });
+}
