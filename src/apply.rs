@@ -35,8 +35,9 @@ pub struct Options {
     pub env: crate::render::Env,
     /// Random delay before reloads for resources that set none.
     pub reload_splay: Duration,
-    /// Where splayed reloads report (the daemon); `None` waits for them.
-    pub deferred_reloads: Option<tokio::sync::mpsc::UnboundedSender<DeferredReload>>,
+    /// Turns true when the daemon is stopping: a reload still waiting out
+    /// its splay is then left owed (its marker stays) instead of run.
+    pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
     /// Where each resource whose reload is due gets a marker file until the
     /// reload succeeds: a crash (or a stop during `reload_splay`) between
     /// install and reload leaves the reload owed to the next run.
@@ -83,6 +84,36 @@ fn mark_owed(opts: &Options, names: &[String]) {
             }
         }
     }
+}
+
+/// Whether `name`'s reload is owed (its marker exists in `dir`).
+pub fn is_owed(dir: &Path, name: &str) -> bool {
+    dir.join(name).exists()
+}
+
+/// The owed reloads of `resources` (markers in `dir`, when given, plus
+/// `also`); a marker of a resource that has no reload command any more is
+/// removed, as nothing can pay it.
+pub fn owed_reloads(
+    dir: Option<&Path>,
+    resources: &[Resource],
+    also: std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let mut owed = also;
+    if let Some(dir) = dir {
+        owed.extend(owed_markers(dir));
+        for r in resources.iter().filter(|r| r.reload_cmd.is_none()) {
+            if owed.remove(&r.name) {
+                clear_owed(Some(dir), std::slice::from_ref(&r.name));
+            }
+        }
+    }
+    owed.retain(|n| {
+        resources
+            .iter()
+            .any(|r| &r.name == n && r.reload_cmd.is_some())
+    });
+    owed
 }
 
 /// The reload of `names` succeeded: nothing is owed any more.
@@ -161,8 +192,8 @@ pub struct Outcome {
     pub result: Result<Action, Failure>,
     /// How long the render took.
     pub render_time: Duration,
-    /// The reload was handed to a delayed task (`reload_splay`) and has
-    /// not run yet: owed until it reports back.
+    /// The reload was not run (the daemon stopped during its splay): it
+    /// stays owed to the next run.
     pub reload_pending: bool,
 }
 
@@ -283,7 +314,11 @@ pub async fn apply(
                 (hook.0)(&out);
             }
         }
-        let owed = out.result == Ok(Action::Unchanged) && reload_owed.contains(&res.name);
+        // An owed reload is for the file on disk: it runs when this render
+        // changed nothing, and also when this render failed (the file that
+        // is installed still needs it).
+        let owed =
+            reload_owed.contains(&res.name) && matches!(out.result, Ok(Action::Unchanged) | Err(_));
         if (out.result == Ok(Action::Installed) || owed)
             && !opts.noop
             && !opts.no_reload
@@ -303,32 +338,21 @@ pub async fn apply(
     for (cmd, (idx, splay, timeout)) in reloads {
         let names: Vec<String> = idx.iter().map(|&i| outcomes[i].name.clone()).collect();
         mark_owed(opts, &names);
-        if !splay.is_zero()
-            && let Some(tx) = &opts.deferred_reloads
-        {
-            // The daemon does not wait out the splay: the reload runs on its
-            // own and reports back, while other changes keep flowing.
-            let d = splay.mul_f64(rand::random::<f64>());
-            tracing::info!(resources = %names.join(","), command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
-            let tx = tx.clone();
-            let owed_dir = opts.owed_dir.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(d).await;
-                let result = run_reload(&cmd, timeout, &names).await;
-                if result.is_ok() {
-                    clear_owed(owed_dir.as_deref(), &names);
-                }
-                let _ = tx.send(DeferredReload { names, result });
-            });
-            for &i in &idx {
-                outcomes[i].reload_pending = true;
-            }
-            continue;
-        }
         if !splay.is_zero() {
+            // In the daemon the batch waits on its own task, its reload
+            // group held: other resources keep flowing meanwhile.
             let d = splay.mul_f64(rand::random::<f64>());
             tracing::info!(resources = %names.join(","), command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
-            tokio::time::sleep(d).await;
+            if !wait_splay(d, opts.stopping.clone()).await {
+                tracing::info!(
+                    resources = %names.join(","),
+                    "stopping: reload left owed to the next start"
+                );
+                for &i in &idx {
+                    outcomes[i].reload_pending = true;
+                }
+                continue;
+            }
         }
         let result = run_reload(&cmd, timeout, &names).await;
         if result.is_ok() {
@@ -336,23 +360,34 @@ pub async fn apply(
         }
         if let Err(message) = result {
             for i in idx {
-                outcomes[i].result = Err(Failure {
-                    step: Step::Reload,
-                    message: message.clone(),
-                });
+                // A resource that already failed (an owed reload run for
+                // the file on disk) keeps its own failure as its verdict;
+                // the reload's is logged, and stays owed.
+                if outcomes[i].result.is_ok() {
+                    outcomes[i].result = Err(Failure {
+                        step: Step::Reload,
+                        message: message.clone(),
+                    });
+                }
             }
         }
     }
     outcomes
 }
 
-/// A reload that ran after a `reload_splay` delay, reported back to the daemon.
-#[derive(Debug)]
-pub struct DeferredReload {
-    /// The resources sharing the command.
-    pub names: Vec<String>,
-    /// Its outcome.
-    pub result: Result<(), String>,
+/// Sleeps `d`; false if the daemon began stopping first.
+async fn wait_splay(d: Duration, stopping: Option<tokio::sync::watch::Receiver<bool>>) -> bool {
+    let Some(mut stop) = stopping else {
+        tokio::time::sleep(d).await;
+        return true;
+    };
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stop.wait_for(|s| *s) => false,
+    }
 }
 
 async fn run_reload(cmd: &str, timeout: Duration, names: &[String]) -> Result<(), String> {

@@ -589,7 +589,7 @@ fn render_options(args: &RenderArgs, s: &Settings) -> Options {
         no_reload: args.no_reload || args.dest_root.is_some(),
         env: render_env(s),
         reload_splay: s.reload_splay,
-        deferred_reloads: None,
+        stopping: None,
         owed_dir: (!args.noop).then(|| s.state_dir.join(crate::status::OWED_DIR)),
         installs: None,
     }

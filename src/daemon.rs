@@ -154,8 +154,8 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     let watchdog = sd_notify::watchdog_enabled().map(|t| (t / 2).max(Duration::from_millis(10)));
     let mut heartbeat = tokio::time::interval(watchdog.unwrap_or(HEARTBEAT).min(HEARTBEAT));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (reload_tx, mut reload_rx) = unbounded_channel::<apply::DeferredReload>();
-    d.opts.deferred_reloads = Some(reload_tx);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    d.opts.stopping = Some(stop_rx);
     // Installs travel on the batches' channel, so each arrives before its
     // batch's end.
     let install_tx = d.batches.clone();
@@ -185,7 +185,6 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
                 }
             }
             _ = sleep_until(deadline) => {}
-            Some(done) = reload_rx.recv() => d.on_deferred_reload(done),
             Some(msg) = batch_rx.recv() => d.on_batch_msg(msg),
             _ = heartbeat.tick() => {
                 if watchdog.is_some() {
@@ -213,6 +212,9 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
         d.notify_systemd();
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // Reloads waiting out their splay give up (left owed) instead of
+    // holding the stop.
+    let _ = stop_tx.send(true);
     // Let running batches finish (each command is bounded by its
     // command_timeout): no stage file is left, every outcome is recorded.
     while !d.schedule.is_idle() {
@@ -294,20 +296,30 @@ impl Daemon {
         d.load()?;
         // Reloads that failed before a restart are still owed: the first
         // batch runs them even for unchanged files.
-        // (status.json, or the marker left by a run that died between
-        // install and reload.)
-        let mut owed = d.status.reloads_owed();
-        if let Some(dir) = &d.opts.owed_dir {
-            owed.extend(apply::owed_markers(dir));
-        }
+        d.adopt_owed_reloads();
+        Ok(d)
+    }
+
+    /// Reloads owed from before (status.json, or the marker left by a run
+    /// that died or stopped between install and reload) are scheduled: the
+    /// next batch runs them even for unchanged files. At start and after a
+    /// configuration reload (a resource may come back).
+    fn adopt_owed_reloads(&mut self) {
+        let owed = apply::owed_reloads(
+            self.opts.owed_dir.as_deref(),
+            &self.resources,
+            self.status.reloads_owed(),
+        );
         let now = Instant::now();
-        for r in d.resources.iter().filter(|r| owed.contains(&r.name)) {
-            d.schedule.failed(&r.name, true, now);
-            if let Some(st) = d.status.resources.get_mut(&r.name) {
+        let owed_now = self.schedule.reloads_owed();
+        for name in owed {
+            if !owed_now.contains(&name) {
+                self.schedule.failed(&name, true, now);
+            }
+            if let Some(st) = self.status.resources.get_mut(&name) {
                 st.reload_owed = true;
             }
         }
-        Ok(d)
     }
 
     /// (Re)loads conf.d and templates for the current settings.
@@ -754,6 +766,8 @@ impl Daemon {
         }
         self.log_outcomes(&outcomes, &retry_in);
         self.status.record(&outcomes);
+        self.status
+            .owed_from_markers(self.opts.owed_dir.as_deref(), &outcomes);
         self.status_dirty = true;
         if let Some(m) = &self.metrics {
             m.record(&outcomes, crate::status::now() as f64);
@@ -769,6 +783,12 @@ impl Daemon {
             st.dest = o.dest.clone();
             st.revision = Some(o.revision);
             st.sha256 = o.sha256.clone();
+            st.last_attempt = Some(crate::status::now());
+            // Rendered, checked and installed: no longer "not rendered yet"
+            // (a reload failure, if any, is recorded when the batch ends).
+            if st.error.is_none() {
+                st.healthy = true;
+            }
             let reloads = self
                 .resources
                 .iter()
@@ -779,52 +799,6 @@ impl Daemon {
         if let Some(m) = &self.metrics {
             m.installed(o);
         }
-    }
-
-    /// A splayed reload finished: a failure is recorded and retried like any other.
-    fn on_deferred_reload(&mut self, done: apply::DeferredReload) {
-        let Err(message) = done.result else {
-            for n in &done.names {
-                if let Some(st) = self.status.resources.get_mut(n) {
-                    st.reload_owed = false;
-                }
-            }
-            self.status_dirty = true;
-            return;
-        };
-        let outcomes: Vec<Outcome> = done
-            .names
-            .iter()
-            .filter_map(|n| self.resources.iter().find(|r| &r.name == n))
-            .map(|r| Outcome {
-                name: r.name.clone(),
-                dest: apply::dest_path(&r.dest, self.opts.dest_root.as_deref()),
-                revision: self
-                    .status
-                    .resources
-                    .get(&r.name)
-                    .and_then(|s| s.revision)
-                    .unwrap_or(0),
-                sha256: None,
-                changed: None,
-                diff: None,
-                result: Err(apply::Failure {
-                    step: Step::Reload,
-                    message: message.clone(),
-                }),
-                render_time: Duration::ZERO,
-                reload_pending: false,
-            })
-            .collect();
-        for o in &outcomes {
-            self.schedule.failed(&o.name, true, Instant::now());
-        }
-        self.status.record(&outcomes);
-        self.status_dirty = true;
-        if let Some(m) = &self.metrics {
-            m.record(&outcomes, crate::status::now() as f64);
-        }
-        self.publish_report();
     }
 
     fn build_report(&self) -> Report {
@@ -1004,6 +978,7 @@ impl Daemon {
             self.mirror = None;
             *backend = self.spawn_backend(tx.clone());
         }
+        self.adopt_owed_reloads();
         self.mark_all();
         let n = self.resources.len();
         tracing::info!(

@@ -66,11 +66,41 @@ pub async fn render(
         (false, Some(dir)) => Status::read(dir).unwrap_or_default(),
         _ => Status::default(),
     };
-    let mut owed = status.reloads_owed();
-    if let Some(dir) = &opts.owed_dir {
-        owed.extend(apply::owed_markers(dir));
+    let owed = apply::owed_reloads(
+        opts.owed_dir.as_deref(),
+        &loaded.resources,
+        status.reloads_owed(),
+    );
+    // Each install is written to status.json as it happens, so a run
+    // killed during a long reload or a splay leaves a status that matches
+    // the files on disk (with the reload owed).
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(std::mem::take(&mut status)));
+    let mut run_opts = opts.clone();
+    if let (false, Some(dir)) = (opts.noop, status_dir) {
+        let (shared, dir) = (shared.clone(), dir.to_path_buf());
+        let reloads: std::collections::BTreeSet<String> = loaded
+            .resources
+            .iter()
+            .filter(|r| r.reload_cmd.is_some() && !opts.no_reload)
+            .map(|r| r.name.clone())
+            .collect();
+        run_opts.installs = Some(apply::InstallHook(std::sync::Arc::new(
+            move |o: &Outcome| {
+                let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = st.resources.entry(o.name.clone()).or_default();
+                entry.dest = o.dest.clone();
+                entry.revision = Some(o.revision);
+                entry.sha256 = o.sha256.clone();
+                entry.last_attempt = Some(crate::status::now());
+                // Its reload is due from now until it succeeds.
+                entry.reload_owed |= reloads.contains(&o.name);
+                let _ = st.write(&dir);
+            },
+        )));
     }
-    let mut outcomes = apply::apply(&refs, &snap, &templates, opts, &owed).await;
+    let mut outcomes = apply::apply(&refs, &snap, &templates, &run_opts, &owed).await;
+    drop(run_opts);
+    status = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
     for e in &loaded.failed {
         outcomes.push(Outcome::load_failure(
             &e.name,
@@ -112,6 +142,7 @@ pub async fn render(
             status.retain(&names);
         }
         status.record(&outcomes);
+        status.owed_from_markers(opts.owed_dir.as_deref(), &outcomes);
         if let Err(e) = status.write(state_dir) {
             tracing::warn!("status not saved: {e}");
         }

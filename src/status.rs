@@ -151,6 +151,18 @@ impl Status {
         }
     }
 
+    /// Makes `reload_owed` follow the owed-reload markers in `dir` for the
+    /// resources of `outcomes` (the markers are the truth: `--no-reload`,
+    /// a failing check or a stop can leave a reload owed).
+    pub fn owed_from_markers(&mut self, dir: Option<&Path>, outcomes: &[Outcome]) {
+        let Some(dir) = dir else { return };
+        for o in outcomes {
+            if let Some(entry) = self.resources.get_mut(&o.name) {
+                entry.reload_owed = crate::apply::is_owed(dir, &o.name);
+            }
+        }
+    }
+
     /// The resources whose last reload failed and is still owed.
     pub fn reloads_owed(&self) -> std::collections::BTreeSet<String> {
         self.resources

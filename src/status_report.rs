@@ -129,6 +129,15 @@ fn daemon_running(pid: u32) -> bool {
         Ok(()) | Err(Errno::EPERM) => {}
         Err(_) => return false,
     }
+    // A zombie (killed, not yet reaped) is not running.
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && let Some(state) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+        && matches!(state, 'Z' | 'X')
+    {
+        return false;
+    }
     let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm"));
     match (comm(&pid.to_string()), comm("self")) {
         (Ok(theirs), Ok(ours)) => theirs == ours,

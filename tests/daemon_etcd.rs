@@ -383,6 +383,17 @@ fn a_shared_reload_runs_once_for_resources_changed_together() {
 /// overlaps itself (the command below records any overlap).
 #[test]
 fn a_shared_reload_never_overlaps_itself() {
+    shared_reload_never_overlaps("");
+}
+
+/// The same with `reload_splay`: a batch waiting out its splay still holds
+/// its reload group.
+#[test]
+fn a_splayed_shared_reload_never_overlaps_itself() {
+    shared_reload_never_overlaps("reload_splay = \"300ms\"\n");
+}
+
+fn shared_reload_never_overlaps(extra: &str) {
     let etcd = Etcd::start();
     etcd.put("/app/a/x", "1");
     etcd.put("/app/b/x", "1");
@@ -390,7 +401,7 @@ fn a_shared_reload_never_overlaps_itself() {
     let (lock, release, log) = (fx.path("lock"), fx.path("release"), fx.path("reloads"));
     std::fs::write(&release, "").unwrap();
     let reload = format!(
-        "reload_cmd = \"mkdir {lock} || echo OVERLAP >> {log}; echo start >> {log}; while [ ! -e {release} ]; do sleep 0.02; done; rmdir {lock}\"\ncommand_timeout = \"60s\"\n",
+        "reload_cmd = \"mkdir {lock} || echo OVERLAP >> {log}; echo start >> {log}; while [ ! -e {release} ]; do sleep 0.02; done; rmdir {lock}\"\ncommand_timeout = \"60s\"\n{extra}",
         lock = lock.display(),
         log = log.display(),
         release = release.display()

@@ -131,19 +131,59 @@ fn a_failed_reload_is_owed_to_the_next_run() {
     // Unchanged file, reload still failing: still a failure.
     fx.once().expect_code(2).expect_stderr(&["x", "reload"]);
     assert!(!log.exists());
-
+    // --no-reload does not pay it, nor forget it.
+    fx.run(&["render", "--once", "--no-reload"]).expect_code(0);
+    assert_eq!(
+        status()["resources"]["x"]["reload_owed"],
+        true,
+        "{:#}",
+        status()
+    );
+    // A new render whose check fails: the file on disk still gets its
+    // owed reload attempted (and it still fails here).
+    simple(
+        &fx,
+        &format!(
+            "check_cmd = \"false\"\nreload_cmd = \"test -e {} && echo reloaded >> {}\"\n",
+            ok.display(),
+            log.display()
+        ),
+    );
+    fx.keys("app:\n  name: beta\n");
+    fx.once().expect_code(2).expect_stderr(&["x", "check"]);
+    assert_eq!(
+        status()["resources"]["x"]["reload_owed"],
+        true,
+        "{:#}",
+        status()
+    );
     std::fs::write(&ok, "").unwrap();
-    fx.once().expect_code(0);
+    fx.once().expect_code(2).expect_stderr(&["x", "check"]);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "reloaded\n");
-    assert_eq!(status()["resources"]["x"]["healthy"], true);
     assert!(
         status()["resources"]["x"].get("reload_owed").is_none(),
         "{:#}",
         status()
     );
-    // Paid: the next run has nothing to do.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::remove_file(&ok).unwrap();
+    fx.keys("app:\n  name: alpha\n");
+    simple(
+        &fx,
+        &format!(
+            "reload_cmd = \"test -e {} && echo reloaded >> {}\"\n",
+            ok.display(),
+            log.display()
+        ),
+    );
     fx.once().expect_code(0);
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "reloaded\n");
+    // (alpha is what is installed: nothing to do, nothing owed.)
+    assert!(!log.exists());
+    assert!(
+        status()["resources"]["x"].get("reload_owed").is_none(),
+        "{:#}",
+        status()
+    );
 }
 
 #[test]
