@@ -47,7 +47,8 @@ pub struct Options {
     pub installs: Option<InstallHook>,
 }
 
-/// Called with each outcome the moment its file is installed.
+/// Called with each resource's outcome as soon as its own steps are done
+/// (installed, unchanged or failed), before the batch's reloads.
 #[derive(Clone)]
 pub struct InstallHook(pub std::sync::Arc<dyn Fn(&Outcome) + Send + Sync>);
 
@@ -310,9 +311,10 @@ pub async fn apply(
                 out.changed.as_deref().unwrap_or(""),
                 out.render_time.as_secs_f64() * 1000.0
             );
-            if let Some(hook) = &opts.installs {
-                (hook.0)(&out);
-            }
+        }
+        // Its own steps are done (reloads come after the whole batch).
+        if let Some(hook) = &opts.installs {
+            (hook.0)(&out);
         }
         // An owed reload is for the file on disk: it runs when this render
         // changed nothing, and also when this render failed (the file that

@@ -80,6 +80,9 @@ struct Daemon {
     ready_sent: bool,
     /// Where running batches report their outcomes.
     batches: UnboundedSender<BatchMsg>,
+    /// Resources whose steps this daemon has completed at least once (for
+    /// READY=1).
+    attempted: BTreeSet<String>,
     /// Resources that joined a reload group (SIGHUP) while its batch ran:
     /// held with it, released (and rendered) when it ends.
     late_members: BTreeMap<String, Vec<String>>,
@@ -279,6 +282,7 @@ impl Daemon {
             ready_sent: false,
             batches,
             late_members: BTreeMap::new(),
+            attempted: BTreeSet::new(),
             watching: Vec::new(),
         };
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
@@ -752,6 +756,9 @@ impl Daemon {
         if outcomes.is_empty() {
             return;
         }
+        for o in &outcomes {
+            self.attempted.insert(o.name.clone());
+        }
         let mut retry_in = BTreeMap::new();
         for o in &outcomes {
             match &o.result {
@@ -779,6 +786,10 @@ impl Daemon {
     /// metrics describe what is on disk now, and the reload is owed until
     /// the batch reports.
     fn on_installed(&mut self, o: &Outcome) {
+        self.attempted.insert(o.name.clone());
+        if o.result != Ok(apply::Action::Installed) {
+            return;
+        }
         if let Some(st) = self.status.resources.get_mut(&o.name) {
             st.dest = o.dest.clone();
             st.revision = Some(o.revision);
@@ -864,9 +875,19 @@ impl Daemon {
         if self.mirror.is_none() {
             return;
         }
-        // READY=1 once every resource has been attempted; STATUS= when the
-        // renders settle, so the line describes files, not pending work.
-        if !self.schedule.is_settled() {
+        // READY=1 once every resource has been rendered and installed (or
+        // failed), not waiting for reloads still splayed; later STATUS=
+        // lines when the renders settle, so they describe files, not
+        // pending work.
+        if self.ready_sent {
+            if !self.schedule.is_settled() {
+                return;
+            }
+        } else if !self
+            .resources
+            .iter()
+            .all(|r| self.attempted.contains(&r.name))
+        {
             return;
         }
         let failing: Vec<&str> = self

@@ -74,6 +74,10 @@ pub async fn render(
     // Each install is written to status.json as it happens, so a run
     // killed during a long reload or a splay leaves a status that matches
     // the files on disk (with the reload owed).
+    // (A one-shot run's status: no daemon to vouch for, read just now.)
+    status.daemon_pid = None;
+    status.started = None;
+    status.last_event = Some(crate::status::now());
     let shared = std::sync::Arc::new(std::sync::Mutex::new(std::mem::take(&mut status)));
     let mut run_opts = opts.clone();
     if let (false, Some(dir)) = (opts.noop, status_dir) {
@@ -86,6 +90,9 @@ pub async fn render(
             .collect();
         run_opts.installs = Some(apply::InstallHook(std::sync::Arc::new(
             move |o: &Outcome| {
+                if o.result != Ok(Action::Installed) {
+                    return;
+                }
                 let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
                 let entry = st.resources.entry(o.name.clone()).or_default();
                 entry.dest = o.dest.clone();

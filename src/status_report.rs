@@ -226,9 +226,10 @@ impl Verdict {
                     .map(|h| h.chars().take(12).collect::<String>())
                     .unwrap_or_else(|| "-".into());
                 out.push_str(&format!(
-                    "  {:<4} {name:<24} revision {rev:<8} sha256 {sha:<12} {}\n",
+                    "  {:<4} {name:<24} revision {rev:<8} sha256 {sha:<12} {}{}\n",
                     if r.healthy { "ok" } else { "FAIL" },
-                    r.dest.display()
+                    r.dest.display(),
+                    if r.reload_owed { " (reload owed)" } else { "" }
                 ));
                 if let Some(e) = &r.error {
                     out.push_str(&format!("       {}: {}\n", e.step, first_line(&e.message)));

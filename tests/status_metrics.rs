@@ -1117,3 +1117,35 @@ fn at_ready_the_status_says_connected() {
         r.stdout
     );
 }
+
+/// READY=1 comes once every file of the first render is in place; a
+/// reload waiting out a long `reload_splay` does not hold it back.
+#[test]
+fn ready_does_not_wait_for_a_splayed_reload() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let fx = Fx::new();
+    let log = fx.path("reloads");
+    resource_x(
+        &fx,
+        &format!(
+            "reload_cmd = \"echo reloaded >> {}\"\nreload_splay = \"1h\"\n",
+            log.display()
+        ),
+    );
+    let n = Notify::new();
+    let socket = n.path.display().to_string();
+    let d = daemon_with_env(
+        &daemon_args(&fx, &etcd, &[]),
+        &fx.path("daemon.log"),
+        &[("NOTIFY_SOCKET", &socket)],
+    );
+    let mut all = Vec::new();
+    let start = Instant::now();
+    while !all.iter().any(|m: &String| m.contains("READY=1")) {
+        assert!(start.elapsed() < LIMIT, "no READY=1: {all:?}\n{}", d.log());
+        all.extend(n.recv());
+    }
+    assert_eq!(read_or_empty(&fx.path("out/x.conf")), "v=1\n");
+    assert!(!log.exists(), "the reload ran before its splay");
+}
