@@ -80,6 +80,8 @@ struct Daemon {
     ready_sent: bool,
     /// Where running batches report their outcomes.
     batches: UnboundedSender<BatchMsg>,
+    /// Each resource's reload group key (same order as `resources`).
+    group_of: Vec<String>,
     /// Resources whose steps this daemon has completed at least once (for
     /// READY=1).
     attempted: BTreeSet<String>,
@@ -283,6 +285,7 @@ impl Daemon {
             batches,
             late_members: BTreeMap::new(),
             attempted: BTreeSet::new(),
+            group_of: Vec::new(),
             watching: Vec::new(),
         };
         d.status = Status::read(&d.settings.state_dir).unwrap_or_default();
@@ -339,6 +342,12 @@ impl Daemon {
             tracing::error!(resource = %e.name, step = %Step::Load, "{}: load failed: {e}", e.name);
         }
         self.resources = loaded.resources;
+        let root = self.opts.dest_root.as_deref();
+        self.group_of = self
+            .resources
+            .iter()
+            .map(|r| Self::reload_group(r, root))
+            .collect();
         self.deps = Deps::new(&self.resources);
         self.status.node = self.settings.node_name.clone();
         self.status.backend = format!("{:?}", self.settings.backend).to_lowercase();
@@ -614,45 +623,43 @@ impl Daemon {
         }
         // A reload group with a batch running gets no second one: its ready
         // members wait (busy, so no deadline spins) for the next batch.
-        let running: BTreeSet<String> = self
-            .resources
-            .iter()
-            .filter(|r| self.schedule.is_busy(&r.name))
-            .map(|r| self.reload_group(r))
+        // (Group keys were computed when the resources were loaded.)
+        let members = || self.resources.iter().zip(self.group_of.iter());
+        let running: BTreeSet<&String> = members()
+            .filter(|(r, _)| self.schedule.is_busy(&r.name))
+            .map(|(_, key)| key)
             .collect();
         let mut groups: BTreeMap<String, Vec<Resource>> = BTreeMap::new();
         let mut taken: BTreeSet<&str> = BTreeSet::new();
-        let mut deferred: Vec<String> = Vec::new();
-        for r in self.resources.iter().filter(|r| ready.contains(&r.name)) {
-            let key = self.reload_group(r);
-            if running.contains(&key) {
-                deferred.push(r.name.clone());
+        let mut deferred: Vec<(String, String)> = Vec::new();
+        for (r, key) in members().filter(|(r, _)| ready.contains(&r.name)) {
+            if running.contains(key) {
+                deferred.push((r.name.clone(), key.clone()));
                 continue;
             }
-            groups.entry(key).or_default().push(r.clone());
+            groups.entry(key.clone()).or_default().push(r.clone());
             taken.insert(&r.name);
         }
+        let mut early: Vec<(String, Resource)> = Vec::new();
+        for (r, key) in members() {
+            if !taken.contains(r.name.as_str())
+                && r.reload_cmd.is_some()
+                && groups.contains_key(key)
+            {
+                early.push((key.clone(), r.clone()));
+            }
+        }
         let now = Instant::now();
-        for name in deferred {
+        for (name, key) in deferred {
             self.schedule.mark(&name, true, now);
             self.schedule.start(&name);
-            let key = self
-                .resources
-                .iter()
-                .find(|r| r.name == name)
-                .map(|r| self.reload_group(r))
-                .unwrap_or_default();
             self.late_members.entry(key).or_default().push(name);
         }
-        for r in &self.resources {
-            if taken.contains(r.name.as_str()) || r.reload_cmd.is_none() {
-                continue;
-            }
-            let key = self.reload_group(r);
-            if let Some(g) = groups.get_mut(&key)
-                && self.schedule.take_early(&r.name)
+        for (key, r) in early {
+            if self.schedule.take_early(&r.name)
+                && let Some(g) = groups.get_mut(&key)
             {
-                g.push(r.clone());
+                g.push(r);
             }
         }
         let owed = self.schedule.reloads_owed();
@@ -661,8 +668,9 @@ impl Daemon {
             let held: Vec<String> = self
                 .resources
                 .iter()
-                .filter(|r| self.reload_group(r) == key)
-                .map(|r| r.name.clone())
+                .zip(self.group_of.iter())
+                .filter(|(_, k)| **k == key)
+                .map(|(r, _)| r.name.clone())
                 .collect();
             for name in &held {
                 self.schedule.start(name);
@@ -718,10 +726,10 @@ impl Daemon {
 
     /// Resources with the same reload command (after substitution) share a
     /// group; any other resource is alone in its own.
-    fn reload_group(&self, r: &Resource) -> String {
+    fn reload_group(r: &Resource, dest_root: Option<&std::path::Path>) -> String {
         match &r.reload_cmd {
             Some(cmd) => {
-                let dest = apply::dest_path(&r.dest, self.opts.dest_root.as_deref());
+                let dest = apply::dest_path(&r.dest, dest_root);
                 format!("cmd:{}", crate::hooks::substitute(cmd, &dest, &dest))
             }
             None => format!("res:{}", r.name),
@@ -790,21 +798,12 @@ impl Daemon {
         if o.result != Ok(apply::Action::Installed) {
             return;
         }
-        if let Some(st) = self.status.resources.get_mut(&o.name) {
-            st.dest = o.dest.clone();
-            st.revision = Some(o.revision);
-            st.sha256 = o.sha256.clone();
-            st.last_attempt = Some(crate::status::now());
-            // Rendered, checked and installed: no longer "not rendered yet"
-            // (a reload failure, if any, is recorded when the batch ends).
-            if st.error.is_none() {
-                st.healthy = true;
-            }
+        if self.status.resources.contains_key(&o.name) {
             let reloads = self
                 .resources
                 .iter()
                 .any(|r| r.name == o.name && r.reload_cmd.is_some());
-            st.reload_owed |= reloads && !self.opts.no_reload;
+            self.status.installed(o, reloads && !self.opts.no_reload);
             self.status_dirty = true;
         }
         if let Some(m) = &self.metrics {

@@ -94,13 +94,8 @@ pub async fn render(
                     return;
                 }
                 let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
-                let entry = st.resources.entry(o.name.clone()).or_default();
-                entry.dest = o.dest.clone();
-                entry.revision = Some(o.revision);
-                entry.sha256 = o.sha256.clone();
-                entry.last_attempt = Some(crate::status::now());
                 // Its reload is due from now until it succeeds.
-                entry.reload_owed |= reloads.contains(&o.name);
+                st.installed(o, reloads.contains(&o.name));
                 let _ = st.write(&dir);
             },
         )));

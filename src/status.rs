@@ -151,6 +151,22 @@ impl Status {
         }
     }
 
+    /// `o`'s file was just installed (its batch may still be running its
+    /// reload, due when `reload_due`): the entry describes what is on disk.
+    /// A resource "not rendered yet" (no error on record) is healthy now; a
+    /// reload failure, if any, is recorded when the batch ends.
+    pub fn installed(&mut self, o: &Outcome, reload_due: bool) {
+        let entry = self.resources.entry(o.name.clone()).or_default();
+        entry.dest = o.dest.clone();
+        entry.revision = Some(o.revision);
+        entry.sha256 = o.sha256.clone();
+        entry.last_attempt = Some(now());
+        if entry.error.is_none() {
+            entry.healthy = true;
+        }
+        entry.reload_owed |= reload_due;
+    }
+
     /// Makes `reload_owed` follow the owed-reload markers in `dir` for the
     /// resources of `outcomes` (the markers are the truth: `--no-reload`,
     /// a failing check or a stop can leave a reload owed).
