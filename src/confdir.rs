@@ -53,7 +53,7 @@ pub fn load(s: &Settings, only: &[String]) -> Result<Loaded, ConfDirError> {
         if !only.is_empty() && !only.contains(name) {
             continue;
         }
-        match resource::load(file, &templates_dir, &s.prefix) {
+        match resource::load(file, &templates_dir, &s.prefix, s.prefix_rule) {
             Ok(r) => match loaded.resources.iter().find(|o| o.dest == r.dest) {
                 Some(other) => loaded.failed.push(resource::ResourceError {
                     name: r.name.clone(),

@@ -54,7 +54,7 @@ mod tests {
         Resource {
             name: "r".into(),
             file: Default::default(),
-            source: crate::resource::Source::Template("t".into()),
+            source: crate::resource::Source::Template("t".into(), crate::resource::Engine::Tera),
             dest: "/x".into(),
             prefix: String::new(),
             keys: vec![],

@@ -15,6 +15,8 @@ pub mod dns;
 pub mod encode;
 pub mod fleet;
 pub mod functions;
+pub mod gopath;
+pub mod gotemplate;
 pub mod hooks;
 pub mod install;
 pub mod keypath;

@@ -5,7 +5,8 @@ use crate::dns::DnsConfig;
 use crate::encode::{self, Decode};
 use crate::functions::{self, Scope};
 use crate::keypath;
-use crate::resource::{Format, Resource, Source};
+use crate::gotemplate;
+use crate::resource::{Engine, Format, Resource, Source};
 use crate::store::Snapshot;
 use crate::templates::{self, TemplateSet};
 
@@ -44,7 +45,17 @@ pub fn render(
     }
     let out = match &res.source {
         Source::Format(format, decode) => render_format(res, snapshot, *format, *decode)?,
-        Source::Template(name) => {
+        Source::Template(name, Engine::Go) => {
+            let template = templates.go(name)?;
+            let view = gotemplate::View {
+                snapshot: snapshot.clone(),
+                prefix: res.prefix.clone(),
+                watched: res.watched.clone(),
+                dns: env.dns.clone(),
+            };
+            gotemplate::render(template, view)?
+        }
+        Source::Template(name, Engine::Tera) => {
             if let Some(problem) = templates.problem(name) {
                 return Err(problem);
             }

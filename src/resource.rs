@@ -38,11 +38,52 @@ pub enum Format {
     Php,
 }
 
+/// Which template language a resource's `src` is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Tera 2, liveconf's own (strict) language.
+    Tera,
+    /// Go text/template with confd's function map and semantics.
+    Go,
+}
+
+impl Engine {
+    /// The engine a resource uses when it does not say: confd's `.tmpl`
+    /// convention means Go, anything else Tera.
+    pub fn for_src(src: &str) -> Engine {
+        if src.ends_with(".tmpl") {
+            Engine::Go
+        } else {
+            Engine::Tera
+        }
+    }
+
+    /// The name used in `engine = "..."` and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Tera => "tera",
+            Engine::Go => "go",
+        }
+    }
+}
+
+/// How the global prefix combines with a resource's own `prefix`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrefixRule {
+    /// liveconf: the global prefix is joined in front of the resource's.
+    #[default]
+    Join,
+    /// confd (settings read from a `confd.toml`): a non-empty global prefix
+    /// replaces the resource's prefix.
+    Replace,
+}
+
 /// Where a resource's content comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// A Tera template, by its path under `templates/`.
-    Template(String),
+    /// A template, by its path under `templates/`, in one of the engines.
+    Template(String, Engine),
     /// The tree of `keys`, encoded.
     Format(Format, Decode),
 }
@@ -152,7 +193,31 @@ struct TemplateTable {
     backup: bool,
     wait: Option<String>,
     reload_splay: Option<String>,
+    engine: Option<Engine>,
 }
+
+/// Every field of `[template]`, as written in `TemplateTable`.
+const TEMPLATE_FIELDS: &[&str] = &[
+    "src",
+    "dest",
+    "prefix",
+    "keys",
+    "mode",
+    "owner",
+    "uid",
+    "group",
+    "gid",
+    "check_cmd",
+    "reload_cmd",
+    "format",
+    "decode",
+    "command_timeout",
+    "create_dest_dirs",
+    "backup",
+    "wait",
+    "reload_splay",
+    "engine",
+];
 
 /// One validated resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,12 +277,92 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// The line (1-based) where `key = ...` is written in `text`, if found.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let l = l.trim_start();
+        let rest = l
+            .strip_prefix(key)
+            .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+            .or_else(|| l.strip_prefix(&format!("'{key}'")));
+        rest.is_some_and(|r| r.trim_start().starts_with('='))
+    })
+    .map(|i| i + 1)
+}
+
+/// Whether a `[template]` table (as parsed, keys as written) asks for the
+/// Go engine: `engine = "go"`, or a `src` ending in `.tmpl` without
+/// `engine = "tera"`. Keys are matched case-insensitively, as confd does.
+fn wants_go(table: &toml::Table) -> bool {
+    let get = |name: &str| {
+        table
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str())
+    };
+    match get("engine") {
+        Some(e) => e == "go",
+        None => get("src").is_some_and(|s| Engine::for_src(s) == Engine::Go),
+    }
+}
+
+/// Reads a confd-style resource the way confd does: `[template]` fields
+/// matched case-insensitively, unknown fields ignored with a warning that
+/// names the file and line.
+fn tolerant_table(
+    path: &Path,
+    text: &str,
+    doc: &toml::Table,
+    template_key: &str,
+    table: &toml::Table,
+) -> Result<TemplateTable, String> {
+    for k in doc.keys().filter(|k| *k != template_key) {
+        tracing::warn!(
+            "{}{}: `{k}` outside [template] is ignored (confd ignores it too)",
+            path.display(),
+            key_line(text, k).map(|l| format!(" line {l}")).unwrap_or_default()
+        );
+    }
+    let mut fields = toml::Table::new();
+    for (k, v) in table {
+        let known = TEMPLATE_FIELDS
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(k))
+            .copied();
+        match known {
+            Some(f) => {
+                if fields.insert(f.to_string(), v.clone()).is_some() {
+                    return Err(format!(
+                        "{f} is given twice (confd matches field names regardless of case)"
+                    ));
+                }
+            }
+            None => tracing::warn!(
+                "{}{}: unknown field `{k}` in [template] is ignored, as confd ignores it \
+                 (liveconf knows: {})",
+                path.display(),
+                key_line(text, k).map(|l| format!(" line {l}")).unwrap_or_default(),
+                TEMPLATE_FIELDS.join(", ")
+            ),
+        }
+    }
+    toml::Value::Table(fields).try_into::<TemplateTable>().map_err(|e| {
+        let msg = e.message().trim().trim_end_matches('.').replace('\n', " ");
+        msg.to_string()
+    })
+}
+
 /// Parses one resource file. `templates_dir` is where `src` is looked up;
-/// `global_prefix` is joined in front of the resource's `prefix`.
+/// `global_prefix` combines with the resource's `prefix` as `rule` says.
+///
+/// A Tera resource is read strictly (unknown fields are errors). A Go
+/// template resource (confd's) is read as confd reads it: field names in
+/// any case, unknown fields warned about and ignored, `keys` may be empty.
 pub fn load(
     path: &Path,
     templates_dir: &Path,
     global_prefix: &str,
+    rule: PrefixRule,
 ) -> Result<Resource, ResourceError> {
     let name = path
         .file_stem()
@@ -229,22 +374,36 @@ pub fn load(
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let parsed: ResourceFile = toml::from_str(&text).map_err(|e| {
-        // Fields written without the [template] heading: say that, not
-        // "unknown field".
-        let top: Option<toml::Table> = toml::from_str(&text).ok();
-        match top {
-            Some(t) if !t.contains_key("template") && !t.is_empty() => err(
-                "no [template] table: put the fields (src, dest, keys...) under a [template] heading"
-                    .into(),
-            ),
-            _ => err(toml_error(&text, &e)),
+    let doc: Option<toml::Table> = toml::from_str(&text).ok();
+    let confd_style = doc.as_ref().and_then(|d| {
+        d.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("template"))
+            .and_then(|(k, v)| Some((k.clone(), v.as_table()?.clone())))
+            .filter(|(_, table)| wants_go(table))
+    });
+    let t = match (&doc, confd_style) {
+        (Some(doc), Some((key, table))) => {
+            tolerant_table(path, &text, doc, &key, &table).map_err(err)?
         }
-    })?;
-    let Some(t) = parsed.template else {
-        return Err(err(
-            "no [template] table (every resource file needs one)".into()
-        ));
+        _ => {
+            let parsed: ResourceFile = toml::from_str(&text).map_err(|e| {
+                // Fields written without the [template] heading: say that,
+                // not "unknown field".
+                match &doc {
+                    Some(t) if !t.contains_key("template") && !t.is_empty() => err(
+                        "no [template] table: put the fields (src, dest, keys...) under a [template] heading"
+                            .into(),
+                    ),
+                    _ => err(toml_error(&text, &e)),
+                }
+            })?;
+            let Some(t) = parsed.template else {
+                return Err(err(
+                    "no [template] table (every resource file needs one)".into()
+                ));
+            };
+            t
+        }
     };
 
     let source = match (&t.src, t.format) {
@@ -258,6 +417,7 @@ pub fn load(
             if t.decode.is_some() {
                 return Err(err("decode only applies with format; in a template use tree(decode=\"json\") or json_decode".into()));
             }
+            let engine = t.engine.unwrap_or_else(|| Engine::for_src(src));
             let full = templates_dir.join(src);
             if !full.is_file() {
                 return Err(err(format!(
@@ -265,9 +425,14 @@ pub fn load(
                     full.display()
                 )));
             }
-            Source::Template(src.clone())
+            Source::Template(src.clone(), engine)
         }
         (None, Some(f)) => {
+            if t.engine.is_some() {
+                return Err(err(
+                    "engine applies to a template (src), not to format".into(),
+                ));
+            }
             let decode = match t.decode.as_deref() {
                 None | Some("string") => Decode::String,
                 Some("json") => Decode::Json,
@@ -300,10 +465,19 @@ pub fn load(
         )));
     }
 
-    if t.keys.is_empty() {
+    let go = matches!(source, Source::Template(_, Engine::Go));
+    // confd renders a template without keys (one that only reads the
+    // environment, say); a Tera resource must say what it reads.
+    if t.keys.is_empty() && !go {
         return Err(err("keys is empty: list the key prefixes this resource reads (\"/\" for everything under prefix)".into()));
     }
-    let prefix = keypath::join_prefixes(&[global_prefix, t.prefix.as_deref().unwrap_or("")]);
+    let own_prefix = t.prefix.as_deref().unwrap_or("");
+    let prefix = match rule {
+        PrefixRule::Replace if !keypath::normalize_prefix(global_prefix).is_empty() => {
+            keypath::normalize_prefix(global_prefix)
+        }
+        _ => keypath::join_prefixes(&[global_prefix, own_prefix]),
+    };
     let mut watched: Vec<String> = t
         .keys
         .iter()

@@ -5,16 +5,25 @@
 //! line) and does not stop the others. The files that parse are then
 //! compiled into one Tera instance (so `include`/`extends` work), with
 //! liveconf's functions registered and HTML escaping off for every name.
+//!
+//! Every file is also parsed as a Go template (confd's engine, see
+//! [`crate::gotemplate`]), on its own and named by its base name as confd
+//! names it; a resource uses one or the other according to its engine.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::gotemplate::{self, GoTemplate};
+use crate::resource::Engine;
 
 /// The compiled templates, and the ones that failed to compile.
 #[derive(Clone)]
 pub struct TemplateSet {
     tera: Arc<tera::Tera>,
     broken: BTreeMap<String, String>,
+    /// Every file parsed as a Go template, or why it does not parse.
+    go: Arc<BTreeMap<String, Result<GoTemplate, String>>>,
     dir: PathBuf,
 }
 
@@ -115,6 +124,7 @@ impl TemplateSet {
         TemplateSet {
             tera: Arc::new(new_tera()),
             broken: BTreeMap::new(),
+            go: Arc::new(BTreeMap::new()),
             dir: PathBuf::new(),
         }
     }
@@ -131,9 +141,12 @@ impl TemplateSet {
         }
         files.sort();
         let mut good: Vec<(String, String)> = Vec::new();
+        let mut go = BTreeMap::new();
         for (name, path) in files {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
+                    let base = name.rsplit('/').next().unwrap_or(&name);
+                    go.insert(name.clone(), gotemplate::parse(base, &text));
                     let mut alone = new_tera();
                     match alone.add_raw_template(&name, &text) {
                         Err(e) if matches!(e.kind(), tera::ErrorKind::SyntaxError(_)) => {
@@ -143,7 +156,9 @@ impl TemplateSet {
                     }
                 }
                 Err(e) => {
-                    broken.insert(name, format!("cannot read {}: {e}", path.display()));
+                    let why = format!("cannot read {}: {e}", path.display());
+                    go.insert(name.clone(), Err(why.clone()));
+                    broken.insert(name, why);
                 }
             }
         }
@@ -186,6 +201,7 @@ impl TemplateSet {
         TemplateSet {
             tera: Arc::new(tera),
             broken,
+            go: Arc::new(go),
             dir: dir.to_path_buf(),
         }
     }
@@ -195,7 +211,27 @@ impl TemplateSet {
         &self.tera
     }
 
-    /// Why `name` cannot be used, if it cannot.
+    /// The Go template `name`, or why it cannot be used.
+    pub fn go(&self, name: &str) -> Result<&GoTemplate, String> {
+        match self.go.get(name) {
+            Some(Ok(t)) => Ok(t),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!(
+                "template {name} not found in {}",
+                self.dir.display()
+            )),
+        }
+    }
+
+    /// Why `name` cannot be used with `engine`, if it cannot.
+    pub fn problem_with(&self, name: &str, engine: Engine) -> Option<String> {
+        match engine {
+            Engine::Tera => self.problem(name),
+            Engine::Go => self.go(name).err(),
+        }
+    }
+
+    /// Why `name` cannot be used (as a Tera template), if it cannot.
     pub fn problem(&self, name: &str) -> Option<String> {
         if let Some(e) = self.broken.get(name) {
             return Some(e.clone());

@@ -1,0 +1,1033 @@
+//! Go text/template, as confd runs it: the engine for `.tmpl` resources.
+//!
+//! Templates are parsed by `gotmpl` (a port of Go's `text/template`; see
+//! ARCHITECTURE.md for why, and `vendor/gotmpl/LIVECONF-PATCHES.md`), each
+//! file on its own and named by its base name, as confd's `ParseFiles`
+//! does, and executed with no data (`{{.}}` is `<no value>`).
+//!
+//! The functions are confd's function map with confd's semantics, byte for
+//! byte: the key functions (`get`, `getv`, `gets`, `getvs`, `ls`, `lsdir`,
+//! `exists`) read a [`View`] of the snapshot that is exactly confd's
+//! `memkv` store for the resource — every key under the resource's `keys`,
+//! named `path.Join("/", key without prefix)`. A key outside `keys` is
+//! simply not there (`exists` is false, `getv` takes its default), as in
+//! confd; so the daemon still never needs a key it does not watch.
+//!
+//! A view is installed in a thread-local for the duration of one
+//! synchronous render ([`render`]), like the Tera functions' scope.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gotmpl::{FuncMap, Struct, TemplateError, Value};
+
+use crate::gopath;
+use crate::store::{Snapshot, is_at_or_below};
+
+/// What the key functions of one render read: confd's store for one resource.
+pub struct View {
+    /// The snapshot being rendered.
+    pub snapshot: Snapshot,
+    /// The resource's absolute prefix (normalised, "" for the root).
+    pub prefix: String,
+    /// The absolute prefixes the resource watches (its `keys`).
+    pub watched: Vec<String>,
+    /// DNS settings for `lookupSRV`.
+    pub dns: crate::dns::DnsConfig,
+}
+
+thread_local! {
+    static VIEW: RefCell<Option<View>> = const { RefCell::new(None) };
+}
+
+type GoResult = Result<Value, TemplateError>;
+
+fn fail(func: &str, msg: impl std::fmt::Display) -> TemplateError {
+    TemplateError::Exec(format!("error calling {func}: {msg}"))
+}
+
+fn with_view<R>(func: &str, f: impl FnOnce(&View) -> Result<R, TemplateError>) -> Result<R, TemplateError> {
+    VIEW.with(|v| match &*v.borrow() {
+        Some(view) => f(view),
+        None => Err(fail(func, "key functions need a resource being rendered")),
+    })
+}
+
+impl View {
+    /// The absolute etcd key that confd's store key `store_key` stands for,
+    /// if `store_key` is a clean path (every store key is one).
+    fn absolute(&self, store_key: &str) -> Option<String> {
+        if !store_key.starts_with('/') || gopath::clean(store_key) != store_key {
+            return None;
+        }
+        Some(if store_key == "/" {
+            if self.prefix.is_empty() {
+                "/".to_string()
+            } else {
+                self.prefix.clone()
+            }
+        } else {
+            format!("{}{store_key}", self.prefix)
+        })
+    }
+
+    /// confd's store key for an absolute etcd key:
+    /// `path.Join("/", strings.TrimPrefix(key, prefix))`.
+    fn store_key(&self, abs: &str) -> String {
+        let rest = abs.strip_prefix(self.prefix.as_str()).unwrap_or(abs);
+        gopath::clean(&format!("/{rest}"))
+    }
+
+    fn is_watched(&self, abs: &str) -> bool {
+        self.watched.iter().any(|w| is_at_or_below(abs, w))
+    }
+
+    /// The value stored under the store key `key`.
+    fn lookup(&self, key: &str) -> Option<String> {
+        let abs = self.absolute(key)?;
+        if !self.is_watched(&abs) {
+            return None;
+        }
+        self.snapshot
+            .get(&abs)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Every (store key, value) whose store key lies under the store path
+    /// `dir` (`"/"` for all), in no particular order. Only the watched
+    /// subtrees that meet `dir` are scanned.
+    fn entries_under(&self, dir: &str) -> Vec<(String, String)> {
+        let clean = gopath::clean(dir);
+        let abs_dir = if clean == "/" || !clean.starts_with('/') {
+            self.prefix.clone()
+        } else {
+            format!("{}{clean}", self.prefix)
+        };
+        // Scan roots: watched prefixes inside `abs_dir`, or `abs_dir` itself
+        // when a watched prefix contains it; nested roots once.
+        let mut roots: Vec<&str> = Vec::new();
+        for w in &self.watched {
+            let root = if is_at_or_below(w, &abs_dir) {
+                w.as_str()
+            } else if is_at_or_below(&abs_dir, w) {
+                abs_dir.as_str()
+            } else {
+                continue;
+            };
+            if !roots.iter().any(|r| is_at_or_below(root, r)) {
+                roots.retain(|r| !is_at_or_below(r, root));
+                roots.push(root);
+            }
+        }
+        let mut out = Vec::new();
+        for root in roots {
+            for (k, v) in self.snapshot.subtree(root) {
+                out.push((self.store_key(k), String::from_utf8_lossy(v).into_owned()));
+            }
+        }
+        out
+    }
+
+    /// memkv's `GetAll`: pairs whose key matches `pattern`, sorted by key.
+    fn get_all(&self, pattern: &str) -> Result<Vec<(String, String)>, String> {
+        let dir = literal_dir(pattern);
+        let mut out = Vec::new();
+        for (k, v) in self.entries_under(dir) {
+            if path_match(pattern, &k)? {
+                out.push((k, v));
+            }
+        }
+        // Validate the pattern even when nothing was there to match.
+        path_match(pattern, "")?;
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        Ok(out)
+    }
+
+    /// memkv's `List`.
+    fn list(&self, file_path: &str) -> Vec<String> {
+        let prefix = terms(file_path);
+        let mut names = std::collections::BTreeSet::new();
+        for (k, _) in self.entries_under(file_path) {
+            if k == file_path {
+                names.insert(gopath::base(&k));
+                continue;
+            }
+            if same_prefix_terms(&prefix, &terms(&gopath::dir(&k))) {
+                let stripped = k.strip_prefix(file_path).unwrap_or(&k);
+                let stripped = stripped.strip_prefix('/').unwrap_or(stripped);
+                names.insert(stripped.split('/').next().unwrap_or("").to_string());
+            }
+        }
+        names.into_iter().collect()
+    }
+
+    /// memkv's `ListDir`.
+    fn list_dir(&self, file_path: &str) -> Vec<String> {
+        let prefix = terms(file_path);
+        let mut names = std::collections::BTreeSet::new();
+        for (k, _) in self.entries_under(file_path) {
+            if k.starts_with(file_path) {
+                let items = terms(&gopath::dir(&k));
+                if same_prefix_terms(&prefix, &items) && items.len() > prefix.len() {
+                    names.insert(items[prefix.len()].to_string());
+                }
+            }
+        }
+        names.into_iter().collect()
+    }
+}
+
+/// Go's `path.Match`: `*` and `?` never match `/`; `[...]` classes with
+/// ranges and `^` negation; `\\` escapes. A malformed pattern is an error
+/// (`syntax error in pattern`), as in Go.
+fn path_match(pattern: &str, name: &str) -> Result<bool, String> {
+    path_match_bytes(pattern.as_bytes(), name.as_bytes()).map_err(str::to_string)
+}
+
+const BAD_PATTERN: &str = "syntax error in pattern";
+
+/// The first UTF-8 character of `b` and its length (U+FFFD, 1 if invalid).
+fn decode_rune(b: &[u8]) -> (char, usize) {
+    for n in 1..=b.len().min(4) {
+        if let Ok(s) = std::str::from_utf8(&b[..n]) {
+            return (s.chars().next().unwrap_or('\u{FFFD}'), n);
+        }
+    }
+    ('\u{FFFD}', 1)
+}
+
+fn scan_chunk(p: &[u8]) -> (bool, &[u8], &[u8]) {
+    let mut p = p;
+    let mut star = false;
+    while let [b'*', rest @ ..] = p {
+        p = rest;
+        star = true;
+    }
+    let mut in_range = false;
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'\\' if i + 1 < p.len() => i += 1,
+            b'[' => in_range = true,
+            b']' => in_range = false,
+            b'*' if !in_range => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    (star, &p[..i], &p[i..])
+}
+
+fn get_esc(chunk: &[u8]) -> Result<(char, &[u8]), &'static str> {
+    let mut c = chunk;
+    if matches!(c.first(), None | Some(b'-') | Some(b']')) {
+        return Err(BAD_PATTERN);
+    }
+    if c[0] == b'\\' {
+        c = &c[1..];
+        if c.is_empty() {
+            return Err(BAD_PATTERN);
+        }
+    }
+    let (r, n) = decode_rune(c);
+    if r == '\u{FFFD}' && n == 1 {
+        return Err(BAD_PATTERN);
+    }
+    let rest = &c[n..];
+    if rest.is_empty() {
+        return Err(BAD_PATTERN);
+    }
+    Ok((r, rest))
+}
+
+/// Matches `chunk` at the start of `s`; the rest of `s` when it does.
+fn match_chunk<'a>(mut chunk: &[u8], mut s: &'a [u8]) -> Result<Option<&'a [u8]>, &'static str> {
+    let mut failed = false;
+    while let Some(&c) = chunk.first() {
+        if !failed && s.is_empty() {
+            failed = true;
+        }
+        match c {
+            b'[' => {
+                let mut r = '\0';
+                if !failed {
+                    let (rr, n) = decode_rune(s);
+                    r = rr;
+                    s = &s[n..];
+                }
+                chunk = &chunk[1..];
+                let negated = chunk.first() == Some(&b'^');
+                if negated {
+                    chunk = &chunk[1..];
+                }
+                let mut matched = false;
+                let mut nrange = 0;
+                loop {
+                    if chunk.first() == Some(&b']') && nrange > 0 {
+                        chunk = &chunk[1..];
+                        break;
+                    }
+                    let (lo, rest) = get_esc(chunk)?;
+                    chunk = rest;
+                    let mut hi = lo;
+                    if chunk.first() == Some(&b'-') {
+                        let (h, rest) = get_esc(&chunk[1..])?;
+                        hi = h;
+                        chunk = rest;
+                    }
+                    if lo <= r && r <= hi {
+                        matched = true;
+                    }
+                    nrange += 1;
+                }
+                if matched == negated {
+                    failed = true;
+                }
+            }
+            b'?' => {
+                if !failed {
+                    if s[0] == b'/' {
+                        failed = true;
+                    }
+                    let (_, n) = decode_rune(s);
+                    s = &s[n..];
+                }
+                chunk = &chunk[1..];
+            }
+            _ => {
+                if c == b'\\' {
+                    chunk = &chunk[1..];
+                    if chunk.is_empty() {
+                        return Err(BAD_PATTERN);
+                    }
+                }
+                if !failed {
+                    if chunk[0] != s[0] {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
+        }
+    }
+    Ok(if failed { None } else { Some(s) })
+}
+
+fn path_match_bytes(pattern: &[u8], name: &[u8]) -> Result<bool, &'static str> {
+    let mut pattern = pattern;
+    let mut name = name;
+    'outer: while !pattern.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pattern);
+        pattern = rest;
+        if star && chunk.is_empty() {
+            return Ok(!name.contains(&b'/'));
+        }
+        let first = match_chunk(chunk, name);
+        if let Ok(Some(t)) = first
+            && (t.is_empty() || !pattern.is_empty())
+        {
+            name = t;
+            continue;
+        }
+        first?;
+        if star {
+            let mut i = 0;
+            while i < name.len() && name[i] != b'/' {
+                if let Some(t) = match_chunk(chunk, &name[i + 1..])? {
+                    if !(pattern.is_empty() && !t.is_empty()) {
+                        name = t;
+                        continue 'outer;
+                    }
+                }
+                i += 1;
+            }
+        }
+        while !pattern.is_empty() {
+            let (_, chunk, rest) = scan_chunk(pattern);
+            pattern = rest;
+            match_chunk(chunk, b"")?;
+        }
+        return Ok(false);
+    }
+    Ok(name.is_empty())
+}
+
+/// memkv's `pathToTerms`: `strings.Split(path.Clean(p), "/")`.
+fn terms(p: &str) -> Vec<String> {
+    gopath::clean(p).split('/').map(str::to_string).collect()
+}
+
+fn same_prefix_terms(prefix: &[String], test: &[String]) -> bool {
+    test.len() >= prefix.len() && prefix.iter().zip(test).all(|(a, b)| a == b)
+}
+
+/// The directory part of a glob that holds no wildcard: only keys under it
+/// can match. Anything but a plain absolute path scans everything.
+fn literal_dir(pattern: &str) -> &str {
+    let end = pattern.find(['*', '?', '[', '\\']).unwrap_or(pattern.len());
+    match pattern[..end].rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &pattern[..i],
+    }
+}
+
+/// A `memkv.KVPair`.
+fn kv_pair(key: String, value: String) -> Value {
+    Value::Struct(Arc::new(Struct {
+        type_name: "memkv.KVPair",
+        fields: vec![
+            ("Key", Value::String(key.into())),
+            ("Value", Value::String(value.into())),
+        ],
+    }))
+}
+
+fn is_kv_pair(v: &Value) -> bool {
+    matches!(v, Value::Struct(s) if s.type_name == "memkv.KVPair")
+}
+
+fn kv_key(v: &Value) -> &str {
+    match v {
+        Value::Struct(s) => s.field("Key").and_then(Value::as_str).unwrap_or(""),
+        _ => "",
+    }
+}
+
+fn strings(list: Vec<String>) -> Value {
+    Value::List(list.into_iter().map(|s| Value::String(s.into())).collect())
+}
+
+// Arguments, checked the way Go's reflection-based call checks them.
+
+fn arity(func: &str, args: &[Value], want: usize) -> Result<(), TemplateError> {
+    if args.len() != want {
+        return Err(TemplateError::Exec(format!(
+            "wrong number of args for {func}: want {want} got {}",
+            args.len()
+        )));
+    }
+    Ok(())
+}
+
+fn type_error(func: &str, want: &str, got: &Value) -> TemplateError {
+    TemplateError::Exec(format!(
+        "wrong type for value in call to {func}; expected {want}; got {}",
+        go_type(got)
+    ))
+}
+
+fn go_type(v: &Value) -> &'static str {
+    match v {
+        Value::Nil => "<nil>",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int",
+        Value::Uint(_) => "uint",
+        Value::Float(_) => "float64",
+        Value::String(_) => "string",
+        Value::List(_) => "[]interface {}",
+        Value::Map(_) => "map[string]interface {}",
+        Value::Struct(s) => s.type_name,
+        _ => "func",
+    }
+}
+
+fn str_arg<'a>(func: &str, args: &'a [Value], i: usize) -> Result<&'a str, TemplateError> {
+    match args.get(i) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(type_error(func, "string", other)),
+        None => Err(TemplateError::Exec(format!("missing argument for {func}"))),
+    }
+}
+
+fn int_arg(func: &str, args: &[Value], i: usize) -> Result<i64, TemplateError> {
+    match args.get(i) {
+        Some(Value::Int(n)) => Ok(*n),
+        Some(Value::Uint(n)) => i64::try_from(*n).map_err(|_| fail(func, "integer overflow")),
+        Some(other) => Err(type_error(func, "int", other)),
+        None => Err(TemplateError::Exec(format!("missing argument for {func}"))),
+    }
+}
+
+fn string_list(func: &str, v: &Value) -> Result<Vec<String>, TemplateError> {
+    match v {
+        Value::List(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.to_string()),
+                other => Err(type_error(func, "[]string", other)),
+            })
+            .collect(),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(type_error(func, "[]string", other)),
+    }
+}
+
+/// `strings.Split`.
+fn go_split(s: &str, sep: &str) -> Vec<String> {
+    if sep.is_empty() {
+        return s.chars().map(String::from).collect();
+    }
+    s.split(sep).map(str::to_string).collect()
+}
+
+/// `strings.Replace`.
+fn go_replace(s: &str, old: &str, new: &str, n: i64) -> String {
+    if n < 0 {
+        s.replace(old, new)
+    } else {
+        s.replacen(old, new, usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}
+
+/// `unicode.ToUpper`/`ToLower` rune by rune (Go keeps a rune whose case
+/// mapping is more than one rune, e.g. `ß`).
+fn go_case(s: &str, upper: bool) -> String {
+    s.chars()
+        .map(|c| {
+            let mut m: Vec<char> = if upper {
+                c.to_uppercase().collect()
+            } else {
+                c.to_lowercase().collect()
+            };
+            if m.len() == 1 { m.remove(0) } else { c }
+        })
+        .collect()
+}
+
+/// `strconv.ParseBool`.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("strconv.ParseBool: parsing {}: invalid syntax", go_quote(s))),
+    }
+}
+
+/// `strconv.Atoi`.
+fn atoi(s: &str) -> Result<i64, String> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("strconv.Atoi: parsing {}: invalid syntax", go_quote(s)));
+    }
+    s.parse::<i64>()
+        .map_err(|_| format!("strconv.Atoi: parsing {}: value out of range", go_quote(s)))
+}
+
+fn go_quote(s: &str) -> String {
+    gotmpl::sprintf("%q", &[Value::String(s.into())]).unwrap_or_else(|_| format!("{s:?}"))
+}
+
+/// JSON (as Go's `encoding/json` decodes into `interface{}`) → value:
+/// every number is a float64.
+fn from_json(v: serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::Bool(b),
+        J::Number(n) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        J::String(s) => Value::String(s.into()),
+        J::Array(a) => Value::List(a.into_iter().map(from_json).collect()),
+        J::Object(m) => Value::Map(Arc::new(
+            m.into_iter()
+                .map(|(k, v)| (Arc::from(k.as_str()), from_json(v)))
+                .collect::<BTreeMap<_, _>>(),
+        )),
+    }
+}
+
+/// Go's `time.Time.String()` of now, in UTC.
+fn now_string() -> String {
+    let t = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    // 2026-11-30T23:04:19.123456789Z → 2026-11-30 23:04:19.123456789 +0000 UTC
+    let t = t.trim_end_matches('Z').replacen('T', " ", 1);
+    let t = match t.split_once('.') {
+        Some((a, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            if frac.is_empty() { a.to_string() } else { format!("{a}.{frac}") }
+        }
+        None => t,
+    };
+    format!("{t} +0000 UTC")
+}
+
+fn lookup_ips(name: &str) -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    let mut ips: Vec<String> = match (name, 0).to_socket_addrs() {
+        Ok(addrs) => addrs.map(|a| a.ip().to_string()).collect(),
+        Err(_) => Vec::new(),
+    };
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn sort_by_len<T>(items: &mut [T], len: impl Fn(&T) -> usize) {
+    // Go's sort.Sort is an insertion sort up to 12 elements (stable);
+    // beyond, liveconf keeps equal lengths in their order.
+    items.sort_by_key(|i| len(i));
+}
+
+/// confd's function map (`newFuncMap` + memkv's store functions).
+pub fn func_map() -> FuncMap {
+    let mut m = FuncMap::new();
+    let mut add = |name: &'static str, f: fn(&[Value]) -> GoResult| {
+        m.insert(name.to_string(), Arc::new(f) as gotmpl::ValueFunc);
+    };
+
+    // memkv: the resource's keys.
+    add("get", |a| {
+        arity("get", a, 1)?;
+        let key = str_arg("get", a, 0)?;
+        with_view("get", |v| match v.lookup(key) {
+            Some(val) => Ok(kv_pair(key.to_string(), val)),
+            None => Err(fail("get", format!("key does not exist: {key}"))),
+        })
+    });
+    add("getv", |a| {
+        if a.is_empty() {
+            return Err(TemplateError::Exec("wrong number of args for getv: want at least 1 got 0".into()));
+        }
+        let key = str_arg("getv", a, 0)?;
+        let default = match a.get(1) {
+            Some(_) => Some(str_arg("getv", a, 1)?),
+            None => None,
+        };
+        for i in 2..a.len() {
+            str_arg("getv", a, i)?;
+        }
+        with_view("getv", |v| match (v.lookup(key), default) {
+            (Some(val), _) => Ok(Value::String(val.into())),
+            (None, Some(d)) => Ok(Value::String(d.into())),
+            (None, None) => Err(fail("getv", format!("key does not exist: {key}"))),
+        })
+    });
+    add("exists", |a| {
+        arity("exists", a, 1)?;
+        let key = str_arg("exists", a, 0)?;
+        with_view("exists", |v| Ok(Value::Bool(v.lookup(key).is_some())))
+    });
+    add("gets", |a| {
+        arity("gets", a, 1)?;
+        let pattern = str_arg("gets", a, 0)?;
+        with_view("gets", |v| {
+            let pairs = v.get_all(pattern).map_err(|e| fail("gets", e))?;
+            Ok(Value::List(pairs.into_iter().map(|(k, v)| kv_pair(k, v)).collect()))
+        })
+    });
+    add("getvs", |a| {
+        arity("getvs", a, 1)?;
+        let pattern = str_arg("getvs", a, 0)?;
+        with_view("getvs", |v| {
+            let mut values: Vec<String> = v
+                .get_all(pattern)
+                .map_err(|e| fail("getvs", e))?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            values.sort();
+            Ok(strings(values))
+        })
+    });
+    add("ls", |a| {
+        arity("ls", a, 1)?;
+        let p = str_arg("ls", a, 0)?;
+        with_view("ls", |v| Ok(strings(v.list(p))))
+    });
+    add("lsdir", |a| {
+        arity("lsdir", a, 1)?;
+        let p = str_arg("lsdir", a, 0)?;
+        with_view("lsdir", |v| Ok(strings(v.list_dir(p))))
+    });
+
+    // Paths and strings.
+    add("base", |a| {
+        arity("base", a, 1)?;
+        Ok(Value::String(gopath::base(str_arg("base", a, 0)?).into()))
+    });
+    add("dir", |a| {
+        arity("dir", a, 1)?;
+        Ok(Value::String(gopath::dir(str_arg("dir", a, 0)?).into()))
+    });
+    add("split", |a| {
+        arity("split", a, 2)?;
+        Ok(strings(go_split(str_arg("split", a, 0)?, str_arg("split", a, 1)?)))
+    });
+    add("join", |a| {
+        arity("join", a, 2)?;
+        let items = string_list("join", &a[0])?;
+        Ok(Value::String(items.join(str_arg("join", a, 1)?).into()))
+    });
+    add("toUpper", |a| {
+        arity("toUpper", a, 1)?;
+        Ok(Value::String(go_case(str_arg("toUpper", a, 0)?, true).into()))
+    });
+    add("toLower", |a| {
+        arity("toLower", a, 1)?;
+        Ok(Value::String(go_case(str_arg("toLower", a, 0)?, false).into()))
+    });
+    add("contains", |a| {
+        arity("contains", a, 2)?;
+        Ok(Value::Bool(str_arg("contains", a, 0)?.contains(str_arg("contains", a, 1)?)))
+    });
+    add("replace", |a| {
+        arity("replace", a, 4)?;
+        Ok(Value::String(
+            go_replace(
+                str_arg("replace", a, 0)?,
+                str_arg("replace", a, 1)?,
+                str_arg("replace", a, 2)?,
+                int_arg("replace", a, 3)?,
+            )
+            .into(),
+        ))
+    });
+    add("trimSuffix", |a| {
+        arity("trimSuffix", a, 2)?;
+        let s = str_arg("trimSuffix", a, 0)?;
+        let suffix = str_arg("trimSuffix", a, 1)?;
+        Ok(Value::String(s.strip_suffix(suffix).unwrap_or(s).into()))
+    });
+    add("base64Encode", |a| {
+        use base64::Engine as _;
+        arity("base64Encode", a, 1)?;
+        let s = str_arg("base64Encode", a, 0)?;
+        Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(s).into()))
+    });
+    add("base64Decode", |a| {
+        use base64::Engine as _;
+        arity("base64Decode", a, 1)?;
+        let s = str_arg("base64Decode", a, 0)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| fail("base64Decode", format!("illegal base64 data: {e}")))?;
+        Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned().into()))
+    });
+    add("parseBool", |a| {
+        arity("parseBool", a, 1)?;
+        parse_bool(str_arg("parseBool", a, 0)?)
+            .map(Value::Bool)
+            .map_err(|e| fail("parseBool", e))
+    });
+    add("atoi", |a| {
+        arity("atoi", a, 1)?;
+        atoi(str_arg("atoi", a, 0)?).map(Value::Int).map_err(|e| fail("atoi", e))
+    });
+
+    // Data.
+    add("json", |a| {
+        arity("json", a, 1)?;
+        let s = str_arg("json", a, 0)?;
+        match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(serde_json::Value::Null) => Ok(Value::Map(Arc::new(BTreeMap::new()))),
+            Ok(v @ serde_json::Value::Object(_)) => Ok(from_json(v)),
+            Ok(_) => Err(fail("json", "cannot unmarshal a non-object into map[string]interface {}")),
+            Err(e) => Err(fail("json", e)),
+        }
+    });
+    add("jsonArray", |a| {
+        arity("jsonArray", a, 1)?;
+        let s = str_arg("jsonArray", a, 0)?;
+        match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(serde_json::Value::Null) => Ok(Value::List(Arc::from(Vec::new()))),
+            Ok(v @ serde_json::Value::Array(_)) => Ok(from_json(v)),
+            Ok(_) => Err(fail("jsonArray", "cannot unmarshal a non-array into []interface {}")),
+            Err(e) => Err(fail("jsonArray", e)),
+        }
+    });
+    add("map", |a| {
+        if a.len() % 2 != 0 {
+            return Err(fail("map", "invalid map call"));
+        }
+        let mut m = BTreeMap::new();
+        for pair in a.chunks(2) {
+            let Value::String(k) = &pair[0] else {
+                return Err(fail("map", "map keys must be strings"));
+            };
+            m.insert(k.clone(), pair[1].clone());
+        }
+        Ok(Value::Map(Arc::new(m)))
+    });
+    add("getenv", |a| {
+        if a.is_empty() {
+            return Err(TemplateError::Exec("wrong number of args for getenv: want at least 1 got 0".into()));
+        }
+        let name = str_arg("getenv", a, 0)?;
+        let default = match a.get(1) {
+            Some(_) => str_arg("getenv", a, 1)?,
+            None => "",
+        };
+        let value = std::env::var(name).unwrap_or_default();
+        Ok(Value::String(if value.is_empty() { default.into() } else { value.into() }))
+    });
+    add("datetime", |a| {
+        arity("datetime", a, 0)?;
+        Ok(Value::String(now_string().into()))
+    });
+    add("fileExists", |a| {
+        arity("fileExists", a, 1)?;
+        Ok(Value::Bool(std::fs::metadata(str_arg("fileExists", a, 0)?).is_ok()))
+    });
+
+    // Lists.
+    add("reverse", |a| {
+        arity("reverse", a, 1)?;
+        // confd reverses []string and []KVPair; anything else comes back
+        // unchanged. (confd leaves gets's list unreversed, a bug: liveconf
+        // reverses it; README lists the difference.)
+        match &a[0] {
+            Value::List(items)
+                if items.iter().all(|i| matches!(i, Value::String(_)))
+                    || items.iter().all(is_kv_pair) =>
+            {
+                Ok(Value::List(items.iter().rev().cloned().collect()))
+            }
+            other => Ok(other.clone()),
+        }
+    });
+    add("sortByLength", |a| {
+        arity("sortByLength", a, 1)?;
+        let mut items = string_list("sortByLength", &a[0])?;
+        sort_by_len(&mut items, |s| s.len());
+        Ok(strings(items))
+    });
+    add("sortKVByLength", |a| {
+        arity("sortKVByLength", a, 1)?;
+        let mut items: Vec<Value> = match &a[0] {
+            Value::List(items) if items.iter().all(is_kv_pair) => items.to_vec(),
+            Value::Nil => Vec::new(),
+            other => return Err(type_error("sortKVByLength", "[]memkv.KVPair", other)),
+        };
+        sort_by_len(&mut items, |v| kv_key(v).len());
+        Ok(Value::List(items.into()))
+    });
+    add("seq", |a| {
+        arity("seq", a, 2)?;
+        let (first, last) = (int_arg("seq", a, 0)?, int_arg("seq", a, 1)?);
+        if last.saturating_sub(first) > 10_000_000 {
+            return Err(fail("seq", format!("seq {first} {last}: more than 10000000 numbers")));
+        }
+        Ok(Value::List((first..=last).map(Value::Int).collect()))
+    });
+
+    // Integer arithmetic (Go's int: wrapping, division truncates).
+    add("add", |a| {
+        arity("add", a, 2)?;
+        Ok(Value::Int(int_arg("add", a, 0)?.wrapping_add(int_arg("add", a, 1)?)))
+    });
+    add("sub", |a| {
+        arity("sub", a, 2)?;
+        Ok(Value::Int(int_arg("sub", a, 0)?.wrapping_sub(int_arg("sub", a, 1)?)))
+    });
+    add("mul", |a| {
+        arity("mul", a, 2)?;
+        Ok(Value::Int(int_arg("mul", a, 0)?.wrapping_mul(int_arg("mul", a, 1)?)))
+    });
+    add("div", |a| {
+        arity("div", a, 2)?;
+        let (x, y) = (int_arg("div", a, 0)?, int_arg("div", a, 1)?);
+        if y == 0 {
+            return Err(fail("div", "runtime error: integer divide by zero"));
+        }
+        Ok(Value::Int(x.wrapping_div(y)))
+    });
+    add("mod", |a| {
+        arity("mod", a, 2)?;
+        let (x, y) = (int_arg("mod", a, 0)?, int_arg("mod", a, 1)?);
+        if y == 0 {
+            return Err(fail("mod", "runtime error: integer divide by zero"));
+        }
+        Ok(Value::Int(x.wrapping_rem(y)))
+    });
+
+    // DNS (resolved at render time, as confd does).
+    add("lookupIP", |a| {
+        arity("lookupIP", a, 1)?;
+        Ok(strings(lookup_ips(str_arg("lookupIP", a, 0)?)))
+    });
+    add("lookupIPV4", |a| {
+        arity("lookupIPV4", a, 1)?;
+        let ips = lookup_ips(str_arg("lookupIPV4", a, 0)?);
+        Ok(strings(ips.into_iter().filter(|ip| ip.contains('.')).collect()))
+    });
+    add("lookupIPV6", |a| {
+        arity("lookupIPV6", a, 1)?;
+        let ips = lookup_ips(str_arg("lookupIPV6", a, 0)?);
+        Ok(strings(ips.into_iter().filter(|ip| ip.contains(':')).collect()))
+    });
+    add("lookupSRV", |a| {
+        arity("lookupSRV", a, 3)?;
+        let (service, proto, name) = (
+            str_arg("lookupSRV", a, 0)?,
+            str_arg("lookupSRV", a, 1)?,
+            str_arg("lookupSRV", a, 2)?,
+        );
+        let fqdn = if service.is_empty() && proto.is_empty() {
+            name.to_string()
+        } else {
+            format!("_{service}._{proto}.{name}")
+        };
+        let dns = VIEW.with(|v| v.borrow().as_ref().map(|v| v.dns.clone())).unwrap_or_default();
+        let mut records: Vec<(String, u16, u16, u16)> = crate::dns::lookup_srv_blocking(&dns, &fqdn)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (format!("{}.", r.target), r.port, r.priority, r.weight))
+            .collect();
+        // confd sorts by the concatenation target+port+priority+weight.
+        records.sort_by_key(|(t, p, pr, w)| format!("{t}{p}{pr}{w}"));
+        Ok(Value::List(
+            records
+                .into_iter()
+                .map(|(t, p, pr, w)| {
+                    Value::Struct(Arc::new(Struct {
+                        type_name: "*net.SRV",
+                        fields: vec![
+                            ("Target", Value::String(t.into())),
+                            ("Port", Value::Int(p.into())),
+                            ("Priority", Value::Int(pr.into())),
+                            ("Weight", Value::Int(w.into())),
+                        ],
+                    }))
+                })
+                .collect(),
+        ))
+    });
+    m
+}
+
+/// Every function name of [`func_map`] plus Go's builtins: what a Go
+/// template may call (for `check --explain`).
+pub const CONFD_FUNCTIONS: &[&str] = &[
+    "get", "getv", "exists", "gets", "getvs", "ls", "lsdir", "base", "dir", "split", "join",
+    "toUpper", "toLower", "contains", "replace", "trimSuffix", "base64Encode", "base64Decode",
+    "parseBool", "atoi", "json", "jsonArray", "map", "getenv", "datetime", "fileExists",
+    "reverse", "sortByLength", "sortKVByLength", "seq", "add", "sub", "mul", "div", "mod",
+    "lookupIP", "lookupIPV4", "lookupIPV6", "lookupSRV",
+];
+
+/// A parsed Go template.
+#[derive(Clone)]
+pub struct GoTemplate(Arc<gotmpl::Template>);
+
+/// Parses `text` as the Go template `name` (its base name, as confd names it).
+pub fn parse(name: &str, text: &str) -> Result<GoTemplate, String> {
+    gotmpl::Template::new(name)
+        .funcs(func_map())
+        .parse(text)
+        .map(|t| GoTemplate(Arc::new(t)))
+        .map_err(|e| one_line(&format!("template: {e}")))
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', " ")
+}
+
+/// Executes `t` with `view` visible to the key functions.
+pub fn render(t: &GoTemplate, view: View) -> Result<String, String> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            VIEW.with(|v| v.borrow_mut().take());
+        }
+    }
+    VIEW.with(|v| *v.borrow_mut() = Some(view));
+    let _reset = Reset;
+    t.0.execute_to_string(&Value::Nil)
+        .map_err(|e| one_line(&format!("template {}: {e}", t.0.name())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Key, Val};
+
+    fn view(prefix: &str, watched: &[&str], pairs: &[(&str, &str)]) -> View {
+        View {
+            snapshot: Snapshot::from_pairs(
+                1,
+                pairs
+                    .iter()
+                    .map(|(k, v)| (Key::from(*k), Val::from(v.as_bytes().to_vec()))),
+            ),
+            prefix: prefix.into(),
+            watched: watched.iter().map(|w| w.to_string()).collect(),
+            dns: Default::default(),
+        }
+    }
+
+    fn run(v: View, text: &str) -> Result<String, String> {
+        render(&parse("t.tmpl", text)?, v)
+    }
+
+    #[test]
+    fn keys_are_seen_relative_to_the_prefix_and_only_under_keys() {
+        let v = view(
+            "/svc",
+            &["/svc/a", "/svc/b"],
+            &[("/svc/a/x", "1"), ("/svc/b", "2"), ("/svc/c", "3"), ("/other", "4")],
+        );
+        let out = run(
+            v,
+            r#"{{getv "/a/x"}} {{getv "/b"}} {{exists "/c"}} {{getv "/c" "d"}} {{ls "/"}} {{gets "/*"}}"#,
+        )
+        .unwrap();
+        assert_eq!(out, "1 2 false d [b] [{/b 2}]");
+    }
+
+    #[test]
+    fn ls_and_lsdir_follow_memkv() {
+        let v = view(
+            "",
+            &["/s", "/r"],
+            &[("/s/api/hosts/a", "1"), ("/s/api/port", "2"), ("/s/version", "3"), ("/r", "4")],
+        );
+        let out = run(v, r#"{{ls "/s"}} {{lsdir "/s"}} {{ls "/"}} {{lsdir "/"}} {{ls "/nope"}}"#).unwrap();
+        assert_eq!(out, "[api version] [api] [r] [] []");
+    }
+
+    #[test]
+    fn missing_key_without_default_fails_naming_it() {
+        let v = view("", &["/a"], &[]);
+        let e = run(v, r#"{{getv "/a/b"}}"#).unwrap_err();
+        assert!(e.contains("key does not exist: /a/b"), "{e}");
+    }
+
+    #[test]
+    fn go_arithmetic_and_printing() {
+        let v = view("", &["/a"], &[]);
+        let out = run(
+            v,
+            r#"{{div 7 2}} {{mod 7 2}} {{3 | add 5 | mul 2}} {{seq 1 3}} {{seq 3 1}} {{json `{"n":1000000,"f":0.25,"z":null}`}}"#,
+        )
+        .unwrap();
+        assert_eq!(out, "3 1 16 [1 2 3] [] map[f:0.25 n:1e+06 z:<nil>]");
+    }
+
+    #[test]
+    fn path_match_follows_go() {
+        let m = |p: &str, n: &str| path_match(p, n);
+        assert_eq!(m("/a/*", "/a/b"), Ok(true));
+        assert_eq!(m("/a/*", "/a/b/c"), Ok(false));
+        assert_eq!(m("/a/*/c", "/a/b/c"), Ok(true));
+        assert_eq!(m("/a/b?", "/a/bc"), Ok(true));
+        assert_eq!(m("/a/[a-c]x", "/a/bx"), Ok(true));
+        assert_eq!(m("/a/[^a-c]x", "/a/bx"), Ok(false));
+        assert_eq!(m("/a/*x", "/a/yyx"), Ok(true));
+        assert_eq!(m("/a/\\*", "/a/*"), Ok(true));
+        assert!(m("/a/[", "/a/b").is_err());
+        assert!(m("/a/[]", "/zz").is_err());
+        assert_eq!(m("*", "abc"), Ok(true));
+        assert_eq!(m("a*b*c", "axxbyyc"), Ok(true));
+    }
+
+    #[test]
+    fn atoi_and_parse_bool_follow_strconv() {
+        assert_eq!(atoi("+12"), Ok(12));
+        assert!(atoi("12abc").is_err());
+        assert!(atoi("").is_err());
+        assert_eq!(parse_bool("T"), Ok(true));
+        assert!(parse_bool("yes").is_err());
+    }
+}
