@@ -245,6 +245,29 @@ impl Etcd {
         self.ctl(&["put", key, value]);
     }
 
+    /// `put` with the value on etcdctl's stdin: any bytes, including a
+    /// leading `-` or newlines.
+    pub fn put_raw(&self, key: &str, value: &str) {
+        use std::io::Write;
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.live_endpoint())
+            .arg("--command-timeout=10s")
+            .args(["put", key])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run etcdctl (is etcd-client installed?)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(value.as_bytes())
+            .expect("write value");
+        assert!(child.wait().expect("etcdctl").success(), "etcdctl put {key}");
+    }
+
     pub fn del(&self, key: &str) {
         self.ctl(&["del", key]);
     }
