@@ -182,13 +182,19 @@ fn prepare(rt: &tokio::runtime::Runtime, etcd: &Etcd, keys: usize, target: Optio
 
 /// A confdir with one resource reading one key of /bench.
 fn confdir(dir: &Path, dest: &Path, template: &str, extra: &str) {
+    confdir_src(dir, dest, "t.tera", template, extra)
+}
+
+/// A confdir with one resource whose template is `templates/SRC` (a `.tmpl`
+/// name makes it a Go template, as confd's are).
+fn confdir_src(dir: &Path, dest: &Path, src: &str, template: &str, extra: &str) {
     std::fs::create_dir_all(dir.join("conf.d")).expect("mkdir");
     std::fs::create_dir_all(dir.join("templates")).expect("mkdir");
-    std::fs::write(dir.join("templates/t.tera"), template).expect("write");
+    std::fs::write(dir.join("templates").join(src), template).expect("write");
     std::fs::write(
         dir.join("conf.d/bench.toml"),
         format!(
-            "[template]\nsrc = \"t.tera\"\ndest = \"{}\"\nprefix = \"/bench\"\nkeys = [\"/\"]\n{extra}",
+            "[template]\nsrc = \"{src}\"\ndest = \"{}\"\nprefix = \"/bench\"\nkeys = [\"/\"]\n{extra}",
             dest.display()
         ),
     )
@@ -294,14 +300,25 @@ struct Prop {
     bytes_per_change: f64,
 }
 
-fn propagation(etcd: &Etcd, keys: usize, iterations: usize) -> Prop {
+/// Which template engine the propagation benchmark's resource uses.
+#[derive(Clone, Copy)]
+enum Engine {
+    Tera,
+    /// confd's Go text/template, `{{getv "/target"}}`.
+    Go,
+}
+
+fn propagation(etcd: &Etcd, keys: usize, iterations: usize, engine: Engine) -> Prop {
     let rt = rt();
     let mut c = prepare(&rt, etcd, keys, Some("start"));
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("mkdir");
     let dest = out.join("target.conf");
-    confdir(dir.path(), &dest, "{{ getv(key=\"/target\") }}", "");
+    match engine {
+        Engine::Tera => confdir(dir.path(), &dest, "{{ getv(key=\"/target\") }}", ""),
+        Engine::Go => confdir_src(dir.path(), &dest, "t.tmpl", "{{getv \"/target\"}}", ""),
+    }
     let (_w, rx) = dir_watcher(&out);
     let mut d = start_daemon(
         dir.path(),
@@ -642,11 +659,18 @@ fn main() {
             ms(p99)
         );
     }
-    if want("prop") {
+    for (name, engine) in [("prop", Engine::Tera), ("propgo", Engine::Go)] {
+        if !want(name) {
+            continue;
+        }
+        let label = match engine {
+            Engine::Tera => "Tera",
+            Engine::Go => "Go template",
+        };
         for keys in [1_000, 100_000] {
-            let p = propagation(&etcd, keys, 300);
+            let p = propagation(&etcd, keys, 300, engine);
             println!(
-                "| propagation, {keys} keys, wait off | p50 {} | p99 {} | CPU/change {} | RSS {:.1} MiB | Range/change {:.3} | etcd bytes sent/change {:.0} |",
+                "| propagation ({label}), {keys} keys, wait off | p50 {} | p99 {} | CPU/change {} | RSS {:.1} MiB | Range/change {:.3} | etcd bytes sent/change {:.0} |",
                 ms(p.p50),
                 ms(p.p99),
                 ms(p.cpu_per_change),

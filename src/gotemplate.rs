@@ -47,7 +47,10 @@ fn fail(func: &str, msg: impl std::fmt::Display) -> TemplateError {
     TemplateError::Exec(format!("error calling {func}: {msg}"))
 }
 
-fn with_view<R>(func: &str, f: impl FnOnce(&View) -> Result<R, TemplateError>) -> Result<R, TemplateError> {
+fn with_view<R>(
+    func: &str,
+    f: impl FnOnce(&View) -> Result<R, TemplateError>,
+) -> Result<R, TemplateError> {
     VIEW.with(|v| match &*v.borrow() {
         Some(view) => f(view),
         None => Err(fail(func, "key functions need a resource being rendered")),
@@ -502,7 +505,10 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("strconv.ParseBool: parsing {}: invalid syntax", go_quote(s))),
+        _ => Err(format!(
+            "strconv.ParseBool: parsing {}: invalid syntax",
+            go_quote(s)
+        )),
     }
 }
 
@@ -510,7 +516,10 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 fn atoi(s: &str) -> Result<i64, String> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("strconv.Atoi: parsing {}: invalid syntax", go_quote(s)));
+        return Err(format!(
+            "strconv.Atoi: parsing {}: invalid syntax",
+            go_quote(s)
+        ));
     }
     s.parse::<i64>()
         .map_err(|_| format!("strconv.Atoi: parsing {}: value out of range", go_quote(s)))
@@ -546,7 +555,11 @@ fn now_string() -> String {
     let t = match t.split_once('.') {
         Some((a, frac)) => {
             let frac = frac.trim_end_matches('0');
-            if frac.is_empty() { a.to_string() } else { format!("{a}.{frac}") }
+            if frac.is_empty() {
+                a.to_string()
+            } else {
+                format!("{a}.{frac}")
+            }
         }
         None => t,
     };
@@ -588,7 +601,9 @@ pub fn func_map() -> FuncMap {
     });
     add("getv", |a| {
         if a.is_empty() {
-            return Err(TemplateError::Exec("wrong number of args for getv: want at least 1 got 0".into()));
+            return Err(TemplateError::Exec(
+                "wrong number of args for getv: want at least 1 got 0".into(),
+            ));
         }
         let key = str_arg("getv", a, 0)?;
         let default = match a.get(1) {
@@ -614,7 +629,9 @@ pub fn func_map() -> FuncMap {
         let pattern = str_arg("gets", a, 0)?;
         with_view("gets", |v| {
             let pairs = v.get_all(pattern).map_err(|e| fail("gets", e))?;
-            Ok(Value::List(pairs.into_iter().map(|(k, v)| kv_pair(k, v)).collect()))
+            Ok(Value::List(
+                pairs.into_iter().map(|(k, v)| kv_pair(k, v)).collect(),
+            ))
         })
     });
     add("getvs", |a| {
@@ -653,7 +670,10 @@ pub fn func_map() -> FuncMap {
     });
     add("split", |a| {
         arity("split", a, 2)?;
-        Ok(strings(go_split(str_arg("split", a, 0)?, str_arg("split", a, 1)?)))
+        Ok(strings(go_split(
+            str_arg("split", a, 0)?,
+            str_arg("split", a, 1)?,
+        )))
     });
     add("join", |a| {
         arity("join", a, 2)?;
@@ -662,15 +682,21 @@ pub fn func_map() -> FuncMap {
     });
     add("toUpper", |a| {
         arity("toUpper", a, 1)?;
-        Ok(Value::String(go_case(str_arg("toUpper", a, 0)?, true).into()))
+        Ok(Value::String(
+            go_case(str_arg("toUpper", a, 0)?, true).into(),
+        ))
     });
     add("toLower", |a| {
         arity("toLower", a, 1)?;
-        Ok(Value::String(go_case(str_arg("toLower", a, 0)?, false).into()))
+        Ok(Value::String(
+            go_case(str_arg("toLower", a, 0)?, false).into(),
+        ))
     });
     add("contains", |a| {
         arity("contains", a, 2)?;
-        Ok(Value::Bool(str_arg("contains", a, 0)?.contains(str_arg("contains", a, 1)?)))
+        Ok(Value::Bool(
+            str_arg("contains", a, 0)?.contains(str_arg("contains", a, 1)?),
+        ))
     });
     add("replace", |a| {
         arity("replace", a, 4)?;
@@ -694,7 +720,9 @@ pub fn func_map() -> FuncMap {
         use base64::Engine as _;
         arity("base64Encode", a, 1)?;
         let s = str_arg("base64Encode", a, 0)?;
-        Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(s).into()))
+        Ok(Value::String(
+            base64::engine::general_purpose::STANDARD.encode(s).into(),
+        ))
     });
     add("base64Decode", |a| {
         use base64::Engine as _;
@@ -703,7 +731,9 @@ pub fn func_map() -> FuncMap {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(s)
             .map_err(|e| fail("base64Decode", format!("illegal base64 data: {e}")))?;
-        Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned().into()))
+        Ok(Value::String(
+            String::from_utf8_lossy(&bytes).into_owned().into(),
+        ))
     });
     add("parseBool", |a| {
         arity("parseBool", a, 1)?;
@@ -713,7 +743,9 @@ pub fn func_map() -> FuncMap {
     });
     add("atoi", |a| {
         arity("atoi", a, 1)?;
-        atoi(str_arg("atoi", a, 0)?).map(Value::Int).map_err(|e| fail("atoi", e))
+        atoi(str_arg("atoi", a, 0)?)
+            .map(Value::Int)
+            .map_err(|e| fail("atoi", e))
     });
 
     // Data.
@@ -723,7 +755,10 @@ pub fn func_map() -> FuncMap {
         match serde_json::from_str::<serde_json::Value>(s) {
             Ok(serde_json::Value::Null) => Ok(Value::Map(Arc::new(BTreeMap::new()))),
             Ok(v @ serde_json::Value::Object(_)) => Ok(from_json(v)),
-            Ok(_) => Err(fail("json", "cannot unmarshal a non-object into map[string]interface {}")),
+            Ok(_) => Err(fail(
+                "json",
+                "cannot unmarshal a non-object into map[string]interface {}",
+            )),
             Err(e) => Err(fail("json", e)),
         }
     });
@@ -733,7 +768,10 @@ pub fn func_map() -> FuncMap {
         match serde_json::from_str::<serde_json::Value>(s) {
             Ok(serde_json::Value::Null) => Ok(Value::List(Arc::from(Vec::new()))),
             Ok(v @ serde_json::Value::Array(_)) => Ok(from_json(v)),
-            Ok(_) => Err(fail("jsonArray", "cannot unmarshal a non-array into []interface {}")),
+            Ok(_) => Err(fail(
+                "jsonArray",
+                "cannot unmarshal a non-array into []interface {}",
+            )),
             Err(e) => Err(fail("jsonArray", e)),
         }
     });
@@ -752,7 +790,9 @@ pub fn func_map() -> FuncMap {
     });
     add("getenv", |a| {
         if a.is_empty() {
-            return Err(TemplateError::Exec("wrong number of args for getenv: want at least 1 got 0".into()));
+            return Err(TemplateError::Exec(
+                "wrong number of args for getenv: want at least 1 got 0".into(),
+            ));
         }
         let name = str_arg("getenv", a, 0)?;
         let default = match a.get(1) {
@@ -760,7 +800,11 @@ pub fn func_map() -> FuncMap {
             None => "",
         };
         let value = std::env::var(name).unwrap_or_default();
-        Ok(Value::String(if value.is_empty() { default.into() } else { value.into() }))
+        Ok(Value::String(if value.is_empty() {
+            default.into()
+        } else {
+            value.into()
+        }))
     });
     add("datetime", |a| {
         arity("datetime", a, 0)?;
@@ -768,7 +812,9 @@ pub fn func_map() -> FuncMap {
     });
     add("fileExists", |a| {
         arity("fileExists", a, 1)?;
-        Ok(Value::Bool(std::fs::metadata(str_arg("fileExists", a, 0)?).is_ok()))
+        Ok(Value::Bool(
+            std::fs::metadata(str_arg("fileExists", a, 0)?).is_ok(),
+        ))
     });
 
     // Lists.
@@ -807,7 +853,10 @@ pub fn func_map() -> FuncMap {
         arity("seq", a, 2)?;
         let (first, last) = (int_arg("seq", a, 0)?, int_arg("seq", a, 1)?);
         if last.saturating_sub(first) > 10_000_000 {
-            return Err(fail("seq", format!("seq {first} {last}: more than 10000000 numbers")));
+            return Err(fail(
+                "seq",
+                format!("seq {first} {last}: more than 10000000 numbers"),
+            ));
         }
         Ok(Value::List((first..=last).map(Value::Int).collect()))
     });
@@ -815,15 +864,21 @@ pub fn func_map() -> FuncMap {
     // Integer arithmetic (Go's int: wrapping, division truncates).
     add("add", |a| {
         arity("add", a, 2)?;
-        Ok(Value::Int(int_arg("add", a, 0)?.wrapping_add(int_arg("add", a, 1)?)))
+        Ok(Value::Int(
+            int_arg("add", a, 0)?.wrapping_add(int_arg("add", a, 1)?),
+        ))
     });
     add("sub", |a| {
         arity("sub", a, 2)?;
-        Ok(Value::Int(int_arg("sub", a, 0)?.wrapping_sub(int_arg("sub", a, 1)?)))
+        Ok(Value::Int(
+            int_arg("sub", a, 0)?.wrapping_sub(int_arg("sub", a, 1)?),
+        ))
     });
     add("mul", |a| {
         arity("mul", a, 2)?;
-        Ok(Value::Int(int_arg("mul", a, 0)?.wrapping_mul(int_arg("mul", a, 1)?)))
+        Ok(Value::Int(
+            int_arg("mul", a, 0)?.wrapping_mul(int_arg("mul", a, 1)?),
+        ))
     });
     add("div", |a| {
         arity("div", a, 2)?;
@@ -850,12 +905,16 @@ pub fn func_map() -> FuncMap {
     add("lookupIPV4", |a| {
         arity("lookupIPV4", a, 1)?;
         let ips = lookup_ips(str_arg("lookupIPV4", a, 0)?);
-        Ok(strings(ips.into_iter().filter(|ip| ip.contains('.')).collect()))
+        Ok(strings(
+            ips.into_iter().filter(|ip| ip.contains('.')).collect(),
+        ))
     });
     add("lookupIPV6", |a| {
         arity("lookupIPV6", a, 1)?;
         let ips = lookup_ips(str_arg("lookupIPV6", a, 0)?);
-        Ok(strings(ips.into_iter().filter(|ip| ip.contains(':')).collect()))
+        Ok(strings(
+            ips.into_iter().filter(|ip| ip.contains(':')).collect(),
+        ))
     });
     add("lookupSRV", |a| {
         arity("lookupSRV", a, 3)?;
@@ -869,12 +928,15 @@ pub fn func_map() -> FuncMap {
         } else {
             format!("_{service}._{proto}.{name}")
         };
-        let dns = VIEW.with(|v| v.borrow().as_ref().map(|v| v.dns.clone())).unwrap_or_default();
-        let mut records: Vec<(String, u16, u16, u16)> = crate::dns::lookup_srv_blocking(&dns, &fqdn)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| (format!("{}.", r.target), r.port, r.priority, r.weight))
-            .collect();
+        let dns = VIEW
+            .with(|v| v.borrow().as_ref().map(|v| v.dns.clone()))
+            .unwrap_or_default();
+        let mut records: Vec<(String, u16, u16, u16)> =
+            crate::dns::lookup_srv_blocking(&dns, &fqdn)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| (format!("{}.", r.target), r.port, r.priority, r.weight))
+                .collect();
         // confd sorts by the concatenation target+port+priority+weight.
         records.sort_by_key(|(t, p, pr, w)| format!("{t}{p}{pr}{w}"));
         Ok(Value::List(
@@ -900,11 +962,45 @@ pub fn func_map() -> FuncMap {
 /// Every function name of [`func_map`] plus Go's builtins: what a Go
 /// template may call (for `check --explain`).
 pub const CONFD_FUNCTIONS: &[&str] = &[
-    "get", "getv", "exists", "gets", "getvs", "ls", "lsdir", "base", "dir", "split", "join",
-    "toUpper", "toLower", "contains", "replace", "trimSuffix", "base64Encode", "base64Decode",
-    "parseBool", "atoi", "json", "jsonArray", "map", "getenv", "datetime", "fileExists",
-    "reverse", "sortByLength", "sortKVByLength", "seq", "add", "sub", "mul", "div", "mod",
-    "lookupIP", "lookupIPV4", "lookupIPV6", "lookupSRV",
+    "get",
+    "getv",
+    "exists",
+    "gets",
+    "getvs",
+    "ls",
+    "lsdir",
+    "base",
+    "dir",
+    "split",
+    "join",
+    "toUpper",
+    "toLower",
+    "contains",
+    "replace",
+    "trimSuffix",
+    "base64Encode",
+    "base64Decode",
+    "parseBool",
+    "atoi",
+    "json",
+    "jsonArray",
+    "map",
+    "getenv",
+    "datetime",
+    "fileExists",
+    "reverse",
+    "sortByLength",
+    "sortKVByLength",
+    "seq",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "mod",
+    "lookupIP",
+    "lookupIPV4",
+    "lookupIPV6",
+    "lookupSRV",
 ];
 
 /// A parsed Go template.
@@ -934,8 +1030,9 @@ pub fn render(t: &GoTemplate, view: View) -> Result<String, String> {
     }
     VIEW.with(|v| *v.borrow_mut() = Some(view));
     let _reset = Reset;
-    t.0.execute_to_string(&Value::Nil)
-        .map_err(|e| one_line(&format!("template {}: {e}", t.0.name())))
+    t.0.execute_to_string(&Value::Nil).map_err(|e| {
+        one_line(&format!("template {}: {e}", t.0.name())).replace("execution error: ", "")
+    })
 }
 
 #[cfg(test)]
@@ -966,7 +1063,12 @@ mod tests {
         let v = view(
             "/svc",
             &["/svc/a", "/svc/b"],
-            &[("/svc/a/x", "1"), ("/svc/b", "2"), ("/svc/c", "3"), ("/other", "4")],
+            &[
+                ("/svc/a/x", "1"),
+                ("/svc/b", "2"),
+                ("/svc/c", "3"),
+                ("/other", "4"),
+            ],
         );
         let out = run(
             v,
@@ -981,9 +1083,18 @@ mod tests {
         let v = view(
             "",
             &["/s", "/r"],
-            &[("/s/api/hosts/a", "1"), ("/s/api/port", "2"), ("/s/version", "3"), ("/r", "4")],
+            &[
+                ("/s/api/hosts/a", "1"),
+                ("/s/api/port", "2"),
+                ("/s/version", "3"),
+                ("/r", "4"),
+            ],
         );
-        let out = run(v, r#"{{ls "/s"}} {{lsdir "/s"}} {{ls "/"}} {{lsdir "/"}} {{ls "/nope"}}"#).unwrap();
+        let out = run(
+            v,
+            r#"{{ls "/s"}} {{lsdir "/s"}} {{ls "/"}} {{lsdir "/"}} {{ls "/nope"}}"#,
+        )
+        .unwrap();
         assert_eq!(out, "[api version] [api] [r] [] []");
     }
 

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod deps;
 pub mod dns;
 pub mod encode;
+pub mod explain;
 pub mod fleet;
 pub mod functions;
 pub mod gopath;

@@ -198,6 +198,15 @@ pub enum TemplateError {
         message: String,
     },
 
+    /// An execution error in the action on `line` (liveconf patch).
+    #[error("line {line}: {source}")]
+    AtLine {
+        /// 1-based line of the action in the template source.
+        line: usize,
+        /// What went wrong there.
+        source: Box<TemplateError>,
+    },
+
     /// A `{{template "name"}}` action referenced a template that was never defined.
     #[error("undefined template: {0}")]
     UndefinedTemplate(String),

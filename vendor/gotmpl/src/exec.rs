@@ -600,7 +600,17 @@ impl<'a> Executor<'a> {
             } else {
                 None
             };
-            val = self.eval_command(dot, cmd, prev)?;
+            // liveconf patch: an execution error names the line of the
+            // action it happened in (once, at the innermost action).
+            val = self.eval_command(dot, cmd, prev).map_err(|sig| match sig {
+                ExecSignal::Err(e) if !matches!(*e, TemplateError::AtLine { .. }) => {
+                    ExecSignal::Err(Box::new(TemplateError::AtLine {
+                        line: cmd.pos.line,
+                        source: e,
+                    }))
+                }
+                other => other,
+            })?;
         }
         Ok(val)
     }
