@@ -35,7 +35,15 @@ fn fixture(template: &str, resources: usize) -> (tempfile::TempDir, Vec<Resource
             ),
         )
         .expect("write");
-        out.push(resource::load(&p, &dir.path().join("templates"), "", liveconf::resource::PrefixRule::Join).expect("resource"));
+        out.push(
+            resource::load(
+                &p,
+                &dir.path().join("templates"),
+                "",
+                liveconf::resource::PrefixRule::Join,
+            )
+            .expect("resource"),
+        );
     }
     let t = TemplateSet::load(&dir.path().join("templates"));
     (dir, out, t)
@@ -97,7 +105,13 @@ fn render(c: &mut Criterion) {
         "[template]\nsrc = \"all.tera\"\ndest = \"/tmp/x\"\nprefix = \"/bench\"\nkeys = [\"/\"]\n",
     )
     .expect("write");
-    let r = resource::load(&p, &dir.path().join("templates"), "", liveconf::resource::PrefixRule::Join).expect("resource");
+    let r = resource::load(
+        &p,
+        &dir.path().join("templates"),
+        "",
+        liveconf::resource::PrefixRule::Join,
+    )
+    .expect("resource");
     let t = TemplateSet::load(&dir.path().join("templates"));
     c.bench_function("render: iterate 1,000 keys with gets", |b| {
         b.iter(|| liveconf::render::render(&r, &snap, &t, &env).expect("render"))

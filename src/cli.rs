@@ -377,6 +377,11 @@ pub struct CheckArgs {
     /// Only this resource (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
+    /// List, for each Go-template (confd) resource, the functions it calls
+    /// with their Tera equivalents, and whether a Tera version (.tera next to
+    /// the .tmpl) exists; reads no keys, renders nothing.
+    #[arg(long)]
+    pub explain: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -499,6 +504,9 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
         )));
     }
     let s = settings(&args.common)?;
+    // confd.toml's noop and sync-only.
+    args.noop |= s.noop;
+    args.no_reload |= s.no_reload;
     let opts = render_options(&args, &s);
     if args.once {
         // A preview (--dest-root) leaves the host's status alone and keeps
@@ -528,6 +536,21 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
 
 async fn check(args: CheckArgs) -> Result<u8, Exit> {
     let s = settings(&args.common)?;
+    if args.explain {
+        let loaded = crate::confdir::load(&s, &args.only).map_err(config_err)?;
+        for e in &loaded.failed {
+            tracing::error!(resource = %e.name, "{}: load failed: {e}", e.name);
+        }
+        print!(
+            "{}",
+            crate::explain::report(&loaded.resources, &s.templates_dir())
+        );
+        return Ok(if loaded.failed.is_empty() {
+            exit::OK
+        } else {
+            exit::FAILED
+        });
+    }
     crate::once::check(&s, &args.only, &render_env(&s)).await
 }
 
@@ -544,6 +567,7 @@ async fn run(cli: Cli) -> Result<u8, Exit> {
 fn settings(common: &Common) -> Result<Settings, Exit> {
     let s = Settings::load(common.config.as_deref(), common.layer()).map_err(config_err)?;
     crate::logging::init(&s.log_level, s.log_format).map_err(|e| config_err(anyhow!(e)))?;
+    s.log_warnings();
     Ok(s)
 }
 

@@ -975,6 +975,7 @@ impl Daemon {
                     return;
                 }
             };
+        settings.log_warnings();
         let old_settings = std::mem::replace(&mut self.settings, settings);
         if let Err(e) = self.load() {
             tracing::error!("reload failed, keeping the running configuration: {e:#}");
@@ -1019,6 +1020,7 @@ fn backend_changed(a: &Settings, b: &Settings) -> bool {
         &a.key_file,
         &a.username,
         &a.password_file,
+        &a.password,
         a.resync_interval,
     ) != (
         b.backend,
@@ -1030,6 +1032,7 @@ fn backend_changed(a: &Settings, b: &Settings) -> bool {
         &b.key_file,
         &b.username,
         &b.password_file,
+        &b.password,
         b.resync_interval,
     )
 }

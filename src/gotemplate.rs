@@ -340,7 +340,7 @@ fn path_match_bytes(pattern: &[u8], name: &[u8]) -> Result<bool, &'static str> {
             let mut i = 0;
             while i < name.len() && name[i] != b'/' {
                 if let Some(t) = match_chunk(chunk, &name[i + 1..])? {
-                    if !(pattern.is_empty() && !t.is_empty()) {
+                    if !pattern.is_empty() || t.is_empty() {
                         name = t;
                         continue 'outer;
                     }
@@ -547,23 +547,167 @@ fn from_json(v: serde_json::Value) -> Value {
     }
 }
 
-/// Go's `time.Time.String()` of now, in UTC.
-fn now_string() -> String {
-    let t = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-    // 2026-11-30T23:04:19.123456789Z → 2026-11-30 23:04:19.123456789 +0000 UTC
-    let t = t.trim_end_matches('Z').replacen('T', " ", 1);
-    let t = match t.split_once('.') {
-        Some((a, frac)) => {
-            let frac = frac.trim_end_matches('0');
-            if frac.is_empty() {
-                a.to_string()
-            } else {
-                format!("{a}.{frac}")
-            }
+/// A moment in UTC, broken down as Go's `time` package does.
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    yday: u32,
+    weekday: usize,
+    hour: u32,
+    min: u32,
+    sec: u32,
+    nanos: u32,
+}
+
+impl Civil {
+    fn now() -> Civil {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Civil::from_unix(i64::try_from(d.as_secs()).unwrap_or(0), d.subsec_nanos())
+    }
+
+    /// Seconds since 1970-01-01 UTC → civil date (Howard Hinnant's algorithm).
+    fn from_unix(secs: i64, nanos: u32) -> Civil {
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400) as u32;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        const CUM: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+        let yday = CUM[(month - 1) as usize] + day + u32::from(leap && month > 2);
+        Civil {
+            year,
+            month,
+            day,
+            yday,
+            weekday: (days + 4).rem_euclid(7) as usize,
+            hour: rem / 3600,
+            min: rem / 60 % 60,
+            sec: rem % 60,
+            nanos,
         }
-        None => t,
-    };
-    format!("{t} +0000 UTC")
+    }
+
+    /// Go's `Time.Format(layout)` in UTC, for the elements of Go's
+    /// reference time `Mon Jan 2 15:04:05 MST 2006`.
+    fn format(&self, layout: &str) -> String {
+        const MONTHS: [&str; 12] = [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ];
+        const DAYS: [&str; 7] = [
+            "Sunday",
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+        ];
+        let month = MONTHS[(self.month - 1) as usize];
+        let wday = DAYS[self.weekday];
+        let h12 = if self.hour % 12 == 0 {
+            12
+        } else {
+            self.hour % 12
+        };
+        // Longest first, as Go's nextStdChunk tries them.
+        let tokens: [(&str, String); 33] = [
+            ("January", month.to_string()),
+            ("Jan", month[..3].to_string()),
+            ("Monday", wday.to_string()),
+            ("Mon", wday[..3].to_string()),
+            ("MST", "UTC".into()),
+            ("2006", format!("{:04}", self.year)),
+            ("-07:00:00", "+00:00:00".into()),
+            ("-070000", "+000000".into()),
+            ("-07:00", "+00:00".into()),
+            ("-0700", "+0000".into()),
+            ("-07", "+00".into()),
+            ("Z07:00:00", "Z".into()),
+            ("Z070000", "Z".into()),
+            ("Z07:00", "Z".into()),
+            ("Z0700", "Z".into()),
+            ("Z07", "Z".into()),
+            ("002", format!("{:03}", self.yday)),
+            ("__2", format!("{:>3}", self.yday)),
+            ("01", format!("{:02}", self.month)),
+            ("02", format!("{:02}", self.day)),
+            ("_2", format!("{:>2}", self.day)),
+            ("03", format!("{h12:02}")),
+            ("04", format!("{:02}", self.min)),
+            ("05", format!("{:02}", self.sec)),
+            ("06", format!("{:02}", self.year.rem_euclid(100))),
+            ("15", format!("{:02}", self.hour)),
+            ("PM", if self.hour >= 12 { "PM" } else { "AM" }.into()),
+            ("pm", if self.hour >= 12 { "pm" } else { "am" }.into()),
+            ("1", self.month.to_string()),
+            ("2", self.day.to_string()),
+            ("3", h12.to_string()),
+            ("4", self.min.to_string()),
+            ("5", self.sec.to_string()),
+        ];
+        let mut out = String::new();
+        let mut rest = layout;
+        'scan: while !rest.is_empty() {
+            // Fractional seconds: .000 / ,000 (fixed width) or .999 (trimmed).
+            if let Some(after) = rest.strip_prefix(['.', ',']) {
+                let zeros = after.bytes().take_while(|b| *b == b'0').count();
+                let nines = after.bytes().take_while(|b| *b == b'9').count();
+                let digits = zeros.max(nines);
+                if digits > 0 && !after[digits..].starts_with(|c: char| c.is_ascii_digit()) {
+                    let frac = format!("{:09}", self.nanos);
+                    let frac = &frac[..digits.min(9)];
+                    let shown = if zeros > 0 {
+                        frac
+                    } else {
+                        frac.trim_end_matches('0')
+                    };
+                    if !shown.is_empty() {
+                        out.push_str(&rest[..1]);
+                        out.push_str(shown);
+                    }
+                    rest = &after[digits..];
+                    continue;
+                }
+            }
+            for (token, value) in &tokens {
+                if let Some(after) = rest.strip_prefix(token) {
+                    out.push_str(value);
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+            let c = rest.chars().next().unwrap_or(' ');
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        out
+    }
+
+    /// Go's `Time.String()`.
+    fn go_string(&self) -> String {
+        self.format("2006-01-02 15:04:05.999999999 -0700 MST")
+    }
 }
 
 fn lookup_ips(name: &str) -> Vec<String> {
@@ -807,8 +951,22 @@ pub fn func_map() -> FuncMap {
         }))
     });
     add("datetime", |a| {
-        arity("datetime", a, 0)?;
-        Ok(Value::String(now_string().into()))
+        // `{{datetime}}` prints the time as Go does. `{{datetime.Format L}}`
+        // reaches here with L as the argument (the engine passes a chain's
+        // arguments to the function): answer a value whose `.Format` field
+        // is the time in layout L.
+        let now = Civil::now();
+        match a {
+            [] => Ok(Value::String(now.go_string().into())),
+            [Value::String(layout)] => Ok(Value::Struct(Arc::new(Struct {
+                type_name: "time.Time",
+                fields: vec![("Format", Value::String(now.format(layout).into()))],
+            }))),
+            _ => Err(fail(
+                "datetime",
+                "expected no argument, or .Format with a layout",
+            )),
+        }
     });
     add("fileExists", |a| {
         arity("fileExists", a, 1)?;
@@ -1131,6 +1289,25 @@ mod tests {
         assert!(m("/a/[]", "/zz").is_err());
         assert_eq!(m("*", "abc"), Ok(true));
         assert_eq!(m("a*b*c", "axxbyyc"), Ok(true));
+    }
+
+    #[test]
+    fn time_formats_like_go() {
+        // 2015-01-23 13:34:56.093250283 UTC, a Friday.
+        let t = Civil::from_unix(1_422_020_096, 93_250_283);
+        assert_eq!(t.go_string(), "2015-01-23 13:34:56.093250283 +0000 UTC");
+        assert_eq!(
+            t.format("Jan 2, 2006 at 3:04pm (MST)"),
+            "Jan 23, 2015 at 1:34pm (UTC)"
+        );
+        assert_eq!(
+            t.format("Monday 02/01/06 15:04:05.000 Z07:00 __2"),
+            "Friday 23/01/15 13:34:56.093 Z  23"
+        );
+        assert_eq!(
+            Civil::from_unix(951_782_400, 0).format("2006-01-02 002"),
+            "2000-02-29 060"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use crate::dns::DnsConfig;
 use crate::encode::{self, Decode};
 use crate::functions::{self, Scope};
-use crate::keypath;
 use crate::gotemplate;
+use crate::keypath;
 use crate::resource::{Engine, Format, Resource, Source};
 use crate::store::Snapshot;
 use crate::templates::{self, TemplateSet};

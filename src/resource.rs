@@ -279,15 +279,16 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
 
 /// The line (1-based) where `key = ...` is written in `text`, if found.
 fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        let rest = l
-            .strip_prefix(key)
-            .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
-            .or_else(|| l.strip_prefix(&format!("'{key}'")));
-        rest.is_some_and(|r| r.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let rest = l
+                .strip_prefix(key)
+                .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+                .or_else(|| l.strip_prefix(&format!("'{key}'")));
+            rest.is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// Whether a `[template]` table (as parsed, keys as written) asks for the
@@ -320,7 +321,9 @@ fn tolerant_table(
         tracing::warn!(
             "{}{}: `{k}` outside [template] is ignored (confd ignores it too)",
             path.display(),
-            key_line(text, k).map(|l| format!(" line {l}")).unwrap_or_default()
+            key_line(text, k)
+                .map(|l| format!(" line {l}"))
+                .unwrap_or_default()
         );
     }
     let mut fields = toml::Table::new();
@@ -341,15 +344,19 @@ fn tolerant_table(
                 "{}{}: unknown field `{k}` in [template] is ignored, as confd ignores it \
                  (liveconf knows: {})",
                 path.display(),
-                key_line(text, k).map(|l| format!(" line {l}")).unwrap_or_default(),
+                key_line(text, k)
+                    .map(|l| format!(" line {l}"))
+                    .unwrap_or_default(),
                 TEMPLATE_FIELDS.join(", ")
             ),
         }
     }
-    toml::Value::Table(fields).try_into::<TemplateTable>().map_err(|e| {
-        let msg = e.message().trim().trim_end_matches('.').replace('\n', " ");
-        msg.to_string()
-    })
+    toml::Value::Table(fields)
+        .try_into::<TemplateTable>()
+        .map_err(|e| {
+            let msg = e.message().trim().trim_end_matches('.').replace('\n', " ");
+            msg.to_string()
+        })
 }
 
 /// Parses one resource file. `templates_dir` is where `src` is looked up;
@@ -430,7 +437,7 @@ pub fn load(
         (None, Some(f)) => {
             if t.engine.is_some() {
                 return Err(err(
-                    "engine applies to a template (src), not to format".into(),
+                    "engine applies to a template (src), not to format".into()
                 ));
             }
             let decode = match t.decode.as_deref() {
@@ -473,7 +480,8 @@ pub fn load(
     }
     let own_prefix = t.prefix.as_deref().unwrap_or("");
     let prefix = match rule {
-        PrefixRule::Replace if !keypath::normalize_prefix(global_prefix).is_empty() => {
+        // confd: any non-empty global prefix, even "/", replaces.
+        PrefixRule::Replace if !global_prefix.is_empty() => {
             keypath::normalize_prefix(global_prefix)
         }
         _ => keypath::join_prefixes(&[global_prefix, own_prefix]),

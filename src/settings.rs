@@ -1,9 +1,36 @@
-//! Daemon settings: `liveconf.toml` overlaid by command-line flags.
+//! Daemon settings: `liveconf.toml` (or confd's `confd.toml`) overlaid by
+//! command-line flags.
 //!
 //! Every option can come from the file; a flag given on the command line
 //! always wins. Relative paths in the file are relative to the file's own
 //! directory; relative paths on the command line, to the working directory.
-//! Unknown keys in the file are an error naming the file and line.
+//! Unknown keys in a `liveconf.toml` are an error naming the file and line.
+//!
+//! # confd's settings file
+//!
+//! `--config FILE` also reads confd's `confd.toml`, so liveconf can replace
+//! confd without touching its settings. FILE is read as confd's when
+//!
+//! * it is named `confd.toml`; or
+//! * it is not named `liveconf.toml`, has at least one key only confd knows
+//!   (`nodes`, `client_cert`, `log-level`, `interval`, `watch`,
+//!   `basic_auth`..., or a `backend` liveconf has no such name for, such as
+//!   `"etcdv3"`), and none of the keys only liveconf knows (`endpoints`,
+//!   `ca_file`, `state_dir`, `log_level`...).
+//!
+//! Anything else is read as a `liveconf.toml`, strictly: a file named
+//! `liveconf.toml` with a typo, or one mixing both formats, fails with the
+//! file and line of the offending key.
+//!
+//! A confd file is read as confd reads it (setting names in any case,
+//! unknown keys ignored) and mapped onto the same [`Layer`] (see
+//! [`confd_layer`]); the differences that remain are carried in
+//! [`Settings`]: the global prefix replaces a resource's prefix
+//! ([`PrefixRule::Replace`](crate::resource::PrefixRule)), an inline
+//! `password` (kept in memory only), `noop` and `sync-only`. Settings
+//! liveconf cannot honour become warnings naming the file and line
+//! ([`Settings::warnings`]); a backend other than etcd v3 or key files is
+//! one error.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +61,29 @@ pub struct SettingsError {
     pub where_: String,
     /// What is wrong.
     pub message: String,
+}
+
+/// A password given inline (confd's `password`): kept in memory only, and
+/// never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(p: impl Into<String>) -> Password {
+        Password(p.into())
+    }
+
+    /// The password itself, for the one place that authenticates.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
 }
 
 /// Which backend serves keys.
@@ -90,6 +140,37 @@ pub struct Layer {
     pub request_timeout: Option<String>,
     pub max_output_bytes: Option<usize>,
 }
+
+/// Every key of `liveconf.toml` (the fields of [`Layer`]).
+const LAYER_FIELDS: &[&str] = &[
+    "confdir",
+    "backend",
+    "endpoints",
+    "srv_domain",
+    "srv_record",
+    "dns_server",
+    "prefix",
+    "file",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "username",
+    "password_file",
+    "state_dir",
+    "metrics_addr",
+    "log_level",
+    "log_format",
+    "wait",
+    "node_name",
+    "resync_interval",
+    "watch_confdir",
+    "report",
+    "report_ttl",
+    "reload_splay",
+    "connect_timeout",
+    "request_timeout",
+    "max_output_bytes",
+];
 
 macro_rules! overlay {
     ($base:ident, $top:ident, $($f:ident),*) => { $( if $top.$f.is_some() { $base.$f = $top.$f; } )* };
@@ -162,11 +243,619 @@ impl Layer {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let mut layer: Layer = toml::from_str(&text).map_err(|e| err(toml_error(&text, &e)))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        layer.resolve_paths(&base);
+        Layer::from_text(path, &text)
+    }
+
+    /// Parses `text` (the content of `path`) as a `liveconf.toml`.
+    fn from_text(path: &Path, text: &str) -> Result<Layer, SettingsError> {
+        let mut layer: Layer = toml::from_str(text).map_err(|e| SettingsError {
+            where_: path.display().to_string(),
+            message: format!("{}{}", toml_error(text, &e), confd_hint(e.message())),
+        })?;
+        layer.resolve_paths(&base_dir(path));
         Ok(layer)
     }
+}
+
+/// The directory relative paths in the settings file at `path` start from.
+fn base_dir(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// For an "unknown field `nodes`" error on a key that is confd's: how to
+/// get the file read as confd's.
+fn confd_hint(message: &str) -> String {
+    let key = message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(k, _)| k.to_ascii_lowercase());
+    match key {
+        Some(k) if confd_only(&k) => format!(
+            " (`{k}` is a setting of confd's: liveconf reads a file as confd's settings when it \
+             is named confd.toml, or when it is not named liveconf.toml and uses none of \
+             liveconf's own keys)"
+        ),
+        _ => String::new(),
+    }
+}
+
+/// How confd types a setting (BurntSushi/toml refuses any other type).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Bool,
+    Int,
+    /// A list of strings (a single string is taken as a list of one).
+    List,
+}
+
+/// Every key confd's `confd.toml` has (lower case: confd matches names
+/// regardless of case), from confd's `config.go`, `backends/config.go` and
+/// `resource/template/resource.go`.
+const CONFD_KEYS: &[(&str, Kind)] = &[
+    ("backend", Kind::Str),
+    ("confdir", Kind::Str),
+    ("nodes", Kind::List),
+    ("prefix", Kind::Str),
+    ("scheme", Kind::Str),
+    ("srv_domain", Kind::Str),
+    ("srv_record", Kind::Str),
+    ("client_cert", Kind::Str),
+    ("client_key", Kind::Str),
+    ("client_cakeys", Kind::Str),
+    ("client_insecure", Kind::Bool),
+    ("basic_auth", Kind::Bool),
+    ("username", Kind::Str),
+    ("password", Kind::Str),
+    ("file", Kind::List),
+    ("filter", Kind::Str),
+    ("log-level", Kind::Str),
+    ("interval", Kind::Int),
+    ("watch", Kind::Bool),
+    ("noop", Kind::Bool),
+    ("sync-only", Kind::Bool),
+    ("keepstagefile", Kind::Bool),
+    ("onetime", Kind::Bool),
+    ("auth_token", Kind::Str),
+    ("auth_type", Kind::Str),
+    ("app_id", Kind::Str),
+    ("user_id", Kind::Str),
+    ("role_id", Kind::Str),
+    ("secret_id", Kind::Str),
+    ("path", Kind::Str),
+    ("table", Kind::Str),
+    ("separator", Kind::Str),
+];
+
+/// confd's settings whose keys `liveconf.toml` has too.
+const SHARED_KEYS: &[&str] = &[
+    "backend",
+    "confdir",
+    "prefix",
+    "srv_domain",
+    "srv_record",
+    "file",
+    "username",
+];
+
+/// confd's backends liveconf cannot read.
+const CONFD_OTHER_BACKENDS: &[&str] = &[
+    "etcd",
+    "consul",
+    "vault",
+    "redis",
+    "zookeeper",
+    "dynamodb",
+    "ssm",
+    "rancher",
+    "env",
+];
+
+/// confd's default confdir (a confd file that sets none means this one).
+pub const CONFD_CONFDIR: &str = "/etc/confd";
+
+/// confd's SRV record for the etcdv3 backend when only `srv_domain` is
+/// given (`_BACKEND._tcp.DOMAIN`).
+const CONFD_SRV_RECORD: &str = "_etcdv3._tcp";
+
+fn confd_kind(key: &str) -> Option<Kind> {
+    CONFD_KEYS.iter().find(|(k, _)| *k == key).map(|(_, t)| *t)
+}
+
+/// A key (lower case) only confd's settings file has.
+fn confd_only(key: &str) -> bool {
+    confd_kind(key).is_some() && !SHARED_KEYS.contains(&key)
+}
+
+/// A key (exactly as written) only `liveconf.toml` has.
+fn liveconf_only(key: &str) -> bool {
+    LAYER_FIELDS.contains(&key) && !SHARED_KEYS.contains(&key)
+}
+
+/// Which format a settings file is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// liveconf's own `liveconf.toml` (strict).
+    Liveconf,
+    /// confd's `confd.toml`.
+    Confd,
+}
+
+/// The top-level keys of a settings file, with their spans, in file order;
+/// None when the text is not a TOML table (the strict reader says why).
+type Entries = Vec<(toml::Spanned<String>, toml::Spanned<toml::Value>)>;
+
+fn entries(text: &str) -> Option<Entries> {
+    let map: std::collections::BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>> =
+        toml::from_str(text).ok()?;
+    let mut v: Entries = map.into_iter().collect();
+    v.sort_by_key(|(k, _)| k.span().start);
+    Some(v)
+}
+
+/// Which format the settings file at `path` is in (the rule in the module
+/// documentation).
+pub fn detect(path: &Path, text: &str) -> FileFormat {
+    match path.file_name().and_then(|n| n.to_str()) {
+        Some("confd.toml") => return FileFormat::Confd,
+        Some("liveconf.toml") => return FileFormat::Liveconf,
+        _ => {}
+    }
+    let Some(entries) = entries(text) else {
+        return FileFormat::Liveconf;
+    };
+    let confd = entries.iter().any(|(k, v)| {
+        let lower = k.get_ref().to_ascii_lowercase();
+        confd_only(&lower)
+            || (lower == "backend"
+                && v.get_ref()
+                    .as_str()
+                    .is_some_and(|b| b != "etcd" && b != "file"))
+    });
+    let liveconf = entries.iter().any(|(k, _)| liveconf_only(k.get_ref()));
+    if confd && !liveconf {
+        FileFormat::Confd
+    } else {
+        FileFormat::Liveconf
+    }
+}
+
+/// What a confd settings file says beyond what a [`Layer`] holds.
+#[derive(Clone, Debug, Default)]
+pub struct ConfdExtras {
+    /// `password` (with `basic_auth = true`).
+    pub password: Option<Password>,
+    /// `noop = true`.
+    pub noop: bool,
+    /// `sync-only = true`.
+    pub sync_only: bool,
+    /// The file names a backend liveconf cannot read: this error, raised
+    /// unless `--backend` chooses one.
+    pub backend_error: Option<String>,
+    /// One line per setting that cannot be honoured ("FILE line N: ...").
+    pub warnings: Vec<String>,
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Splits confd's full SRV name (`_etcd-client._tcp.example.com`) into
+/// liveconf's record (`_etcd-client._tcp`) and domain (`example.com`).
+fn split_srv_name(name: &str) -> Option<(String, String)> {
+    let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+    if labels.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    let n = labels
+        .iter()
+        .take_while(|l| l.starts_with('_'))
+        .count()
+        .max(1);
+    if n >= labels.len() {
+        return None;
+    }
+    Some((labels[..n].join("."), labels[n..].join(".")))
+}
+
+/// confd's log levels (logrus) as liveconf's.
+fn confd_log_level(level: &str) -> Option<&'static str> {
+    Some(match level.to_ascii_lowercase().as_str() {
+        "panic" | "fatal" | "error" => "error",
+        "warn" | "warning" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        _ => return None,
+    })
+}
+
+/// Reads confd's settings (`text`, the content of `path`) into a [`Layer`]
+/// and what a layer cannot hold.
+///
+/// | confd | liveconf |
+/// | --- | --- |
+/// | `backend = "etcdv3"` / `"file"` | `backend = "etcd"` / `"file"`; any other backend is an error |
+/// | `nodes` (`scheme` completes those without one) | `endpoints` |
+/// | `srv_domain`, `srv_record` (a full name) | `srv_domain`, `srv_record` (split) |
+/// | `prefix` | `prefix`, replacing each resource's prefix |
+/// | `client_cakeys`, `client_cert`, `client_key` | `ca_file`, `cert_file`, `key_file` |
+/// | `basic_auth`, `username`, `password` | `username` and an in-memory password |
+/// | `confdir` (default `/etc/confd`) | `confdir` |
+/// | `log-level` | `log_level` |
+/// | `file` | `file` |
+/// | `noop`, `sync-only` | `render --noop`, `render --no-reload` |
+/// | `watch` | accepted: the daemon always watches |
+/// | `interval`, and the rest | warned about and ignored |
+pub fn confd_layer(path: &Path, text: &str) -> Result<(Layer, ConfdExtras), SettingsError> {
+    let file = path.display().to_string();
+    let err = |line: usize, message: String| SettingsError {
+        where_: file.clone(),
+        message: format!("line {line}: {message}"),
+    };
+    let entries = entries(text).ok_or_else(|| SettingsError {
+        where_: file.clone(),
+        message: match toml::from_str::<toml::Table>(text) {
+            Err(e) => toml_error(text, &e),
+            Ok(_) => "not a TOML table".into(),
+        },
+    })?;
+    let mut extras = ConfdExtras::default();
+    let mut notes: Vec<(usize, String)> = Vec::new();
+    let mut warn = |line: usize, message: String| notes.push((line, message));
+
+    // Each known key once, type-checked as confd would.
+    let mut known: std::collections::BTreeMap<&'static str, (usize, toml::Value)> =
+        Default::default();
+    for (k, v) in entries {
+        let line = line_of(text, k.span().start);
+        let written = k.into_inner();
+        let lower = written.to_ascii_lowercase();
+        let Some((name, kind)) = CONFD_KEYS.iter().find(|(n, _)| *n == lower).copied() else {
+            if liveconf_only(&written) {
+                let instead = match written.as_str() {
+                    "endpoints" => "confd's name for it is `nodes`".to_string(),
+                    "ca_file" => "confd's name for it is `client_cakeys`".to_string(),
+                    "cert_file" => "confd's name for it is `client_cert`".to_string(),
+                    "key_file" => "confd's name for it is `client_key`".to_string(),
+                    "log_level" => "confd's name for it is `log-level`".to_string(),
+                    // The one setting without a flag.
+                    "max_output_bytes" => "write a liveconf.toml instead".to_string(),
+                    _ => format!(
+                        "give it on the command line (--{}) or write a liveconf.toml instead",
+                        written.replace('_', "-")
+                    ),
+                };
+                return Err(err(
+                    line,
+                    format!(
+                        "`{written}` is a liveconf setting, but this file is read as confd's \
+                         settings: {instead}"
+                    ),
+                ));
+            }
+            warn(
+                line,
+                format!("unknown setting `{written}` is ignored (confd ignores it too)"),
+            );
+            continue;
+        };
+        let value = v.into_inner();
+        let ok = match kind {
+            Kind::Str => value.is_str(),
+            Kind::Bool => value.is_bool(),
+            Kind::Int => value.is_integer(),
+            Kind::List => {
+                value.is_str()
+                    || value
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(toml::Value::is_str))
+            }
+        };
+        if !ok {
+            let want = match kind {
+                Kind::Str => "a string",
+                Kind::Bool => "true or false",
+                Kind::Int => "an integer",
+                Kind::List => "a list of strings",
+            };
+            return Err(err(line, format!("`{written}` must be {want}")));
+        }
+        if let Some((first, _)) = known.insert(name, (line, value)) {
+            return Err(err(
+                line,
+                format!(
+                    "`{written}` is given twice (also line {first}; confd matches setting \
+                     names regardless of case)"
+                ),
+            ));
+        }
+    }
+    let line = |k: &str| known.get(k).map(|(l, _)| *l).unwrap_or(0);
+    // Empty strings are confd's "not set"; values are taken as written (a
+    // password may begin or end with a space).
+    let string = |k: &str| {
+        known
+            .get(k)
+            .and_then(|(_, v)| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let flag = |k: &str| known.get(k).and_then(|(_, v)| v.as_bool()).unwrap_or(false);
+    let list = |k: &str| -> Vec<String> {
+        match known.get(k).map(|(_, v)| v) {
+            Some(toml::Value::String(s)) => vec![s.clone()],
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .filter_map(toml::Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+
+    let mut layer = Layer::default();
+    let backend = string("backend");
+    layer.backend = match backend.as_deref() {
+        Some("etcdv3") => Some(BackendKind::Etcd),
+        Some("file") => Some(BackendKind::File),
+        other => {
+            let (name, at) = match other {
+                Some(b) => (b, format!("line {}: ", line("backend"))),
+                None => ("etcd", String::new()),
+            };
+            let what = match other {
+                Some("etcd") => {
+                    "backend \"etcd\" is etcd's v2 API in confd's releases (up to 0.16)".to_string()
+                }
+                Some(b) if CONFD_OTHER_BACKENDS.contains(&b) => {
+                    format!("backend {b:?} is not supported")
+                }
+                Some(b) => format!("backend {b:?} is not a backend confd or liveconf knows"),
+                None => {
+                    "no backend is set, and confd's default, \"etcd\", is etcd's v2 API".to_string()
+                }
+            };
+            extras.backend_error = Some(format!(
+                "{at}{what}: liveconf reads etcd v3 (backend = \"etcdv3\") or key files \
+                 (backend = \"file\"){}",
+                if name == "etcd" {
+                    "; keys written with etcdctl's v3 API (its default since etcd 3.4) need \
+                     backend = \"etcdv3\""
+                } else {
+                    ""
+                }
+            ));
+            None
+        }
+    };
+
+    let scheme = string("scheme").unwrap_or_else(|| "http".into());
+    if scheme != "http" && scheme != "https" {
+        return Err(err(
+            line("scheme"),
+            format!("scheme {scheme:?}: expected \"http\" or \"https\""),
+        ));
+    }
+    let nodes: Vec<String> = list("nodes")
+        .into_iter()
+        .map(|n| {
+            if n.contains("://") {
+                n
+            } else {
+                format!("{scheme}://{n}")
+            }
+        })
+        .collect();
+    layer.endpoints = (!nodes.is_empty()).then_some(nodes);
+
+    // confd: a full SRV name in srv_record wins; srv_domain alone means
+    // `_etcdv3._tcp.DOMAIN`.
+    if let Some(record) = string("srv_record") {
+        let (rec, domain) = split_srv_name(&record).ok_or_else(|| {
+            err(
+                line("srv_record"),
+                format!(
+                    "srv_record {record:?}: expected a full SRV name such as \
+                     \"_etcd-client._tcp.example.com\""
+                ),
+            )
+        })?;
+        layer.srv_record = Some(rec);
+        layer.srv_domain = Some(domain);
+    } else if let Some(domain) = string("srv_domain") {
+        layer.srv_domain = Some(domain);
+        layer.srv_record = Some(CONFD_SRV_RECORD.into());
+    }
+
+    layer.prefix = string("prefix");
+    layer.confdir = Some(PathBuf::from(
+        string("confdir").unwrap_or_else(|| CONFD_CONFDIR.into()),
+    ));
+    layer.ca_file = string("client_cakeys").map(PathBuf::from);
+    layer.cert_file = string("client_cert").map(PathBuf::from);
+    layer.key_file = string("client_key").map(PathBuf::from);
+
+    let files: Vec<PathBuf> = list("file").into_iter().map(PathBuf::from).collect();
+    layer.file = (!files.is_empty()).then_some(files);
+
+    if let Some(level) = string("log-level") {
+        let mapped = confd_log_level(&level).ok_or_else(|| {
+            err(
+                line("log-level"),
+                format!(
+                    "log-level {level:?}: expected one of confd's levels: panic, fatal, error, \
+                     warning, info, debug"
+                ),
+            )
+        })?;
+        layer.log_level = Some(mapped.into());
+    }
+
+    let (username, password) = (string("username"), string("password"));
+    if flag("basic_auth") {
+        match &username {
+            Some(u) => {
+                layer.username = Some(u.clone());
+                extras.password = password.map(Password::new);
+            }
+            None => warn(
+                line("basic_auth"),
+                "basic_auth = true without a username: no authentication".into(),
+            ),
+        }
+    } else {
+        for k in ["username", "password"] {
+            if string(k).is_some() {
+                warn(
+                    line(k),
+                    format!("`{k}` is ignored: confd uses it only with basic_auth = true"),
+                );
+            }
+        }
+    }
+    if extras.password.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            warn(
+                line("password"),
+                format!(
+                    "the file holds a password and is readable by others (mode {:04o}); \
+                     chmod 600 it",
+                    meta.permissions().mode() & 0o7777
+                ),
+            );
+        }
+    }
+
+    extras.noop = flag("noop");
+    extras.sync_only = flag("sync-only");
+    if extras.sync_only {
+        warn(
+            line("sync-only"),
+            "sync-only = true skips reload commands (as --no-reload); check commands still \
+             run: liveconf has no way to skip them"
+                .into(),
+        );
+    }
+    if known.contains_key("interval") {
+        warn(
+            line("interval"),
+            "`interval` is ignored: liveconf watches etcd and renders each change as it \
+             happens (no polling)"
+                .into(),
+        );
+    }
+    if flag("client_insecure") {
+        warn(
+            line("client_insecure"),
+            "client_insecure = true is not honoured: liveconf always verifies etcd's \
+             certificate (give its CA in client_cakeys)"
+                .into(),
+        );
+    }
+    if flag("onetime") {
+        warn(
+            line("onetime"),
+            "onetime = true is ignored: run `liveconf render --once` instead".into(),
+        );
+    }
+    if flag("keepstagefile") {
+        warn(
+            line("keepstagefile"),
+            "keepstagefile = true is ignored: liveconf never keeps staged files".into(),
+        );
+    }
+    if let Some(filter) = string("filter")
+        && filter != "*"
+    {
+        warn(
+            line("filter"),
+            format!(
+                "filter {filter:?} is ignored: liveconf reads the key files listed in `file` \
+                 and does not search directories"
+            ),
+        );
+    }
+    for (k, owner) in [
+        ("auth_token", "vault"),
+        ("auth_type", "vault"),
+        ("app_id", "vault"),
+        ("user_id", "vault"),
+        ("role_id", "vault"),
+        ("secret_id", "vault"),
+        ("path", "vault"),
+        ("table", "dynamodb"),
+        ("separator", "redis"),
+    ] {
+        if string(k).is_some() {
+            warn(
+                line(k),
+                format!("`{k}` is a setting of confd's {owner} backend; ignored"),
+            );
+        }
+    }
+
+    // In file order.
+    notes.sort_by_key(|(line, _)| *line);
+    extras.warnings = notes
+        .into_iter()
+        .map(|(line, message)| format!("{file} line {line}: {message}"))
+        .collect();
+
+    layer.resolve_paths(&base_dir(path));
+    if layer.backend == Some(BackendKind::File) {
+        for f in layer.file.iter().flatten() {
+            if f.is_dir() {
+                return Err(err(
+                    line("file"),
+                    format!(
+                        "file {}: is a directory; liveconf reads key files, not directories \
+                         (list the files)",
+                        f.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((layer, extras))
+}
+
+/// A settings file, read in its format.
+struct FileSettings {
+    layer: Layer,
+    /// Present when the file is confd's.
+    confd: Option<ConfdExtras>,
+}
+
+fn read_settings_file(path: &Path) -> Result<FileSettings, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
+        where_: path.display().to_string(),
+        message: format!("cannot read: {e}"),
+    })?;
+    Ok(match detect(path, &text) {
+        FileFormat::Liveconf => FileSettings {
+            layer: Layer::from_text(path, &text)?,
+            confd: None,
+        },
+        FileFormat::Confd => {
+            let (layer, extras) = confd_layer(path, &text)?;
+            FileSettings {
+                layer,
+                confd: Some(extras),
+            }
+        }
+    })
 }
 
 /// Fully resolved settings.
@@ -201,6 +890,23 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_output_bytes: usize,
+    /// How `prefix` combines with a resource's own: joined (liveconf), or
+    /// replacing it (settings read from a confd.toml, as confd does).
+    pub prefix_rule: crate::resource::PrefixRule,
+    /// The etcd password given inline (confd's `password`); a
+    /// `password_file` wins over it.
+    pub password: Option<Password>,
+    /// Change nothing, run no command (confd's `noop = true`; the same as
+    /// `render --noop`).
+    pub noop: bool,
+    /// Run no reload command (confd's `sync-only = true`; the same as
+    /// `render --no-reload`).
+    pub no_reload: bool,
+    /// Settings in the file that cannot be honoured, one line each naming
+    /// the file and line. [`Settings::load`] does not log them (logging is
+    /// set up from the settings): the caller does, with
+    /// [`Settings::log_warnings`].
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -214,26 +920,47 @@ impl Settings {
         self.confdir.join("templates")
     }
 
+    /// Logs [`Settings::warnings`] (once logging is set up).
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!("{w}");
+        }
+    }
+
     /// Loads the settings file (from `--config`, or `CONFDIR/liveconf.toml`
-    /// when it exists) and overlays the command-line layer.
+    /// when it exists) and overlays the command-line layer. A `--config`
+    /// file may be confd's `confd.toml` (see the module documentation).
     pub fn load(config: Option<&Path>, flags: Layer) -> Result<Settings, SettingsError> {
         let confdir_flag = flags.confdir.clone();
-        let (file_layer, config_file) = match config {
-            Some(p) => (Layer::from_file(p)?, Some(p.to_path_buf())),
+        let (file, config_file) = match config {
+            Some(p) => (read_settings_file(p)?, Some(p.to_path_buf())),
             None => {
                 let dir = confdir_flag
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFDIR));
                 let p = dir.join("liveconf.toml");
                 if p.is_file() {
-                    (Layer::from_file(&p)?, Some(p))
+                    (
+                        FileSettings {
+                            layer: Layer::from_file(&p)?,
+                            confd: None,
+                        },
+                        Some(p),
+                    )
                 } else {
-                    (Layer::default(), None)
+                    (
+                        FileSettings {
+                            layer: Layer::default(),
+                            confd: None,
+                        },
+                        None,
+                    )
                 }
             }
         };
         let from_flags = flags.clone();
-        let l = file_layer.overlay(flags);
+        let l = file.layer.overlay(flags);
+        let confd = file.confd;
         let where_ = config_file
             .as_ref()
             .map(|p| p.display().to_string())
@@ -242,6 +969,13 @@ impl Settings {
             where_: where_.clone(),
             message,
         };
+        // A backend liveconf cannot read is an error unless the command
+        // line chooses one.
+        if from_flags.backend.is_none()
+            && let Some(message) = confd.as_ref().and_then(|c| c.backend_error.clone())
+        {
+            return Err(err(message));
+        }
         // A bad value is blamed on where it came from: a flag wins over the
         // file, so a value the flags set came from the command line.
         let err_from = |flag: bool, message: String| SettingsError {
@@ -369,6 +1103,15 @@ impl Settings {
                 from_flags.request_timeout.is_some(),
             )?,
             max_output_bytes: l.max_output_bytes.unwrap_or(crate::render::MAX_OUTPUT),
+            prefix_rule: if confd.is_some() {
+                crate::resource::PrefixRule::Replace
+            } else {
+                crate::resource::PrefixRule::Join
+            },
+            password: confd.as_ref().and_then(|c| c.password.clone()),
+            noop: confd.as_ref().is_some_and(|c| c.noop),
+            no_reload: confd.as_ref().is_some_and(|c| c.sync_only),
+            warnings: confd.map(|c| c.warnings).unwrap_or_default(),
         })
     }
 }
@@ -430,5 +1173,341 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("liveconf.toml") && e.contains("line 2"), "{e}");
+    }
+
+    /// confd's settings file, as /etc/confd/confd.toml on a real host.
+    const CONFD_TOML: &str = r#"backend = "etcdv3"
+nodes = ["10.0.0.1:2379", "https://10.0.0.2:2379"]
+scheme = "https"
+prefix = "/production"
+client_cert = "/etc/confd/ssl/client.crt"
+client_key = "/etc/confd/ssl/client.key"
+client_cakeys = "/etc/confd/ssl/ca.crt"
+basic_auth = true
+username = "confd"
+password = "s3cret"
+log-level = "warning"
+interval = 60
+watch = true
+"#;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn chmod(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_confd_toml_maps_to_the_same_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "confd.toml", CONFD_TOML);
+        chmod(&p, 0o600);
+        let s = Settings::load(Some(&p), Layer::default()).unwrap();
+        assert_eq!(s.backend, BackendKind::Etcd);
+        // Nodes without a scheme take `scheme`; the others keep theirs.
+        assert_eq!(
+            s.endpoints,
+            vec!["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
+        );
+        assert_eq!(s.prefix, "/production");
+        assert_eq!(s.prefix_rule, crate::resource::PrefixRule::Replace);
+        assert_eq!(
+            s.cert_file,
+            Some(PathBuf::from("/etc/confd/ssl/client.crt"))
+        );
+        assert_eq!(s.key_file, Some(PathBuf::from("/etc/confd/ssl/client.key")));
+        assert_eq!(s.ca_file, Some(PathBuf::from("/etc/confd/ssl/ca.crt")));
+        assert_eq!(s.username.as_deref(), Some("confd"));
+        assert_eq!(s.password, Some(Password::new("s3cret")));
+        assert_eq!(s.password_file, None);
+        assert_eq!(s.log_level, "warn");
+        // confd's default confdir, not the file's directory.
+        assert_eq!(s.confdir, PathBuf::from("/etc/confd"));
+        assert!(!s.noop && !s.no_reload);
+        // interval is the one setting not honoured: one warning, with its line.
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].contains("confd.toml line 12") && s.warnings[0].contains("interval"),
+            "{:?}",
+            s.warnings
+        );
+        // The password is never shown.
+        assert!(!format!("{s:?}").contains("s3cret"));
+        // A password in a file others can read is worth a warning.
+        chmod(&p, 0o644);
+        let s = Settings::load(Some(&p), Layer::default()).unwrap();
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("line 10") && w.contains("chmod 600")),
+            "{:?}",
+            s.warnings
+        );
+    }
+
+    #[tokio::test]
+    async fn an_inline_password_authenticates_and_a_password_file_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "confd.toml",
+            "backend = \"etcdv3\"\nbasic_auth = true\nusername = \"u\"\npassword = \"p\"\n",
+        );
+        chmod(&p, 0o600);
+        let s = Settings::load(Some(&p), Layer::default()).unwrap();
+        // Connecting needs no password file: the inline password is used.
+        assert!(
+            crate::backend::etcd::Connection::from_settings(&s)
+                .await
+                .is_ok()
+        );
+        let flags = Layer {
+            password_file: Some(dir.path().join("missing")),
+            ..Layer::default()
+        };
+        let s = Settings::load(Some(&p), flags).unwrap();
+        let e = crate::backend::etcd::Connection::from_settings(&s)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("cannot read password file"), "{e}");
+    }
+
+    #[test]
+    fn flags_win_over_a_confd_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "confd.toml", CONFD_TOML);
+        let flags = Layer {
+            endpoints: Some(vec!["http://127.0.0.1:2379".into()]),
+            log_level: Some("debug".into()),
+            confdir: Some(dir.path().to_path_buf()),
+            ..Layer::default()
+        };
+        let s = Settings::load(Some(&p), flags).unwrap();
+        assert_eq!(s.endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(s.log_level, "debug");
+        assert_eq!(s.confdir, dir.path());
+    }
+
+    #[test]
+    fn an_unsupported_backend_is_one_error_naming_it_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for backend in ["consul", "vault", "redis", "zookeeper", "etcd"] {
+            let p = write(
+                dir.path(),
+                "confd.toml",
+                &format!("nodes = [\"127.0.0.1:8500\"]\nbackend = \"{backend}\"\n"),
+            );
+            let e = Settings::load(Some(&p), Layer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&p.display().to_string())
+                    && e.contains("line 2")
+                    && e.contains(&format!("backend \"{backend}\""))
+                    && e.contains("etcd v3")
+                    && e.contains("key files"),
+                "{e}"
+            );
+        }
+        // confd's default backend is etcd's v2 API too.
+        let p = write(dir.path(), "confd.toml", "nodes = [\"127.0.0.1:2379\"]\n");
+        let e = Settings::load(Some(&p), Layer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no backend") && e.contains("etcdv3"), "{e}");
+        // Under any name: a backend liveconf has no name for marks the file as confd's.
+        let p = write(dir.path(), "settings.toml", "backend = \"consul\"\n");
+        let e = Settings::load(Some(&p), Layer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("settings.toml") && e.contains("backend \"consul\" is not supported"),
+            "{e}"
+        );
+        // --backend on the command line wins over the file.
+        let flags = Layer {
+            backend: Some(BackendKind::Etcd),
+            ..Layer::default()
+        };
+        assert!(Settings::load(Some(&p), flags).is_ok());
+    }
+
+    #[test]
+    fn prefix_replaces_only_for_confd_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = write(
+            dir.path(),
+            "liveconf.toml",
+            "prefix = \"/production\"\nendpoints = [\"http://e:2379\"]\n",
+        );
+        let s = Settings::load(Some(&live), Layer::default()).unwrap();
+        assert_eq!(s.prefix_rule, crate::resource::PrefixRule::Join);
+        // No --config: CONFDIR/liveconf.toml.
+        let flags = Layer {
+            confdir: Some(dir.path().to_path_buf()),
+            ..Layer::default()
+        };
+        let s = Settings::load(None, flags).unwrap();
+        assert_eq!(s.prefix_rule, crate::resource::PrefixRule::Join);
+        // Another name, confd's keys only: confd's.
+        let other = write(
+            dir.path(),
+            "etcd.toml",
+            "backend = \"etcdv3\"\nprefix = \"/production\"\n",
+        );
+        let s = Settings::load(Some(&other), Layer::default()).unwrap();
+        assert_eq!(s.prefix_rule, crate::resource::PrefixRule::Replace);
+        assert_eq!(s.prefix, "/production");
+        // Only keys both know, under another name: liveconf's.
+        let shared = write(dir.path(), "shared.toml", "prefix = \"/production\"\n");
+        let s = Settings::load(Some(&shared), Layer::default()).unwrap();
+        assert_eq!(s.prefix_rule, crate::resource::PrefixRule::Join);
+    }
+
+    #[test]
+    fn a_liveconf_toml_with_a_typo_still_fails_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        // Even when the typo is one of confd's keys.
+        let p = write(
+            dir.path(),
+            "liveconf.toml",
+            "prefix = \"/x\"\nlog-level = \"debug\"\n",
+        );
+        let e = Settings::load(Some(&p), Layer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("liveconf.toml") && e.contains("line 2") && e.contains("confd.toml"),
+            "{e}"
+        );
+        // A file mixing both formats is read strictly.
+        let p = write(
+            dir.path(),
+            "mixed.toml",
+            "endpoints = [\"http://e:2379\"]\nnodes = [\"e:2379\"]\n",
+        );
+        let e = Settings::load(Some(&p), Layer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mixed.toml") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn confd_settings_liveconf_cannot_honour_are_warnings_with_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "confd.toml",
+            "backend = \"etcdv3\"\nusername = \"u\"\nclient_insecure = true\n\
+             table = \"t\"\nNoop = true\nsync-only = true\nbogus = 1\nwatch = false\n",
+        );
+        let s = Settings::load(Some(&p), Layer::default()).unwrap();
+        // Without basic_auth confd ignores username; so does liveconf.
+        assert_eq!(s.username, None);
+        // Setting names match in any case, as in confd.
+        assert!(s.noop && s.no_reload);
+        let lines: Vec<&str> = s
+            .warnings
+            .iter()
+            .map(|w| w.split(": ").next().unwrap_or(""))
+            .collect();
+        let file = p.display().to_string();
+        assert_eq!(
+            lines,
+            [2, 3, 4, 6, 7].map(|l| format!("{file} line {l}")),
+            "{:?}",
+            s.warnings
+        );
+        assert!(s.warnings[0].contains("basic_auth"), "{:?}", s.warnings);
+        assert!(s.warnings[4].contains("bogus"), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn confd_srv_file_backend_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "confd.toml",
+            "backend = \"etcdv3\"\nsrv_record = \"_etcd-client._tcp.example.com\"\n",
+        );
+        let s = Settings::load(Some(&p), Layer::default()).unwrap();
+        assert_eq!(s.srv_record, "_etcd-client._tcp");
+        assert_eq!(s.srv_domain.as_deref(), Some("example.com"));
+        let p = write(
+            dir.path(),
+            "confd.toml",
+            "backend = \"etcdv3\"\nsrv_domain = \"example.com\"\n",
+        );
+        let s = Settings::load(Some(&p), Layer::default()).unwrap();
+        assert_eq!(s.srv_record, "_etcdv3._tcp");
+        assert_eq!(s.srv_domain.as_deref(), Some("example.com"));
+
+        let p = write(
+            dir.path(),
+            "confd.toml",
+            "backend = \"file\"\nfile = [\"keys.yaml\"]\nconfdir = \"here\"\n",
+        );
+        let s = Settings::load(Some(&p), Layer::default()).unwrap();
+        assert_eq!(s.backend, BackendKind::File);
+        assert_eq!(s.files, vec![dir.path().join("keys.yaml")]);
+        assert_eq!(s.confdir, dir.path().join("here"));
+
+        for (text, want) in [
+            (
+                "backend = \"etcdv3\"\ninterval = \"600\"\n",
+                "`interval` must be an integer",
+            ),
+            (
+                "backend = \"etcdv3\"\nlog-level = \"loud\"\n",
+                "log-level \"loud\"",
+            ),
+            (
+                "backend = \"etcdv3\"\nscheme = \"grpc\"\n",
+                "scheme \"grpc\"",
+            ),
+            ("backend = \"etcdv3\"\nstate_dir = \"/s\"\n", "--state-dir"),
+            (
+                "backend = \"etcdv3\"\nprefix = \"/a\"\nPrefix = \"/b\"\n",
+                "twice",
+            ),
+        ] {
+            let p = write(dir.path(), "confd.toml", text);
+            let e = Settings::load(Some(&p), Layer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("confd.toml") && e.contains(want) && e.contains("line"),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn layer_fields_lists_every_key_of_liveconf_toml() {
+        let e = toml::from_str::<Layer>("no_such_key = 1")
+            .unwrap_err()
+            .to_string();
+        let mut listed: Vec<&str> = e
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .map(|f| {
+                f.trim()
+                    .trim_matches(|c: char| c == '`' || c.is_whitespace())
+            })
+            .filter(|f| !f.is_empty())
+            .collect();
+        listed.sort_unstable();
+        let mut ours = LAYER_FIELDS.to_vec();
+        ours.sort_unstable();
+        assert_eq!(listed, ours, "{e}");
     }
 }

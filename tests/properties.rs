@@ -280,7 +280,12 @@ fn load_resource(stem: &str, text: &str, global_prefix: &str) -> Result<(), Test
     std::fs::create_dir_all(&conf_d).unwrap();
     let path = conf_d.join(format!("{stem}.toml"));
     std::fs::write(&path, text).unwrap();
-    match liveconf::resource::load(&path, &templates, global_prefix, liveconf::resource::PrefixRule::Join) {
+    match liveconf::resource::load(
+        &path,
+        &templates,
+        global_prefix,
+        liveconf::resource::PrefixRule::Join,
+    ) {
         Ok(r) => {
             prop_assert_eq!(&r.file, &path);
             prop_assert!(r.dest.is_absolute(), "dest {:?} is not absolute", r.dest);
@@ -636,7 +641,13 @@ fn json_template() -> JsonTemplate {
         "[template]\nsrc = \"rt.tera\"\ndest = \"/nonexistent/rt.json\"\nprefix = \"/p\"\nkeys = [\"/\"]\n",
     )
     .unwrap();
-    let res = liveconf::resource::load(&res_file, &templates_dir, "", liveconf::resource::PrefixRule::Join).expect("resource");
+    let res = liveconf::resource::load(
+        &res_file,
+        &templates_dir,
+        "",
+        liveconf::resource::PrefixRule::Join,
+    )
+    .expect("resource");
     let templates = liveconf::templates::TemplateSet::load(&templates_dir);
     JsonTemplate {
         _dir: dir,
@@ -733,7 +744,8 @@ fn deeply_nested_documents_are_refused_not_overflowing_the_stack() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("deep.toml");
     std::fs::write(&p, format!("[template]\nkeys = {open_close}\n")).unwrap();
-    let e = liveconf::resource::load(&p, d.path(), "", liveconf::resource::PrefixRule::Join).unwrap_err();
+    let e = liveconf::resource::load(&p, d.path(), "", liveconf::resource::PrefixRule::Join)
+        .unwrap_err();
     assert!(e.to_string().contains("deep.toml"), "{e}");
 }
 

@@ -192,24 +192,32 @@ impl Connection {
             }
         }
         if let Some(user) = &s.username {
-            let pw_file = s.password_file.as_ref().ok_or_else(|| {
-                EtcdError::Settings(format!(
-                    "username {user:?} needs password_file (--username needs --password-file)"
-                ))
-            })?;
-            if let Ok(meta) = std::fs::metadata(pw_file) {
-                use std::os::unix::fs::PermissionsExt;
-                if meta.permissions().mode() & 0o077 != 0 {
-                    tracing::warn!(
-                        "password file {} is readable by others (mode {:04o}); chmod 600 it",
-                        pw_file.display(),
-                        meta.permissions().mode() & 0o7777
-                    );
+            // A password file (flag or liveconf.toml) wins over an inline
+            // password (confd.toml's, held in memory only).
+            let pw = match (&s.password_file, &s.password) {
+                (Some(pw_file), _) => {
+                    if let Ok(meta) = std::fs::metadata(pw_file) {
+                        use std::os::unix::fs::PermissionsExt;
+                        if meta.permissions().mode() & 0o077 != 0 {
+                            tracing::warn!(
+                                "password file {} is readable by others (mode {:04o}); chmod 600 it",
+                                pw_file.display(),
+                                meta.permissions().mode() & 0o7777
+                            );
+                        }
+                    }
+                    String::from_utf8_lossy(&read(pw_file, "password file")?)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string()
                 }
-            }
-            let pw = String::from_utf8_lossy(&read(pw_file, "password file")?)
-                .trim_end_matches(['\n', '\r'])
-                .to_string();
+                (None, Some(pw)) => pw.expose().to_string(),
+                (None, None) => {
+                    return Err(EtcdError::Settings(format!(
+                        "username {user:?} needs password_file (--username needs --password-file; \
+                         in a confd.toml, password)"
+                    )));
+                }
+            };
             options = options
                 .with_user(user.clone(), pw)
                 .with_auto_token_refresh(true);

@@ -265,7 +265,10 @@ impl Etcd {
             .expect("stdin")
             .write_all(value.as_bytes())
             .expect("write value");
-        assert!(child.wait().expect("etcdctl").success(), "etcdctl put {key}");
+        assert!(
+            child.wait().expect("etcdctl").success(),
+            "etcdctl put {key}"
+        );
     }
 
     pub fn del(&self, key: &str) {
