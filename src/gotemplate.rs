@@ -721,10 +721,9 @@ fn lookup_ips(name: &str) -> Vec<String> {
     ips
 }
 
+/// confd's `sort.Sort` by length: Go's exact (unstable) order.
 fn sort_by_len<T>(items: &mut [T], len: impl Fn(&T) -> usize) {
-    // Go's sort.Sort is an insertion sort up to 12 elements (stable);
-    // beyond, liveconf keeps equal lengths in their order.
-    items.sort_by_key(|i| len(i));
+    crate::gosort::sort(items, |a, b| len(a) < len(b));
 }
 
 /// confd's function map (`newFuncMap` + memkv's store functions).

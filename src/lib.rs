@@ -17,6 +17,7 @@ pub mod explain;
 pub mod fleet;
 pub mod functions;
 pub mod gopath;
+pub mod gosort;
 pub mod gotemplate;
 pub mod hooks;
 pub mod install;
