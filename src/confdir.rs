@@ -31,6 +31,7 @@ pub fn load(s: &Settings, only: &[String]) -> Result<Loaded, ConfDirError> {
             conf_d.display()
         ))
     })?;
+    warn_nested(&conf_d);
     let names: Vec<String> = files
         .iter()
         .filter_map(|f| f.file_stem().map(|n| n.to_string_lossy().into_owned()))
@@ -77,6 +78,40 @@ pub fn load(s: &Settings, only: &[String]) -> Result<Loaded, ConfDirError> {
         )));
     }
     Ok(loaded)
+}
+
+/// confd also reads `*toml` in subdirectories of conf.d; liveconf reads
+/// conf.d itself only. Say so for each such file rather than skip it quietly.
+fn warn_nested(conf_d: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(conf_d) else {
+        return;
+    };
+    let mut stack: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for p in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            if p.is_dir() {
+                // Bounded: a symlink loop must not keep us here.
+                seen += 1;
+                if seen < 1000 {
+                    stack.push(p);
+                }
+            } else if p.to_string_lossy().ends_with("toml") {
+                tracing::warn!(
+                    "{} is not read: liveconf reads resources from {} itself, not its subdirectories (confd reads both); move it up to use it",
+                    p.display(),
+                    conf_d.display()
+                );
+            }
+        }
+    }
 }
 
 /// Every absolute prefix the resources watch, sorted, without repeats.

@@ -59,10 +59,9 @@ fn golden_env(cmd: &mut std::process::Command) {
 #[test]
 fn the_golden_set_matches_confd_byte_for_byte_from_etcd() {
     let etcd = Etcd::start();
-    let flat: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(golden().join("keys.flat.json")).unwrap(),
-    )
-    .unwrap();
+    let flat: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(golden().join("keys.flat.json")).unwrap())
+            .unwrap();
     for (k, v) in &flat {
         etcd.put_raw(k, v.as_str().unwrap());
     }
@@ -187,4 +186,29 @@ fn a_go_template_resource_follows_etcd_in_the_daemon_and_reports_like_tera() {
         d.log().contains("key does not exist: /hosts/h9")
     });
     assert_eq!(read_or_empty(&web), "server h2 10.0.0.2;\n");
+}
+
+#[test]
+fn a_resource_in_a_conf_d_subdirectory_is_named_not_silently_skipped() {
+    let fx = Fx::new();
+    fx.keys("a: \"1\"\n");
+    fx.template("t.tmpl", "{{getv \"/a\"}}\n");
+    fx.resource(
+        "top",
+        "[template]\nsrc = \"t.tmpl\"\ndest = \"{out}/top\"\nkeys = [\"/a\"]\n",
+    );
+    std::fs::create_dir_all(fx.path("conf.d/team")).unwrap();
+    std::fs::write(
+        fx.path("conf.d/team/nested.toml"),
+        "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/x\"\nkeys = [\"/a\"]\n",
+    )
+    .unwrap();
+    let out = fx.cmd(&["render", "--once"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(read_or_empty(&fx.path("out/top")), "1\n");
+    assert!(
+        log.contains("team/nested.toml is not read"),
+        "the nested resource is named: {log}"
+    );
 }
