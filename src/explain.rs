@@ -22,7 +22,10 @@ pub const TERA_EQUIVALENTS: &[(&str, &str)] = &[
     ("getvs", "getvs(pattern=P) | sort (confd sorts by value)"),
     ("ls", "ls(path=P)"),
     ("lsdir", "lsdir(path=P)"),
-    ("exists", "exists(key=K) (a key outside `keys` is an error, not false)"),
+    (
+        "exists",
+        "exists(key=K) (a key outside `keys` is an error, not false)",
+    ),
     ("base", "| basename"),
     ("dir", "| dirname"),
     ("split", "| split(pat=S)"),
@@ -31,12 +34,18 @@ pub const TERA_EQUIVALENTS: &[(&str, &str)] = &[
     ("jsonArray", "| json_decode"),
     ("map", "a map literal {\"k\": v}"),
     ("getenv", "getenv(name=N, default=\"\")"),
-    ("datetime", "none: a file that changes every render reloads every time"),
+    (
+        "datetime",
+        "none: a file that changes every render reloads every time",
+    ),
     ("toUpper", "| upper"),
     ("toLower", "| lower"),
     ("contains", "S in T"),
     ("replace", "| replace(from=A, to=B) (all occurrences)"),
-    ("trimSuffix", "| trim_end(pat=S) (strips S repeatedly; confd strips it once)"),
+    (
+        "trimSuffix",
+        "| trim_end(pat=S) (strips S repeatedly; confd strips it once)",
+    ),
     ("lookupIP", "lookup_ip(host=H)"),
     ("lookupIPV4", "lookup_ip(host=H) filtered"),
     ("lookupIPV6", "lookup_ip(host=H) filtered"),
@@ -51,7 +60,10 @@ pub const TERA_EQUIVALENTS: &[(&str, &str)] = &[
     ("add", "a + b"),
     ("sub", "a - b"),
     ("mul", "a * b"),
-    ("div", "integer division (see the README's template reference)"),
+    (
+        "div",
+        "integer division (see the README's template reference)",
+    ),
     ("mod", "a % b"),
     ("seq", "range(start=A, end=B + 1)"),
     ("atoi", "| int"),
@@ -86,7 +98,11 @@ pub fn functions_used(text: &str) -> BTreeSet<&'static str> {
         let Some(end) = after.find("}}") else { break };
         let action = &after[..end];
         rest = &after[end + 2..];
-        if action.trim_start_matches('-').trim_start().starts_with("/*") {
+        if action
+            .trim_start_matches('-')
+            .trim_start()
+            .starts_with("/*")
+        {
             continue;
         }
         for word in words_outside_strings(action) {

@@ -377,6 +377,423 @@ pub fn php(input: &Value, _: Kwargs, _: &State) -> TeraResult<Value> {
         .map_err(|e| Error::message(format!("php: {e}")))
 }
 
+// ---------------------------------------------------------------- confd's helpers
+
+/// At most 80 characters of `s`, quoted (one line, control characters escaped).
+fn quoted(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}...", &s[..cut]),
+    }
+}
+
+/// A value for an error message: its type and (at most 80 characters of) its text.
+fn described(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) => format!("string {}", quoted(s)),
+        None if v.is_undefined() => "an undefined value".to_string(),
+        None => {
+            let text = v.to_string();
+            match text.char_indices().nth(80) {
+                None => format!("{} {text}", v.name()),
+                Some((cut, _)) => format!("{} {}...", v.name(), &text[..cut]),
+            }
+        }
+    }
+}
+
+/// The input of a filter that takes a string, or an error naming the filter.
+fn string_input<'a>(filter: &str, input: &'a Value) -> TeraResult<&'a str> {
+    input.as_str().ok_or_else(|| {
+        Error::message(format!(
+            "{filter}: expects a string, got {}",
+            described(input)
+        ))
+    })
+}
+
+/// Go's `base64.StdEncoding`: standard alphabet, `=` padding required,
+/// non-zero trailing bits accepted (Go's decoder is not strict).
+pub(crate) const GO_STD_BASE64: base64::engine::GeneralPurpose =
+    base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_encode_padding(true)
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
+    );
+
+/// Filter `base64_encode`: the string's UTF-8 bytes in standard base64 with padding.
+pub fn base64_encode(input: &Value, _: Kwargs, _: &State) -> TeraResult<Value> {
+    use base64::Engine as _;
+    let s = string_input("base64_encode", input)?;
+    Ok(Value::from(GO_STD_BASE64.encode(s)))
+}
+
+/// Filter `base64_decode`: standard base64 (padded; `\r` and `\n` ignored,
+/// as Go does) to text; the decoded bytes must be UTF-8.
+pub fn base64_decode(input: &Value, _: Kwargs, _: &State) -> TeraResult<Value> {
+    use base64::{DecodeError, Engine as _};
+    let s = string_input("base64_decode", input)?;
+    let compact = s.replace(['\r', '\n'], "");
+    // An offset in `compact` as an offset in `s`.
+    let offset = |at: usize| {
+        s.bytes()
+            .enumerate()
+            .filter(|(_, b)| !matches!(b, b'\r' | b'\n'))
+            .nth(at)
+            .map_or(at, |(i, _)| i)
+    };
+    let shown = |b: u8| {
+        if b.is_ascii_graphic() || b == b' ' {
+            format!("{:?}", char::from(b))
+        } else {
+            format!("0x{b:02x}")
+        }
+    };
+    let bytes = GO_STD_BASE64.decode(&compact).map_err(|e| {
+        let why = match e {
+            DecodeError::InvalidByte(at, b'=') => {
+                format!("padding \"=\" at byte {} is misplaced", offset(at))
+            }
+            DecodeError::InvalidByte(at, b) => format!(
+                "byte {} ({}) is not in the standard base64 alphabet",
+                offset(at),
+                shown(b)
+            ),
+            DecodeError::InvalidLastSymbol(at, b) => {
+                format!("invalid last symbol {} at byte {}", shown(b), offset(at))
+            }
+            DecodeError::InvalidLength(len) => format!(
+                "its length ({len} characters) is not a multiple of 4 (padding with \"=\" is required)"
+            ),
+            DecodeError::InvalidPadding => {
+                "padding \"=\" is missing or wrong (the length must be a multiple of 4)".to_string()
+            }
+        };
+        Error::message(format!(
+            "base64_decode: {} is not valid base64: {why}",
+            quoted(s)
+        ))
+    })?;
+    String::from_utf8(bytes).map(Value::from).map_err(|e| {
+        Error::message(format!(
+            "base64_decode: {} decodes to bytes that are not UTF-8 text (invalid byte at offset {})",
+            quoted(s),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// `file_exists(path=P)`: whether `stat(P)` succeeds (confd's `fileExists`).
+pub fn file_exists(kwargs: Kwargs, _: &State) -> TeraResult<bool> {
+    let path: &str = kwargs.must_get("path")?;
+    Ok(std::fs::metadata(path).is_ok())
+}
+
+/// Filter `sort_by_length(attribute=A?)`: a list of strings sorted by byte
+/// length, shortest first; with `attribute`, a list of maps sorted by the
+/// length of that (string) attribute, e.g. `gets(...) | sort_by_length(attribute="key")`
+/// (confd's `sortKVByLength`). Equal lengths keep their order (a stable sort).
+pub fn sort_by_length(input: &Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    let attribute: Option<&str> = kwargs.get("attribute")?;
+    let items = input.as_array().ok_or_else(|| {
+        Error::message(format!(
+            "sort_by_length: expects a list of {}, got {}",
+            if attribute.is_some() {
+                "maps"
+            } else {
+                "strings"
+            },
+            described(input)
+        ))
+    })?;
+    let mut sorted: Vec<(usize, &Value)> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let s = match attribute {
+            None => item.as_str().ok_or_else(|| {
+                Error::message(format!(
+                    "sort_by_length: item {i} of the list is {}, not a string",
+                    described(item)
+                ))
+            })?,
+            Some(attr) => item
+                .get_from_path(attr)
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    Error::message(format!(
+                        "sort_by_length: item {i} of the list has no string attribute {attr:?}: {}",
+                        described(item)
+                    ))
+                })?,
+        };
+        sorted.push((s.len(), item));
+    }
+    sorted.sort_by_key(|(len, _)| *len);
+    Ok(Value::from(
+        sorted
+            .into_iter()
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Filter `parse_bool`: Go's `strconv.ParseBool`.
+pub fn parse_bool(input: &Value, _: Kwargs, _: &State) -> TeraResult<bool> {
+    match string_input("parse_bool", input)? {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(Error::message(format!(
+            "parse_bool: {} is not a boolean (accepted: 1 t T TRUE true True 0 f F FALSE false False)",
+            quoted(other)
+        ))),
+    }
+}
+
+/// Filter `basename`: Go's `path.Base` (confd's `base`).
+pub fn basename(input: &Value, _: Kwargs, _: &State) -> TeraResult<Value> {
+    Ok(Value::from(crate::gopath::base(string_input(
+        "basename", input,
+    )?)))
+}
+
+/// Filter `dirname`: Go's `path.Dir` (confd's `dir`).
+pub fn dirname(input: &Value, _: Kwargs, _: &State) -> TeraResult<Value> {
+    Ok(Value::from(crate::gopath::dir(string_input(
+        "dirname", input,
+    )?)))
+}
+
+// ---------------------------------------------------------------- format (Go's printf)
+
+/// Stand-ins used by [`go_sprintf`]'s dry run: `%` inside string arguments
+/// and `!` inside the format are swapped for private-use characters so
+/// that the only `%!` in the dry run's output are Go's error markers, and
+/// `FMT_END` is appended so a directive cut off by the end of the format
+/// becomes a marker too (Go writes `%!(NOVERB)`).
+const ARG_PERCENT: char = '\u{E000}';
+const FMT_BANG: char = '\u{E001}';
+const FMT_END: char = '\u{E002}';
+
+/// A Tera value as a Go template value.
+fn to_go(v: &Value) -> TeraResult<gotmpl::Value> {
+    use std::sync::Arc;
+    use tera::value::ValueKind;
+    let too_big = || {
+        Error::message(format!(
+            "format: the integer {v} does not fit in 64 bits (Go's int64 or uint64)"
+        ))
+    };
+    Ok(match v.kind() {
+        // A misspelt variable must not print as `<nil>`.
+        ValueKind::Undefined => {
+            return Err(Error::message(
+                "format: an argument is undefined (a misspelt variable or a missing map entry?)",
+            ));
+        }
+        ValueKind::None => gotmpl::Value::Nil,
+        ValueKind::Bool => gotmpl::Value::Bool(v.as_bool().unwrap_or_default()),
+        ValueKind::I64 | ValueKind::U64 | ValueKind::I128 | ValueKind::U128 => {
+            match (v.as_i64(), v.as_u64()) {
+                (_, Some(u)) if v.kind() == ValueKind::U64 || v.kind() == ValueKind::U128 => {
+                    gotmpl::Value::Uint(u)
+                }
+                (Some(i), _) => gotmpl::Value::Int(i),
+                (None, Some(u)) => gotmpl::Value::Uint(u),
+                (None, None) => return Err(too_big()),
+            }
+        }
+        ValueKind::F64 => gotmpl::Value::Float(v.as_f64().unwrap_or_default()),
+        ValueKind::String => gotmpl::Value::String(Arc::from(v.as_str().unwrap_or_default())),
+        ValueKind::Bytes => {
+            let bytes = v.as_bytes().unwrap_or_default();
+            match std::str::from_utf8(bytes) {
+                Ok(s) => gotmpl::Value::String(Arc::from(s)),
+                Err(_) => {
+                    return Err(Error::message(
+                        "format: an argument is bytes that are not UTF-8 text",
+                    ));
+                }
+            }
+        }
+        ValueKind::Array => {
+            let items = v
+                .as_array()
+                .unwrap_or_default()
+                .iter()
+                .map(to_go)
+                .collect::<TeraResult<Vec<_>>>()?;
+            gotmpl::Value::List(items.into())
+        }
+        ValueKind::Map => {
+            let mut map = std::collections::BTreeMap::new();
+            for (k, item) in v.as_map().into_iter().flatten() {
+                let key: Arc<str> = match k.as_str() {
+                    Some(s) => Arc::from(s),
+                    None => Arc::from(k.to_string()),
+                };
+                map.insert(key, to_go(item)?);
+            }
+            gotmpl::Value::Map(Arc::new(map))
+        }
+        _ => {
+            return Err(Error::message(format!(
+                "format: cannot pass {} to Go's printf",
+                described(v)
+            )));
+        }
+    })
+}
+
+/// `v` with every `%` in its strings (map keys included) replaced by
+/// [`ARG_PERCENT`]; same types, same shape.
+fn without_percent(v: &gotmpl::Value) -> gotmpl::Value {
+    use gotmpl::Value as G;
+    use std::sync::Arc;
+    let swap = |s: &str| -> Arc<str> { Arc::from(s.replace('%', &ARG_PERCENT.to_string())) };
+    match v {
+        G::String(s) if s.contains('%') => G::String(swap(s)),
+        G::List(items) => G::List(items.iter().map(without_percent).collect()),
+        G::Map(map) => G::Map(Arc::new(
+            map.iter()
+                .map(|(k, item)| (swap(k), without_percent(item)))
+                .collect(),
+        )),
+        other => other.clone(),
+    }
+}
+
+/// Go's error marker at the start of `s` (which starts with `%!`), made
+/// readable again: (verb, text inside the parentheses).
+fn go_marker(s: &str) -> (Option<char>, String) {
+    let rest = &s[2..];
+    let (verb, rest) = match rest.chars().next() {
+        Some('(') | None => (None, rest),
+        Some(c) => (Some(c), &rest[c.len_utf8()..]),
+    };
+    let mut depth = 0usize;
+    let mut inside = String::new();
+    for c in rest.chars() {
+        match c {
+            '(' if depth == 0 => {
+                depth = 1;
+                continue;
+            }
+            '(' => depth += 1,
+            ')' if depth == 1 => break,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        if depth >= 1 {
+            inside.push(c);
+        }
+    }
+    let inside = inside.replace(ARG_PERCENT, "%").replace(FMT_BANG, "!");
+    (verb, inside)
+}
+
+/// Go's `fmt.Sprintf`, strict: where Go would write an error marker into
+/// the output (`%!d(string=abc)`, `%!d(MISSING)`, `%!(EXTRA ...)`,
+/// `%!(NOVERB)`...), this is an error naming the format and the problem.
+fn go_sprintf(format: &str, args: &[gotmpl::Value]) -> TeraResult<String> {
+    let fail = |why: String| Error::message(format!("format: {}: {why}", quoted(format)));
+    // Dry run: the same directives over arguments of the same types.
+    let probe_format: String = format
+        .chars()
+        .map(|c| if c == '!' { FMT_BANG } else { c })
+        .chain(std::iter::once(FMT_END))
+        .collect();
+    let probe_args: Vec<gotmpl::Value> = args.iter().map(without_percent).collect();
+    let probe = gotmpl::sprintf(&probe_format, &probe_args).map_err(|e| fail(e.to_string()))?;
+    if let Some(at) = probe.find("%!") {
+        let (verb, inside) = go_marker(&probe[at..]);
+        let inside = quoted(&inside);
+        let inside = inside.trim_matches('"');
+        let n = args.len();
+        let why = match (verb, inside) {
+            (Some(FMT_END), _) => {
+                "the format ends inside a directive (Go writes %!(NOVERB); write %% for a literal %)"
+                    .to_string()
+            }
+            (Some(v), "MISSING") => format!("%{v} has no argument ({n} given)"),
+            (Some(v), "BADINDEX") => {
+                format!("bad argument index before %{v} ({n} arguments given)")
+            }
+            (Some(v), value) => {
+                let v = if v == FMT_BANG { '!' } else { v };
+                format!("%{v} cannot print {value} (printf would write %!{v}({value}))")
+            }
+            (None, "BADWIDTH") => "the width `*` needs an integer argument".to_string(),
+            (None, "BADPREC") => {
+                "the precision `.*` needs a non-negative integer argument".to_string()
+            }
+            (None, extra) if extra.starts_with("EXTRA ") => format!(
+                "more arguments than directives; left over: {}",
+                &extra["EXTRA ".len()..]
+            ),
+            (None, other) => format!("Go writes %!({other})"),
+        };
+        return Err(fail(why));
+    }
+    // gotmpl's integer verbs accept a float and truncate it; Go refuses
+    // (`%!d(float64=1.5)`). Each float is swapped for a bool in turn: a verb
+    // that now complains is one a float reached.
+    for (i, arg) in probe_args.iter().enumerate() {
+        let gotmpl::Value::Float(f) = arg else {
+            continue;
+        };
+        let mut swapped = probe_args.clone();
+        swapped[i] = gotmpl::Value::Bool(false);
+        let out = gotmpl::sprintf(&probe_format, &swapped).map_err(|e| fail(e.to_string()))?;
+        for (at, _) in out.match_indices("%!") {
+            let shown = gotmpl::sprintf("%v", &[gotmpl::Value::Float(*f)])
+                .unwrap_or_else(|_| f.to_string());
+            let n = i + 1;
+            match go_marker(&out[at..]).0 {
+                Some(v @ ('d' | 'o' | 'c')) => {
+                    return Err(fail(format!(
+                        "%{v} needs an integer, but argument {n} is the float {shown} \
+                         (Go writes %!{v}(float64={shown})); convert it with `| int`, or use %v, %f or %g"
+                    )));
+                }
+                Some(v @ ('x' | 'X' | 'b')) => {
+                    return Err(fail(format!(
+                        "%{v} of a float (argument {n}, {shown}) is not supported \
+                         (Go prints it in binary exponent form); convert it with `| int`, or use %v, %f or %g"
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+    gotmpl::sprintf(format, args).map_err(|e| fail(e.to_string()))
+}
+
+/// `format(fmt=F, args=[...])`: Go's `fmt.Sprintf(F, args...)`.
+pub fn format_function(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    let format: &str = kwargs.must_get("fmt")?;
+    let args = match kwargs.get::<&Value>("args")? {
+        None => Vec::new(),
+        Some(list) => match list.as_array() {
+            Some(items) => items.iter().map(to_go).collect::<TeraResult<Vec<_>>>()?,
+            None => {
+                return Err(Error::message(format!(
+                    "format: args must be a list, got {}",
+                    described(list)
+                )));
+            }
+        },
+    };
+    go_sprintf(format, &args).map(Value::from)
+}
+
+/// Filter `value | format(fmt=F)`: Go's `fmt.Sprintf(F, value)`.
+pub fn format_filter(input: &Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    let format: &str = kwargs.must_get("fmt")?;
+    go_sprintf(format, &[to_go(input)?]).map(Value::from)
+}
+
 /// Registers every function and filter on `tera`.
 pub fn register(tera: &mut tera::Tera) {
     tera.register_function("getv", getv);
@@ -393,4 +810,13 @@ pub fn register(tera: &mut tera::Tera) {
     tera.register_filter("json_decode", json_decode);
     tera.register_filter("json_encode", json_encode);
     tera.register_filter("php", php);
+    tera.register_filter("base64_encode", base64_encode);
+    tera.register_filter("base64_decode", base64_decode);
+    tera.register_function("file_exists", file_exists);
+    tera.register_filter("sort_by_length", sort_by_length);
+    tera.register_filter("parse_bool", parse_bool);
+    tera.register_filter("basename", basename);
+    tera.register_filter("dirname", dirname);
+    tera.register_function("format", format_function);
+    tera.register_filter("format", format_filter);
 }

@@ -19,9 +19,8 @@ pub fn clean(p: &str) -> String {
         dotdot = 1;
     }
     while r < n {
-        if b[r] == b'/' {
-            r += 1;
-        } else if b[r] == b'.' && (r + 1 == n || b[r + 1] == b'/') {
+        if b[r] == b'/' || (b[r] == b'.' && (r + 1 == n || b[r + 1] == b'/')) {
+            // An empty element or a `.` element.
             r += 1;
         } else if b[r] == b'.' && b[r + 1] == b'.' && (r + 2 == n || b[r + 2] == b'/') {
             r += 2;
@@ -125,6 +124,91 @@ mod tests {
         ] {
             assert_eq!(base(i), b, "base({i:?})");
             assert_eq!(dir(i), d, "dir({i:?})");
+        }
+    }
+
+    /// The tables of Go's `path` tests (`path_test.go`: cleantests,
+    /// basetests, dirtests) and the package examples.
+    #[test]
+    fn go_test_tables() {
+        for (i, o) in [
+            // Already clean.
+            ("abc/def", "abc/def"),
+            ("a/b/c", "a/b/c"),
+            ("..", ".."),
+            ("../..", "../.."),
+            ("/abc", "/abc"),
+            // Trailing slashes.
+            ("abc/def/", "abc/def"),
+            ("a/b/c/", "a/b/c"),
+            ("../", ".."),
+            ("../../", "../.."),
+            ("/abc/", "/abc"),
+            // Doubled slashes.
+            ("abc//def//ghi", "abc/def/ghi"),
+            ("//abc", "/abc"),
+            ("///abc", "/abc"),
+            ("//abc//", "/abc"),
+            ("abc//", "abc"),
+            // `.` elements.
+            ("abc/./def", "abc/def"),
+            ("/./abc/def", "/abc/def"),
+            ("abc/.", "abc"),
+            // `..` elements.
+            ("abc/def/ghi/../jkl", "abc/def/jkl"),
+            ("abc/def/../ghi/../jkl", "abc/jkl"),
+            ("abc/def/..", "abc"),
+            ("abc/def/../..", "."),
+            ("/abc/def/../..", "/"),
+            ("abc/def/../../..", ".."),
+            ("/abc/def/../../..", "/"),
+            ("abc/def/../../../ghi/jkl/../../../mno", "../../mno"),
+            // Combinations.
+            ("abc/./../def", "def"),
+            ("abc//./../def", "def"),
+            ("abc/../../././../def", "../../def"),
+            // ExampleClean.
+            ("a/c/b/..", "a/c"),
+            ("/../a/b/../././/c", "/a/c"),
+            // Non-ASCII elements are copied unchanged.
+            ("/é//ü/./x/..", "/é/ü"),
+        ] {
+            assert_eq!(clean(i), o, "clean({i:?})");
+            assert_eq!(clean(o), o, "clean is idempotent on {o:?}");
+        }
+        for (i, o) in [
+            (".", "."),
+            ("/.", "."),
+            ("////", "/"),
+            ("x/", "x"),
+            ("abc", "abc"),
+            ("abc/def", "def"),
+            ("a/b/.x", ".x"),
+            ("a/b/c.", "c."),
+            ("a/b/c.x", "c.x"),
+            // Base does not clean: the last element of "a/b/.." is "..".
+            ("a/b/..", ".."),
+        ] {
+            assert_eq!(base(i), o, "base({i:?})");
+        }
+        for (i, o) in [
+            (".", "."),
+            ("/.", "/"),
+            ("////", "/"),
+            ("/foo", "/"),
+            ("x/", "x"),
+            ("abc", "."),
+            ("abc/def", "abc"),
+            ("abc////def", "abc"),
+            ("a/b/.x", "a/b"),
+            ("a/b/c.", "a/b"),
+            ("a/b/c.x", "a/b"),
+            ("/a/", "/a"),
+            ("a/", "a"),
+            ("../x", ".."),
+            ("a/../../x", ".."),
+        ] {
+            assert_eq!(dir(i), o, "dir({i:?})");
         }
     }
 }

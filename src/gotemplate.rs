@@ -109,17 +109,19 @@ impl View {
         };
         // Scan roots: watched prefixes inside `abs_dir`, or `abs_dir` itself
         // when a watched prefix contains it; nested roots once.
+        // `within(a, b)`: a is b or below it; "" (the root) holds everything.
+        let within = |a: &str, b: &str| b.is_empty() || is_at_or_below(a, b);
         let mut roots: Vec<&str> = Vec::new();
         for w in &self.watched {
-            let root = if is_at_or_below(w, &abs_dir) {
+            let root = if within(w, &abs_dir) {
                 w.as_str()
-            } else if is_at_or_below(&abs_dir, w) {
+            } else if within(&abs_dir, w) {
                 abs_dir.as_str()
             } else {
                 continue;
             };
-            if !roots.iter().any(|r| is_at_or_below(root, r)) {
-                roots.retain(|r| !is_at_or_below(r, root));
+            if !roots.iter().any(|r| within(root, r)) {
+                roots.retain(|r| !within(r, root));
                 roots.push(root);
             }
         }
@@ -864,14 +866,18 @@ pub fn func_map() -> FuncMap {
         arity("base64Encode", a, 1)?;
         let s = str_arg("base64Encode", a, 0)?;
         Ok(Value::String(
-            base64::engine::general_purpose::STANDARD.encode(s).into(),
+            crate::functions::GO_STD_BASE64.encode(s).into(),
         ))
     });
     add("base64Decode", |a| {
         use base64::Engine as _;
         arity("base64Decode", a, 1)?;
-        let s = str_arg("base64Decode", a, 0)?;
-        let bytes = base64::engine::general_purpose::STANDARD
+        // Go's decoder skips \r and \n.
+        let s: String = str_arg("base64Decode", a, 0)?
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\n')
+            .collect();
+        let bytes = crate::functions::GO_STD_BASE64
             .decode(s)
             .map_err(|e| fail("base64Decode", format!("illegal base64 data: {e}")))?;
         Ok(Value::String(
@@ -969,9 +975,13 @@ pub fn func_map() -> FuncMap {
     });
     add("fileExists", |a| {
         arity("fileExists", a, 1)?;
-        Ok(Value::Bool(
-            std::fs::metadata(str_arg("fileExists", a, 0)?).is_ok(),
-        ))
+        // confd's IsFileExist: false only when the path does not exist
+        // (a path through a regular file, ENOTDIR, counts as existing).
+        let exists = match std::fs::metadata(str_arg("fileExists", a, 0)?) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        };
+        Ok(Value::Bool(exists))
     });
 
     // Lists.
@@ -1170,7 +1180,7 @@ pub fn parse(name: &str, text: &str) -> Result<GoTemplate, String> {
         .funcs(func_map())
         .parse(text)
         .map(|t| GoTemplate(Arc::new(t)))
-        .map_err(|e| one_line(&format!("template: {e}")))
+        .map_err(|e| one_line(&e.to_string()))
 }
 
 fn one_line(s: &str) -> String {
@@ -1233,6 +1243,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "1 2 false d [b] [{/b 2}]");
+    }
+
+    #[test]
+    fn keys_slash_sees_everything() {
+        let v = view("", &[""], &[("/a", "1"), ("/b/c", "2")]);
+        let out = run(
+            v,
+            r#"{{gets "/*"}} {{gets "/*/*"}} {{ls "/"}} {{getv "/b/c"}}"#,
+        )
+        .unwrap();
+        assert_eq!(out, "[{/a 1}] [{/b/c 2}] [a] 2");
     }
 
     #[test]

@@ -754,3 +754,374 @@ fn json_encode_refuses_a_non_finite_number() {
         .expect_stderr(&["json_encode", "inf", "no JSON form"]);
     assert!(fx.out_files().is_empty());
 }
+
+// ---------------------------------------------------------------- confd's helpers
+
+/// One resource per template (`r0`, `r1`...), rendered in one run that must
+/// fail (exit 2) for every one of them: resource `rN`'s error is one log
+/// line containing every needle of `cases[N]`. Nothing is written.
+fn expect_each_render_error(keys_yaml: &str, cases: &[(&str, &[&str])]) {
+    let fx = Fx::new();
+    fx.keys(keys_yaml);
+    for (i, (template, _)) in cases.iter().enumerate() {
+        fx.template(&format!("r{i}.tera"), template).resource(
+            &format!("r{i}"),
+            &format!(
+                "[template]\nsrc = \"r{i}.tera\"\ndest = \"{{out}}/r{i}.conf\"\nkeys = [\"/\"]\n"
+            ),
+        );
+    }
+    let run = fx.once();
+    expect_render_failure(&fx, &run);
+    for (i, (template, needles)) in cases.iter().enumerate() {
+        let marker = format!("r{i}: render failed");
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(&marker))
+            .unwrap_or_else(|| panic!("no error for {template:?}:\n{}", run.stderr));
+        for n in *needles {
+            assert!(
+                line.contains(n),
+                "the error for {template:?} lacks {n:?}:\n{line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn base64_encode_and_decode_use_go_standard_encoding() {
+    let fx = app(
+        "/secret: aGVsbG8gd29ybGQ=\n/wrapped: \"aGVs\\r\\nbG8=\\n\"\n",
+        concat!(
+            "{{ getv(key=\"/secret\") | base64_decode }}|",
+            "{{ \"hello world\" | base64_encode }}|",
+            "{{ \"\" | base64_encode }}|{{ \"f\" | base64_encode }}|{{ \"fo\" | base64_encode }}|",
+            "{{ \"??>\" | base64_encode }}|{{ \"???\" | base64_encode }}|{{ \"é\" | base64_encode }}\n",
+            // Go ignores \r and \n, and does not check the unused bits of the last symbol.
+            "{{ getv(key=\"/wrapped\") | base64_decode }}|{{ \"QR==\" | base64_decode }}|",
+            "[{{ \"\" | base64_decode }}]|{{ \"w6k=\" | base64_decode }}\n",
+            "{{ getv(key=\"/secret\") | base64_decode | base64_encode }}\n",
+        ),
+    );
+    assert_eq!(
+        render_app(&fx),
+        "hello world|aGVsbG8gd29ybGQ=||Zg==|Zm8=|Pz8+|Pz8/|w6k=\nhello|A|[]|é\naGVsbG8gd29ybGQ=\n"
+    );
+}
+
+#[test]
+fn base64_decode_errors_name_the_filter_and_the_value() {
+    expect_each_render_error(
+        "/bad: 'not base64!'\n",
+        &[
+            (
+                "{{ getv(key=\"/bad\") | base64_decode }}",
+                &["base64_decode", "\"not base64!\"", "not valid base64"],
+            ),
+            // Unpadded (Go's StdEncoding requires the padding).
+            (
+                "{{ \"Zg\" | base64_decode }}",
+                &["base64_decode", "\"Zg\"", "padding"],
+            ),
+            (
+                "{{ \"Zg==Zg==\" | base64_decode }}",
+                &["base64_decode", "\"Zg==Zg==\"", "padding"],
+            ),
+            // The URL-safe alphabet is not the standard one.
+            (
+                "{{ \"-_8=\" | base64_decode }}",
+                &[
+                    "base64_decode",
+                    "\"-_8=\"",
+                    "'-'",
+                    "not in the standard base64 alphabet",
+                ],
+            ),
+            // 0xff 0xfe: valid base64, not UTF-8 text.
+            (
+                "{{ \"//4=\" | base64_decode }}",
+                &["base64_decode", "\"//4=\"", "not UTF-8"],
+            ),
+            (
+                "{{ 42 | base64_encode }}",
+                &["base64_encode", "expects a string", "42"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn file_exists_is_true_when_stat_succeeds() {
+    let fx = Fx::new();
+    std::fs::write(fx.path("present.txt"), "x").unwrap();
+    std::os::unix::fs::symlink(fx.path("present.txt"), fx.path("link")).unwrap();
+    std::os::unix::fs::symlink(fx.path("absent.txt"), fx.path("dangling")).unwrap();
+    let template = ["present.txt", "link", "out", "absent.txt", "dangling"]
+        .iter()
+        .map(|f| {
+            format!(
+                "{{{{ file_exists(path={:?}) }}}}",
+                fx.path(f).display().to_string()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        + " {{ file_exists(path=\"\") }}\n"
+        + "{% if file_exists(path=\"/nonexistent/liveconf\") %}yes{% else %}no{% endif %}\n";
+    fx.template("app.tera", &template).resource(
+        "app",
+        "[template]\nsrc = \"app.tera\"\ndest = \"{out}/app.conf\"\nkeys = [\"/\"]\n",
+    );
+    assert_eq!(render_app(&fx), "true true true false false false\nno\n");
+}
+
+#[test]
+fn sort_by_length_is_by_byte_length_and_stable() {
+    let fx = app(
+        "/r/1: ccc\n/r/2: a\n/r/3: bb\n/r/4: d\n/r/5: éé\n/r/6: ee\n/r/7: \"\"\n",
+        concat!(
+            "{{ getvs(pattern=\"/r/*\") | sort_by_length | join(sep=\",\") }}\n",
+            "{% for s in [\"zz\", \"y\", \"xx\", \"w\"] | sort_by_length %}{{ s }} {% endfor %}\n",
+            "[{{ [] | sort_by_length | join(sep=\",\") }}]\n",
+        ),
+    );
+    // "éé" is 4 bytes; equal lengths keep their order (a, d; bb, ee; zz, xx).
+    assert_eq!(render_app(&fx), ",a,d,bb,ee,ccc,éé\ny w zz xx \n[]\n");
+}
+
+/// confd's `sortKVByLength`: `{key, value}` pairs by the length of their key.
+#[test]
+fn sort_by_length_of_an_attribute_sorts_key_value_pairs() {
+    let fx = app(
+        "/routes/api/v2: b2\n/routes/a: a\n/routes/api: b\n/routes/zz: z\n",
+        concat!(
+            "{% for kv in gets(pattern=\"/routes/**\") | sort_by_length(attribute=\"key\") %}",
+            "{{ kv.key }}={{ kv.value }} {% endfor %}\n",
+        ),
+    );
+    assert_eq!(
+        render_app(&fx),
+        "/routes/a=a /routes/zz=z /routes/api=b /routes/api/v2=b2 \n"
+    );
+}
+
+#[test]
+fn sort_by_length_refuses_what_is_not_a_list_of_strings() {
+    expect_each_render_error(
+        "{}\n",
+        &[
+            (
+                "{{ [\"a\", 7] | sort_by_length }}",
+                &["sort_by_length", "item 1", "7", "not a string"],
+            ),
+            (
+                "{{ [{\"key\": \"a\"}, {\"value\": \"b\"}] | sort_by_length(attribute=\"key\") }}",
+                &["sort_by_length", "item 1", "no string attribute \"key\""],
+            ),
+            (
+                "{{ \"abc\" | sort_by_length }}",
+                &["sort_by_length", "expects a list of strings", "\"abc\""],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn parse_bool_accepts_what_go_strconv_accepts() {
+    let fx = app(
+        "/flags/on: \"true\"\n/flags/off: \"F\"\n",
+        concat!(
+            "{% for s in [\"1\", \"t\", \"T\", \"TRUE\", \"true\", \"True\", ",
+            "\"0\", \"f\", \"F\", \"FALSE\", \"false\", \"False\"] %}",
+            "{{ s | parse_bool }} {% endfor %}\n",
+            "{% if getv(key=\"/flags/on\") | parse_bool %}on{% endif %}",
+            "{% if not getv(key=\"/flags/off\") | parse_bool %} off{% endif %}\n",
+        ),
+    );
+    assert_eq!(
+        render_app(&fx),
+        "true true true true true true false false false false false false \non off\n"
+    );
+}
+
+#[test]
+fn parse_bool_refuses_anything_else_quoting_it() {
+    expect_each_render_error(
+        "/flag: \"yes\"\n",
+        &[
+            (
+                "{{ getv(key=\"/flag\") | parse_bool }}",
+                &[
+                    "parse_bool",
+                    "\"yes\"",
+                    "not a boolean",
+                    "1 t T TRUE true True",
+                ],
+            ),
+            ("{{ \"tRuE\" | parse_bool }}", &["parse_bool", "\"tRuE\""]),
+            ("{{ \" true\" | parse_bool }}", &["parse_bool", "\" true\""]),
+            ("{{ \"\" | parse_bool }}", &["parse_bool", "\"\" is not"]),
+            ("{{ 1 | parse_bool }}", &["parse_bool", "expects a string"]),
+        ],
+    );
+}
+
+#[test]
+fn basename_and_dirname_follow_go_path_base_and_dir() {
+    let cases = [
+        // (input, path.Base, path.Dir)
+        ("", ".", "."),
+        ("/", "/", "/"),
+        ("////", "/", "/"),
+        (".", ".", "."),
+        ("a", "a", "."),
+        ("/a", "a", "/"),
+        ("a/b", "b", "a"),
+        ("a/b/", "b", "a/b"),
+        ("/a/b/c", "c", "/a/b"),
+        ("//a//b", "b", "/a"),
+        // Dir splits at the last `/`, then cleans: Clean("a/b/") is "a/b".
+        ("a/b/..", "..", "a/b"),
+        ("/x/./y/../z.conf", "z.conf", "/x"),
+        ("../x", "x", ".."),
+    ];
+    let template: String = cases
+        .iter()
+        .map(|(p, _, _)| format!("[{{{{ {p:?} | basename }}}}] [{{{{ {p:?} | dirname }}}}]\n"))
+        .collect();
+    let want: String = cases
+        .iter()
+        .map(|(_, b, d)| format!("[{b}] [{d}]\n"))
+        .collect();
+    let fx = app("{}\n", &template);
+    assert_eq!(render_app(&fx), want);
+
+    // The confd idiom: the last element of each key.
+    let fx = app(
+        "/services/web/host1: a\n/services/web/host2: b\n",
+        "{% for kv in gets(pattern=\"/services/web/*\") %}{{ kv.key | basename }} in {{ kv.key | dirname }}\n{% endfor %}",
+    );
+    assert_eq!(
+        render_app(&fx),
+        "host1 in /services/web\nhost2 in /services/web\n"
+    );
+
+    expect_each_render_error(
+        "{}\n",
+        &[
+            ("{{ 3 | basename }}", &["basename", "expects a string"]),
+            ("{{ [\"/a\"] | dirname }}", &["dirname", "expects a string"]),
+        ],
+    );
+}
+
+#[test]
+fn format_is_go_printf() {
+    let fx = app(
+        "/port: \"8080\"\n/weight: \"2.5\"\n/name: web01\n",
+        concat!(
+            "{{ format(fmt=\"%05d|%-6s|%6.2f|%x|%X|%o|%b|%q|%t|%c|%U|%+d|%e|%g\", ",
+            "args=[42, \"ab\", 3.14159, 255, \"hi\", 8, 5, \"a\\\"b\", true, 65, 9731, 7, 1234.5678, 0.000012]) }}\n",
+            // %v prints floats as Go does; lists and maps as Go's %v.
+            "{{ format(fmt=\"%v %v %v %v %v\", args=[1000000.0, 2.5, [1, \"x\"], {\"b\": 2, \"a\": \"y\"}, none]) }}\n",
+            "{{ format(fmt=\"%[2]s=%[1]d\", args=[1, \"one\"]) }} {{ format(fmt=\"100%%\") }} {{ format(fmt=\"%*d|%-*d|\", args=[4, 7, 3, 1]) }}\n",
+            // The filter: the input is the only argument.
+            "{{ getv(key=\"/port\") | int | format(fmt=\"%06d\") }} {{ getv(key=\"/weight\") | float | format(fmt=\"%.3f\") }} ",
+            "{{ getv(key=\"/name\") | format(fmt=\"%-8s|\") }} {{ getv(key=\"/name\") | format(fmt=\"%q\") }}\n",
+            // A `%!` in an argument or after `%%` is text, not an error.
+            "{{ format(fmt=\"%s %%!\", args=[\"50%!\"]) }}\n",
+        ),
+    );
+    assert_eq!(
+        render_app(&fx),
+        concat!(
+            "00042|ab    |  3.14|ff|6869|10|101|\"a\\\"b\"|true|A|U+2603|+7|1.234568e+03|1.2e-05\n",
+            "1e+06 2.5 [1 x] map[a:y b:2] <nil>\n",
+            "one=1 100%    7|1  |\n",
+            "008080 2.500 web01   | \"web01\"\n",
+            "50%! %!\n",
+        )
+    );
+}
+
+/// Where Go's printf writes `%!d(string=abc)`, `%!s(MISSING)`... into the
+/// output, `format` fails the render instead, naming the problem.
+#[test]
+fn format_refuses_what_go_would_print_as_an_error_marker() {
+    expect_each_render_error(
+        "/port: \"80\"\n",
+        &[
+            (
+                "{{ format(fmt=\"%d\", args=[getv(key=\"/port\")]) }}",
+                &[
+                    "format",
+                    "\"%d\"",
+                    "%d cannot print string=80",
+                    "%!d(string=80)",
+                ],
+            ),
+            (
+                "{{ format(fmt=\"%s:%d\", args=[\"web\"]) }}",
+                &["format", "\"%s:%d\"", "%d has no argument (1 given)"],
+            ),
+            (
+                "{{ format(fmt=\"%s\", args=[\"a\", \"b\"]) }}",
+                &["format", "more arguments than directives", "string=b"],
+            ),
+            (
+                "{{ format(fmt=\"50%\") }}",
+                &["format", "\"50%\"", "ends inside a directive", "%%"],
+            ),
+            (
+                "{{ format(fmt=\"%z\", args=[1]) }}",
+                &["format", "%z cannot print int=1"],
+            ),
+            (
+                "{{ format(fmt=\"%[3]d\", args=[1]) }}",
+                &["format", "bad argument index"],
+            ),
+            // gotmpl would truncate 2.5 to 2; Go refuses.
+            (
+                "{{ 2.5 | format(fmt=\"%d\") }}",
+                &[
+                    "format",
+                    "%d needs an integer",
+                    "float 2.5",
+                    "%!d(float64=2.5)",
+                ],
+            ),
+            (
+                "{{ undefined_thing | format(fmt=\"%v\") }}",
+                &["format", "undefined"],
+            ),
+            (
+                "{{ format(fmt=\"%s\", args=\"x\") }}",
+                &["format", "args must be a list", "\"x\""],
+            ),
+        ],
+    );
+}
+
+/// confd's `div` and `mod` are Tera's `//` and `%` (`/` always gives a float).
+#[test]
+fn integer_division_is_floor_division() {
+    let fx = app(
+        "/workers: \"7\"\n",
+        concat!(
+            "{{ 7 / 2 }} {{ 6 / 2 }} {{ 7 // 2 }} {{ 7 % 2 }} {{ 6 // 2 }}\n",
+            "{{ getv(key=\"/workers\") | int // 2 }} {{ getv(key=\"/workers\") | int % 4 }}\n",
+            // Euclidean for a negative dividend (Go truncates: -3 and -1).
+            "{{ -7 // 2 }} {{ -7 % 2 }} {{ 7 // -2 }} {{ 7 % -2 }}\n",
+        ),
+    );
+    assert_eq!(render_app(&fx), "3.5 3.0 3 1 3\n3 3\n-4 1 -3 1\n");
+
+    expect_each_render_error(
+        "/zero: \"0\"\n",
+        &[(
+            "{{ 7 // getv(key=\"/zero\") | int }}",
+            &["Cannot divide by 0"],
+        )],
+    );
+}

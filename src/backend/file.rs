@@ -155,12 +155,32 @@ fn flatten_yaml(
             }
         }
         Y::String(s) => leaf(path, s.clone(), out),
-        Y::Number(n) => leaf(path, n.to_string(), out),
+        Y::Number(n) => leaf(path, number_text(n), out),
         Y::Bool(b) => leaf(path, b.to_string(), out),
         Y::Null => leaf(path, String::new(), out),
         Y::Tagged(t) => flatten_yaml(path, &t.value, out)?,
     }
     Ok(())
+}
+
+/// A YAML number as confd's file backend writes it: integers in decimal,
+/// floats as Go's `strconv.FormatFloat(f, 'f', -1, 64)` (shortest, never an
+/// exponent: `2.0` → `2`, `1e3` → `1000`, `1.10` → `1.1`).
+fn number_text(n: &serde_yaml_ng::Number) -> String {
+    match n.as_f64() {
+        Some(f) if n.is_f64() => {
+            if f.is_nan() {
+                "NaN".into()
+            } else if f.is_infinite() {
+                if f > 0.0 { "+Inf" } else { "-Inf" }.into()
+            } else {
+                // Rust's Display of f64 is the shortest round-trip form
+                // without an exponent, as Go's 'f' with precision -1.
+                format!("{f}")
+            }
+        }
+        _ => n.to_string(),
+    }
 }
 
 fn flatten_json(path: String, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
@@ -341,6 +361,28 @@ mod tests {
 
     fn get(s: &Snapshot, k: &str) -> String {
         String::from_utf8(s.get(k).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn yaml_floats_read_as_confd_writes_them() {
+        let y = load_str(
+            "k.yaml",
+            "a: 2.0\nb: 1e3\nc: 1.10\nd: 123456789.0\ne: 0.0000001\nf: 1e21\ng: .inf\nh: -0.0\ni: 7\n",
+        )
+        .unwrap();
+        for (k, want) in [
+            ("/a", "2"),
+            ("/b", "1000"),
+            ("/c", "1.1"),
+            ("/d", "123456789"),
+            ("/e", "0.0000001"),
+            ("/f", "1000000000000000000000"),
+            ("/g", "+Inf"),
+            ("/h", "-0"),
+            ("/i", "7"),
+        ] {
+            assert_eq!(get(&y, k), want, "{k}");
+        }
     }
 
     #[test]

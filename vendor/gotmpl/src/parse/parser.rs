@@ -204,6 +204,11 @@ impl<'a> Parser<'a> {
 
         loop {
             match self.peek().kind {
+                // liveconf patch: an unclosed action fails, as in Go.
+                TokenKind::Eof if self.depth > 1 => {
+                    self.leave();
+                    return Err(self.error("unexpected EOF"));
+                }
                 TokenKind::Eof => break,
                 TokenKind::Text => {
                     let tok = self.next().clone();
@@ -216,6 +221,14 @@ impl<'a> Parser<'a> {
                     self.next(); // consume delimiter
 
                     match self.peek().kind {
+                        // liveconf patch: a stray {{end}}/{{else}} fails, as in Go.
+                        TokenKind::End | TokenKind::Else if self.depth == 1 => {
+                            self.leave();
+                            return Err(self.error(format!(
+                                "unexpected {{{{{}}}}}",
+                                if self.peek().kind == TokenKind::End { "end" } else { "else" }
+                            )));
+                        }
                         TokenKind::End => {
                             self.next();
                             self.expect_close_delim()?;
