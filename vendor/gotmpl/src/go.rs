@@ -75,7 +75,7 @@ fn clamp_fmt_len(n: usize) -> usize {
 /// Parsed printf format specifier (`flags`, `width`, `precision`).
 ///
 /// Mirrors the subset of Go's `fmt` format grammar that `text/template` uses.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct FmtSpec {
     left_align: bool,
     plus: bool,
@@ -458,204 +458,7 @@ fn sprintf_into(out: &mut String, fmt_str: &str, args: &[Value]) -> Result<()> {
             continue;
         };
 
-        let start = out.len();
-        match verb {
-            's' => match arg {
-                Value::String(_) => {
-                    match spec.precision {
-                        Some(prec) => write_display_truncated(out, arg, prec),
-                        None => {
-                            let _ = write!(out, "{}", arg);
-                        }
-                    }
-                    spec.pad_in_place(out, start, false);
-                }
-                // Trusted content prints as its underlying string.
-                #[cfg(feature = "html")]
-                Value::Safe { .. } => {
-                    match spec.precision {
-                        Some(prec) => write_display_truncated(out, arg, prec),
-                        None => {
-                            let _ = write!(out, "{}", arg);
-                        }
-                    }
-                    spec.pad_in_place(out, start, false);
-                }
-                _ => write_bad_verb(out, verb, arg),
-            },
-            'd' => match arg {
-                // Match Uint before the as_int() path: a u64 above i64::MAX
-                // must print its true magnitude, not the wrapped signed value.
-                Value::Uint(u) => {
-                    spec.write_unsigned(out, *u);
-                    spec.pad_in_place(out, start, true);
-                }
-                _ => match arg.as_int() {
-                    Some(n) => {
-                        spec.write_signed(out, n);
-                        spec.pad_in_place(out, start, true);
-                    }
-                    None => write_bad_verb(out, verb, arg),
-                },
-            },
-            'f' => match arg.as_float() {
-                Some(f) => {
-                    let prec = spec.precision.unwrap_or(6);
-                    if f >= 0.0 && !f.is_nan() {
-                        if spec.plus {
-                            out.push('+');
-                        } else if spec.space {
-                            out.push(' ');
-                        }
-                    }
-                    let _ = write!(out, "{:.prec$}", f);
-                    spec.pad_in_place(out, start, true);
-                }
-                None => write_bad_verb(out, verb, arg),
-            },
-            'e' | 'E' => match arg.as_float() {
-                Some(f) => {
-                    let prec = spec.precision.unwrap_or(6);
-                    let raw = if verb == 'e' {
-                        format!("{:.prec$e}", f)
-                    } else {
-                        format!("{:.prec$E}", f)
-                    };
-                    write_normalized_sci(out, &raw, verb == 'E', false);
-                    apply_float_sign_in_place(out, start, f, &spec);
-                    spec.pad_in_place(out, start, true);
-                }
-                None => write_bad_verb(out, verb, arg),
-            },
-            'g' | 'G' => match arg.as_float() {
-                Some(f) => {
-                    if f.is_nan() || f.is_infinite() {
-                        let _ = write!(out, "{}", f);
-                    } else if let Some(prec) = spec.precision {
-                        write_g_with_precision(out, f, prec.max(1), verb == 'G');
-                    } else {
-                        write_g_default(out, f, verb == 'G');
-                    };
-                    apply_float_sign_in_place(out, start, f, &spec);
-                    spec.pad_in_place(out, start, true);
-                }
-                None => write_bad_verb(out, verb, arg),
-            },
-            'v' => {
-                match arg {
-                    // Go's %+v names a struct's fields (liveconf patch).
-                    Value::Struct(s) if spec.plus => {
-                        out.push('{');
-                        for (i, (name, v)) in s.fields.iter().enumerate() {
-                            if i > 0 {
-                                out.push(' ');
-                            }
-                            let _ = write!(out, "{name}:{v}");
-                        }
-                        out.push('}');
-                    }
-                    _ => {
-                        let _ = write!(out, "{}", arg);
-                    }
-                }
-                spec.pad_in_place(out, start, false);
-            }
-            'U' => {
-                // Go casts the int to uint64 and prints as hex with min 4 digits,
-                // so negative ints wrap (`-1` → `U+FFFFFFFFFFFFFFFF`) and values
-                // outside the Unicode range still format as bare hex. A Uint is
-                // used as-is. (`as_int() as u64` would round-trip but also accept
-                // floats, which Go rejects — so match the integer kinds directly.)
-                let code = match arg {
-                    Value::Int(n) => Some(*n as u64),
-                    Value::Uint(n) => Some(*n),
-                    _ => None,
-                };
-                match code {
-                    Some(u) => {
-                        let _ = write!(out, "U+{:04X}", u);
-                        if spec.hash {
-                            // Only quote when the value is a valid, non-control rune.
-                            // Surrogates, > U+10FFFF, and control chars get no quote —
-                            // matching Go's `strconv.IsPrint` gate (close enough for
-                            // ASCII; full Unicode-graphic parity would need a table).
-                            if let Some(c) = u32::try_from(u)
-                                .ok()
-                                .and_then(char::from_u32)
-                                .filter(|c| !c.is_control())
-                            {
-                                let _ = write!(out, " '{}'", c);
-                            }
-                        }
-                        spec.pad_in_place(out, start, false);
-                    }
-                    None => write_bad_verb(out, verb, arg),
-                }
-            }
-            'q' => match arg {
-                Value::String(s) => {
-                    if !(spec.hash && try_backquote_into(out, s)) {
-                        go_quote_into(out, s);
-                    }
-                    spec.pad_in_place(out, start, false);
-                }
-                // Go's %q on an integer emits a single-quoted rune literal,
-                // signed and unsigned alike. Either fits a rune only if it
-                // round-trips through u32.
-                Value::Int(_) | Value::Uint(_) => {
-                    let rune = match arg {
-                        Value::Int(n) => u32::try_from(*n).ok(),
-                        Value::Uint(n) => u32::try_from(*n).ok(),
-                        _ => None,
-                    }
-                    .and_then(char::from_u32);
-                    if let Some(c) = rune {
-                        let _ = write!(out, "'{}'", c.escape_default());
-                        spec.pad_in_place(out, start, false);
-                    } else {
-                        write_bad_verb(out, verb, arg);
-                    }
-                }
-                _ => write_bad_verb(out, verb, arg),
-            },
-            't' => match arg {
-                Value::Bool(b) => {
-                    out.push_str(if *b { "true" } else { "false" });
-                    spec.pad_in_place(out, start, false);
-                }
-                _ => write_bad_verb(out, verb, arg),
-            },
-            'x' | 'X' | 'o' | 'b' => match arg {
-                Value::String(s) if verb == 'x' || verb == 'X' => {
-                    format_string_hex_into(out, s, verb == 'X', &spec);
-                    spec.pad_in_place(out, start, false);
-                }
-                // Unsigned magnitude: route around as_int() (which would wrap a
-                // u64 above i64::MAX to a negative i64 and emit a spurious `-`).
-                Value::Uint(u) => {
-                    format_uint_base_into(out, *u, verb, &spec);
-                    spec.pad_in_place(out, start, false);
-                }
-                _ => match arg.as_int() {
-                    Some(n) => {
-                        format_int_base_into(out, n, verb, &spec);
-                        // Zero-padding is already baked into the digit string
-                        // (Go's scheme: pad digits, then prepend prefix), so
-                        // only space-pad the overall field here.
-                        spec.pad_in_place(out, start, false);
-                    }
-                    None => write_bad_verb(out, verb, arg),
-                },
-            },
-            'c' => match arg.as_int() {
-                Some(n) => match u32::try_from(n).ok().and_then(char::from_u32) {
-                    Some(c) => out.push(c),
-                    None => out.push('\u{FFFD}'),
-                },
-                None => write_bad_verb(out, verb, arg),
-            },
-            _ => write_bad_verb(out, verb, arg),
-        }
+        format_one(out, &spec, verb, arg);
     }
 
     // Trailing %!(EXTRA …) marker for unconsumed args.
@@ -721,6 +524,258 @@ fn apply_float_sign_in_place(out: &mut String, start: usize, f: f64, spec: &FmtS
         out.insert(start, ' ');
     }
 }
+
+/// Formats one argument for one verb (liveconf patch: extracted so that
+/// lists, maps and structs apply the verb to each element, as Go's fmt
+/// does: `%q` of `[a b]` is `["a" "b"]`, `%+v` of KVPairs names fields).
+fn format_one(out: &mut String, spec: &FmtSpec, verb: char, arg: &Value) {
+    match arg {
+        Value::List(items) if verb != 'T' => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                format_one(out, spec, verb, item);
+            }
+            out.push(']');
+            return;
+        }
+        Value::Map(m) if verb != 'T' => {
+            out.push_str("map[");
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                format_one(out, spec, verb, &Value::String(k.clone()));
+                out.push(':');
+                format_one(out, spec, verb, v);
+            }
+            out.push(']');
+            return;
+        }
+        Value::Struct(s) if verb != 'T' => {
+            out.push('{');
+            for (i, (name, v)) in s.fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                if spec.plus && verb == 'v' {
+                    out.push_str(name);
+                    out.push(':');
+                }
+                format_one(out, spec, verb, v);
+            }
+            out.push('}');
+            return;
+        }
+        // Go refuses integer verbs for a float64 (no silent truncation).
+        Value::Float(_) if matches!(verb, 'd' | 'o' | 'O' | 'c' | 'U') => {
+            write_bad_verb(out, verb, arg);
+            return;
+        }
+        _ => {}
+    }
+    let start = out.len();
+    match verb {
+        's' => match arg {
+            Value::String(_) => {
+                match spec.precision {
+                    Some(prec) => write_display_truncated(out, arg, prec),
+                    None => {
+                        let _ = write!(out, "{}", arg);
+                    }
+                }
+                spec.pad_in_place(out, start, false);
+            }
+            // Trusted content prints as its underlying string.
+            #[cfg(feature = "html")]
+            Value::Safe { .. } => {
+                match spec.precision {
+                    Some(prec) => write_display_truncated(out, arg, prec),
+                    None => {
+                        let _ = write!(out, "{}", arg);
+                    }
+                }
+                spec.pad_in_place(out, start, false);
+            }
+            _ => write_bad_verb(out, verb, arg),
+        },
+        'd' => match arg {
+            // Match Uint before the as_int() path: a u64 above i64::MAX
+            // must print its true magnitude, not the wrapped signed value.
+            Value::Uint(u) => {
+                spec.write_unsigned(out, *u);
+                spec.pad_in_place(out, start, true);
+            }
+            _ => match arg.as_int() {
+                Some(n) => {
+                    spec.write_signed(out, n);
+                    spec.pad_in_place(out, start, true);
+                }
+                None => write_bad_verb(out, verb, arg),
+            },
+        },
+        'f' => match arg.as_float() {
+            Some(f) => {
+                let prec = spec.precision.unwrap_or(6);
+                if f >= 0.0 && !f.is_nan() {
+                    if spec.plus {
+                        out.push('+');
+                    } else if spec.space {
+                        out.push(' ');
+                    }
+                }
+                let _ = write!(out, "{:.prec$}", f);
+                spec.pad_in_place(out, start, true);
+            }
+            None => write_bad_verb(out, verb, arg),
+        },
+        'e' | 'E' => match arg.as_float() {
+            Some(f) => {
+                let prec = spec.precision.unwrap_or(6);
+                let raw = if verb == 'e' {
+                    format!("{:.prec$e}", f)
+                } else {
+                    format!("{:.prec$E}", f)
+                };
+                write_normalized_sci(out, &raw, verb == 'E', false);
+                apply_float_sign_in_place(out, start, f, &spec);
+                spec.pad_in_place(out, start, true);
+            }
+            None => write_bad_verb(out, verb, arg),
+        },
+        'g' | 'G' => match arg.as_float() {
+            Some(f) => {
+                if f.is_nan() || f.is_infinite() {
+                    let _ = write!(out, "{}", f);
+                } else if let Some(prec) = spec.precision {
+                    write_g_with_precision(out, f, prec.max(1), verb == 'G');
+                } else {
+                    write_g_default(out, f, verb == 'G');
+                };
+                apply_float_sign_in_place(out, start, f, &spec);
+                spec.pad_in_place(out, start, true);
+            }
+            None => write_bad_verb(out, verb, arg),
+        },
+        'v' => {
+            match arg {
+                // Go's %+v names a struct's fields (liveconf patch).
+                Value::Struct(s) if spec.plus => {
+                    out.push('{');
+                    for (i, (name, v)) in s.fields.iter().enumerate() {
+                        if i > 0 {
+                            out.push(' ');
+                        }
+                        let _ = write!(out, "{name}:{v}");
+                    }
+                    out.push('}');
+                }
+                _ => {
+                    let _ = write!(out, "{}", arg);
+                }
+            }
+            spec.pad_in_place(out, start, false);
+        }
+        'U' => {
+            // Go casts the int to uint64 and prints as hex with min 4 digits,
+            // so negative ints wrap (`-1` → `U+FFFFFFFFFFFFFFFF`) and values
+            // outside the Unicode range still format as bare hex. A Uint is
+            // used as-is. (`as_int() as u64` would round-trip but also accept
+            // floats, which Go rejects — so match the integer kinds directly.)
+            let code = match arg {
+                Value::Int(n) => Some(*n as u64),
+                Value::Uint(n) => Some(*n),
+                _ => None,
+            };
+            match code {
+                Some(u) => {
+                    let _ = write!(out, "U+{:04X}", u);
+                    if spec.hash {
+                        // Only quote when the value is a valid, non-control rune.
+                        // Surrogates, > U+10FFFF, and control chars get no quote —
+                        // matching Go's `strconv.IsPrint` gate (close enough for
+                        // ASCII; full Unicode-graphic parity would need a table).
+                        if let Some(c) = u32::try_from(u)
+                            .ok()
+                            .and_then(char::from_u32)
+                            .filter(|c| !c.is_control())
+                        {
+                            let _ = write!(out, " '{}'", c);
+                        }
+                    }
+                    spec.pad_in_place(out, start, false);
+                }
+                None => write_bad_verb(out, verb, arg),
+            }
+        }
+        'q' => match arg {
+            Value::String(s) => {
+                if !(spec.hash && try_backquote_into(out, s)) {
+                    go_quote_into(out, s);
+                }
+                spec.pad_in_place(out, start, false);
+            }
+            // Go's %q on an integer emits a single-quoted rune literal,
+            // signed and unsigned alike. Either fits a rune only if it
+            // round-trips through u32.
+            Value::Int(_) | Value::Uint(_) => {
+                let rune = match arg {
+                    Value::Int(n) => u32::try_from(*n).ok(),
+                    Value::Uint(n) => u32::try_from(*n).ok(),
+                    _ => None,
+                }
+                .and_then(char::from_u32);
+                if let Some(c) = rune {
+                    let _ = write!(out, "'{}'", c.escape_default());
+                    spec.pad_in_place(out, start, false);
+                } else {
+                    write_bad_verb(out, verb, arg);
+                }
+            }
+            _ => write_bad_verb(out, verb, arg),
+        },
+        't' => match arg {
+            Value::Bool(b) => {
+                out.push_str(if *b { "true" } else { "false" });
+                spec.pad_in_place(out, start, false);
+            }
+            _ => write_bad_verb(out, verb, arg),
+        },
+        'x' | 'X' | 'o' | 'b' => match arg {
+            Value::String(s) if verb == 'x' || verb == 'X' => {
+                format_string_hex_into(out, s, verb == 'X', &spec);
+                spec.pad_in_place(out, start, false);
+            }
+            // Unsigned magnitude: route around as_int() (which would wrap a
+            // u64 above i64::MAX to a negative i64 and emit a spurious `-`).
+            Value::Uint(u) => {
+                format_uint_base_into(out, *u, verb, &spec);
+                spec.pad_in_place(out, start, false);
+            }
+            _ => match arg.as_int() {
+                Some(n) => {
+                    format_int_base_into(out, n, verb, &spec);
+                    // Zero-padding is already baked into the digit string
+                    // (Go's scheme: pad digits, then prepend prefix), so
+                    // only space-pad the overall field here.
+                    spec.pad_in_place(out, start, false);
+                }
+                None => write_bad_verb(out, verb, arg),
+            },
+        },
+        'c' => match arg.as_int() {
+            Some(n) => match u32::try_from(n).ok().and_then(char::from_u32) {
+                Some(c) => out.push(c),
+                None => out.push('\u{FFFD}'),
+            },
+            None => write_bad_verb(out, verb, arg),
+        },
+        _ => write_bad_verb(out, verb, arg),
+    }
+}
+
 
 /// Emit Go's `%!verb(type=value)` marker for a type-mismatched or unknown verb.
 ///
