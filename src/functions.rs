@@ -720,6 +720,13 @@ fn go_sprintf(format: &str, args: &[gotmpl::Value]) -> TeraResult<String> {
             (Some(v), "BADINDEX") => {
                 format!("bad argument index before %{v} ({n} arguments given)")
             }
+            (Some(v @ ('d' | 'o' | 'O' | 'c' | 'U')), value) if value.starts_with("float64=") => {
+                let shown = &value["float64=".len()..];
+                format!(
+                    "%{v} needs an integer, but an argument is the float {shown} \
+                     (Go writes %!{v}(float64={shown})); convert it with `| int`, or use %v, %f or %g"
+                )
+            }
             (Some(v), value) => {
                 let v = if v == FMT_BANG { '!' } else { v };
                 format!("%{v} cannot print {value} (printf would write %!{v}({value}))")

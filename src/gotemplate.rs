@@ -497,7 +497,14 @@ fn go_case(s: &str, upper: bool) -> String {
             } else {
                 c.to_lowercase().collect()
             };
-            if m.len() == 1 { m.remove(0) } else { c }
+            // A one-rune mapping is Go's. Of the multi-rune ones, the only
+            // lower-casing one (U+0130 İ → i + U+0307) starts with Go's
+            // rune; upper-casing ones (ß → SS) Go leaves alone.
+            if m.len() == 1 || (!upper && !m.is_empty()) {
+                m.remove(0)
+            } else {
+                c
+            }
         })
         .collect()
 }

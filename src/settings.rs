@@ -605,7 +605,10 @@ pub fn confd_layer(path: &Path, text: &str) -> Result<(Layer, ConfdExtras), Sett
     let mut layer = Layer::default();
     let backend = string("backend");
     layer.backend = match backend.as_deref() {
-        Some("etcdv3") => Some(BackendKind::Etcd),
+        // confd 0.17 reads etcd v3 for "etcd" too, and "etcd" is its
+        // default ("etcd v2 has been deprecated and etcdv3 is now the client
+        // for both the etcd and etcdv3 backends").
+        Some("etcdv3") | Some("etcd") | None => Some(BackendKind::Etcd),
         Some("file") => Some(BackendKind::File),
         other => {
             let (name, at) = match other {
@@ -638,20 +641,28 @@ pub fn confd_layer(path: &Path, text: &str) -> Result<(Layer, ConfdExtras), Sett
         }
     };
 
-    let scheme = string("scheme").unwrap_or_else(|| "http".into());
-    if scheme != "http" && scheme != "https" {
+    // confd applies `scheme` only to nodes found through DNS SRV; a node
+    // written without a scheme is dialled over TLS when client
+    // certificates are configured, plain HTTP otherwise (etcd's clientv3).
+    if let Some(scheme) = string("scheme")
+        && scheme != "http"
+        && scheme != "https"
+    {
         return Err(err(
             line("scheme"),
             format!("scheme {scheme:?}: expected \"http\" or \"https\""),
         ));
     }
+    let tls = string("client_cert").is_some() || string("client_cakeys").is_some();
     let nodes: Vec<String> = list("nodes")
         .into_iter()
         .map(|n| {
             if n.contains("://") {
                 n
+            } else if tls {
+                format!("https://{n}")
             } else {
-                format!("{scheme}://{n}")
+                format!("http://{n}")
             }
         })
         .collect();
@@ -813,7 +824,8 @@ pub fn confd_layer(path: &Path, text: &str) -> Result<(Layer, ConfdExtras), Sett
         .map(|(line, message)| format!("{file} line {line}: {message}"))
         .collect();
 
-    layer.resolve_paths(&base_dir(path));
+    // Relative paths stay relative to the working directory, as confd
+    // reads them (liveconf's own file resolves them against its directory).
     if layer.backend == Some(BackendKind::File) {
         for f in layer.file.iter().flatten() {
             if f.is_dir() {
@@ -939,6 +951,9 @@ impl Settings {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFDIR));
                 let p = dir.join("liveconf.toml");
+                // `--confdir /etc/confd` alone reads /etc/confd/confd.toml,
+                // as confd reads it by default.
+                let confd_toml = dir.join("confd.toml");
                 if p.is_file() {
                     (
                         FileSettings {
@@ -947,6 +962,8 @@ impl Settings {
                         },
                         Some(p),
                     )
+                } else if confd_toml.is_file() {
+                    (read_settings_file(&confd_toml)?, Some(confd_toml))
                 } else {
                     (
                         FileSettings {
@@ -1209,7 +1226,8 @@ watch = true
         chmod(&p, 0o600);
         let s = Settings::load(Some(&p), Layer::default()).unwrap();
         assert_eq!(s.backend, BackendKind::Etcd);
-        // Nodes without a scheme take `scheme`; the others keep theirs.
+        // Nodes without a scheme use TLS when client certificates are set
+        // (etcd's clientv3); `scheme` is for SRV-discovered nodes only.
         assert_eq!(
             s.endpoints,
             vec!["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
@@ -1280,6 +1298,25 @@ watch = true
     }
 
     #[test]
+    fn confdir_alone_reads_its_confd_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "confd.toml",
+            "backend = \"etcdv3\"\nnodes = [\"127.0.0.1:2379\"]\nprefix = \"/prod\"\n",
+        );
+        let flags = Layer {
+            confdir: Some(dir.path().to_path_buf()),
+            ..Layer::default()
+        };
+        let s = Settings::load(None, flags).unwrap();
+        assert_eq!(s.config_file, Some(dir.path().join("confd.toml")));
+        assert_eq!(s.prefix, "/prod");
+        assert_eq!(s.prefix_rule, crate::resource::PrefixRule::Replace);
+        assert_eq!(s.confdir, dir.path());
+    }
+
+    #[test]
     fn flags_win_over_a_confd_toml() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "confd.toml", CONFD_TOML);
@@ -1298,7 +1335,7 @@ watch = true
     #[test]
     fn an_unsupported_backend_is_one_error_naming_it_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        for backend in ["consul", "vault", "redis", "zookeeper", "etcd"] {
+        for backend in ["consul", "vault", "redis", "zookeeper"] {
             let p = write(
                 dir.path(),
                 "confd.toml",
@@ -1316,12 +1353,18 @@ watch = true
                 "{e}"
             );
         }
-        // confd's default backend is etcd's v2 API too.
-        let p = write(dir.path(), "confd.toml", "nodes = [\"127.0.0.1:2379\"]\n");
-        let e = Settings::load(Some(&p), Layer::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("no backend") && e.contains("etcdv3"), "{e}");
+        // confd 0.17 reads etcd v3 for "etcd" and by default; a node
+        // without a scheme and without client certificates is plain HTTP,
+        // whatever `scheme` says (confd applies it to SRV results only).
+        for text in [
+            "nodes = [\"127.0.0.1:2379\"]\nscheme = \"https\"\n",
+            "backend = \"etcd\"\nnodes = [\"127.0.0.1:2379\"]\n",
+        ] {
+            let p = write(dir.path(), "confd.toml", text);
+            let s = Settings::load(Some(&p), Layer::default()).unwrap();
+            assert_eq!(s.backend, BackendKind::Etcd, "{text}");
+            assert_eq!(s.endpoints, vec!["http://127.0.0.1:2379"], "{text}");
+        }
         // Under any name: a backend liveconf has no name for marks the file as confd's.
         let p = write(dir.path(), "settings.toml", "backend = \"consul\"\n");
         let e = Settings::load(Some(&p), Layer::default())
@@ -1456,8 +1499,9 @@ watch = true
         );
         let s = Settings::load(Some(&p), Layer::default()).unwrap();
         assert_eq!(s.backend, BackendKind::File);
-        assert_eq!(s.files, vec![dir.path().join("keys.yaml")]);
-        assert_eq!(s.confdir, dir.path().join("here"));
+        // Relative to the working directory, as confd reads them.
+        assert_eq!(s.files, vec![PathBuf::from("keys.yaml")]);
+        assert_eq!(s.confdir, PathBuf::from("here"));
 
         for (text, want) in [
             (

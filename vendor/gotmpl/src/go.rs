@@ -846,10 +846,61 @@ fn go_quote_into(out: &mut String, s: &str) {
             c if (c as u32) < 0x20 || c == '\x7F' => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
+            // liveconf patch: strconv.Quote escapes every rune that
+            // strconv.IsPrint refuses, not only ASCII controls.
+            c if !go_is_print(c) && (c as u32) < 0x10000 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if !go_is_print(c) => {
+                let _ = write!(out, "\\U{:08x}", c as u32);
+            }
             c => out.push(c),
         }
     }
     out.push('"');
+}
+
+/// Go's `strconv.IsPrint` for non-ASCII runes, as far as the standard
+/// library can tell without Unicode tables: separators other than U+0020
+/// (Zs, Zl, Zp), controls (Cc), format characters (Cf) and private use (Co)
+/// are not printable. (Unassigned code points, which Go also refuses, are
+/// printed as they are.)
+fn go_is_print(c: char) -> bool {
+    let u = c as u32;
+    if u < 0x7F {
+        return u >= 0x20;
+    }
+    if c.is_control() || c.is_whitespace() {
+        return false;
+    }
+    const FORMAT: &[(u32, u32)] = &[
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+        // Private use (Co).
+        (0xE000, 0xF8FF),
+        (0xF0000, 0xFFFFD),
+        (0x100000, 0x10FFFD),
+    ];
+    !FORMAT.iter().any(|(lo, hi)| (*lo..=*hi).contains(&u))
 }
 
 /// Try to write a Go-syntax backtick-quoted string (for `%#q`) into `out`.
