@@ -719,6 +719,23 @@ impl Civil {
     }
 }
 
+/// "value of key K is not valid JSON: why", naming the key the text came
+/// from when one of the resource's keys holds exactly that text.
+fn not_json(text: &str, e: &serde_json::Error) -> String {
+    let origin = VIEW.with(|v| {
+        v.borrow().as_ref().and_then(|view| {
+            view.entries_under("/")
+                .into_iter()
+                .find(|(_, value)| value == text)
+                .map(|(k, _)| k)
+        })
+    });
+    match origin {
+        Some(k) => format!("value of key {k} is not valid JSON: {e}"),
+        None => format!("the value is not valid JSON: {e}"),
+    }
+}
+
 fn lookup_ips(name: &str) -> Vec<String> {
     use std::net::ToSocketAddrs;
     let mut ips: Vec<String> = match (name, 0).to_socket_addrs() {
@@ -915,7 +932,7 @@ pub fn func_map() -> FuncMap {
                 "json",
                 "cannot unmarshal a non-object into map[string]interface {}",
             )),
-            Err(e) => Err(fail("json", e)),
+            Err(e) => Err(fail("json", not_json(s, &e))),
         }
     });
     add("jsonArray", |a| {
@@ -928,7 +945,7 @@ pub fn func_map() -> FuncMap {
                 "jsonArray",
                 "cannot unmarshal a non-array into []interface {}",
             )),
-            Err(e) => Err(fail("jsonArray", e)),
+            Err(e) => Err(fail("jsonArray", not_json(s, &e))),
         }
     });
     add("map", |a| {

@@ -287,6 +287,12 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
                 .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
                 .or_else(|| l.strip_prefix(&format!("'{key}'")));
             rest.is_some_and(|r| r.trim_start().starts_with('='))
+                || l.strip_prefix('[').is_some_and(|h| {
+                    h.trim_start_matches('[')
+                        .trim_start()
+                        .strip_prefix(key)
+                        .is_some_and(|r| r.trim_start().starts_with(']') || r.starts_with('.'))
+                })
         })
         .map(|i| i + 1)
 }
@@ -351,11 +357,29 @@ fn tolerant_table(
             ),
         }
     }
-    toml::Value::Table(fields)
+    let one_line = |e: toml::de::Error| e.message().trim().trim_end_matches('.').replace('\n', " ");
+    toml::Value::Table(fields.clone())
         .try_into::<TemplateTable>()
         .map_err(|e| {
-            let msg = e.message().trim().trim_end_matches('.').replace('\n', " ");
-            msg.to_string()
+            // Name the field and its line: try each field on its own.
+            for (k, v) in &fields {
+                let mut alone = toml::Table::new();
+                alone.insert(k.clone(), v.clone());
+                if let Err(fe) = toml::Value::Table(alone).try_into::<TemplateTable>() {
+                    let written = table
+                        .keys()
+                        .find(|w| w.eq_ignore_ascii_case(k))
+                        .map_or(k.as_str(), String::as_str);
+                    return format!(
+                        "{}{k}: {}",
+                        key_line(text, written)
+                            .map(|l| format!("line {l}: "))
+                            .unwrap_or_default(),
+                        one_line(fe)
+                    );
+                }
+            }
+            one_line(e)
         })
 }
 

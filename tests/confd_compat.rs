@@ -212,3 +212,41 @@ fn a_resource_in_a_conf_d_subdirectory_is_named_not_silently_skipped() {
         "the nested resource is named: {log}"
     );
 }
+
+#[test]
+fn confd_style_resource_errors_name_the_line_and_the_key() {
+    let fx = Fx::new();
+    fx.keys("svc:\n  zk: \"{not json\"\n");
+    fx.template("j.tmpl", "{{$d := json (getv \"/svc/zk\")}}{{$d.host}}\n");
+    fx.resource(
+        "j",
+        "[template]\nsrc = \"j.tmpl\"\ndest = \"{out}/j\"\nkeys = [\"/svc\"]\n",
+    );
+    fx.resource(
+        "t",
+        "[template]\nsrc = \"j.tmpl\"\ndest = \"{out}/t\"\n\nkeys = \"/svc\"\n[other]\nx = 1\n",
+    );
+    let out = fx.cmd(&["render", "--once"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    let line = |name: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("{name}: ")) && l.contains("failed"))
+            .unwrap_or_else(|| panic!("no failure for {name}: {log}"))
+            .to_string()
+    };
+    // The bad JSON is named by its key, and the template line is given.
+    let j = line("j");
+    assert!(
+        j.contains("line 1") && j.contains("value of key /svc/zk is not valid JSON"),
+        "{j}"
+    );
+    // A wrong type in a confd-style resource names the field and its line.
+    let t = line("t");
+    assert!(t.contains("line 5: keys:"), "{t}");
+    assert!(
+        log.contains("t.toml line 6: `other` outside [template] is ignored"),
+        "{log}"
+    );
+    assert!(!fx.path("out/j").exists());
+}
