@@ -85,6 +85,10 @@ struct Daemon {
     /// Resources whose steps this daemon has completed at least once (for
     /// READY=1).
     attempted: BTreeSet<String>,
+    /// Resources whose batch has reported an outcome in this run. One that
+    /// is attempted (installed) but not reported is in flight (its reload
+    /// runs or waits out its splay): not failing, whatever its old status.
+    reported: BTreeSet<String>,
     /// Resources that joined a reload group (SIGHUP) while its batch ran:
     /// held with it, released (and rendered) when it ends.
     late_members: BTreeMap<String, Vec<String>>,
@@ -285,6 +289,7 @@ impl Daemon {
             batches,
             late_members: BTreeMap::new(),
             attempted: BTreeSet::new(),
+            reported: BTreeSet::new(),
             group_of: Vec::new(),
             watching: Vec::new(),
         };
@@ -766,6 +771,7 @@ impl Daemon {
         }
         for o in &outcomes {
             self.attempted.insert(o.name.clone());
+            self.reported.insert(o.name.clone());
         }
         let mut retry_in = BTreeMap::new();
         for o in &outcomes {
@@ -893,7 +899,10 @@ impl Daemon {
             .status
             .resources
             .iter()
-            .filter(|(_, s)| !s.healthy)
+            .filter(|(n, s)| {
+                let in_flight = self.attempted.contains(*n) && !self.reported.contains(*n);
+                !s.healthy && !in_flight
+            })
             .map(|(n, _)| n.as_str())
             .collect();
         let line = format!(

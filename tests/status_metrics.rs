@@ -942,6 +942,48 @@ fn daemon_with_env(args: &[String], log: &Path, env: &[(&str, &str)]) -> Daemon 
     }
 }
 
+/// A restarted daemon whose first render finds the file unchanged: READY=1's
+/// STATUS must not call the resource failing because its batch has not
+/// reported yet (the previous run's verdict no longer counts, and the new
+/// one is in flight).
+#[test]
+fn systemd_ready_does_not_count_a_resource_still_in_flight_as_failing() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let fx = Fx::new();
+    resource_x(&fx, "");
+    let dest = fx.path("out/x.conf");
+    let mut first = daemon(&fx, &etcd, &[]);
+    wait_for("first run renders", LIMIT, || {
+        read_or_empty(&dest) == "v=1\n"
+    });
+    first.stop();
+
+    let n = Notify::new();
+    let socket = n.path.display().to_string();
+    let started = Instant::now();
+    let d = daemon_with_env(
+        &daemon_args(&fx, &etcd, &[]),
+        &fx.path("daemon2.log"),
+        &[("NOTIFY_SOCKET", &socket)],
+    );
+    let mut ready = None;
+    while ready.is_none() {
+        assert!(started.elapsed() < LIMIT, "no READY=1\n{}", d.log());
+        if let Some(m) = n.recv()
+            && m.lines().any(|l| l == "READY=1")
+        {
+            ready = Some(m);
+        }
+    }
+    let ready = ready.unwrap_or_default();
+    let status = ready
+        .lines()
+        .find(|l| l.starts_with("STATUS="))
+        .unwrap_or_else(|| panic!("no STATUS= with READY=1: {ready}"));
+    assert!(status.contains("1 resource, 0 failing"), "{status}");
+}
+
 #[test]
 fn systemd_ready_after_the_first_render_then_status_watchdog_and_stopping() {
     let etcd = Etcd::start();
