@@ -3,7 +3,7 @@
 //! and `liveconf fleet`, which names the hosts that are stale, failing, gone
 //! or diverging, and forgets a host only when told to.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

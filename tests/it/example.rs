@@ -1,7 +1,7 @@
 //! The README's first command (`scripts/demo`) renders the bundled
 //! MediaWiki example into a directory, and what it writes is valid.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

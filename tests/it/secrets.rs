@@ -3,7 +3,7 @@
 //! Prometheus metrics or error messages; a password file others can read is
 //! warned about; TLS verification has no off switch.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;

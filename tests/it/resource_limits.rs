@@ -2,7 +2,7 @@
 //! the `max_output_bytes` ceiling on rendered output, and hooks that print
 //! megabytes, die from a signal, or hang with a background process.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! render exactly or are refused with an error naming the key; liveconf
 //! never crashes.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! systemd notifications (READY=1 after the first render, STATUS=,
 //! WATCHDOG=1, STOPPING=1) on NOTIFY_SOCKET.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,7 +1,7 @@
 //! Bad input: one clear error naming the file, line, resource or key; a
 //! non-zero exit; nothing written (the destination keeps its content).
 
-mod common;
+use crate::common;
 
 use common::Fx;
 

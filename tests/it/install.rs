@@ -1,6 +1,6 @@
 //! Install semantics of `render --once`: compare, stage, check, rename, reload.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 

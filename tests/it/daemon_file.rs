@@ -1,7 +1,7 @@
 //! The daemon without etcd: the file backend watches its key files, and
 //! `--watch-confdir` picks up new resources and template edits.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

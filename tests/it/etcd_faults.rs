@@ -13,7 +13,7 @@
 //! that it is left alone during an outage (same bytes, same inode, same
 //! mtime, no stage file next to it), status.json, and the daemon's log.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@
 //! properties -- --nocapture` runs longer. Every failure found became a
 //! plain `#[test]` at the end of this file.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

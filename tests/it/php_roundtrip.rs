@@ -2,7 +2,7 @@
 //! binary reads back as exactly the data, for every nasty value: no value
 //! can end a string and become code.
 
-mod common;
+use crate::common;
 
 use serde_json::{Map, Value, json};
 

@@ -9,7 +9,7 @@
 //! `LIVECONF_CRASH_KILLS=2000` for a longer run and `LIVECONF_CRASH_SEED=N`
 //! to replay the delays of a run.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

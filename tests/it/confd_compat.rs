@@ -3,7 +3,7 @@
 //! the file backend and from a real etcd; a Go-template resource lives in the
 //! daemon like a Tera one.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

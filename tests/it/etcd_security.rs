@@ -3,7 +3,7 @@
 //! endpoint discovery through DNS SRV records — against real etcd, real
 //! dnsmasq and the real binary. Certificates are generated at test time.
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

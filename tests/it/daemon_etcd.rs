@@ -1,7 +1,7 @@
 //! The daemon against a real etcd: puts and deletes reach files, only the
 //! dependent resources re-render, bursts coalesce, SIGHUP and SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `--noop`, `--diff`, `--exit-code`, `--set`/`--unset`, `--only`,
 //! `--dest-root` and `liveconf check`.
 
-mod common;
+use crate::common;
 
 use common::Fx;
 

@@ -1,7 +1,7 @@
 //! Every template function and filter of SPEC.md ("Template functions"),
 //! and `format = "json" | "php"`, through the real binary and a YAML key file.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;

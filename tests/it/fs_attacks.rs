@@ -3,7 +3,7 @@
 //! stage file is private (0600) while its content is written; a destination
 //! directory someone else can write to is reported.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;

@@ -1,0 +1,30 @@
+//! liveconf's integration tests: one binary, one module per area, sharing
+//! the fixtures in `common/` (a temporary confdir, real etcd members, a
+//! running daemon). One binary links the etcd/tonic stack once instead of
+//! once per file, which is most of a clean test run's time on a small
+//! machine.
+//!
+//! Every test uses the real `liveconf` binary (`CARGO_BIN_EXE_liveconf`),
+//! real etcd servers on loopback, real `php` and real files.
+
+mod common;
+
+mod bad_input;
+mod cli_modes;
+mod confd_compat;
+mod crash_consistency;
+mod daemon_etcd;
+mod daemon_file;
+mod etcd_faults;
+mod etcd_security;
+mod example;
+mod fleet;
+mod fs_attacks;
+mod hostile_values;
+mod install;
+mod php_roundtrip;
+mod properties;
+mod resource_limits;
+mod secrets;
+mod status_metrics;
+mod template_functions;
