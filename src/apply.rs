@@ -454,10 +454,17 @@ async fn install_one(
         Comparison::Same => return Ok(Action::Unchanged),
         Comparison::Differs { what, old } => (what, old),
     };
-    out.changed = Some(what);
+    out.changed = Some(what.clone());
     if opts.noop {
         if opts.diff {
-            out.diff = Some(unified_diff(old.as_deref(), content, &t.dest));
+            let mut diff = unified_diff(old.as_deref(), content, &t.dest);
+            if diff.is_empty() {
+                // Same bytes, other metadata (a confd `mode = "644"` file
+                // is mode 0204): say so on stdout too, not only in the log.
+                let p = t.dest.display();
+                diff = format!("--- {p}\n+++ {p}\n# {what} (content unchanged)\n");
+            }
+            out.diff = Some(diff);
         }
         return Ok(Action::WouldChange);
     }

@@ -183,6 +183,16 @@ pub fn report(resources: &[Resource], templates_dir: &Path) -> String {
         );
         match std::fs::read_to_string(&path) {
             Ok(text) => {
+                let base = src.rsplit('/').next().unwrap_or(src);
+                if let Err(e) = crate::gotemplate::parse(base, &text) {
+                    let _ = writeln!(out, "  does not parse as a Go template: {e}");
+                }
+                if text.contains("{%") || text.contains("(key=") {
+                    let _ = writeln!(
+                        out,
+                        "  looks like a Tera template: set engine = \"tera\" if it is one"
+                    );
+                }
                 let used = functions_used(&text);
                 if used.is_empty() {
                     let _ = writeln!(out, "  uses no functions");

@@ -719,20 +719,32 @@ impl Civil {
     }
 }
 
-/// "value of key K is not valid JSON: why", naming the key the text came
-/// from when one of the resource's keys holds exactly that text.
-fn not_json(text: &str, e: &serde_json::Error) -> String {
-    let origin = VIEW.with(|v| {
+/// The key (confd's store name) holding exactly `text`, if one does.
+fn origin_of(text: &str) -> Option<String> {
+    VIEW.with(|v| {
         v.borrow().as_ref().and_then(|view| {
             view.entries_under("/")
                 .into_iter()
                 .find(|(_, value)| value == text)
                 .map(|(k, _)| k)
         })
-    });
-    match origin {
+    })
+}
+
+/// "value of key K is not valid JSON: why", naming the key the text came
+/// from when one of the resource's keys holds exactly that text.
+fn not_json(text: &str, e: &serde_json::Error) -> String {
+    match origin_of(text) {
         Some(k) => format!("value of key {k} is not valid JSON: {e}"),
         None => format!("the value is not valid JSON: {e}"),
+    }
+}
+
+/// Valid JSON of the wrong shape (`64` where an object is read).
+fn not_object(text: &str, want: &str) -> String {
+    match origin_of(text) {
+        Some(k) => format!("value of key {k} is JSON but not {want}"),
+        None => format!("the value is JSON but not {want}"),
     }
 }
 
@@ -928,10 +940,7 @@ pub fn func_map() -> FuncMap {
         match serde_json::from_str::<serde_json::Value>(s) {
             Ok(serde_json::Value::Null) => Ok(Value::Map(Arc::new(BTreeMap::new()))),
             Ok(v @ serde_json::Value::Object(_)) => Ok(from_json(v)),
-            Ok(_) => Err(fail(
-                "json",
-                "cannot unmarshal a non-object into map[string]interface {}",
-            )),
+            Ok(_) => Err(fail("json", not_object(s, "an object"))),
             Err(e) => Err(fail("json", not_json(s, &e))),
         }
     });
@@ -941,10 +950,7 @@ pub fn func_map() -> FuncMap {
         match serde_json::from_str::<serde_json::Value>(s) {
             Ok(serde_json::Value::Null) => Ok(Value::List(Arc::from(Vec::new()))),
             Ok(v @ serde_json::Value::Array(_)) => Ok(from_json(v)),
-            Ok(_) => Err(fail(
-                "jsonArray",
-                "cannot unmarshal a non-array into []interface {}",
-            )),
+            Ok(_) => Err(fail("jsonArray", not_object(s, "an array"))),
             Err(e) => Err(fail("jsonArray", not_json(s, &e))),
         }
     });

@@ -250,3 +250,60 @@ fn confd_style_resource_errors_name_the_line_and_the_key() {
     );
     assert!(!fx.path("out/j").exists());
 }
+
+#[test]
+fn a_mode_only_change_shows_in_the_diff_on_stdout() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fx::new();
+    fx.keys("a: \"1\"\n");
+    fx.template("m.tmpl", "{{getv \"/a\"}}\n");
+    fx.resource(
+        "m",
+        "[template]\nsrc = \"m.tmpl\"\ndest = \"{out}/m\"\nkeys = [\"/a\"]\nmode = \"644\"\n",
+    );
+    // What confd leaves for mode = "644": the right bytes, mode 0204.
+    let dest = fx.path("out/m");
+    std::fs::write(&dest, "1\n").unwrap();
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o204)).unwrap();
+    let out = fx
+        .cmd(&["render", "--once", "--noop", "--diff", "--exit-code"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("mode 0204 → 0644") && stdout.contains("content unchanged"),
+        "the diff says why the file would change: {stdout:?}"
+    );
+}
+
+#[test]
+fn explain_names_what_does_not_parse_and_json_of_the_wrong_shape_names_its_key() {
+    let fx = Fx::new();
+    fx.keys("n:\n  keepalive: \"64\"\n");
+    fx.template("bad.tmpl", "{{range gets \"/n/*\"}}\n");
+    fx.resource(
+        "bad",
+        "[template]\nsrc = \"bad.tmpl\"\ndest = \"{out}/bad\"\nkeys = [\"/n\"]\n",
+    );
+    fx.template(
+        "obj.tmpl",
+        "{{$d := json (getv \"/n/keepalive\")}}{{$d.pooled}}\n",
+    );
+    fx.resource(
+        "obj",
+        "[template]\nsrc = \"obj.tmpl\"\ndest = \"{out}/obj\"\nkeys = [\"/n\"]\n",
+    );
+    let out = fx.cmd(&["check", "--explain"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("bad: Go template bad.tmpl") && stdout.contains("does not parse"),
+        "{stdout}"
+    );
+    let out = fx.cmd(&["render", "--once"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("value of key /n/keepalive is JSON but not an object"),
+        "{log}"
+    );
+}
