@@ -10,7 +10,6 @@ use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
 
 use crate::apply::Options;
-use crate::dns::DnsConfig;
 use crate::resource;
 use crate::settings::{BackendKind, Layer, LogFormat, Settings};
 use crate::store::{Change, Key, Val};
@@ -551,7 +550,7 @@ async fn check(args: CheckArgs) -> Result<u8, Exit> {
             exit::FAILED
         });
     }
-    crate::once::check(&s, &args.only, &render_env(&s)).await
+    crate::once::check(&s, &args.only, &s.render_env()).await
 }
 
 async fn run(cli: Cli) -> Result<u8, Exit> {
@@ -595,15 +594,6 @@ fn parse_overlay(set: &[String], unset: &[String]) -> Result<Vec<Change>, Exit> 
     Ok(changes)
 }
 
-fn render_env(s: &Settings) -> crate::render::Env {
-    crate::render::Env {
-        dns: DnsConfig {
-            nameserver: s.dns_server,
-        },
-        max_output: s.max_output_bytes,
-    }
-}
-
 fn render_options(args: &RenderArgs, s: &Settings) -> Options {
     Options {
         noop: args.noop,
@@ -611,10 +601,10 @@ fn render_options(args: &RenderArgs, s: &Settings) -> Options {
         dest_root: args.dest_root.clone(),
         // A preview never reloads the real services.
         no_reload: args.no_reload || args.dest_root.is_some(),
-        env: render_env(s),
+        env: s.render_env(),
         reload_splay: s.reload_splay,
         stopping: None,
-        owed_dir: (!args.noop).then(|| s.state_dir.join(crate::status::OWED_DIR)),
+        owed_dir: (!args.noop).then(|| s.owed_dir()),
         installs: None,
     }
 }

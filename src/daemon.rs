@@ -991,6 +991,18 @@ impl Daemon {
             self.settings = old_settings;
             return;
         }
+        // What is derived from the settings follows them: DNS server and
+        // output limit for renders, reload splay, owed-reload markers.
+        self.opts.env = self.settings.render_env();
+        self.opts.reload_splay = self.settings.reload_splay;
+        if self.opts.owed_dir.is_some() {
+            self.opts.owed_dir = Some(self.settings.owed_dir());
+        }
+        for name in needs_restart(&old_settings, &self.settings) {
+            tracing::warn!(
+                "{name} changed: a running daemon keeps the old value; it takes effect at the next restart (systemctl restart liveconf)"
+            );
+        }
         self.schedule.clear_pending();
         let names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
         self.schedule.retain(&names);
@@ -1018,8 +1030,43 @@ impl Daemon {
     }
 }
 
+/// Settings a running daemon cannot change: bound, started or set up once.
+fn needs_restart(a: &Settings, b: &Settings) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if a.metrics_addr != b.metrics_addr {
+        changed.push("metrics_addr");
+    }
+    if a.report != b.report {
+        changed.push("report");
+    }
+    if a.report_ttl != b.report_ttl {
+        changed.push("report_ttl");
+    }
+    if a.node_name != b.node_name {
+        changed.push("node_name");
+    }
+    if a.log_level != b.log_level {
+        changed.push("log_level");
+    }
+    if a.log_format != b.log_format {
+        changed.push("log_format");
+    }
+    changed
+}
+
+/// Settings of the connection to the backend: a change means a new one.
 fn backend_changed(a: &Settings, b: &Settings) -> bool {
     (
+        a.srv_record.as_str(),
+        a.dns_server,
+        a.connect_timeout,
+        a.request_timeout,
+    ) != (
+        b.srv_record.as_str(),
+        b.dns_server,
+        b.connect_timeout,
+        b.request_timeout,
+    ) || (
         a.backend,
         &a.endpoints,
         &a.srv_domain,

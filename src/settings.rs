@@ -922,6 +922,22 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What a render may use besides the snapshot: the nameserver for DNS
+    /// look-ups and the output limit.
+    pub fn render_env(&self) -> crate::render::Env {
+        crate::render::Env {
+            dns: crate::dns::DnsConfig {
+                nameserver: self.dns_server,
+            },
+            max_output: self.max_output_bytes,
+        }
+    }
+
+    /// Where owed-reload markers live (`STATE_DIR/reloads-owed`).
+    pub fn owed_dir(&self) -> PathBuf {
+        self.state_dir.join(crate::status::OWED_DIR)
+    }
+
     /// `conf.d/` under the confdir.
     pub fn conf_d(&self) -> PathBuf {
         self.confdir.join("conf.d")

@@ -338,3 +338,43 @@ fn a_splayed_reload_pending_at_sigterm_is_run_by_the_next_start() {
         read_or_empty(&fx.path("reloads")) == "reloaded\n"
     });
 }
+
+/// Settings derived once at start-up (the render limit, the DNS server,
+/// the reload splay) follow a SIGHUP; those a running daemon cannot change
+/// are named in the log instead of being silently kept.
+#[test]
+fn sighup_applies_render_settings_and_names_those_needing_a_restart() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    fx.resource(
+        "x",
+        "[template]\nsrc = \"x.tera\"\ndest = \"{out}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n",
+    );
+    std::fs::write(fx.path("liveconf.toml"), "max_output_bytes = 1000\n").unwrap();
+    let d = start(&fx, &[]);
+    let dest = fx.path("out/x.conf");
+    wait_for("initial render", LIMIT, || {
+        read_or_empty(&dest) == "name=alpha\n"
+    });
+
+    std::fs::write(
+        fx.path("liveconf.toml"),
+        "max_output_bytes = 5\nmetrics_addr = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("the reload is logged", LIMIT, || {
+        d.log().contains("configuration reloaded")
+    });
+    assert!(
+        d.log().contains("metrics_addr changed") && d.log().contains("next restart"),
+        "{}",
+        d.log()
+    );
+    write_keys(&fx, "app:\n  name: beta\n");
+    wait_for("the new limit refuses the render", LIMIT, || {
+        d.log().contains("limit of 5 bytes")
+    });
+    assert_eq!(read_or_empty(&dest), "name=alpha\n");
+}
