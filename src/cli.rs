@@ -523,14 +523,40 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
             args.exit_code,
             status_dir.as_deref(),
         )
-        .await;
+        .await
+        .map(verdict_code)
+        .map_err(run_err);
     }
     let source = crate::daemon::Source {
         config: args.common.config.clone(),
         flags: args.common.layer(),
         only: args.only.clone(),
     };
-    crate::daemon::run(s, source, opts).await
+    match crate::daemon::run(s, source, opts).await {
+        Ok(()) => Ok(exit::OK),
+        Err(e @ crate::daemon::DaemonError::Setup(_)) => Err(Exit {
+            code: exit::FAILED,
+            error: Some(e.into()),
+        }),
+        Err(crate::daemon::DaemonError::Config(e)) => Err(config_err(e)),
+    }
+}
+
+/// The exit code for how a one-shot run ended.
+fn verdict_code(v: crate::once::Verdict) -> u8 {
+    match v {
+        crate::once::Verdict::Ok => exit::OK,
+        crate::once::Verdict::Changes => exit::CHANGES,
+        crate::once::Verdict::Failed => exit::FAILED,
+    }
+}
+
+/// The exit for a one-shot run that could not start.
+fn run_err(e: crate::once::RunError) -> Exit {
+    match e {
+        crate::once::RunError::ConfDir(e) => config_err(e),
+        crate::once::RunError::Backend(e) => backend_err(e),
+    }
 }
 
 async fn check(args: CheckArgs) -> Result<u8, Exit> {
@@ -550,7 +576,10 @@ async fn check(args: CheckArgs) -> Result<u8, Exit> {
             exit::FAILED
         });
     }
-    crate::once::check(&s, &args.only, &s.render_env()).await
+    crate::once::check(&s, &args.only, &s.render_env())
+        .await
+        .map(verdict_code)
+        .map_err(run_err)
 }
 
 async fn run(cli: Cli) -> Result<u8, Exit> {

@@ -22,7 +22,6 @@ use tokio::sync::watch;
 
 use crate::apply::{self, Action, Options, Outcome, Step};
 use crate::backend::{self, Backoff, Event, SnapshotReason};
-use crate::cli::{Exit, exit};
 use crate::deps::Deps;
 use crate::fleet::{Report, ResourceReport};
 use crate::install;
@@ -97,32 +96,36 @@ struct Daemon {
     watching: Vec<String>,
 }
 
-/// Runs the daemon until SIGTERM/SIGINT. Returns 0 after a clean stop.
-pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8, Exit> {
+/// Why the daemon could not run; the command line picks the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The process could not be set up (a signal handler).
+    #[error("{0}")]
+    Setup(String),
+    /// The settings or the configuration directory cannot run a daemon.
+    #[error(transparent)]
+    Config(anyhow::Error),
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; `Ok` after a clean stop.
+pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let sig = |k| {
-        signal(k).map_err(|e| Exit {
-            code: exit::FAILED,
-            error: Some(anyhow::anyhow!("cannot install signal handler: {e}")),
-        })
+        signal(k).map_err(|e| DaemonError::Setup(format!("cannot install signal handler: {e}")))
     };
     let mut sigterm = sig(SignalKind::terminate())?;
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
 
     let (batch_tx, mut batch_rx) = unbounded_channel::<BatchMsg>();
-    let mut d = Daemon::new(settings, source, opts, batch_tx).map_err(|e| Exit {
-        code: exit::CONFIG,
-        error: Some(e),
-    })?;
+    let mut d = Daemon::new(settings, source, opts, batch_tx).map_err(DaemonError::Config)?;
     d.remove_stale_stages();
     if let Some(addr) = d.settings.metrics_addr {
         let m = Arc::new(Metrics::new());
         crate::metrics::serve(addr, m.clone())
             .await
-            .map_err(|e| Exit {
-                code: exit::CONFIG,
-                error: Some(anyhow::anyhow!("cannot serve metrics on {addr}: {e}")),
+            .map_err(|e| {
+                DaemonError::Config(anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))
             })?;
         let names: Vec<&str> = d
             .resources
@@ -138,19 +141,13 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     let mut _publisher = None;
     if d.settings.report {
         if d.settings.backend != BackendKind::Etcd {
-            return Err(Exit {
-                code: exit::CONFIG,
-                error: Some(anyhow::anyhow!(
-                    "--report publishes to etcd: it needs the etcd backend"
-                )),
-            });
+            return Err(DaemonError::Config(anyhow::anyhow!(
+                "--report publishes to etcd: it needs the etcd backend"
+            )));
         }
         let conn = backend::etcd::Connection::from_settings(&d.settings)
             .await
-            .map_err(|e| Exit {
-                code: exit::CONFIG,
-                error: Some(e.into()),
-            })?;
+            .map_err(|e| DaemonError::Config(e.into()))?;
         let (rtx, rrx) = watch::channel(d.build_report());
         _publisher = Some(tokio::spawn(crate::fleet::publish(
             conn,
@@ -248,7 +245,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<u8
     d.status.connected = false;
     d.status_dirty = true;
     d.write_status();
-    Ok(exit::OK)
+    Ok(())
 }
 
 /// How often status.json is refreshed while nothing happens, so its age

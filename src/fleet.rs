@@ -27,9 +27,8 @@ use crate::backend::etcd::{Connection, describe, range_of};
 pub const REPORT_PREFIX: &str = "/liveconf/fleet/";
 /// Where registrations live.
 pub const REGISTRY_PREFIX: &str = "/liveconf/registry/";
-/// Default lifetime of a report whose daemon stopped renewing it
-/// (`report_ttl`): a dead host is reported gone this long after it died.
-pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// Default report lease TTL (`report_ttl`): settings own the default.
+pub use crate::settings::DEFAULT_REPORT_TTL as LEASE_TTL;
 
 /// One resource in a host's report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,15 +9,36 @@ use std::path::PathBuf;
 
 use crate::apply::{self, Action, Options, Outcome, Step};
 use crate::backend;
-use crate::cli::{Exit, backend_err, config_err, exit};
-use crate::confdir;
+use crate::confdir::{self, ConfDirError};
 use crate::resource::Resource;
 use crate::settings::{BackendKind, Settings};
 use crate::status::Status;
 use crate::store::Change;
 use crate::templates::TemplateSet;
 
-/// `render --once`: one snapshot, one batch through [`apply`], status, exit code.
+/// How a run ended; the command line turns it into an exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything rendered and is in sync, or was installed and reloaded.
+    Ok,
+    /// With `--exit-code`: some file would change.
+    Changes,
+    /// One or more resources failed; each was named in the log.
+    Failed,
+}
+
+/// Why a run could not start: the configuration directory or the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// conf.d cannot be used (missing, empty, unknown `--only`).
+    #[error(transparent)]
+    ConfDir(#[from] ConfDirError),
+    /// The keys could not be read.
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+}
+
+/// `render --once`: one snapshot, one batch through [`apply`], status, verdict.
 pub async fn render(
     s: &Settings,
     only: &[String],
@@ -25,12 +46,10 @@ pub async fn render(
     overlay: Vec<Change>,
     exit_code_flag: bool,
     status_dir: Option<&std::path::Path>,
-) -> Result<u8, Exit> {
-    let loaded = confdir::load(s, only).map_err(config_err)?;
+) -> Result<Verdict, RunError> {
+    let loaded = confdir::load(s, only)?;
     let templates = TemplateSet::load(&s.templates_dir());
-    let mut snap = backend::snapshot(s, &confdir::watched(&loaded.resources))
-        .await
-        .map_err(backend_err)?;
+    let mut snap = backend::snapshot(s, &confdir::watched(&loaded.resources)).await?;
     for c in overlay {
         // A key nobody reads changes nothing: most likely a missing global
         // prefix or a typo, which the preview must not pass off as "no change".
@@ -149,7 +168,7 @@ pub async fn render(
             tracing::warn!("status not saved: {e}");
         }
     }
-    Ok(exit_code(&outcomes, exit_code_flag))
+    Ok(verdict(&outcomes, exit_code_flag))
 }
 
 /// Logs each outcome and prints diffs to stdout.
@@ -194,24 +213,26 @@ pub fn report(outcomes: &[Outcome], opts: &Options) {
     }
 }
 
-/// The exit code of a `render --once` run.
-pub fn exit_code(outcomes: &[Outcome], exit_code_flag: bool) -> u8 {
+/// The verdict of a `render --once` run.
+pub fn verdict(outcomes: &[Outcome], exit_code_flag: bool) -> Verdict {
     if outcomes.iter().any(|o| o.result.is_err()) {
-        exit::FAILED
+        Verdict::Failed
     } else if exit_code_flag && outcomes.iter().any(|o| o.result == Ok(Action::WouldChange)) {
-        exit::CHANGES
+        Verdict::Changes
     } else {
-        exit::OK
+        Verdict::Ok
     }
 }
 
 /// `liveconf check`: parse and render everything in memory; write nothing.
-pub async fn check(s: &Settings, only: &[String], env: &crate::render::Env) -> Result<u8, Exit> {
-    let loaded = confdir::load(s, only).map_err(config_err)?;
+pub async fn check(
+    s: &Settings,
+    only: &[String],
+    env: &crate::render::Env,
+) -> Result<Verdict, RunError> {
+    let loaded = confdir::load(s, only)?;
     let templates = TemplateSet::load(&s.templates_dir());
-    let snap = backend::snapshot(s, &confdir::watched(&loaded.resources))
-        .await
-        .map_err(backend_err)?;
+    let snap = backend::snapshot(s, &confdir::watched(&loaded.resources)).await?;
     let mut failed: Vec<&str> = Vec::new();
     for e in &loaded.failed {
         tracing::error!(resource = %e.name, step = %Step::Load, "{}: load failed: {e}", e.name);
@@ -236,9 +257,9 @@ pub async fn check(s: &Settings, only: &[String], env: &crate::render::Env) -> R
             failed.len(),
             failed.join(", ")
         );
-        Ok(exit::FAILED)
+        Ok(Verdict::Failed)
     } else {
         tracing::info!("all of {} render", crate::logging::count(total, "resource"));
-        Ok(exit::OK)
+        Ok(Verdict::Ok)
     }
 }

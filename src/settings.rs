@@ -50,6 +50,11 @@ pub const DEFAULT_WAIT: Wait = Wait {
     min: Duration::from_millis(100),
     max: Duration::from_secs(1),
 };
+/// Default lease of the fleet report (`report_ttl`): a host that stops
+/// reporting is gone this long after its last keep-alive.
+pub const DEFAULT_REPORT_TTL: Duration = Duration::from_secs(30);
+/// Where owed-reload markers live, below the state directory.
+pub const OWED_DIR: &str = "reloads-owed";
 /// Default period of the resync safety net.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
 
@@ -935,7 +940,7 @@ impl Settings {
 
     /// Where owed-reload markers live (`STATE_DIR/reloads-owed`).
     pub fn owed_dir(&self) -> PathBuf {
-        self.state_dir.join(crate::status::OWED_DIR)
+        self.state_dir.join(OWED_DIR)
     }
 
     /// `conf.d/` under the confdir.
@@ -1114,7 +1119,7 @@ impl Settings {
             report_ttl: dur(
                 &l.report_ttl,
                 "report_ttl",
-                crate::fleet::LEASE_TTL,
+                DEFAULT_REPORT_TTL,
                 from_flags.report_ttl.is_some(),
             )?,
             reload_splay: dur(

@@ -19,7 +19,7 @@ pub const STATUS_FILE: &str = "status.json";
 
 /// The directory (in the state directory) of owed-reload markers: one
 /// empty file per resource whose reload is due and has not succeeded.
-pub const OWED_DIR: &str = "reloads-owed";
+pub use crate::settings::OWED_DIR;
 
 /// A resource's last error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
