@@ -3,7 +3,7 @@
 //! With `--report`, a daemon keeps two keys per host:
 //! - `/liveconf/fleet/<node>`: its report (per resource: revision rendered,
 //!   sha256, healthy, watched prefixes), attached to a lease of
-//!   `report_ttl` (default [`LEASE_TTL`]) kept alive while the daemon runs — it disappears when
+//!   `report_ttl` (default [`crate::settings::DEFAULT_REPORT_TTL`]) kept alive while the daemon runs — it disappears when
 //!   the host dies;
 //! - `/liveconf/registry/<node>`: a registration without a lease, so a host
 //!   whose report vanished is reported *gone*, not forgotten, until an
@@ -27,8 +27,6 @@ use crate::backend::etcd::{Connection, describe, range_of};
 pub const REPORT_PREFIX: &str = "/liveconf/fleet/";
 /// Where registrations live.
 pub const REGISTRY_PREFIX: &str = "/liveconf/registry/";
-/// Default report lease TTL (`report_ttl`): settings own the default.
-pub use crate::settings::DEFAULT_REPORT_TTL as LEASE_TTL;
 
 /// One resource in a host's report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1156,49 +1156,6 @@ pub fn func_map() -> FuncMap {
     m
 }
 
-/// Every function name of [`func_map`] plus Go's builtins: what a Go
-/// template may call (for `check --explain`).
-pub const CONFD_FUNCTIONS: &[&str] = &[
-    "get",
-    "getv",
-    "exists",
-    "gets",
-    "getvs",
-    "ls",
-    "lsdir",
-    "base",
-    "dir",
-    "split",
-    "join",
-    "toUpper",
-    "toLower",
-    "contains",
-    "replace",
-    "trimSuffix",
-    "base64Encode",
-    "base64Decode",
-    "parseBool",
-    "atoi",
-    "json",
-    "jsonArray",
-    "map",
-    "getenv",
-    "datetime",
-    "fileExists",
-    "reverse",
-    "sortByLength",
-    "sortKVByLength",
-    "seq",
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "mod",
-    "lookupIP",
-    "lookupIPV4",
-    "lookupIPV6",
-    "lookupSRV",
-];
 
 /// A parsed Go template.
 #[derive(Clone)]

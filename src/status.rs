@@ -17,9 +17,6 @@ use crate::apply::{Action, Outcome, Step};
 /// The status file's name in the state directory.
 pub const STATUS_FILE: &str = "status.json";
 
-/// The directory (in the state directory) of owed-reload markers: one
-/// empty file per resource whose reload is due and has not succeeded.
-pub use crate::settings::OWED_DIR;
 
 /// A resource's last error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
