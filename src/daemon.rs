@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::apply::{self, Action, Options, Outcome, Step};
-use crate::backend::{self, Backoff, Event, SnapshotReason};
+use crate::backend::{self, Event, SnapshotReason};
 use crate::deps::Deps;
 use crate::fleet::{Report, ResourceReport};
 use crate::install;
@@ -122,11 +122,9 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<()
     d.remove_stale_stages();
     if let Some(addr) = d.settings.metrics_addr {
         let m = Arc::new(Metrics::new());
-        crate::metrics::serve(addr, m.clone())
-            .await
-            .map_err(|e| {
-                DaemonError::Config(anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))
-            })?;
+        crate::metrics::serve(addr, m.clone()).await.map_err(|e| {
+            DaemonError::Config(anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))
+        })?;
         let names: Vec<&str> = d
             .resources
             .iter()
@@ -174,7 +172,7 @@ pub async fn run(settings: Settings, source: Source, opts: Options) -> Result<()
     let mut _confdir_watcher = d.watch_confdir(conf_tx.clone());
     tracing::info!(
         resources = d.resources.len(),
-        backend = %format!("{:?}", d.settings.backend).to_lowercase(),
+        backend = backend::open(&d.settings).name(),
         "liveconf started"
     );
 
@@ -352,7 +350,7 @@ impl Daemon {
             .collect();
         self.deps = Deps::new(&self.resources);
         self.status.node = self.settings.node_name.clone();
-        self.status.backend = format!("{:?}", self.settings.backend).to_lowercase();
+        self.status.backend = backend::open(&self.settings).name().to_string();
         let mut names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
         names.extend(self.load_failures.iter().map(|o| o.name.as_str()));
         self.status.retain(&names);
@@ -404,41 +402,9 @@ impl Daemon {
     }
 
     fn spawn_backend(&mut self, tx: UnboundedSender<Event>) -> JoinHandle<()> {
-        let s = self.settings.clone();
         let watched = self.watched();
         self.watching = watched.clone();
-        match s.backend {
-            BackendKind::File => tokio::spawn(backend::file::run(s.files.clone(), tx)),
-            BackendKind::Etcd => tokio::spawn(async move {
-                match backend::etcd::Connection::from_settings(&s).await {
-                    Ok(conn) => {
-                        backend::etcd_watch::run(conn, watched, s.resync_interval, tx).await
-                    }
-                    Err(e) => {
-                        // Settings that cannot work (unreadable certificate,
-                        // SRV name without records): say so and retry, as the
-                        // file or DNS may be fixed without a restart.
-                        let mut backoff =
-                            Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-                        let mut err = e;
-                        loop {
-                            let _ = tx.send(Event::Disconnected {
-                                reason: err.to_string(),
-                            });
-                            tokio::time::sleep(backoff.next_delay()).await;
-                            match backend::etcd::Connection::from_settings(&s).await {
-                                Ok(conn) => {
-                                    backend::etcd_watch::run(conn, watched, s.resync_interval, tx)
-                                        .await;
-                                    return;
-                                }
-                                Err(e) => err = e,
-                            }
-                        }
-                    }
-                }
-            }),
-        }
+        tokio::spawn(backend::open(&self.settings).watch(watched, tx))
     }
 
     /// Watches conf.d/ and templates/ when `watch_confdir` is on.
@@ -569,10 +535,7 @@ impl Daemon {
                 }
             }
             Event::Disconnected { reason } => {
-                let then = match self.settings.backend {
-                    BackendKind::Etcd => "retrying",
-                    BackendKind::File => "waiting for the key file to be fixed",
-                };
+                let then = backend::open(&self.settings).while_unavailable();
                 tracing::warn!(
                     "backend unavailable: {reason}; {then}, files keep their last good content"
                 );
@@ -859,7 +822,7 @@ impl Daemon {
 
     /// Periodic: keep status.json fresh (its age is what `status --max-age` checks).
     fn heartbeat(&mut self) {
-        if self.settings.backend == BackendKind::File && self.status.connected {
+        if self.status.connected && backend::open(&self.settings).idle_is_current() {
             // The file watcher is alive: the view is current.
             let now = crate::status::now();
             self.status.last_event = Some(now);
@@ -1052,40 +1015,7 @@ fn needs_restart(a: &Settings, b: &Settings) -> Vec<&'static str> {
 }
 
 /// Settings of the connection to the backend: a change means a new one.
+/// Each backend says what its connection is made of.
 fn backend_changed(a: &Settings, b: &Settings) -> bool {
-    (
-        a.srv_record.as_str(),
-        a.dns_server,
-        a.connect_timeout,
-        a.request_timeout,
-    ) != (
-        b.srv_record.as_str(),
-        b.dns_server,
-        b.connect_timeout,
-        b.request_timeout,
-    ) || (
-        a.backend,
-        &a.endpoints,
-        &a.srv_domain,
-        &a.files,
-        &a.ca_file,
-        &a.cert_file,
-        &a.key_file,
-        &a.username,
-        &a.password_file,
-        &a.password,
-        a.resync_interval,
-    ) != (
-        b.backend,
-        &b.endpoints,
-        &b.srv_domain,
-        &b.files,
-        &b.ca_file,
-        &b.cert_file,
-        &b.key_file,
-        &b.username,
-        &b.password_file,
-        &b.password,
-        b.resync_interval,
-    )
+    backend::open(a).identity() != backend::open(b).identity()
 }

@@ -11,7 +11,7 @@ use crate::apply::{self, Action, Options, Outcome, Step};
 use crate::backend;
 use crate::confdir::{self, ConfDirError};
 use crate::resource::Resource;
-use crate::settings::{BackendKind, Settings};
+use crate::settings::Settings;
 use crate::status::Status;
 use crate::store::Change;
 use crate::templates::TemplateSet;
@@ -136,26 +136,10 @@ pub async fn render(
         // Written by a one-shot run from now on: no daemon to watch for.
         status.daemon_pid = None;
         status.started = None;
-        status.backend = format!("{:?}", s.backend).to_lowercase();
+        let source = backend::open(s);
+        status.backend = source.name().to_string();
         status.connected = true;
-        status.endpoint = Some(match s.backend {
-            BackendKind::File => s
-                .files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            BackendKind::Etcd => {
-                let mut e = s.endpoints.clone();
-                if let Some(domain) = &s.srv_domain {
-                    e.push(format!("SRV {}.{domain}", s.srv_record));
-                }
-                if e.is_empty() {
-                    e.push("http://127.0.0.1:2379".into());
-                }
-                e.join(",")
-            }
-        });
+        status.endpoint = Some(source.describe());
         status.revision = snap.revision();
         status.last_event = Some(crate::status::now());
         if only.is_empty() {

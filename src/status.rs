@@ -17,7 +17,6 @@ use crate::apply::{Action, Outcome, Step};
 /// The status file's name in the state directory.
 pub const STATUS_FILE: &str = "status.json";
 
-
 /// A resource's last error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastError {
@@ -157,9 +156,14 @@ impl Status {
         entry.dest = o.dest.clone();
         entry.revision = Some(o.revision);
         entry.sha256 = o.sha256.clone();
-        entry.last_attempt = Some(now());
+        let at = now();
+        entry.last_attempt = Some(at);
         if entry.error.is_none() {
+            // Healthy means its last attempt succeeded: say when, so a
+            // status written between the install and the batch's end is
+            // consistent (healthy with a last_success).
             entry.healthy = true;
+            entry.last_success = Some(at);
         }
         entry.reload_owed |= reload_due;
     }

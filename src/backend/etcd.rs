@@ -508,6 +508,99 @@ pub fn range_of(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// `render --once` against etcd: connect, one snapshot, done.
+/// etcd as a [`super::Backend`]: the settings that make its connection.
+pub struct EtcdBackend {
+    /// The settings the connection is built from (endpoints or SRV, TLS,
+    /// auth, timeouts, resync period).
+    settings: Settings,
+}
+
+impl EtcdBackend {
+    /// The etcd backend the settings describe (nothing is dialled yet).
+    pub fn new(s: &Settings) -> EtcdBackend {
+        EtcdBackend {
+            settings: s.clone(),
+        }
+    }
+}
+
+impl super::Backend for EtcdBackend {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn describe(&self) -> String {
+        let s = &self.settings;
+        let mut e = s.endpoints.clone();
+        if let Some(domain) = &s.srv_domain {
+            e.push(format!("SRV {}.{domain}", s.srv_record));
+        }
+        if e.is_empty() {
+            e.push("http://127.0.0.1:2379".into());
+        }
+        e.join(",")
+    }
+
+    fn identity(&self) -> String {
+        let s = &self.settings;
+        format!(
+            "etcd {:?}",
+            (
+                &s.endpoints,
+                &s.srv_domain,
+                &s.srv_record,
+                s.dns_server,
+                (&s.ca_file, &s.cert_file, &s.key_file),
+                (&s.username, &s.password_file, &s.password),
+                (s.connect_timeout, s.request_timeout, s.resync_interval),
+            )
+        )
+    }
+
+    fn while_unavailable(&self) -> &'static str {
+        "retrying"
+    }
+
+    fn idle_is_current(&self) -> bool {
+        false
+    }
+
+    fn snapshot<'a>(
+        &'a self,
+        watched: &'a [String],
+    ) -> super::BoxFuture<'a, Result<Snapshot, super::BackendError>> {
+        Box::pin(async move { Ok(snapshot_once(&self.settings, watched).await?) })
+    }
+
+    fn watch(
+        &self,
+        watched: Vec<String>,
+        tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+    ) -> super::BoxFuture<'static, ()> {
+        let s = self.settings.clone();
+        Box::pin(async move {
+            let mut backoff = super::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+            loop {
+                match Connection::from_settings(&s).await {
+                    Ok(conn) => {
+                        super::etcd_watch::run(conn, watched, s.resync_interval, tx).await;
+                        return;
+                    }
+                    Err(e) => {
+                        // Settings that cannot work (unreadable certificate,
+                        // SRV name without records): say so and retry, as
+                        // the file or DNS may be fixed without a restart.
+                        let _ = tx.send(super::Event::Disconnected {
+                            reason: e.to_string(),
+                        });
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
 pub async fn snapshot_once(s: &Settings, prefixes: &[String]) -> Result<Snapshot, EtcdError> {
     let conn = Connection::from_settings(s).await?;
     let mut client = conn.connect().await?;

@@ -226,6 +226,62 @@ pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 /// whenever a key file changes and still parses. A file that fails to parse
 /// is reported and ignored: the daemon keeps its last good view. Runs until
 /// aborted.
+/// Key files as a [`super::Backend`].
+pub struct FileBackend {
+    /// The key files, merged in this order.
+    files: Vec<PathBuf>,
+}
+
+impl FileBackend {
+    /// The key files the settings name.
+    pub fn new(s: &crate::settings::Settings) -> FileBackend {
+        FileBackend {
+            files: s.files.clone(),
+        }
+    }
+}
+
+impl super::Backend for FileBackend {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn describe(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn identity(&self) -> String {
+        format!("file {:?}", self.files)
+    }
+
+    fn while_unavailable(&self) -> &'static str {
+        "waiting for the key file to be fixed"
+    }
+
+    fn idle_is_current(&self) -> bool {
+        true
+    }
+
+    fn snapshot<'a>(
+        &'a self,
+        _watched: &'a [String],
+    ) -> super::BoxFuture<'a, Result<Snapshot, super::BackendError>> {
+        Box::pin(async move { Ok(load(&self.files, 1)?) })
+    }
+
+    fn watch(
+        &self,
+        _watched: Vec<String>,
+        tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+    ) -> super::BoxFuture<'static, ()> {
+        Box::pin(run(self.files.clone(), tx))
+    }
+}
+
 pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<super::Event>) {
     use super::{Event, SnapshotReason};
     use notify::Watcher;

@@ -6,8 +6,13 @@
 //! edit), connection changes. `etcd` is the production backend; `file`
 //! reads YAML/JSON/TOML key files (demos, tests, CI).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::settings::{BackendKind, Settings};
 use crate::store::{Change, Snapshot};
 
 pub mod etcd;
@@ -25,16 +30,50 @@ pub enum BackendError {
     Etcd(#[from] etcd::EtcdError),
 }
 
+/// A future a backend hands back (the trait stays object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A place keys come from. The drivers know a backend only through this
+/// trait: adding one is a new file, a [`BackendKind`] variant and one arm in
+/// [`open`] — the compiler names each of them.
+pub trait Backend: Send + Sync {
+    /// Its name in status.json, logs and metrics (`etcd`, `file`).
+    fn name(&self) -> &'static str;
+    /// What it reads from, for status.json's `endpoint` after a one-shot
+    /// run (the endpoints, the key files).
+    fn describe(&self) -> String;
+    /// Everything that makes up its connection. When this changes across a
+    /// SIGHUP, the daemon drops the old connection and opens a new one. It
+    /// may hold secrets: compare it, never log it.
+    fn identity(&self) -> String;
+    /// What the daemon does while the backend is unavailable, for its log.
+    fn while_unavailable(&self) -> &'static str;
+    /// Whether a live watcher means the view is current even without
+    /// events (a key file watcher), so the daemon's heartbeat counts as
+    /// hearing from the backend.
+    fn idle_is_current(&self) -> bool;
+    /// One consistent snapshot of `watched` (`render --once`, `check`).
+    fn snapshot<'a>(
+        &'a self,
+        watched: &'a [String],
+    ) -> BoxFuture<'a, Result<Snapshot, BackendError>>;
+    /// Watches `watched` until dropped or aborted, sending [`Event`]s;
+    /// reconnects by itself (the daemon's watcher task).
+    fn watch(&self, watched: Vec<String>, tx: UnboundedSender<Event>) -> BoxFuture<'static, ()>;
+}
+
+/// The backend the settings name.
+pub fn open(s: &Settings) -> Box<dyn Backend> {
+    match s.backend {
+        BackendKind::File => Box::new(file::FileBackend::new(s)),
+        BackendKind::Etcd => Box::new(etcd::EtcdBackend::new(s)),
+    }
+}
+
 /// Reads one snapshot of `watched` from the configured backend (for
 /// `render --once` and `check`; the daemon runs a watcher instead).
-pub async fn snapshot(
-    s: &crate::settings::Settings,
-    watched: &[String],
-) -> Result<Snapshot, BackendError> {
-    match s.backend {
-        crate::settings::BackendKind::File => Ok(file::load(&s.files, 1)?),
-        crate::settings::BackendKind::Etcd => Ok(etcd::snapshot_once(s, watched).await?),
-    }
+pub async fn snapshot(s: &Settings, watched: &[String]) -> Result<Snapshot, BackendError> {
+    open(s).snapshot(watched).await
 }
 
 /// Why a whole snapshot is handed over.
@@ -120,16 +159,57 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
-
-    /// How many delays were taken since the last reset.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_connection_setting_is_part_of_the_identity_and_nothing_else() {
+        use crate::settings::Layer;
+        let dir = tempfile::tempdir().unwrap();
+        let load = |f: &dyn Fn(&mut Layer)| {
+            let mut l = Layer {
+                confdir: Some(dir.path().to_path_buf()),
+                endpoints: Some(vec!["http://127.0.0.1:2379".into()]),
+                ..Layer::default()
+            };
+            f(&mut l);
+            open(&Settings::load(None, l).unwrap()).identity()
+        };
+        let base = load(&|_| {});
+        type Edit<'a> = (&'a str, &'a dyn Fn(&mut Layer));
+        let connection: [Edit; 8] = [
+            ("endpoints", &|l| {
+                l.endpoints = Some(vec!["http://127.0.0.1:2380".into()])
+            }),
+            ("srv_domain", &|l| l.srv_domain = Some("example.com".into())),
+            ("srv_record", &|l| l.srv_record = Some("_etcd._tcp".into())),
+            ("dns_server", &|l| {
+                l.dns_server = Some("127.0.0.1:53".parse().unwrap())
+            }),
+            ("connect_timeout", &|l| {
+                l.connect_timeout = Some("7s".into())
+            }),
+            ("request_timeout", &|l| {
+                l.request_timeout = Some("9s".into())
+            }),
+            ("username", &|l| l.username = Some("u".into())),
+            ("ca_file", &|l| l.ca_file = Some("/ca.pem".into())),
+        ];
+        for (name, change) in connection {
+            assert_ne!(load(change), base, "{name} must count as a new connection");
+        }
+        let other: [Edit; 3] = [
+            ("wait", &|l| l.wait = Some("1s".into())),
+            ("reload_splay", &|l| l.reload_splay = Some("5s".into())),
+            ("max_output_bytes", &|l| l.max_output_bytes = Some(10)),
+        ];
+        for (name, change) in other {
+            assert_eq!(load(change), base, "{name} is not part of the connection");
+        }
+    }
 
     #[test]
     fn backoff_grows_to_its_cap_with_jitter() {
