@@ -6,15 +6,23 @@
 //! resource never stops the others. Reload commands run after every file of
 //! the batch is in place, and a command shared by several resources runs
 //! once.
+//!
+//! The batch itself is async, but nothing blocking runs on the runtime's
+//! workers: each render (Tera or Go, DNS look-ups included), each install
+//! step that touches the disk (compare, stage + fsync, rename + fsync of
+//! the directory) and the owed-reload marker writes run on tokio's blocking
+//! pool, one after another, with owned data (the snapshot and the template
+//! set clone in O(1)). A panic there fails that resource, nothing else.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::hooks;
-use crate::install::{Comparison, Target};
+use crate::install::{Comparison, Staged, Target};
 use crate::render;
 use crate::resource::Resource;
 use crate::store::Snapshot;
@@ -70,8 +78,8 @@ pub fn owed_markers(dir: &Path) -> std::collections::BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn mark_owed(opts: &Options, names: &[String]) {
-    if let Some(dir) = &opts.owed_dir {
+fn mark_owed(dir: Option<&Path>, names: &[String]) {
+    if let Some(dir) = dir {
         if let Err(e) = std::fs::create_dir_all(dir) {
             tracing::warn!("cannot record owed reloads in {}: {e}", dir.display());
             return;
@@ -273,10 +281,11 @@ pub async fn apply(
     let mut outcomes = Vec::with_capacity(resources.len());
     // reload command → (indices of outcomes, longest splay)
     let mut reloads: BTreeMap<String, (Vec<usize>, Duration, Duration)> = BTreeMap::new();
+    // Shared by the batch's render threads.
+    let templates = Arc::new(templates.clone());
     for res in resources {
         let t = target(res, opts);
-        let start = std::time::Instant::now();
-        let rendered = render::render(res, snapshot, templates, &opts.env);
+        let (rendered, render_time) = render_off_runtime(res, snapshot, &templates, opts).await;
         let mut out = Outcome {
             name: res.name.clone(),
             dest: t.dest.clone(),
@@ -285,10 +294,10 @@ pub async fn apply(
             changed: None,
             diff: None,
             result: Ok(Action::Unchanged),
-            render_time: start.elapsed(),
+            render_time,
             reload_pending: false,
         };
-        let content = match rendered {
+        let (content, sha256) = match rendered {
             Ok(c) => c,
             Err(message) => {
                 out.result = Err(Failure {
@@ -299,8 +308,8 @@ pub async fn apply(
                 continue;
             }
         };
-        out.sha256 = Some(hex::encode(Sha256::digest(&content)));
-        out.result = install_one(res, &t, &content, opts, &mut out).await;
+        out.sha256 = Some(sha256);
+        out.result = install_one(res, &t, content, opts, &mut out).await;
         if out.result == Ok(Action::Installed) {
             // Logged here, before any reload runs, so the log reads in the
             // order things happened.
@@ -339,7 +348,16 @@ pub async fn apply(
     }
     for (cmd, (idx, splay, timeout)) in reloads {
         let names: Vec<String> = idx.iter().map(|&i| outcomes[i].name.clone()).collect();
-        mark_owed(opts, &names);
+        if opts.owed_dir.is_some() {
+            let (dir, n) = (opts.owed_dir.clone(), names.clone());
+            if let Err(e) = off_runtime("recording owed reloads", move || {
+                mark_owed(dir.as_deref(), &n)
+            })
+            .await
+            {
+                tracing::warn!(resources = %names.join(","), "{e}");
+            }
+        }
         if !splay.is_zero() {
             // In the daemon the batch waits on its own task, its reload
             // group held: other resources keep flowing meanwhile.
@@ -357,8 +375,15 @@ pub async fn apply(
             }
         }
         let result = run_reload(&cmd, timeout, &names).await;
-        if result.is_ok() {
-            clear_owed(opts.owed_dir.as_deref(), &names);
+        if result.is_ok() && opts.owed_dir.is_some() {
+            let (dir, n) = (opts.owed_dir.clone(), names.clone());
+            if let Err(e) = off_runtime("clearing owed reloads", move || {
+                clear_owed(dir.as_deref(), &n)
+            })
+            .await
+            {
+                tracing::warn!(resources = %names.join(","), "{e}");
+            }
         }
         if let Err(message) = result {
             for i in idx {
@@ -412,7 +437,7 @@ async fn run_reload(cmd: &str, timeout: Duration, names: &[String]) -> Result<()
 /// Warns (once per directory and process) when a destination directory can
 /// be written by someone other than root and us: they could swap the file
 /// between our rename and its readers.
-fn check_directory(res: &Resource, dest: &Path) {
+fn check_directory(name: &str, dest: &Path) {
     use std::os::unix::fs::MetadataExt;
     static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     let Some(dir) = dest.parent() else { return };
@@ -432,9 +457,9 @@ fn check_directory(res: &Resource, dest: &Path) {
     }
     warned.push(dir.to_path_buf());
     tracing::warn!(
-        resource = %res.name,
+        resource = %name,
         "{}: destination directory {} is writable by another user (owner uid {}, mode {:04o}): they could replace {} behind liveconf's back",
-        res.name,
+        name,
         dir.display(),
         meta.uid(),
         meta.mode() & 0o7777,
@@ -442,19 +467,89 @@ fn check_directory(res: &Resource, dest: &Path) {
     );
 }
 
-async fn install_one(
+/// Runs `f` on tokio's blocking pool, so a slow disk or a hung DNS look-up
+/// never holds a runtime worker (the event loop, status heartbeats and the
+/// watchdog run there). A panic in `f` comes back as an error naming `what`.
+async fn off_runtime<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        let why = if e.is_panic() {
+            let p = e.into_panic();
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string())
+        } else {
+            e.to_string()
+        };
+        format!("internal error: {what} failed: {why}")
+    })
+}
+
+/// Renders `res` on the blocking pool: the content and its sha256, or the
+/// render's error; and how long the render took.
+async fn render_off_runtime(
     res: &Resource,
-    t: &Target,
-    content: &[u8],
+    snapshot: &Snapshot,
+    templates: &Arc<TemplateSet>,
     opts: &Options,
-    out: &mut Outcome,
-) -> Result<Action, Failure> {
-    let fail = |step: Step| move |message: String| Failure { step, message };
-    let (what, old) = match t.compare(content).map_err(fail(Step::Install))? {
-        Comparison::Same => return Ok(Action::Unchanged),
-        Comparison::Differs { what, old } => (what, old),
+) -> (Result<(Vec<u8>, String), String>, Duration) {
+    let (res, snapshot, templates, env) = (
+        res.clone(),
+        snapshot.clone(),
+        templates.clone(),
+        opts.env.clone(),
+    );
+    let work = off_runtime("rendering", move || {
+        let start = std::time::Instant::now();
+        let rendered = render::render(&res, &snapshot, &templates, &env);
+        let took = start.elapsed();
+        let rendered = rendered.map(|c| {
+            let sha = hex::encode(Sha256::digest(&c));
+            (c, sha)
+        });
+        (rendered, took)
+    });
+    match work.await {
+        Ok(r) => r,
+        Err(e) => (Err(e), Duration::ZERO),
+    }
+}
+
+/// The disk steps of an install before its check: compare, and (noop) the
+/// diff, or the stage file, written and fsynced.
+struct Prepared {
+    /// What differs, once the comparison found something.
+    changed: Option<String>,
+    /// `noop` + `diff`: the diff.
+    diff: Option<String>,
+    /// Where the install stands, or why it failed.
+    next: Result<Next, String>,
+}
+
+enum Next {
+    Unchanged,
+    WouldChange,
+    Stage(Staged),
+}
+
+fn prepare(name: &str, t: &Target, content: &[u8], opts: &PrepareOpts) -> Prepared {
+    let mut p = Prepared {
+        changed: None,
+        diff: None,
+        next: Ok(Next::Unchanged),
     };
-    out.changed = Some(what.clone());
+    let (what, old) = match t.compare(content) {
+        Err(e) => {
+            p.next = Err(e);
+            return p;
+        }
+        Ok(Comparison::Same) => return p,
+        Ok(Comparison::Differs { what, old }) => (what, old),
+    };
+    p.changed = Some(what.clone());
     if opts.noop {
         if opts.diff {
             let mut diff = unified_diff(old.as_deref(), content, &t.dest);
@@ -464,20 +559,213 @@ async fn install_one(
                 let p = t.dest.display();
                 diff = format!("--- {p}\n+++ {p}\n# {what} (content unchanged)\n");
             }
-            out.diff = Some(diff);
+            p.diff = Some(diff);
         }
-        return Ok(Action::WouldChange);
+        p.next = Ok(Next::WouldChange);
+        return p;
     }
-    if opts.dest_root.is_none() {
-        check_directory(res, &t.dest);
+    if !opts.preview {
+        check_directory(name, &t.dest);
     }
-    let staged = t.stage(content).map_err(fail(Step::Install))?;
+    p.next = t.stage(content).map(Next::Stage);
+    p
+}
+
+/// What [`prepare`] needs of the [`Options`].
+struct PrepareOpts {
+    noop: bool,
+    diff: bool,
+    preview: bool,
+}
+
+async fn install_one(
+    res: &Resource,
+    t: &Target,
+    content: Vec<u8>,
+    opts: &Options,
+    out: &mut Outcome,
+) -> Result<Action, Failure> {
+    let fail = |step: Step| move |message: String| Failure { step, message };
+    let (name, target) = (res.name.clone(), t.clone());
+    let popts = PrepareOpts {
+        noop: opts.noop,
+        diff: opts.diff,
+        preview: opts.dest_root.is_some(),
+    };
+    let prepared = off_runtime("installing", move || {
+        prepare(&name, &target, &content, &popts)
+    })
+    .await
+    .map_err(fail(Step::Install))?;
+    out.changed = prepared.changed;
+    out.diff = prepared.diff;
+    let staged = match prepared.next.map_err(fail(Step::Install))? {
+        Next::Unchanged => return Ok(Action::Unchanged),
+        Next::WouldChange => return Ok(Action::WouldChange),
+        Next::Stage(staged) => staged,
+    };
     if let Some(check) = &res.check_cmd {
         let cmd = hooks::substitute(check, staged.path(), &t.dest);
-        hooks::run(&cmd, res.command_timeout)
-            .await
-            .map_err(|e| fail(Step::Check)(e.to_string()))?;
+        if let Err(e) = hooks::run(&cmd, res.command_timeout).await {
+            // Dropping the stage file removes it: off the runtime too.
+            let _ = off_runtime("removing the stage file", move || drop(staged)).await;
+            return Err(fail(Step::Check)(e.to_string()));
+        }
     }
-    staged.commit().map_err(fail(Step::Install))?;
+    off_runtime("installing", move || staged.commit())
+        .await
+        .and_then(|r| r)
+        .map_err(fail(Step::Install))?;
     Ok(Action::Installed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn a_panic_off_the_runtime_is_an_error_not_a_crash() {
+        let e = off_runtime("rendering", || -> u32 { panic!("boom") })
+            .await
+            .unwrap_err();
+        assert_eq!(e, "internal error: rendering failed: boom");
+        assert_eq!(off_runtime("rendering", || 7).await, Ok(7));
+    }
+
+    /// A confdir with resources `a` and `b` writing under `dir/out`.
+    fn confdir(dir: &Path) -> (Vec<Resource>, TemplateSet) {
+        for d in ["conf.d", "templates", "out"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.join("templates/t.tera"),
+            "{{ resource }}={{ getv(key=\"/x\") }}\n",
+        )
+        .unwrap();
+        let mut resources = Vec::new();
+        for n in ["a", "b"] {
+            let file = dir.join(format!("conf.d/{n}.toml"));
+            std::fs::write(
+                &file,
+                format!(
+                    "[template]\nsrc = \"t.tera\"\ndest = \"{}/out/{n}.conf\"\nprefix = \"/{n}\"\nkeys = [\"/\"]\n",
+                    dir.display()
+                ),
+            )
+            .unwrap();
+            resources.push(
+                crate::resource::load(
+                    &file,
+                    &dir.join("templates"),
+                    "",
+                    crate::resource::PrefixRule::Join,
+                )
+                .unwrap(),
+            );
+        }
+        (resources, TemplateSet::load(&dir.join("templates")))
+    }
+
+    #[tokio::test]
+    async fn outcomes_keep_their_order_and_the_hook_hears_each_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let (resources, templates) = confdir(dir.path());
+        let refs: Vec<&Resource> = resources.iter().collect();
+        let snap = Snapshot::from_pairs(5, [("/a/x", &b"1"[..]), ("/b/y", &b"2"[..])]);
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        let opts = Options {
+            installs: Some(InstallHook(Arc::new(move |o: &Outcome| {
+                h.lock().unwrap().push((o.name.clone(), o.result.clone()));
+            }))),
+            ..Options::default()
+        };
+        let none = Default::default();
+        let out = apply(&refs, &snap, &templates, &opts, &none).await;
+        let names: Vec<&str> = out.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(out[0].result, Ok(Action::Installed));
+        assert_eq!(out[0].changed.as_deref(), Some("new file"));
+        assert_eq!(
+            out[0].sha256.as_deref(),
+            Some(hex::encode(Sha256::digest(b"a=1\n")).as_str())
+        );
+        assert_eq!(out[1].result.as_ref().unwrap_err().step, Step::Render);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out/a.conf")).unwrap(),
+            "a=1\n"
+        );
+        // (As before: a render failure is not an install step, the hook
+        // does not hear of it.)
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [("a".to_string(), out[0].result.clone())]
+        );
+
+        // Unchanged the second time; noop + diff shows a change without writing it.
+        let out = apply(&refs[..1], &snap, &templates, &opts, &none).await;
+        assert_eq!(out[0].result, Ok(Action::Unchanged));
+        let snap = Snapshot::from_pairs(6, [("/a/x", &b"2"[..])]);
+        let preview = Options {
+            noop: true,
+            diff: true,
+            ..Options::default()
+        };
+        let out = apply(&refs[..1], &snap, &templates, &preview, &none).await;
+        assert_eq!(out[0].result, Ok(Action::WouldChange));
+        assert!(out[0].diff.as_deref().unwrap().contains("+a=2"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out/a.conf")).unwrap(),
+            "a=1\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_leaves_no_stage_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut resources, templates) = confdir(dir.path());
+        resources[0].check_cmd = Some("false".into());
+        let snap = Snapshot::from_pairs(1, [("/a/x", &b"1"[..])]);
+        let out = apply(
+            &[&resources[0]],
+            &snap,
+            &templates,
+            &Options::default(),
+            &Default::default(),
+        )
+        .await;
+        assert_eq!(out[0].result.as_ref().unwrap_err().step, Step::Check);
+        assert!(crate::install::remove_stale_stages(&dir.path().join("out/a.conf")) == 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn owed_markers_are_written_and_cleared_around_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut resources, templates) = confdir(dir.path());
+        let owed_dir = dir.path().join("owed");
+        let seen = dir.path().join("seen");
+        // The reload sees its own marker, and leaves it to be cleared.
+        resources[0].reload_cmd = Some(format!("ls {} > {}", owed_dir.display(), seen.display()));
+        let snap = Snapshot::from_pairs(1, [("/a/x", &b"1"[..])]);
+        let opts = Options {
+            owed_dir: Some(owed_dir.clone()),
+            ..Options::default()
+        };
+        let out = apply(
+            &[&resources[0]],
+            &snap,
+            &templates,
+            &opts,
+            &Default::default(),
+        )
+        .await;
+        assert_eq!(out[0].result, Ok(Action::Installed));
+        assert_eq!(std::fs::read_to_string(&seen).unwrap(), "a\n");
+        assert!(owed_markers(&owed_dir).is_empty());
+    }
 }

@@ -1156,7 +1156,6 @@ pub fn func_map() -> FuncMap {
     m
 }
 
-
 /// A parsed Go template.
 #[derive(Clone)]
 pub struct GoTemplate(Arc<gotmpl::Template>);

@@ -34,6 +34,9 @@ impl Default for Env {
 
 /// Renders `res` from `snapshot`. The error is one message naming what is
 /// wrong (the template and line, the key).
+///
+/// Synchronous, and it may block (a template's DNS look-ups wait for their
+/// answer): async code runs it on the blocking pool, as `apply` does.
 pub fn render(
     res: &Resource,
     snapshot: &Snapshot,

@@ -10,6 +10,7 @@
 mod common;
 
 mod bad_input;
+mod blocking;
 mod cli_modes;
 mod confd_compat;
 mod crash_consistency;
