@@ -66,74 +66,6 @@ impl std::fmt::Debug for InstallHook {
     }
 }
 
-/// The resources whose reload is owed, from the marker files in `dir`.
-pub fn owed_markers(dir: &Path) -> std::collections::BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn mark_owed(dir: Option<&Path>, names: &[String]) {
-    if let Some(dir) = dir {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            tracing::warn!("cannot record owed reloads in {}: {e}", dir.display());
-            return;
-        }
-        for n in names {
-            if let Err(e) = std::fs::write(dir.join(n), b"") {
-                tracing::warn!(
-                    "cannot record the owed reload of {n} in {}: {e}",
-                    dir.display()
-                );
-            }
-        }
-    }
-}
-
-/// Whether `name`'s reload is owed (its marker exists in `dir`).
-pub fn is_owed(dir: &Path, name: &str) -> bool {
-    dir.join(name).exists()
-}
-
-/// The owed reloads of `resources` (markers in `dir`, when given, plus
-/// `also`); a marker of a resource that has no reload command any more is
-/// removed, as nothing can pay it.
-pub fn owed_reloads(
-    dir: Option<&Path>,
-    resources: &[Resource],
-    also: std::collections::BTreeSet<String>,
-) -> std::collections::BTreeSet<String> {
-    let mut owed = also;
-    if let Some(dir) = dir {
-        owed.extend(owed_markers(dir));
-        for r in resources.iter().filter(|r| r.reload_cmd.is_none()) {
-            if owed.remove(&r.name) {
-                clear_owed(Some(dir), std::slice::from_ref(&r.name));
-            }
-        }
-    }
-    owed.retain(|n| {
-        resources
-            .iter()
-            .any(|r| &r.name == n && r.reload_cmd.is_some())
-    });
-    owed
-}
-
-/// The reload of `names` succeeded: nothing is owed any more.
-pub fn clear_owed(dir: Option<&Path>, names: &[String]) {
-    if let Some(dir) = dir {
-        for n in names {
-            let _ = std::fs::remove_file(dir.join(n));
-        }
-    }
-}
-
 /// The step at which a resource failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -351,7 +283,7 @@ pub async fn apply(
         if opts.owed_dir.is_some() {
             let (dir, n) = (opts.owed_dir.clone(), names.clone());
             if let Err(e) = off_runtime("recording owed reloads", move || {
-                mark_owed(dir.as_deref(), &n)
+                crate::owed::mark(dir.as_deref(), &n)
             })
             .await
             {
@@ -378,7 +310,7 @@ pub async fn apply(
         if result.is_ok() && opts.owed_dir.is_some() {
             let (dir, n) = (opts.owed_dir.clone(), names.clone());
             if let Err(e) = off_runtime("clearing owed reloads", move || {
-                clear_owed(dir.as_deref(), &n)
+                crate::owed::clear(dir.as_deref(), &n)
             })
             .await
             {
@@ -766,6 +698,6 @@ mod tests {
         .await;
         assert_eq!(out[0].result, Ok(Action::Installed));
         assert_eq!(std::fs::read_to_string(&seen).unwrap(), "a\n");
-        assert!(owed_markers(&owed_dir).is_empty());
+        assert!(crate::owed::markers(&owed_dir).is_empty());
     }
 }

@@ -312,7 +312,7 @@ impl Daemon {
     /// next batch runs them even for unchanged files. At start and after a
     /// configuration reload (a resource may come back).
     fn adopt_owed_reloads(&mut self) {
-        let owed = apply::owed_reloads(
+        let owed = crate::owed::owed(
             self.opts.owed_dir.as_deref(),
             &self.resources,
             self.status.reloads_owed(),

@@ -25,6 +25,7 @@ pub mod keypath;
 pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod once;
+pub(crate) mod owed;
 pub mod render;
 pub mod resource;
 pub(crate) mod schedule;

@@ -85,7 +85,7 @@ pub async fn render(
         (false, Some(dir)) => Status::read(dir).unwrap_or_default(),
         _ => Status::default(),
     };
-    let owed = apply::owed_reloads(
+    let owed = crate::owed::owed(
         opts.owed_dir.as_deref(),
         &loaded.resources,
         status.reloads_owed(),

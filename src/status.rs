@@ -175,7 +175,7 @@ impl Status {
         let Some(dir) = dir else { return };
         for o in outcomes {
             if let Some(entry) = self.resources.get_mut(&o.name) {
-                entry.reload_owed = crate::apply::is_owed(dir, &o.name);
+                entry.reload_owed = crate::owed::is_owed(dir, &o.name);
             }
         }
     }
