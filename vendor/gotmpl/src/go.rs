@@ -776,7 +776,6 @@ fn format_one(out: &mut String, spec: &FmtSpec, verb: char, arg: &Value) {
     }
 }
 
-
 /// Emit Go's `%!verb(type=value)` marker for a type-mismatched or unknown verb.
 ///
 /// Nil is a special case: Go emits `%!verb(<nil>)` without the `nil=` prefix.

@@ -226,7 +226,11 @@ impl<'a> Parser<'a> {
                             self.leave();
                             return Err(self.error(format!(
                                 "unexpected {{{{{}}}}}",
-                                if self.peek().kind == TokenKind::End { "end" } else { "else" }
+                                if self.peek().kind == TokenKind::End {
+                                    "end"
+                                } else {
+                                    "else"
+                                }
                             )));
                         }
                         TokenKind::End => {
