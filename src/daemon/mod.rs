@@ -33,6 +33,8 @@ use crate::status::Status;
 use crate::store::Snapshot;
 use crate::templates::TemplateSet;
 
+mod reload;
+
 /// Where the settings came from, to read them again on SIGHUP.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -932,90 +934,4 @@ impl Daemon {
             }
         }
     }
-
-    /// SIGHUP: settings, conf.d and templates again. The backend keeps its
-    /// watch unless what it watches (or how it connects) changed.
-    fn reload(&mut self, tx: &UnboundedSender<Event>, backend: &mut JoinHandle<()>) {
-        let settings =
-            match Settings::load(self.source.config.as_deref(), self.source.flags.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("reload failed, keeping the running configuration: {e}");
-                    return;
-                }
-            };
-        settings.log_warnings();
-        let old_settings = std::mem::replace(&mut self.settings, settings);
-        if let Err(e) = self.load() {
-            tracing::error!("reload failed, keeping the running configuration: {e:#}");
-            self.settings = old_settings;
-            return;
-        }
-        // What is derived from the settings follows them: DNS server and
-        // output limit for renders, reload splay, owed-reload markers.
-        self.opts.env = self.settings.render_env();
-        self.opts.reload_splay = self.settings.reload_splay;
-        if self.opts.owed_dir.is_some() {
-            self.opts.owed_dir = Some(self.settings.owed_dir());
-        }
-        for name in needs_restart(&old_settings, &self.settings) {
-            tracing::warn!(
-                "{name} changed: a running daemon keeps the old value; it takes effect at the next restart (systemctl restart liveconf)"
-            );
-        }
-        self.schedule.clear_pending();
-        let names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
-        self.schedule.retain(&names);
-        // The watch is kept unless something new must be watched (fewer
-        // prefixes: the extra events change keys nobody renders).
-        let covered = self.watched().iter().all(|w| {
-            self.watching
-                .iter()
-                .any(|x| crate::store::is_at_or_below(w, x))
-        });
-        let restart = !covered || backend_changed(&old_settings, &self.settings);
-        if restart {
-            tracing::info!("watched prefixes or backend settings changed: new snapshot and watch");
-            backend.abort();
-            self.mirror = None;
-            *backend = self.spawn_backend(tx.clone());
-        }
-        self.adopt_owed_reloads();
-        self.mark_all();
-        let n = self.resources.len();
-        tracing::info!(
-            "configuration reloaded: {}",
-            crate::logging::count(n, "resource")
-        );
-    }
-}
-
-/// Settings a running daemon cannot change: bound, started or set up once.
-fn needs_restart(a: &Settings, b: &Settings) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if a.metrics_addr != b.metrics_addr {
-        changed.push("metrics_addr");
-    }
-    if a.report != b.report {
-        changed.push("report");
-    }
-    if a.report_ttl != b.report_ttl {
-        changed.push("report_ttl");
-    }
-    if a.node_name != b.node_name {
-        changed.push("node_name");
-    }
-    if a.log_level != b.log_level {
-        changed.push("log_level");
-    }
-    if a.log_format != b.log_format {
-        changed.push("log_format");
-    }
-    changed
-}
-
-/// Settings of the connection to the backend: a change means a new one.
-/// Each backend says what its connection is made of.
-fn backend_changed(a: &Settings, b: &Settings) -> bool {
-    backend::open(a).identity() != backend::open(b).identity()
 }
