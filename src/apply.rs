@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::hooks;
+use crate::hooks::{self, HookFailure};
 use crate::install::{Comparison, Staged, Target};
+use crate::owed::Owed;
 use crate::render;
 use crate::resource::Resource;
 use crate::store::Snapshot;
@@ -46,9 +47,10 @@ pub struct Options {
     /// Turns true when the daemon is stopping: a reload still waiting out
     /// its splay is then left owed (its marker stays) instead of run.
     pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
-    /// Where each resource whose reload is due gets a marker file until the
-    /// reload succeeds: a crash (or a stop during `reload_splay`) between
-    /// install and reload leaves the reload owed to the next run.
+    /// Where the driver keeps its owed reloads ([`Owed`]): a marker file
+    /// per resource whose reload is due, until the reload succeeds, so a
+    /// crash (or a stop during `reload_splay`) between install and reload
+    /// leaves it owed to the next run. `None` (`--noop`): memory only.
     pub owed_dir: Option<PathBuf>,
     /// Told of every install as it happens (the daemon's status then
     /// matches the file on disk while the reload still runs).
@@ -133,9 +135,6 @@ pub struct Outcome {
     pub result: Result<Action, Failure>,
     /// How long the render took.
     pub render_time: Duration,
-    /// The reload was not run (the daemon stopped during its splay): it
-    /// stays owed to the next run.
-    pub reload_pending: bool,
 }
 
 impl Outcome {
@@ -153,7 +152,6 @@ impl Outcome {
                 message,
             }),
             render_time: Duration::ZERO,
-            reload_pending: false,
         }
     }
 }
@@ -201,137 +199,165 @@ fn unified_diff(old: Option<&[u8]>, new: &[u8], path: &Path) -> String {
 }
 
 /// Applies `resources` against `snapshot`; returns one outcome each, in order.
-/// Resources named in `reload_owed` run their reload command even when
-/// their file is unchanged (a previous reload failed and is being retried).
+/// A resource whose reload is owed (a previous reload failed or never ran)
+/// runs its reload command even when its file is unchanged.
 pub async fn apply(
     resources: &[&Resource],
     snapshot: &Snapshot,
     templates: &TemplateSet,
     opts: &Options,
-    reload_owed: &std::collections::BTreeSet<String>,
+    owed: &Owed,
 ) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(resources.len());
-    // reload command → (indices of outcomes, longest splay)
-    let mut reloads: BTreeMap<String, (Vec<usize>, Duration, Duration)> = BTreeMap::new();
+    let mut reloads = Reloads::default();
     // Shared by the batch's render threads.
     let templates = Arc::new(templates.clone());
     for res in resources {
         let t = target(res, opts);
-        let (rendered, render_time) = render_off_runtime(res, snapshot, &templates, opts).await;
-        let mut out = Outcome {
-            name: res.name.clone(),
-            dest: t.dest.clone(),
-            revision: snapshot.revision(),
-            sha256: None,
-            changed: None,
-            diff: None,
-            result: Ok(Action::Unchanged),
-            render_time,
-            reload_pending: false,
-        };
-        let (content, sha256) = match rendered {
-            Ok(c) => c,
-            Err(message) => {
-                out.result = Err(Failure {
-                    step: Step::Render,
-                    message,
-                });
-                outcomes.push(out);
-                continue;
-            }
-        };
-        out.sha256 = Some(sha256);
-        out.result = install_one(res, &t, content, opts, &mut out).await;
-        if out.result == Ok(Action::Installed) {
-            // Logged here, before any reload runs, so the log reads in the
-            // order things happened.
-            tracing::info!(
-                resource = %out.name, revision = out.revision,
-                "{}: rendered revision {}: installed {} ({}) ({:.1}ms)",
-                out.name, out.revision, out.dest.display(),
-                out.changed.as_deref().unwrap_or(""),
-                out.render_time.as_secs_f64() * 1000.0
-            );
+        let out = apply_one(res, &t, snapshot, &templates, opts, owed).await;
+        let rendered = out.sha256.is_some();
+        outcomes.push(out);
+        if !rendered {
+            continue;
         }
+        let out = &outcomes[outcomes.len() - 1];
         // Its own steps are done (reloads come after the whole batch).
         if let Some(hook) = &opts.installs {
-            (hook.0)(&out);
+            (hook.0)(out);
         }
         // An owed reload is for the file on disk: it runs when this render
-        // changed nothing, and also when this render failed (the file that
-        // is installed still needs it).
-        let owed =
-            reload_owed.contains(&res.name) && matches!(out.result, Ok(Action::Unchanged) | Err(_));
-        if (out.result == Ok(Action::Installed) || owed)
-            && !opts.noop
-            && !opts.no_reload
-            && let Some(cmd) = &res.reload_cmd
-        {
-            let cmd = hooks::substitute(cmd, &t.dest, &t.dest);
-            let splay = res.reload_splay.unwrap_or(opts.reload_splay);
-            let e = reloads
-                .entry(cmd)
-                .or_insert((Vec::new(), Duration::ZERO, Duration::ZERO));
-            e.0.push(outcomes.len());
-            e.1 = e.1.max(splay);
-            e.2 = e.2.max(res.command_timeout);
-        }
-        outcomes.push(out);
-    }
-    for (cmd, (idx, splay, timeout)) in reloads {
-        let names: Vec<String> = idx.iter().map(|&i| outcomes[i].name.clone()).collect();
-        if opts.owed_dir.is_some() {
-            let (dir, n) = (opts.owed_dir.clone(), names.clone());
-            if let Err(e) = off_runtime("recording owed reloads", move || {
-                crate::owed::mark(dir.as_deref(), &n)
-            })
-            .await
-            {
-                tracing::warn!(resources = %names.join(","), "{e}");
-            }
-        }
-        if !splay.is_zero() {
-            // In the daemon the batch waits on its own task, its reload
-            // group held: other resources keep flowing meanwhile.
-            let d = splay.mul_f64(rand::random::<f64>());
-            tracing::info!(resources = %names.join(","), command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
-            if !wait_splay(d, opts.stopping.clone()).await {
-                tracing::info!(
-                    resources = %names.join(","),
-                    "stopping: reload left owed to the next start"
-                );
-                for &i in &idx {
-                    outcomes[i].reload_pending = true;
-                }
-                continue;
-            }
-        }
-        let result = run_reload(&cmd, timeout, &names).await;
-        if result.is_ok() && opts.owed_dir.is_some() {
-            let (dir, n) = (opts.owed_dir.clone(), names.clone());
-            if let Err(e) = off_runtime("clearing owed reloads", move || {
-                crate::owed::clear(dir.as_deref(), &n)
-            })
-            .await
-            {
-                tracing::warn!(resources = %names.join(","), "{e}");
-            }
-        }
-        if let Err(message) = result {
-            for i in idx {
-                // A resource that already failed (an owed reload run for
-                // the file on disk) keeps its own failure as its verdict;
-                // the reload's is logged, and stays owed.
-                if outcomes[i].result.is_ok() {
-                    outcomes[i].result = Err(Failure {
-                        step: Step::Reload,
-                        message: message.clone(),
-                    });
-                }
-            }
+        // changed nothing, and also when its install or check failed (the
+        // file that is installed still needs it).
+        let owed_now =
+            matches!(out.result, Ok(Action::Unchanged) | Err(_)) && owed.is_owed(&res.name);
+        if (out.result == Ok(Action::Installed) || owed_now) && reloads_run(opts) {
+            reloads.add(res, &t.dest, outcomes.len() - 1, opts);
         }
     }
+    reloads.run(&mut outcomes, opts, owed).await;
     outcomes
+}
+
+/// Whether this batch runs reload commands at all.
+fn reloads_run(opts: &Options) -> bool {
+    !opts.noop && !opts.no_reload
+}
+
+/// One resource's own steps: render, then install (compare, stage, check,
+/// rename). A render failure leaves `sha256` empty.
+async fn apply_one(
+    res: &Resource,
+    t: &Target,
+    snapshot: &Snapshot,
+    templates: &Arc<TemplateSet>,
+    opts: &Options,
+    owed: &Owed,
+) -> Outcome {
+    let (rendered, render_time) = render_off_runtime(res, snapshot, templates, opts).await;
+    let mut out = Outcome {
+        name: res.name.clone(),
+        dest: t.dest.clone(),
+        revision: snapshot.revision(),
+        sha256: None,
+        changed: None,
+        diff: None,
+        result: Ok(Action::Unchanged),
+        render_time,
+    };
+    let (content, sha256) = match rendered {
+        Ok(c) => c,
+        Err(f) => {
+            out.result = Err(f);
+            return out;
+        }
+    };
+    out.sha256 = Some(sha256);
+    // From its install on, the reload is owed (until it succeeds).
+    let owes = (res.reload_cmd.is_some() && reloads_run(opts)).then(|| owed.clone());
+    out.result = install_one(res, t, content, opts, owes, &mut out).await;
+    if out.result == Ok(Action::Installed) {
+        // Logged here, before any reload runs, so the log reads in the
+        // order things happened.
+        tracing::info!(
+            resource = %out.name, revision = out.revision,
+            "{}: rendered revision {}: installed {} ({}) ({:.1}ms)",
+            out.name, out.revision, out.dest.display(),
+            out.changed.as_deref().unwrap_or(""),
+            out.render_time.as_secs_f64() * 1000.0
+        );
+    }
+    out
+}
+
+/// The reload commands a batch runs after all its files are in place: each
+/// distinct command (after substitution) once, for every resource sharing
+/// it, after the longest splay and with the longest timeout among them.
+#[derive(Default)]
+struct Reloads(BTreeMap<String, ReloadGroup>);
+
+#[derive(Default)]
+struct ReloadGroup {
+    /// Indices into the batch's outcomes.
+    idx: Vec<usize>,
+    splay: Duration,
+    timeout: Duration,
+}
+
+impl Reloads {
+    fn add(&mut self, res: &Resource, dest: &Path, i: usize, opts: &Options) {
+        let Some(cmd) = &res.reload_cmd else { return };
+        let g = self
+            .0
+            .entry(hooks::substitute(cmd, dest, dest))
+            .or_default();
+        g.idx.push(i);
+        g.splay = g.splay.max(res.reload_splay.unwrap_or(opts.reload_splay));
+        g.timeout = g.timeout.max(res.command_timeout);
+    }
+
+    /// Runs each command; a success pays what its resources owed, a failure
+    /// fails them at `reload` (and they stay owed).
+    async fn run(self, outcomes: &mut [Outcome], opts: &Options, owed: &Owed) {
+        for (cmd, g) in self.0 {
+            let names: Vec<String> = g.idx.iter().map(|&i| outcomes[i].name.clone()).collect();
+            if !g.splay.is_zero() {
+                // In the daemon the batch waits on its own task, its reload
+                // group held: other resources keep flowing meanwhile.
+                let d = g.splay.mul_f64(rand::random::<f64>());
+                tracing::info!(resources = %names.join(","), command = %cmd, "reload in {:.1}s (reload_splay)", d.as_secs_f64());
+                if !wait_splay(d, opts.stopping.clone()).await {
+                    tracing::info!(
+                        resources = %names.join(","),
+                        "stopping: reload left owed to the next start"
+                    );
+                    continue;
+                }
+            }
+            match run_reload(&cmd, g.timeout, &names).await {
+                Ok(()) => {
+                    let (owed, n) = (owed.clone(), names.clone());
+                    if let Err(e) =
+                        off_runtime("clearing owed reloads", move || owed.clear(&n)).await
+                    {
+                        tracing::warn!(resources = %names.join(","), "{e}");
+                    }
+                }
+                Err(e) => {
+                    for i in g.idx {
+                        // A resource that already failed (an owed reload run
+                        // for the file on disk) keeps its own failure as its
+                        // verdict; the reload's is logged, and stays owed.
+                        if outcomes[i].result.is_ok() {
+                            outcomes[i].result = Err(Failure {
+                                step: Step::Reload,
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Sleeps `d`; false if the daemon began stopping first.
@@ -349,7 +375,7 @@ async fn wait_splay(d: Duration, stopping: Option<tokio::sync::watch::Receiver<b
     }
 }
 
-async fn run_reload(cmd: &str, timeout: Duration, names: &[String]) -> Result<(), String> {
+async fn run_reload(cmd: &str, timeout: Duration, names: &[String]) -> Result<(), HookFailure> {
     match hooks::run(cmd, timeout).await {
         Ok(()) => {
             tracing::info!(resources = %names.join(","), command = %cmd, "reloaded");
@@ -361,7 +387,7 @@ async fn run_reload(cmd: &str, timeout: Duration, names: &[String]) -> Result<()
                 "reload failed: {}",
                 crate::logging::one_line(&e.to_string())
             );
-            Err(e.to_string())
+            Err(e)
         }
     }
 }
@@ -399,13 +425,23 @@ fn check_directory(name: &str, dest: &Path) {
     );
 }
 
+/// Blocking work that did not complete: it panicked (or was cancelled).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("internal error: {what} failed: {why}")]
+pub struct OffRuntimeError {
+    /// What was being done ("rendering", "installing"...).
+    what: String,
+    /// The panic's message.
+    why: String,
+}
+
 /// Runs `f` on tokio's blocking pool, so a slow disk or a hung DNS look-up
 /// never holds a runtime worker (the event loop, status heartbeats and the
 /// watchdog run there). A panic in `f` comes back as an error naming `what`.
 async fn off_runtime<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, OffRuntimeError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         let why = if e.is_panic() {
             let p = e.into_panic();
@@ -416,8 +452,19 @@ async fn off_runtime<T: Send + 'static>(
         } else {
             e.to_string()
         };
-        format!("internal error: {what} failed: {why}")
+        OffRuntimeError {
+            what: what.to_string(),
+            why,
+        }
     })
+}
+
+/// A failure at `step`, from any error.
+fn failed<E: std::fmt::Display>(step: Step) -> impl Fn(E) -> Failure {
+    move |e| Failure {
+        step,
+        message: e.to_string(),
+    }
 }
 
 /// Renders `res` on the blocking pool: the content and its sha256, or the
@@ -427,7 +474,7 @@ async fn render_off_runtime(
     snapshot: &Snapshot,
     templates: &Arc<TemplateSet>,
     opts: &Options,
-) -> (Result<(Vec<u8>, String), String>, Duration) {
+) -> (Result<(Vec<u8>, String), Failure>, Duration) {
     let (res, snapshot, templates, env) = (
         res.clone(),
         snapshot.clone(),
@@ -438,7 +485,7 @@ async fn render_off_runtime(
         let start = std::time::Instant::now();
         let rendered = render::render(&res, &snapshot, &templates, &env);
         let took = start.elapsed();
-        let rendered = rendered.map(|c| {
+        let rendered = rendered.map_err(failed(Step::Render)).map(|c| {
             let sha = hex::encode(Sha256::digest(&c));
             (c, sha)
         });
@@ -446,7 +493,7 @@ async fn render_off_runtime(
     });
     match work.await {
         Ok(r) => r,
-        Err(e) => (Err(e), Duration::ZERO),
+        Err(e) => (Err(failed(Step::Render)(e)), Duration::ZERO),
     }
 }
 
@@ -458,7 +505,7 @@ struct Prepared {
     /// `noop` + `diff`: the diff.
     diff: Option<String>,
     /// Where the install stands, or why it failed.
-    next: Result<Next, String>,
+    next: Result<Next, Failure>,
 }
 
 enum Next {
@@ -475,7 +522,7 @@ fn prepare(name: &str, t: &Target, content: &[u8], opts: &PrepareOpts) -> Prepar
     };
     let (what, old) = match t.compare(content) {
         Err(e) => {
-            p.next = Err(e);
+            p.next = Err(failed(Step::Install)(e));
             return p;
         }
         Ok(Comparison::Same) => return p,
@@ -499,7 +546,10 @@ fn prepare(name: &str, t: &Target, content: &[u8], opts: &PrepareOpts) -> Prepar
     if !opts.preview {
         check_directory(name, &t.dest);
     }
-    p.next = t.stage(content).map(Next::Stage);
+    p.next = t
+        .stage(content)
+        .map(Next::Stage)
+        .map_err(failed(Step::Install));
     p
 }
 
@@ -510,14 +560,16 @@ struct PrepareOpts {
     preview: bool,
 }
 
+/// Installs `content` for `res` (compare, stage, check, rename); once the
+/// file is in place, its reload is owed to `owes`, if given.
 async fn install_one(
     res: &Resource,
     t: &Target,
     content: Vec<u8>,
     opts: &Options,
+    owes: Option<Owed>,
     out: &mut Outcome,
 ) -> Result<Action, Failure> {
-    let fail = |step: Step| move |message: String| Failure { step, message };
     let (name, target) = (res.name.clone(), t.clone());
     let popts = PrepareOpts {
         noop: opts.noop,
@@ -528,10 +580,10 @@ async fn install_one(
         prepare(&name, &target, &content, &popts)
     })
     .await
-    .map_err(fail(Step::Install))?;
+    .map_err(failed(Step::Install))?;
     out.changed = prepared.changed;
     out.diff = prepared.diff;
-    let staged = match prepared.next.map_err(fail(Step::Install))? {
+    let staged = match prepared.next? {
         Next::Unchanged => return Ok(Action::Unchanged),
         Next::WouldChange => return Ok(Action::WouldChange),
         Next::Stage(staged) => staged,
@@ -541,13 +593,19 @@ async fn install_one(
         if let Err(e) = hooks::run(&cmd, res.command_timeout).await {
             // Dropping the stage file removes it: off the runtime too.
             let _ = off_runtime("removing the stage file", move || drop(staged)).await;
-            return Err(fail(Step::Check)(e.to_string()));
+            return Err(failed(Step::Check)(e));
         }
     }
-    off_runtime("installing", move || staged.commit())
-        .await
-        .and_then(|r| r)
-        .map_err(fail(Step::Install))?;
+    let name = res.name.clone();
+    off_runtime("installing", move || {
+        let done = staged.commit().map_err(failed(Step::Install));
+        if let (Ok(()), Some(owed)) = (&done, owes) {
+            owed.mark(&[name]);
+        }
+        done
+    })
+    .await
+    .map_err(failed(Step::Install))??;
     Ok(Action::Installed)
 }
 
@@ -561,7 +619,7 @@ mod tests {
         let e = off_runtime("rendering", || -> u32 { panic!("boom") })
             .await
             .unwrap_err();
-        assert_eq!(e, "internal error: rendering failed: boom");
+        assert_eq!(e.to_string(), "internal error: rendering failed: boom");
         assert_eq!(off_runtime("rendering", || 7).await, Ok(7));
     }
 
@@ -684,20 +742,18 @@ mod tests {
         // The reload sees its own marker, and leaves it to be cleared.
         resources[0].reload_cmd = Some(format!("ls {} > {}", owed_dir.display(), seen.display()));
         let snap = Snapshot::from_pairs(1, [("/a/x", &b"1"[..])]);
-        let opts = Options {
-            owed_dir: Some(owed_dir.clone()),
-            ..Options::default()
-        };
+        let owed = Owed::open(Some(&owed_dir), Default::default());
         let out = apply(
             &[&resources[0]],
             &snap,
             &templates,
-            &opts,
-            &Default::default(),
+            &Options::default(),
+            &owed,
         )
         .await;
         assert_eq!(out[0].result, Ok(Action::Installed));
         assert_eq!(std::fs::read_to_string(&seen).unwrap(), "a\n");
-        assert!(crate::owed::markers(&owed_dir).is_empty());
+        assert!(!owed.is_owed("a"));
+        assert_eq!(std::fs::read_dir(&owed_dir).unwrap().count(), 0);
     }
 }

@@ -532,7 +532,13 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
         flags: args.common.layer(),
         only: args.only.clone(),
     };
-    match crate::daemon::run(s, source, opts).await {
+    let started = crate::daemon::signals::install()
+        .and_then(|(shutdown, reloads)| Ok(crate::daemon::run(s, source, opts, shutdown, reloads)));
+    let run = match started {
+        Ok(run) => run.await,
+        Err(e) => Err(e),
+    };
+    match run {
         Ok(()) => Ok(exit::OK),
         Err(e @ crate::daemon::DaemonError::Setup(_)) => Err(Exit {
             code: exit::FAILED,

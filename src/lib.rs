@@ -28,7 +28,6 @@ pub(crate) mod once;
 pub(crate) mod owed;
 pub mod render;
 pub mod resource;
-pub(crate) mod schedule;
 pub(crate) mod settings;
 pub(crate) mod status;
 pub(crate) mod status_report;

@@ -5,15 +5,18 @@
 //! records status.json (a warning if it cannot) and turns the outcomes into
 //! an exit code. `check` renders in memory only.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::apply::{self, Action, Options, Outcome, Step};
 use crate::backend;
 use crate::confdir::{self, ConfDirError};
+use crate::owed::Owed;
 use crate::resource::Resource;
 use crate::settings::Settings;
 use crate::status::Status;
-use crate::store::Change;
+use crate::store::{Change, Snapshot};
 use crate::templates::TemplateSet;
 
 /// How a run ended; the command line turns it into an exit code.
@@ -45,16 +48,42 @@ pub async fn render(
     opts: &Options,
     overlay: Vec<Change>,
     exit_code_flag: bool,
-    status_dir: Option<&std::path::Path>,
+    status_dir: Option<&Path>,
 ) -> Result<Verdict, RunError> {
     let loaded = confdir::load(s, only)?;
     let templates = TemplateSet::load(&s.templates_dir());
     let mut snap = backend::snapshot(s, &confdir::watched(&loaded.resources)).await?;
+    apply_overlay(&mut snap, overlay, &loaded.resources);
+    let recorder = Recorder::new(status_dir.filter(|_| !opts.noop));
+    // A reload that failed (or never ran) in an earlier run is still owed,
+    // even when the file is now unchanged.
+    let owed = Owed::open(opts.owed_dir.as_deref(), recorder.owed_on_record());
+    owed.configure(opts.owed_dir.as_deref(), &loaded.resources);
+    let mut run_opts = opts.clone();
+    run_opts.installs = recorder.install_hook(&owed);
+    let refs: Vec<&Resource> = loaded.resources.iter().collect();
+    let mut outcomes = apply::apply(&refs, &snap, &templates, &run_opts, &owed).await;
+    drop(run_opts);
+    for e in &loaded.failed {
+        outcomes.push(Outcome::load_failure(
+            &e.name,
+            PathBuf::new(),
+            snap.revision(),
+            e.to_string(),
+        ));
+    }
+    report(&outcomes, opts);
+    recorder.finish(s, only.is_empty(), &snap, &outcomes, &owed);
+    Ok(verdict(&outcomes, exit_code_flag))
+}
+
+/// Applies `--set`/`--unset` to the snapshot, warning about a key no
+/// resource reads (most likely a missing global prefix or a typo, which the
+/// preview must not pass off as "no change") or a delete of no key.
+fn apply_overlay(snap: &mut Snapshot, overlay: Vec<Change>, resources: &[Resource]) {
     for c in overlay {
-        // A key nobody reads changes nothing: most likely a missing global
-        // prefix or a typo, which the preview must not pass off as "no change".
         let key = c.key();
-        let read = loaded.resources.iter().any(|r| {
+        let read = resources.iter().any(|r| {
             r.watched
                 .iter()
                 .any(|w| crate::store::is_at_or_below(key, w))
@@ -78,60 +107,60 @@ pub async fn render(
         }
         snap.apply(c);
     }
-    let refs: Vec<&Resource> = loaded.resources.iter().collect();
-    // A reload that failed in an earlier run is still owed, even when the
-    // file is now unchanged.
-    let mut status = match (opts.noop, status_dir) {
-        (false, Some(dir)) => Status::read(dir).unwrap_or_default(),
-        _ => Status::default(),
-    };
-    let owed = crate::owed::owed(
-        opts.owed_dir.as_deref(),
-        &loaded.resources,
-        status.reloads_owed(),
-    );
-    // Each install is written to status.json as it happens, so a run
-    // killed during a long reload or a splay leaves a status that matches
-    // the files on disk (with the reload owed).
-    // (A one-shot run's status: no daemon to vouch for, read just now.)
-    status.daemon_pid = None;
-    status.started = None;
-    status.last_event = Some(crate::status::now());
-    let shared = std::sync::Arc::new(std::sync::Mutex::new(std::mem::take(&mut status)));
-    let mut run_opts = opts.clone();
-    if let (false, Some(dir)) = (opts.noop, status_dir) {
-        let (shared, dir) = (shared.clone(), dir.to_path_buf());
-        let reloads: std::collections::BTreeSet<String> = loaded
-            .resources
-            .iter()
-            .filter(|r| r.reload_cmd.is_some() && !opts.no_reload)
-            .map(|r| r.name.clone())
-            .collect();
-        run_opts.installs = Some(apply::InstallHook(std::sync::Arc::new(
-            move |o: &Outcome| {
-                if o.result != Ok(Action::Installed) {
-                    return;
-                }
-                let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
-                // Its reload is due from now until it succeeds.
-                st.installed(o, reloads.contains(&o.name));
-                let _ = st.write(&dir);
-            },
-        )));
+}
+
+/// status.json during a one-shot run (when it keeps one: not under
+/// `--noop`, nor for a `--dest-root` preview without `--state-dir`).
+/// Each install is written as it happens, so a run killed during a long
+/// reload or a splay leaves a status that matches the files on disk (with
+/// the reload owed); the whole batch is recorded at the end.
+struct Recorder {
+    dir: Option<PathBuf>,
+    status: Arc<Mutex<Status>>,
+}
+
+impl Recorder {
+    fn new(dir: Option<&Path>) -> Recorder {
+        let mut status = dir
+            .map(|d| Status::read(d).unwrap_or_default())
+            .unwrap_or_default();
+        // A one-shot run's status: no daemon to vouch for, read just now.
+        status.daemon_pid = None;
+        status.started = None;
+        status.last_event = Some(crate::status::now());
+        Recorder {
+            dir: dir.map(Path::to_path_buf),
+            status: Arc::new(Mutex::new(status)),
+        }
     }
-    let mut outcomes = apply::apply(&refs, &snap, &templates, &run_opts, &owed).await;
-    drop(run_opts);
-    status = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
-    for e in &loaded.failed {
-        outcomes.push(Outcome::load_failure(
-            &e.name,
-            PathBuf::new(),
-            snap.revision(),
-            e.to_string(),
-        ));
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
-    report(&outcomes, opts);
-    if let (false, Some(state_dir)) = (opts.noop, status_dir) {
+
+    /// What the status file on record says is owed.
+    fn owed_on_record(&self) -> BTreeSet<String> {
+        self.lock().reloads_owed()
+    }
+
+    /// Writes each install as it happens.
+    fn install_hook(&self, owed: &Owed) -> Option<apply::InstallHook> {
+        let dir = self.dir.clone()?;
+        let (shared, owed) = (self.status.clone(), owed.clone());
+        Some(apply::InstallHook(Arc::new(move |o: &Outcome| {
+            if o.result != Ok(Action::Installed) {
+                return;
+            }
+            let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+            st.installed(o);
+            let _ = st.save(&dir, &owed);
+        })))
+    }
+
+    /// Records the batch (`all`: every resource ran, so others are dropped).
+    fn finish(&self, s: &Settings, all: bool, snap: &Snapshot, outcomes: &[Outcome], owed: &Owed) {
+        let Some(dir) = &self.dir else { return };
+        let mut status = self.lock();
         status.node = s.node_name.clone();
         // Written by a one-shot run from now on: no daemon to watch for.
         status.daemon_pid = None;
@@ -142,17 +171,15 @@ pub async fn render(
         status.endpoint = Some(source.describe());
         status.revision = snap.revision();
         status.last_event = Some(crate::status::now());
-        if only.is_empty() {
+        if all {
             let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
             status.retain(&names);
         }
-        status.record(&outcomes);
-        status.owed_from_markers(opts.owed_dir.as_deref(), &outcomes);
-        if let Err(e) = status.write(state_dir) {
+        status.record(outcomes);
+        if let Err(e) = status.save(dir, owed) {
             tracing::warn!("status not saved: {e}");
         }
     }
-    Ok(verdict(&outcomes, exit_code_flag))
 }
 
 /// Logs each outcome and prints diffs to stdout.

@@ -3,7 +3,11 @@
 //! The file is what `liveconf status` and monitoring read: per resource,
 //! whether it is healthy, when it last succeeded, the last error (step and
 //! message), the revision its file reflects and the sha256 of its content;
-//! globally, the backend and its current revision.
+//! globally, the backend and its current revision. `reload_owed` is a view
+//! of [`Owed`], refreshed from it each time the file is saved.
+//!
+//! This module records and writes; it must never decide what to render or
+//! reload, nor keep a fact of its own about owed reloads.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,6 +17,49 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Action, Outcome, Step};
+use crate::owed::Owed;
+
+/// status.json could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a status file.
+    #[error("{} is not a valid status file: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The state directory cannot be created.
+    #[error("cannot create state directory {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file cannot be written or put in place.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Write {
+        /// "write in", "write", "replace".
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The status cannot be encoded (never expected).
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+}
 
 /// The status file's name in the state directory.
 pub const STATUS_FILE: &str = "status.json";
@@ -46,9 +93,10 @@ pub struct ResourceStatus {
     pub sha256: Option<String>,
     /// The last error, cleared on success.
     pub error: Option<LastError>,
-    /// The reload command failed and has not succeeded since: the service
-    /// may still run an older file. Kept across restarts so the next run
-    /// (daemon or `render --once`) reloads even if the file is unchanged.
+    /// The reload is owed (installed, or failed, and not succeeded since):
+    /// the service may still run an older file. Derived from [`Owed`] when
+    /// the file is saved (the marker files keep it across restarts); read
+    /// back only to adopt what an older liveconf recorded here.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reload_owed: bool,
 }
@@ -94,12 +142,13 @@ pub fn now() -> u64 {
 
 impl Status {
     /// Reads `DIR/status.json`; a missing or unreadable file is an empty status.
-    pub fn read(state_dir: &Path) -> Result<Status, String> {
-        let p = state_dir.join(STATUS_FILE);
-        let text =
-            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a valid status file: {e}", p.display()))
+    pub fn read(state_dir: &Path) -> Result<Status, StatusError> {
+        let path = state_dir.join(STATUS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(source) => return Err(StatusError::Read { path, source }),
+        };
+        serde_json::from_str(&text).map_err(|source| StatusError::Parse { path, source })
     }
 
     /// Records the outcomes of a batch.
@@ -124,14 +173,11 @@ impl Status {
                     entry.revision = Some(o.revision);
                     entry.sha256 = o.sha256.clone();
                     entry.error = None;
-                    // A splayed reload still to run is owed until it does.
-                    entry.reload_owed = o.reload_pending;
                 }
                 Err(f) => {
                     entry.healthy = false;
                     if f.step == Step::Reload {
                         // The file is in place; only the service lags.
-                        entry.reload_owed = true;
                         entry.revision = Some(o.revision)
                             .filter(|_| o.sha256.is_some())
                             .or(entry.revision);
@@ -148,10 +194,10 @@ impl Status {
     }
 
     /// `o`'s file was just installed (its batch may still be running its
-    /// reload, due when `reload_due`): the entry describes what is on disk.
-    /// A resource "not rendered yet" (no error on record) is healthy now; a
-    /// reload failure, if any, is recorded when the batch ends.
-    pub fn installed(&mut self, o: &Outcome, reload_due: bool) {
+    /// reload): the entry describes what is on disk. A resource "not
+    /// rendered yet" (no error on record) is healthy now; a reload failure,
+    /// if any, is recorded when the batch ends.
+    pub fn installed(&mut self, o: &Outcome) {
         let entry = self.resources.entry(o.name.clone()).or_default();
         entry.dest = o.dest.clone();
         entry.revision = Some(o.revision);
@@ -165,22 +211,10 @@ impl Status {
             entry.healthy = true;
             entry.last_success = Some(at);
         }
-        entry.reload_owed |= reload_due;
     }
 
-    /// Makes `reload_owed` follow the owed-reload markers in `dir` for the
-    /// resources of `outcomes` (the markers are the truth: `--no-reload`,
-    /// a failing check or a stop can leave a reload owed).
-    pub fn owed_from_markers(&mut self, dir: Option<&Path>, outcomes: &[Outcome]) {
-        let Some(dir) = dir else { return };
-        for o in outcomes {
-            if let Some(entry) = self.resources.get_mut(&o.name) {
-                entry.reload_owed = crate::owed::is_owed(dir, &o.name);
-            }
-        }
-    }
-
-    /// The resources whose last reload failed and is still owed.
+    /// The owed reloads this status recorded when it was read (to adopt
+    /// those of a status.json written before the marker files existed).
     pub fn reloads_owed(&self) -> std::collections::BTreeSet<String> {
         self.resources
             .iter()
@@ -194,24 +228,42 @@ impl Status {
         self.resources.retain(|k, _| names.contains(&k.as_str()));
     }
 
-    /// Writes `DIR/status.json` atomically (stage, fsync, rename).
-    pub fn write(&mut self, state_dir: &Path) -> Result<(), String> {
+    /// Writes `DIR/status.json` with `reload_owed` as `owed` says.
+    pub fn save(&mut self, state_dir: &Path, owed: &Owed) -> Result<(), StatusError> {
+        for (name, entry) in self.resources.iter_mut() {
+            entry.reload_owed = owed.is_owed(name);
+        }
+        self.write(state_dir)
+    }
+
+    /// Writes `DIR/status.json` atomically (stage, rename) as it is.
+    pub fn write(&mut self, state_dir: &Path) -> Result<(), StatusError> {
         self.updated = now();
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
+        std::fs::create_dir_all(state_dir).map_err(|source| StatusError::CreateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".status.json.")
             .suffix(crate::install::STAGE_SUFFIX)
             .rand_bytes(8)
             .tempfile_in(state_dir)
-            .map_err(|e| format!("cannot write in {}: {e}", state_dir.display()))?;
-        let body = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+            .map_err(|source| StatusError::Write {
+                what: "write in",
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
+        let body = serde_json::to_vec_pretty(self)?;
         // No fsync: the rename is atomic (readers see the old or the new
         // status, never a mix); after a power cut the daemon rewrites it
         // within seconds. Skipping it keeps status off the disk's queue.
-        tmp.write_all(&body)
-            .and_then(|_| tmp.write_all(b"\n"))
-            .map_err(|e| format!("cannot write {}: {e}", tmp.path().display()))?;
+        if let Err(source) = tmp.write_all(&body).and_then(|_| tmp.write_all(b"\n")) {
+            return Err(StatusError::Write {
+                what: "write",
+                path: tmp.path().to_path_buf(),
+                source,
+            });
+        }
         // Monitoring runs as another user: the status is world-readable
         // (it holds no secret: errors never include credentials).
         use std::os::unix::fs::PermissionsExt;
@@ -219,8 +271,11 @@ impl Status {
             .as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644));
         let dest = state_dir.join(STATUS_FILE);
-        tmp.persist(&dest)
-            .map_err(|e| format!("cannot replace {}: {}", dest.display(), e.error))?;
+        tmp.persist(&dest).map_err(|e| StatusError::Write {
+            what: "replace",
+            path: dest.clone(),
+            source: e.error,
+        })?;
         Ok(())
     }
 }

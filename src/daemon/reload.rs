@@ -2,17 +2,14 @@
 //! templates read again; what follows the new settings, and what needs a
 //! new backend connection or a restart.
 
-use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinHandle;
-
 use super::Daemon;
-use crate::backend::{self, Event};
+use crate::backend;
 use crate::settings::Settings;
 
 impl Daemon {
     /// SIGHUP: settings, conf.d and templates again. The backend keeps its
     /// watch unless what it watches (or how it connects) changed.
-    pub(super) fn reload(&mut self, tx: &UnboundedSender<Event>, backend: &mut JoinHandle<()>) {
+    pub(super) fn reload(&mut self) {
         let settings =
             match Settings::load(self.source.config.as_deref(), self.source.flags.clone()) {
                 Ok(s) => s,
@@ -40,25 +37,23 @@ impl Daemon {
                 "{name} changed: a running daemon keeps the old value; it takes effect at the next restart (systemctl restart liveconf)"
             );
         }
-        self.schedule.clear_pending();
-        let names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
-        self.schedule.retain(&names);
+        // (What was pending is forgotten, and so are removed resources:
+        // `load` told the planner; everything is marked again below.)
         // The watch is kept unless something new must be watched (fewer
         // prefixes: the extra events change keys nobody renders).
-        let covered = self.watched().iter().all(|w| {
-            self.watching
-                .iter()
-                .any(|x| crate::store::is_at_or_below(w, x))
-        });
+        let watched = self.watched();
+        let covered = self.backend.covers(&watched);
         let restart = !covered || backend_changed(&old_settings, &self.settings);
         if restart {
             tracing::info!("watched prefixes or backend settings changed: new snapshot and watch");
-            backend.abort();
-            self.mirror = None;
-            *backend = self.spawn_backend(tx.clone());
+            self.mirror.drop_view();
+            self.backend.restart(&self.settings, watched);
         }
-        self.adopt_owed_reloads();
-        self.mark_all();
+        // Owed reloads follow the markers (the state directory may have
+        // moved) and the resources (one without a reload owes nothing).
+        self.owed
+            .configure(self.opts.owed_dir.as_deref(), &self.resources);
+        self.planner.mark_all(tokio::time::Instant::now());
         let n = self.resources.len();
         tracing::info!(
             "configuration reloaded: {}",

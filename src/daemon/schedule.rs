@@ -4,9 +4,12 @@
 //! been quiet for `wait.min`, or `wait.max` after the first change, whichever
 //! comes first (consul-template's quiescence); a mark that ignores the
 //! window (first render, SIGHUP, retry) is ready at once. A failed resource
-//! is retried after an exponential backoff (1 s to 60 s, jittered), and a
-//! failed reload is *owed*: it runs again even if the file is unchanged.
-//! Every method takes the time as an argument, so one clock decides.
+//! is retried after an exponential backoff (1 s to 60 s, jittered). Every
+//! method takes the time as an argument, so one clock decides.
+//!
+//! Pure bookkeeping: it never reads a clock, spawns, or knows what a
+//! resource is beyond its name; whether a reload is owed is not its
+//! business ([`crate::owed`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -28,7 +31,6 @@ struct Pending {
 struct Retry {
     backoff: Backoff,
     due: Instant,
-    reload_owed: bool,
 }
 
 /// Pending renders and retries, by resource name. A *busy* resource (its
@@ -135,31 +137,19 @@ impl Schedule {
         ready
     }
 
-    /// The resources whose reload failed and must run again.
-    pub fn reloads_owed(&self) -> BTreeSet<String> {
-        self.retries
-            .iter()
-            .filter(|(_, r)| r.reload_owed)
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-
     /// `name` succeeded: no retry.
     pub fn succeeded(&mut self, name: &str) {
         self.retries.remove(name);
     }
 
-    /// `name` failed at `at` (its reload, when `reload`): schedules a retry
-    /// and returns its delay.
-    pub fn failed(&mut self, name: &str, reload: bool, at: Instant) -> Duration {
+    /// `name` failed at `at`: schedules a retry and returns its delay.
+    pub fn failed(&mut self, name: &str, at: Instant) -> Duration {
         let r = self.retries.entry(name.to_string()).or_insert(Retry {
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             due: at,
-            reload_owed: false,
         });
         let delay = r.backoff.next_delay();
         r.due = at + delay;
-        r.reload_owed = reload;
         delay
     }
 
@@ -228,7 +218,7 @@ mod tests {
         s.mark("b", false, t0);
         assert!(s.take_early("b"));
         assert!(!s.take_early("b"));
-        s.failed("c", true, t0);
+        s.failed("c", t0);
         assert!(s.take_early("c"));
     }
 
@@ -243,17 +233,16 @@ mod tests {
     }
 
     #[test]
-    fn failures_are_retried_with_backoff_and_owed_reloads() {
+    fn failures_are_retried_with_backoff() {
+        // (Owed reloads are owed.rs's; its tests cover them.)
         let t0 = Instant::now();
         let mut s = Schedule::default();
-        let d1 = s.failed("a", true, t0);
+        let d1 = s.failed("a", t0);
         assert!(d1 >= Duration::from_millis(500) && d1 <= Duration::from_secs(1));
-        assert_eq!(s.reloads_owed().into_iter().collect::<Vec<_>>(), ["a"]);
         assert!(s.take_ready(t0, |_| W).is_empty());
         assert_eq!(s.take_ready(t0 + d1, |_| W), ["a"]);
-        let d2 = s.failed("a", false, t0 + d1);
+        let d2 = s.failed("a", t0 + d1);
         assert!(d2 >= Duration::from_secs(1), "{d2:?}");
-        assert!(s.reloads_owed().is_empty());
         s.succeeded("a");
         assert_eq!(s.next_deadline(|_| W), None);
     }

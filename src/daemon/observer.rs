@@ -1,0 +1,473 @@
+//! The observer: one place that keeps every outside view of the daemon in
+//! step — `status.json`, the Prometheus metrics, systemd (`READY=1`,
+//! `STATUS=`, the watchdog) and the fleet report — and logs outcomes.
+//!
+//! The event loop calls it once per happening (a backend event, an install,
+//! a batch's end, a heartbeat, a reload of the configuration) and it updates
+//! each sink that cares. It owns the in-memory [`Status`]; `reload_owed`
+//! comes from [`Owed`] when the file is saved. It must never decide what to
+//! render or retry, and never wait on the network or a command (status.json
+//! is a small local write; the report goes to the publisher task over a
+//! channel).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::apply::{self, Action, Outcome};
+use crate::fleet::{Report, ResourceReport};
+use crate::metrics::Metrics;
+use crate::owed::Owed;
+use crate::resource::Resource;
+use crate::status::Status;
+
+/// How often status.json is refreshed while nothing happens, so its age
+/// tells monitoring the daemon is alive.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// What the daemon heard from its backend.
+pub(crate) enum Heard {
+    /// Key changes, the mirror now at `revision`.
+    Changes { count: usize, revision: i64 },
+    /// A complete view at `revision`; `missed`: keys a resync found the
+    /// watch had missed.
+    Snapshot { revision: i64, missed: usize },
+    /// The backend has sent everything up to `revision`.
+    Progress { revision: i64 },
+    /// Connected to `endpoint`.
+    Connected { endpoint: String },
+    /// The backend is unavailable: why, and what happens meanwhile.
+    Disconnected { reason: String, then: &'static str },
+}
+
+/// The configured resources, as the sinks need them.
+#[derive(Default)]
+struct Configured {
+    /// Name and watched prefixes of each resource, in order (the report).
+    resources: Vec<(String, Vec<String>)>,
+    /// Resources whose file did not load (failed at `load`).
+    failures: Vec<Outcome>,
+}
+
+/// What systemd has been told, and what that depends on.
+#[derive(Default)]
+struct Systemd {
+    ready_sent: bool,
+    /// Resources whose steps have completed at least once (for READY=1).
+    attempted: BTreeSet<String>,
+    /// Resources whose batch has reported an outcome in this run. One that
+    /// is attempted (installed) but not reported is in flight (its reload
+    /// runs or waits out its splay): not failing, whatever its old status.
+    reported: BTreeSet<String>,
+}
+
+/// status.json on disk.
+struct StatusFile {
+    dir: PathBuf,
+    /// `--noop`: never written (the host's status is not ours).
+    noop: bool,
+    dirty: bool,
+    written: Instant,
+    /// The last write error, logged once until it changes.
+    error: Option<String>,
+}
+
+pub(crate) struct Observer {
+    status: Status,
+    file: StatusFile,
+    owed: Owed,
+    configured: Configured,
+    systemd: Systemd,
+    metrics: Option<Arc<Metrics>>,
+    report: Option<watch::Sender<Report>>,
+}
+
+impl Observer {
+    /// Starts from the status on record (read by the caller): revision and
+    /// sha256 stay, for information, but this process has not connected
+    /// yet, nor rendered anything, so a previous run's "healthy" must not
+    /// pass for this one's.
+    pub(crate) fn new(mut status: Status, state_dir: &Path, noop: bool, owed: Owed) -> Observer {
+        status.daemon_pid = (!noop).then(std::process::id);
+        status.started = Some(crate::status::now());
+        status.connected = false;
+        status.endpoint = None;
+        for r in status.resources.values_mut() {
+            r.healthy = false;
+            r.error = None;
+        }
+        Observer {
+            status,
+            file: StatusFile {
+                dir: state_dir.to_path_buf(),
+                noop,
+                dirty: true,
+                written: Instant::now(),
+                error: None,
+            },
+            owed,
+            configured: Configured::default(),
+            systemd: Systemd::default(),
+            metrics: None,
+            report: None,
+        }
+    }
+
+    /// The configuration was (re)loaded: `resources` run, `failures` did
+    /// not load. A resource not rendered yet is listed (and not healthy)
+    /// from the start: a daemon that never reaches etcd must not look fine.
+    pub(crate) fn configured(
+        &mut self,
+        settings: &crate::settings::Settings,
+        resources: &[Resource],
+        failures: Vec<Outcome>,
+        dest_root: Option<&Path>,
+    ) {
+        self.file.dir = settings.state_dir.clone();
+        self.status.node = settings.node_name.clone();
+        self.status.backend = crate::backend::open(settings).name().to_string();
+        self.configured = Configured {
+            resources: resources
+                .iter()
+                .map(|r| (r.name.clone(), r.watched.clone()))
+                .collect(),
+            failures,
+        };
+        let names = self.names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.status.retain(&names);
+        for r in resources {
+            self.status
+                .resources
+                .entry(r.name.clone())
+                .or_insert_with(|| crate::status::ResourceStatus {
+                    dest: apply::dest_path(&r.dest, dest_root),
+                    ..Default::default()
+                });
+        }
+        if let Some(m) = &self.metrics {
+            m.configured(&names);
+            m.record(&self.configured.failures, crate::status::now() as f64);
+        }
+        self.status.record(&self.configured.failures);
+        self.file.dirty = true;
+    }
+
+    /// Every configured name, failures included.
+    fn names(&self) -> Vec<String> {
+        let c = &self.configured;
+        c.resources
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(c.failures.iter().map(|o| o.name.clone()))
+            .collect()
+    }
+
+    /// Serves the metrics on `addr`, starting from what is known now.
+    pub(crate) async fn serve_metrics(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        let m = Arc::new(Metrics::new());
+        crate::metrics::serve(addr, m.clone()).await?;
+        let names = self.names();
+        m.configured(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        m.record(&self.configured.failures, crate::status::now() as f64);
+        m.heard(self.status.last_event.or(self.status.started).unwrap_or(0) as f64);
+        self.metrics = Some(m);
+        Ok(())
+    }
+
+    /// The fleet report from now on: its first value, then each change.
+    pub(crate) fn report_to(&mut self) -> watch::Receiver<Report> {
+        let (tx, rx) = watch::channel(self.build_report());
+        self.report = Some(tx);
+        rx
+    }
+
+    /// No more reports (the publisher revokes its lease when it sees this).
+    pub(crate) fn close_report(&mut self) {
+        self.report = None;
+    }
+
+    /// Something from the backend.
+    pub(crate) fn heard(&mut self, what: Heard, mirror_revision: Option<i64>) {
+        let now = crate::status::now();
+        match what {
+            Heard::Changes { count, revision } => {
+                if let Some(m) = &self.metrics {
+                    m.events(count);
+                    m.heard(now as f64);
+                }
+                self.status.revision = revision;
+                self.status.last_event = Some(now);
+            }
+            Heard::Snapshot { revision, missed } => {
+                if let (Some(m), true) = (&self.metrics, missed > 0) {
+                    m.resync_difference();
+                }
+                self.status.revision = revision;
+                self.status.last_event = Some(now);
+                self.file.dirty = true;
+            }
+            Heard::Progress { revision } => {
+                // Liveness only: the mirror's revision moves with events.
+                self.status.revision = self.status.revision.max(revision);
+                self.status.last_event = Some(now);
+                // Written now, so status.json's age is the progress's age.
+                self.file.dirty = true;
+            }
+            Heard::Connected { endpoint } => self.connected(endpoint),
+            Heard::Disconnected { reason, then } => {
+                tracing::warn!(
+                    "backend unavailable: {reason}; {then}, files keep their last good content"
+                );
+                self.set_connected(false);
+            }
+        }
+        if let (Some(m), Some(rev)) = (&self.metrics, mirror_revision) {
+            m.revision(rev.max(self.status.revision));
+            if let Some(t) = self.status.last_event {
+                m.heard(t as f64);
+            }
+        }
+    }
+
+    fn connected(&mut self, endpoint: String) {
+        if self.status.connected && self.status.endpoint.as_deref() == Some(&endpoint) {
+            return;
+        }
+        tracing::info!(%endpoint, "connected");
+        self.set_connected(true);
+        self.status.endpoint = Some(endpoint);
+    }
+
+    fn set_connected(&mut self, up: bool) {
+        self.status.connected = up;
+        self.file.dirty = true;
+        if let Some(m) = &self.metrics {
+            m.connected(up);
+        }
+    }
+
+    /// A resource's own steps are done (`o`), its batch still running: a
+    /// file just installed is what status and metrics describe now.
+    pub(crate) fn installed(&mut self, o: &Outcome) {
+        self.systemd.attempted.insert(o.name.clone());
+        if o.result != Ok(Action::Installed) {
+            return;
+        }
+        if self.status.resources.contains_key(&o.name) {
+            self.status.installed(o);
+            self.file.dirty = true;
+        }
+        if let Some(m) = &self.metrics {
+            m.installed(o);
+        }
+    }
+
+    /// A batch ended with `outcomes` (each failure retried after
+    /// `retry_in`): the log, status, metrics and the fleet report.
+    pub(crate) fn batch_done(&mut self, outcomes: &[Outcome], retry_in: &BTreeMap<&str, Duration>) {
+        for o in outcomes {
+            self.systemd.attempted.insert(o.name.clone());
+            self.systemd.reported.insert(o.name.clone());
+        }
+        log_outcomes(outcomes, retry_in);
+        self.status.record(outcomes);
+        self.file.dirty = true;
+        if let Some(m) = &self.metrics {
+            m.record(outcomes, crate::status::now() as f64);
+        }
+        self.publish_report();
+    }
+
+    /// Periodic: the watchdog, and status.json kept fresh (its age is what
+    /// `status --max-age` checks). `idle_is_current`: a live watcher means
+    /// the view is current (a key file watcher).
+    pub(crate) fn tick(&mut self, watchdog: bool, idle_is_current: bool) {
+        if watchdog {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+        if self.status.connected && idle_is_current {
+            let now = crate::status::now();
+            self.status.last_event = Some(now);
+            if let Some(m) = &self.metrics {
+                m.heard(now as f64);
+            }
+        }
+        if self.file.written.elapsed() >= HEARTBEAT - Duration::from_millis(100) {
+            self.file.dirty = true;
+        }
+    }
+
+    /// After each turn of the loop: status.json if anything changed, and
+    /// systemd (`viewing`: a complete view has arrived; `settled`: nothing
+    /// pending or running).
+    pub(crate) fn flush(&mut self, viewing: bool, settled: bool) {
+        self.write_status();
+        if viewing {
+            self.notify_systemd(settled);
+        }
+    }
+
+    /// The daemon is stopping (running batches still finish).
+    pub(crate) fn stopping(&self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
+
+    /// The daemon stopped: no longer connected, said in status.json.
+    pub(crate) fn stopped(&mut self) {
+        self.status.connected = false;
+        self.file.dirty = true;
+        self.write_status();
+    }
+
+    fn write_status(&mut self) {
+        if !self.file.dirty || self.file.noop {
+            return;
+        }
+        self.file.dirty = false;
+        self.file.written = Instant::now();
+        match self.status.save(&self.file.dir, &self.owed) {
+            Ok(()) => self.file.error = None,
+            Err(e) => {
+                let e = e.to_string();
+                if self.file.error.as_deref() != Some(&e) {
+                    tracing::warn!("status not saved: {e}");
+                    self.file.error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// READY=1 once every resource has been rendered and installed (or
+    /// failed), not waiting for reloads still splayed; later STATUS= lines
+    /// when the renders settle, so they describe files, not pending work.
+    fn notify_systemd(&mut self, settled: bool) {
+        let sd = &self.systemd;
+        if sd.ready_sent {
+            if !settled {
+                return;
+            }
+        } else if !self
+            .configured
+            .resources
+            .iter()
+            .all(|(n, _)| sd.attempted.contains(n))
+        {
+            return;
+        }
+        let line = self.status_line();
+        let mut states = vec![sd_notify::NotifyState::Status(&line)];
+        if !self.systemd.ready_sent {
+            states.push(sd_notify::NotifyState::Ready);
+            tracing::info!("first render done: {line}");
+        }
+        let _ = sd_notify::notify(&states);
+        self.systemd.ready_sent = true;
+    }
+
+    /// systemd's STATUS= line.
+    fn status_line(&self) -> String {
+        let sd = &self.systemd;
+        let failing: Vec<&str> = self
+            .status
+            .resources
+            .iter()
+            .filter(|(n, s)| {
+                let in_flight = sd.attempted.contains(*n) && !sd.reported.contains(*n);
+                !s.healthy && !in_flight
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let c = &self.configured;
+        format!(
+            "{}, {} failing{}; revision {}; {}",
+            crate::logging::count(c.resources.len() + c.failures.len(), "resource"),
+            failing.len(),
+            if failing.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", failing.join(", "))
+            },
+            self.status.revision,
+            if self.status.connected {
+                "connected"
+            } else {
+                "backend unavailable"
+            }
+        )
+    }
+
+    fn build_report(&self) -> Report {
+        let mut r = Report {
+            node: self.status.node.clone(),
+            revision: self.status.revision,
+            resources: BTreeMap::new(),
+        };
+        for (name, watched) in &self.configured.resources {
+            // A resource not attempted yet has nothing to report.
+            let Some(st) = self.status.resources.get(name) else {
+                continue;
+            };
+            r.resources.insert(
+                name.clone(),
+                ResourceReport {
+                    revision: st.revision,
+                    sha256: st.sha256.clone(),
+                    healthy: st.healthy,
+                    updated: st.last_success,
+                    watched: watched.clone(),
+                    error: st
+                        .error
+                        .as_ref()
+                        .map(|e| format!("{}: {}", e.step, e.message)),
+                },
+            );
+        }
+        r
+    }
+
+    fn publish_report(&self) {
+        if let Some(tx) = &self.report {
+            let r = self.build_report();
+            tx.send_if_modified(|cur| {
+                if *cur != r {
+                    *cur = r;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+}
+
+/// One line per resource; a failure says when it is retried.
+fn log_outcomes(outcomes: &[Outcome], retry_in: &BTreeMap<&str, Duration>) {
+    for o in outcomes {
+        let ms = o.render_time.as_secs_f64() * 1000.0;
+        match &o.result {
+            Ok(Action::Unchanged) => tracing::info!(
+                resource = %o.name, revision = o.revision,
+                "{}: rendered revision {}: unchanged ({ms:.1}ms)", o.name, o.revision
+            ),
+            // Logged by `apply` as it happened, before the reloads.
+            Ok(Action::Installed) => {}
+            Ok(Action::WouldChange) => tracing::info!(
+                resource = %o.name, revision = o.revision,
+                "{}: rendered revision {}: {} would change ({})",
+                o.name, o.revision, o.dest.display(), o.changed.as_deref().unwrap_or("")
+            ),
+            Err(f) => tracing::error!(
+                resource = %o.name, revision = o.revision, step = %f.step,
+                "{}: {} failed at revision {}: {}; retrying in {:.1}s",
+                o.name, f.step, o.revision, crate::logging::one_line(&f.message),
+                retry_in.get(o.name.as_str()).map_or(0.0, |d| d.as_secs_f64())
+            ),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The daemon driven in-process: the file backend in a temporary
+//! directory, a shutdown future and a reload channel of the test's own.
+//! Real time (the key file watcher is an OS thread), every wait bounded
+//! and on a condition; the planner's timing is tested with an injected
+//! clock in `plan.rs`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{DaemonError, Source, run};
+use crate::apply::Options;
+use crate::settings::{Layer, Settings};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A confdir with `liveconf.toml` (file backend), `keys.yaml`, `conf.d/`,
+/// `templates/x.tera`, `out/` and `state/`.
+struct Fx {
+    dir: tempfile::TempDir,
+}
+
+impl Fx {
+    fn new(settings: &str) -> Fx {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["conf.d", "templates", "out", "state"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let fx = Fx { dir };
+        std::fs::write(
+            fx.path("liveconf.toml"),
+            format!(
+                "backend = \"file\"\nfile = [\"keys.yaml\"]\nstate_dir = \"state\"\n{settings}"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            fx.path("templates/x.tera"),
+            "name={{ getv(key=\"/name\") }}\n",
+        )
+        .unwrap();
+        fx.keys("app:\n  name: alpha\n");
+        fx
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Replaces the key file atomically.
+    fn keys(&self, yaml: &str) {
+        let tmp = self.path("keys.yaml.new");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.path("keys.yaml")).unwrap();
+    }
+
+    /// `conf.d/NAME.toml` rendering `/app/name` into `out/NAME.conf`.
+    fn resource(&self, name: &str, extra: &str) {
+        std::fs::write(
+            self.path(&format!("conf.d/{name}.toml")),
+            format!(
+                "[template]\nsrc = \"x.tera\"\ndest = \"{}\"\nprefix = \"/app\"\nkeys = [\"/\"]\n{extra}",
+                self.path(&format!("out/{name}.conf")).display()
+            ),
+        )
+        .unwrap();
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read("state/status.json")).unwrap_or_default()
+    }
+
+    /// Starts a daemon on this confdir, as `liveconf render --config
+    /// DIR/liveconf.toml` would.
+    fn start(&self) -> Running {
+        let config = self.path("liveconf.toml");
+        let settings = Settings::load(Some(config.as_path()), Layer::default()).unwrap();
+        let opts = Options {
+            env: settings.render_env(),
+            reload_splay: settings.reload_splay,
+            owed_dir: Some(settings.owed_dir()),
+            ..Options::default()
+        };
+        let source = Source {
+            config: Some(config),
+            flags: Layer::default(),
+            only: Vec::new(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (reload, reloads) = unbounded_channel();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(run(settings, source, opts, shutdown, reloads));
+        Running {
+            stop: Some(stop),
+            reload,
+            task,
+        }
+    }
+}
+
+/// A daemon running on the test's runtime.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    reload: UnboundedSender<()>,
+    task: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Running {
+    /// Resolves the shutdown future; `run`'s result, within [`LIMIT`].
+    async fn stop(mut self) -> Result<(), DaemonError> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(LIMIT, &mut self.task)
+            .await
+            .expect("run returns after its shutdown future resolved")
+            .expect("the daemon task does not panic")
+    }
+}
+
+/// Waits until `cond` holds, polling, at most [`LIMIT`].
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn exists(p: &Path) -> bool {
+    p.exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_file_is_installed_and_shutdown_stops_cleanly() {
+    let fx = Fx::new("wait = \"0s\"\n");
+    fx.resource("x", "");
+    let d = fx.start();
+    until("the first render", || {
+        fx.read("out/x.conf") == "name=alpha\n"
+    })
+    .await;
+    until("status.json: healthy, connected", || {
+        let s = fx.status();
+        s["resources"]["x"]["healthy"] == true && s["connected"] == true
+    })
+    .await;
+    fx.keys("app:\n  name: beta\n");
+    until("the change installed", || {
+        fx.read("out/x.conf") == "name=beta\n"
+    })
+    .await;
+    d.stop().await.expect("a clean stop is Ok");
+    let s = fx.status();
+    assert_eq!(s["connected"], false, "{s:#}");
+    assert_eq!(s["resources"]["x"]["healthy"], true, "{s:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_conf_d_again() {
+    let fx = Fx::new("");
+    fx.resource("x", "");
+    let d = fx.start();
+    until("x rendered", || fx.read("out/x.conf") == "name=alpha\n").await;
+    fx.resource("y", "");
+    d.reload.send(()).unwrap();
+    until("y rendered after the reload", || {
+        fx.read("out/y.conf") == "name=alpha\n"
+    })
+    .await;
+    std::fs::remove_file(fx.path("conf.d/y.toml")).unwrap();
+    d.reload.send(()).unwrap();
+    until("y gone from status.json", || {
+        let s = fx.status();
+        s["resources"].get("y").is_none() && s["resources"]["x"]["healthy"] == true
+    })
+    .await;
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_owed_from_before_is_run_once_by_the_first_batch() {
+    let fx = Fx::new("");
+    let log = fx.path("reloads");
+    // Two resources share one reload command; x's reload was owed when
+    // the last run ended (its marker), and its file is up to date.
+    let cmd = format!("reload_cmd = \"echo reloaded >> {}\"\n", log.display());
+    fx.resource("x", &cmd);
+    fx.resource("y", &cmd);
+    std::fs::write(fx.path("out/x.conf"), "name=alpha\n").unwrap();
+    std::fs::create_dir_all(fx.path("state/reloads-owed")).unwrap();
+    std::fs::write(fx.path("state/reloads-owed/x"), "").unwrap();
+    let d = fx.start();
+    until("both healthy, nothing owed", || {
+        let s = fx.status();
+        ["x", "y"].iter().all(|n| {
+            s["resources"][n]["healthy"] == true && s["resources"][n].get("reload_owed").is_none()
+        })
+    })
+    .await;
+    // y installed and x owed: one command, run once for both.
+    assert_eq!(fx.read("reloads"), "reloaded\n");
+    assert!(!exists(&fx.path("state/reloads-owed/x")));
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_waiting_out_its_splay_at_shutdown_stays_owed() {
+    let fx = Fx::new("");
+    let log = fx.path("reloads");
+    fx.resource(
+        "x",
+        &format!(
+            "reload_splay = \"1h\"\nreload_cmd = \"echo reloaded >> {}\"\n",
+            log.display()
+        ),
+    );
+    let d = fx.start();
+    until("installed, its reload owed", || {
+        fx.read("out/x.conf") == "name=alpha\n"
+            && fx.status()["resources"]["x"]["reload_owed"] == true
+    })
+    .await;
+    // The stop does not wait out the splay, and leaves the reload owed.
+    d.stop().await.unwrap();
+    assert!(!exists(&log));
+    assert!(exists(&fx.path("state/reloads-owed/x")));
+    assert_eq!(fx.status()["resources"]["x"]["reload_owed"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_reload_is_retried_until_it_succeeds() {
+    let fx = Fx::new("");
+    let ok = fx.path("reload-works");
+    fx.resource("x", &format!("reload_cmd = \"test -e {}\"\n", ok.display()));
+    let d = fx.start();
+    until("the reload failed and is owed", || {
+        let x = &fx.status()["resources"]["x"];
+        x["healthy"] == false && x["error"]["step"] == "reload" && x["reload_owed"] == true
+    })
+    .await;
+    std::fs::write(&ok, "").unwrap();
+    until("a retry paid it", || {
+        let x = &fx.status()["resources"]["x"];
+        x["healthy"] == true && x.get("reload_owed").is_none()
+    })
+    .await;
+    assert!(!exists(&fx.path("state/reloads-owed/x")));
+    d.stop().await.unwrap();
+}
