@@ -3,6 +3,10 @@
 //! The daemon records every batch outcome and backend event here; an HTTP
 //! server answers `GET /metrics` in the text exposition format. Names follow
 //! Prometheus conventions (`_total` counters, `_seconds` units, `# HELP`).
+//!
+//! Only the daemon's observer records here; this module must never decide
+//! anything from what it counts, nor block the caller (every update is an
+//! atomic or a short lock).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,7 +97,14 @@ impl Metrics {
             reconnects: Counter::default(),
             resync_differences: Counter::default(),
         };
-        let r = &mut registry;
+        m.register_resource_metrics(&mut registry);
+        m.register_backend_metrics(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Per resource: health, content, counters, render times.
+    fn register_resource_metrics(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "resource_healthy",
             "Whether the resource's last attempt succeeded (1) or failed (0)",
@@ -145,6 +156,11 @@ impl Metrics {
             "Time to render the resource",
             m.render_seconds.clone(),
         );
+    }
+
+    /// The backend: connection, revision, events, resyncs.
+    fn register_backend_metrics(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "backend_connected",
             "Whether the backend is reachable (1) or not (0)",
@@ -180,7 +196,6 @@ impl Metrics {
             "Resyncs that found keys the watch had missed",
             m.resync_differences.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Records one batch.
