@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::apply::Options;
 use crate::resource;
-use crate::settings::{BackendKind, Layer, LogFormat, Settings};
+use crate::settings::{Layer, Settings};
 use crate::store::{Change, Key, Val};
 
 /// Prints a line on stdout; a closed pipe (`liveconf status | head`) is
@@ -131,84 +131,37 @@ pub struct FleetArgs {
 /// `liveconf generate`.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// What to write: man, bash, zsh or fish.
+    /// What to write: man, bash, zsh, fish, or settings (the README's
+    /// settings table).
     pub what: String,
     /// With `man`: the page of this subcommand (render, check, status,
     /// fleet), as liveconf-SUBCOMMAND(1).
     pub subcommand: Option<String>,
 }
 
-/// Options each subcommand accepts (through the shared common options) but
-/// does not use: hidden from its --help, man page and completions.
-const UNUSED: [(&str, &[&str]); 3] = [
-    (
-        "check",
-        &[
-            "state_dir",
-            "metrics_addr",
-            "wait",
-            "node_name",
-            "resync_interval",
-            "reload_splay",
-            "watch_confdir",
-            "report",
-            "report_ttl",
-        ],
-    ),
-    (
-        "status",
-        &[
-            "backend",
-            "endpoints",
-            "srv_domain",
-            "srv_record",
-            "prefix",
-            "file",
-            "ca_file",
-            "cert_file",
-            "key_file",
-            "username",
-            "password_file",
-            "metrics_addr",
-            "wait",
-            "node_name",
-            "connect_timeout",
-            "request_timeout",
-            "resync_interval",
-            "dns_server",
-            "reload_splay",
-            "watch_confdir",
-            "report",
-            "report_ttl",
-        ],
-    ),
-    (
-        "fleet",
-        &[
-            "backend",
-            "file",
-            "state_dir",
-            "metrics_addr",
-            "wait",
-            "node_name",
-            "resync_interval",
-            "reload_splay",
-            "watch_confdir",
-            "report",
-            "report_ttl",
-        ],
-    ),
-];
-
-/// The command-line definition, with each subcommand's unused common
-/// options hidden.
+/// The command-line definition, with each subcommand's unused settings
+/// hidden (from its --help, man page and completions; each setting says
+/// which subcommands use it).
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
-    for (sub, hidden) in UNUSED {
-        cmd = cmd.mut_subcommand(sub, |mut c| {
-            for id in hidden {
-                c = c.mut_arg(*id, |a| a.hide(true));
+    let with_settings: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|c| c.get_arguments().any(|a| a.get_id() == "config"))
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for sub in with_settings {
+        let unused: Vec<&str> = crate::settings::SETTINGS
+            .iter()
+            .filter(|d| d.parsed_flag().is_some() && !d.used_by.contains(&sub.as_str()))
+            .map(|d| d.name)
+            .collect();
+        if unused.is_empty() {
+            continue;
+        }
+        cmd = cmd.mut_subcommand(&sub, |mut c| {
+            for id in unused {
+                c = c.mut_arg(id, |a| a.hide(true));
             }
             c
         });
@@ -216,123 +169,46 @@ pub fn command() -> clap::Command {
     cmd
 }
 
-/// Options every command takes.
-#[derive(Args, Debug, Default, Clone)]
+/// Options every command takes: `--config`, and a flag for each setting
+/// (defined in `settings/defs.rs`).
+#[derive(Debug, Default, Clone)]
 pub struct Common {
     /// Settings file [default: CONFDIR/liveconf.toml, when it exists].
-    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// Configuration directory holding conf.d/ and templates/ [default: /etc/liveconf].
-    #[arg(long, value_name = "DIR", global = true)]
-    pub confdir: Option<PathBuf>,
-    /// Where keys come from [default: file when --file is given, else etcd].
-    #[arg(long, value_enum, global = true)]
-    pub backend: Option<BackendKind>,
-    /// etcd endpoints, comma-separated (e.g. https://etcd1:2379,https://etcd2:2379).
-    #[arg(long, value_name = "URL[,URL...]", global = true)]
-    pub endpoints: Option<String>,
-    /// Discover etcd endpoints from DNS SRV records of this domain.
-    #[arg(long, value_name = "DOMAIN", global = true)]
-    pub srv_domain: Option<String>,
-    /// SRV record name to look up under --srv-domain [default: _etcd-client-ssl._tcp].
-    #[arg(long, value_name = "NAME", global = true)]
-    pub srv_record: Option<String>,
-    /// Global key prefix, joined in front of every resource's prefix.
-    #[arg(long, value_name = "P", global = true)]
-    pub prefix: Option<String>,
-    /// Key file for the file backend (YAML, JSON or TOML); repeatable.
-    #[arg(long, value_name = "PATH", global = true)]
-    pub file: Vec<PathBuf>,
-    /// CA certificate to verify etcd's certificate.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate for etcd.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub cert_file: Option<PathBuf>,
-    /// Client key for etcd.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub key_file: Option<PathBuf>,
-    /// etcd user name.
-    #[arg(long, global = true)]
-    pub username: Option<String>,
-    /// File holding the etcd password.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub password_file: Option<PathBuf>,
-    /// State directory (status.json) [default: /var/lib/liveconf].
-    #[arg(long, value_name = "DIR", global = true)]
-    pub state_dir: Option<PathBuf>,
-    /// Serve Prometheus metrics on this address (off unless given).
-    #[arg(long, value_name = "ADDR", global = true)]
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Log level: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(long, value_name = "LEVEL", global = true)]
-    pub log_level: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum, global = true)]
-    pub log_format: Option<LogFormat>,
-    /// Coalescing window MIN[:MAX] for every resource ("0s" turns it off) [default: 100ms:1s].
-    #[arg(long, value_name = "MIN[:MAX]", global = true)]
-    pub wait: Option<String>,
-    /// This host's name in status and fleet reports [default: the hostname].
-    #[arg(long, value_name = "NAME", global = true)]
-    pub node_name: Option<String>,
-    /// Limit for connecting to etcd [default: 5s].
-    #[arg(long, value_name = "DURATION", global = true)]
-    pub connect_timeout: Option<String>,
-    /// Limit for each etcd request [default: 10s].
-    #[arg(long, value_name = "DURATION", global = true)]
-    pub request_timeout: Option<String>,
-    /// Period of the resync safety net: a fresh snapshot compared with the mirror ("0s" off) [default: 10m].
-    #[arg(long, value_name = "DURATION", global = true)]
-    pub resync_interval: Option<String>,
-    /// Nameserver for SRV look-ups, IP:PORT [default: /etc/resolv.conf].
-    #[arg(long, value_name = "ADDR", global = true)]
-    pub dns_server: Option<std::net::SocketAddr>,
-    /// Random delay up to DURATION before each reload command [default: 0s].
-    #[arg(long, value_name = "DURATION", global = true)]
-    pub reload_splay: Option<String>,
-    /// Reload automatically when conf.d/ or templates/ change (as on SIGHUP).
-    #[arg(long, global = true)]
-    pub watch_confdir: bool,
-    /// Publish this host's per-resource revision and sha256 under /liveconf/fleet/NODE (daemon).
-    #[arg(long, global = true)]
-    pub report: bool,
-    /// Lease of the fleet report: a dead host is reported gone this long after it died [default: 30s].
-    #[arg(long, value_name = "DURATION", global = true)]
-    pub report_ttl: Option<String>,
+    /// The settings given on the command line.
+    pub flags: Layer,
 }
 
-impl Common {
-    fn layer(&self) -> Layer {
-        Layer {
-            confdir: self.confdir.clone(),
-            backend: self.backend,
-            endpoints: self.endpoints.clone().map(|e| vec![e]),
-            srv_domain: self.srv_domain.clone(),
-            srv_record: self.srv_record.clone(),
-            prefix: self.prefix.clone(),
-            file: (!self.file.is_empty()).then(|| self.file.clone()),
-            ca_file: self.ca_file.clone(),
-            cert_file: self.cert_file.clone(),
-            key_file: self.key_file.clone(),
-            username: self.username.clone(),
-            password_file: self.password_file.clone(),
-            state_dir: self.state_dir.clone(),
-            metrics_addr: self.metrics_addr,
-            log_level: self.log_level.clone(),
-            log_format: self.log_format,
-            wait: self.wait.clone(),
-            node_name: self.node_name.clone(),
-            connect_timeout: self.connect_timeout.clone(),
-            request_timeout: self.request_timeout.clone(),
-            max_output_bytes: None,
-            resync_interval: self.resync_interval.clone(),
-            dns_server: self.dns_server,
-            reload_splay: self.reload_splay.clone(),
-            watch_confdir: self.watch_confdir.then_some(true),
-            report: self.report.then_some(true),
-            report_ttl: self.report_ttl.clone(),
-        }
+impl clap::FromArgMatches for Common {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Common {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            flags: Layer::from_matches(m),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Common {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.arg(
+            clap::Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .help("Settings file [default: CONFDIR/liveconf.toml, when it exists]")
+                .global(true)
+                .value_parser(clap::value_parser!(PathBuf))
+                .action(clap::ArgAction::Set),
+        )
+        .args(crate::settings::flag_args())
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -511,7 +387,7 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
         // A preview (--dest-root) leaves the host's status alone and keeps
         // its own output tree clean for golden-file diffs, unless a state
         // dir is named on the command line.
-        let status_dir = match (&opts.dest_root, &args.common.state_dir) {
+        let status_dir = match (&opts.dest_root, &args.common.flags.state_dir) {
             (Some(_), None) => None,
             _ => Some(s.state_dir.clone()),
         };
@@ -529,11 +405,11 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
     }
     let source = crate::daemon::Source {
         config: args.common.config.clone(),
-        flags: args.common.layer(),
+        flags: args.common.flags.clone(),
         only: args.only.clone(),
     };
     let started = crate::daemon::signals::install()
-        .and_then(|(shutdown, reloads)| Ok(crate::daemon::run(s, source, opts, shutdown, reloads)));
+        .map(|(shutdown, reloads)| crate::daemon::run(s, source, opts, shutdown, reloads));
     let run = match started {
         Ok(run) => run.await,
         Err(e) => Err(e),
@@ -599,7 +475,7 @@ async fn run(cli: Cli) -> Result<u8, Exit> {
 }
 
 fn settings(common: &Common) -> Result<Settings, Exit> {
-    let s = Settings::load(common.config.as_deref(), common.layer()).map_err(config_err)?;
+    let s = Settings::load(common.config.as_deref(), common.flags.clone()).map_err(config_err)?;
     crate::logging::init(&s.log_level, s.log_format).map_err(|e| config_err(anyhow!(e)))?;
     s.log_warnings();
     Ok(s)
@@ -630,23 +506,29 @@ fn parse_overlay(set: &[String], unset: &[String]) -> Result<Vec<Change>, Exit> 
 }
 
 fn render_options(args: &RenderArgs, s: &Settings) -> Options {
+    // What comes from the settings (the daemon derives it again on SIGHUP).
+    let crate::settings::BatchSettings {
+        env,
+        reload_splay,
+        owed_dir,
+    } = s.batch(args.noop);
     Options {
         noop: args.noop,
         diff: args.diff,
         dest_root: args.dest_root.clone(),
         // A preview never reloads the real services.
         no_reload: args.no_reload || args.dest_root.is_some(),
-        env: s.render_env(),
-        reload_splay: s.reload_splay,
+        env,
+        reload_splay,
         stopping: None,
-        owed_dir: (!args.noop).then(|| s.owed_dir()),
+        owed_dir,
         installs: None,
     }
 }
 
 fn status_cmd(args: StatusArgs) -> Result<u8, Exit> {
-    let s =
-        Settings::load(args.common.config.as_deref(), args.common.layer()).map_err(config_err)?;
+    let s = Settings::load(args.common.config.as_deref(), args.common.flags.clone())
+        .map_err(config_err)?;
     let max_age = args
         .max_age
         .as_deref()
@@ -742,10 +624,15 @@ fn generate(args: GenerateArgs) -> Result<u8, Exit> {
                 .render(&mut out)
                 .map_err(|e| config_err(anyhow!("cannot write the man page: {e}")))?
         }
+        // The README's settings table, from the definitions.
+        "settings" => {
+            use std::io::Write as _;
+            let _ = out.write_all(crate::settings::markdown_table().as_bytes());
+        }
         shell => {
             let sh: clap_complete::Shell = shell.parse().map_err(|_| {
                 config_err(anyhow!(
-                    "generate: expected man, bash, zsh or fish, not {shell:?}"
+                    "generate: expected man, bash, zsh, fish or settings, not {shell:?}"
                 ))
             })?;
             clap_complete::generate(sh, &mut cmd, "liveconf", &mut out);

@@ -25,25 +25,27 @@ impl Daemon {
             self.settings = old_settings;
             return;
         }
-        // What is derived from the settings follows them: DNS server and
-        // output limit for renders, reload splay, owed-reload markers.
-        self.opts.env = self.settings.render_env();
-        self.opts.reload_splay = self.settings.reload_splay;
-        if self.opts.owed_dir.is_some() {
-            self.opts.owed_dir = Some(self.settings.owed_dir());
-        }
-        for name in needs_restart(&old_settings, &self.settings) {
-            tracing::warn!(
-                "{name} changed: a running daemon keeps the old value; it takes effect at the next restart (systemctl restart liveconf)"
-            );
-        }
+        // What batches take from the settings follows them (DNS server and
+        // output limit for renders, reload splay, owed-reload markers).
+        let crate::settings::BatchSettings {
+            env,
+            reload_splay,
+            owed_dir,
+        } = self.settings.batch(self.opts.noop);
+        self.opts.env = env;
+        self.opts.reload_splay = reload_splay;
+        self.opts.owed_dir = owed_dir;
+        // One line per changed setting: applied, reconnecting, or needs a
+        // restart (each setting says which, in settings/defs.rs).
+        let reconnect = backend_changed(&old_settings, &self.settings);
+        crate::settings::log_reload_effects(&old_settings, &self.settings, reconnect);
         // (What was pending is forgotten, and so are removed resources:
         // `load` told the planner; everything is marked again below.)
         // The watch is kept unless something new must be watched (fewer
         // prefixes: the extra events change keys nobody renders).
         let watched = self.watched();
         let covered = self.backend.covers(&watched);
-        let restart = !covered || backend_changed(&old_settings, &self.settings);
+        let restart = !covered || reconnect;
         if restart {
             tracing::info!("watched prefixes or backend settings changed: new snapshot and watch");
             self.mirror.drop_view();
@@ -60,30 +62,6 @@ impl Daemon {
             crate::logging::count(n, "resource")
         );
     }
-}
-
-/// Settings a running daemon cannot change: bound, started or set up once.
-fn needs_restart(a: &Settings, b: &Settings) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if a.metrics_addr != b.metrics_addr {
-        changed.push("metrics_addr");
-    }
-    if a.report != b.report {
-        changed.push("report");
-    }
-    if a.report_ttl != b.report_ttl {
-        changed.push("report_ttl");
-    }
-    if a.node_name != b.node_name {
-        changed.push("node_name");
-    }
-    if a.log_level != b.log_level {
-        changed.push("log_level");
-    }
-    if a.log_format != b.log_format {
-        changed.push("log_format");
-    }
-    changed
 }
 
 /// Settings of the connection to the backend: a change means a new one.

@@ -40,6 +40,10 @@ use serde::Deserialize;
 
 use crate::resource::{Wait, parse_duration, toml_error};
 
+mod defs;
+
+pub use defs::{Layer, SETTINGS, flag_args, log_reload_effects, markdown_table};
+
 /// Where things live when nothing says otherwise.
 pub const DEFAULT_CONFDIR: &str = "/etc/liveconf";
 /// Default state directory (status.json).
@@ -113,111 +117,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// One layer of settings (the file, or the flags): everything optional.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Layer {
-    pub confdir: Option<PathBuf>,
-    pub backend: Option<BackendKind>,
-    pub endpoints: Option<Vec<String>>,
-    pub srv_domain: Option<String>,
-    pub srv_record: Option<String>,
-    pub dns_server: Option<SocketAddr>,
-    pub prefix: Option<String>,
-    pub file: Option<Vec<PathBuf>>,
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub state_dir: Option<PathBuf>,
-    pub metrics_addr: Option<SocketAddr>,
-    pub log_level: Option<String>,
-    pub log_format: Option<LogFormat>,
-    pub wait: Option<String>,
-    pub node_name: Option<String>,
-    pub resync_interval: Option<String>,
-    pub watch_confdir: Option<bool>,
-    pub report: Option<bool>,
-    pub report_ttl: Option<String>,
-    pub reload_splay: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub request_timeout: Option<String>,
-    pub max_output_bytes: Option<usize>,
-}
-
-/// Every key of `liveconf.toml` (the fields of [`Layer`]).
-const LAYER_FIELDS: &[&str] = &[
-    "confdir",
-    "backend",
-    "endpoints",
-    "srv_domain",
-    "srv_record",
-    "dns_server",
-    "prefix",
-    "file",
-    "ca_file",
-    "cert_file",
-    "key_file",
-    "username",
-    "password_file",
-    "state_dir",
-    "metrics_addr",
-    "log_level",
-    "log_format",
-    "wait",
-    "node_name",
-    "resync_interval",
-    "watch_confdir",
-    "report",
-    "report_ttl",
-    "reload_splay",
-    "connect_timeout",
-    "request_timeout",
-    "max_output_bytes",
-];
-
-macro_rules! overlay {
-    ($base:ident, $top:ident, $($f:ident),*) => { $( if $top.$f.is_some() { $base.$f = $top.$f; } )* };
+impl BackendKind {
+    /// Its name, as in `backend = "..."`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Etcd => "etcd",
+            BackendKind::File => "file",
+        }
+    }
 }
 
 impl Layer {
-    /// `self` with every field `top` sets replaced by `top`'s.
-    pub fn overlay(mut self, top: Layer) -> Layer {
-        overlay!(
-            self,
-            top,
-            confdir,
-            backend,
-            endpoints,
-            srv_domain,
-            srv_record,
-            dns_server,
-            prefix,
-            file,
-            ca_file,
-            cert_file,
-            key_file,
-            username,
-            password_file,
-            state_dir,
-            metrics_addr,
-            log_level,
-            log_format,
-            wait,
-            node_name,
-            resync_interval,
-            watch_confdir,
-            report,
-            report_ttl,
-            reload_splay,
-            connect_timeout,
-            request_timeout,
-            max_output_bytes
-        );
-        self
-    }
-
     fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut Option<PathBuf>| {
             if let Some(x) = p
@@ -332,16 +242,11 @@ const CONFD_KEYS: &[(&str, Kind)] = &[
     ("separator", Kind::Str),
 ];
 
-/// confd's settings whose keys `liveconf.toml` has too.
-const SHARED_KEYS: &[&str] = &[
-    "backend",
-    "confdir",
-    "prefix",
-    "srv_domain",
-    "srv_record",
-    "file",
-    "username",
-];
+/// A key both confd's settings file and `liveconf.toml` have, for the
+/// same setting.
+fn shared_key(key: &str) -> bool {
+    defs::def(key).is_some_and(|d| d.confd == Some(key))
+}
 
 /// confd's backends liveconf cannot read.
 const CONFD_OTHER_BACKENDS: &[&str] = &[
@@ -363,18 +268,24 @@ pub const CONFD_CONFDIR: &str = "/etc/confd";
 /// given (`_BACKEND._tcp.DOMAIN`).
 const CONFD_SRV_RECORD: &str = "_etcdv3._tcp";
 
+/// A key of confd's settings file (lower case).
+#[cfg(test)]
+fn confd_key(key: &str) -> bool {
+    confd_kind(key).is_some()
+}
+
 fn confd_kind(key: &str) -> Option<Kind> {
     CONFD_KEYS.iter().find(|(k, _)| *k == key).map(|(_, t)| *t)
 }
 
 /// A key (lower case) only confd's settings file has.
 fn confd_only(key: &str) -> bool {
-    confd_kind(key).is_some() && !SHARED_KEYS.contains(&key)
+    confd_kind(key).is_some() && !shared_key(key)
 }
 
 /// A key (exactly as written) only `liveconf.toml` has.
 fn liveconf_only(key: &str) -> bool {
-    LAYER_FIELDS.contains(&key) && !SHARED_KEYS.contains(&key)
+    defs::def(key).is_some() && !shared_key(key)
 }
 
 /// Which format a settings file is written in.
@@ -523,19 +434,13 @@ pub fn confd_layer(path: &Path, text: &str) -> Result<(Layer, ConfdExtras), Sett
         let written = k.into_inner();
         let lower = written.to_ascii_lowercase();
         let Some((name, kind)) = CONFD_KEYS.iter().find(|(n, _)| *n == lower).copied() else {
-            if liveconf_only(&written) {
-                let instead = match written.as_str() {
-                    "endpoints" => "confd's name for it is `nodes`".to_string(),
-                    "ca_file" => "confd's name for it is `client_cakeys`".to_string(),
-                    "cert_file" => "confd's name for it is `client_cert`".to_string(),
-                    "key_file" => "confd's name for it is `client_key`".to_string(),
-                    "log_level" => "confd's name for it is `log-level`".to_string(),
-                    // The one setting without a flag.
-                    "max_output_bytes" => "write a liveconf.toml instead".to_string(),
-                    _ => format!(
-                        "give it on the command line (--{}) or write a liveconf.toml instead",
-                        written.replace('_', "-")
+            if let Some(d) = defs::def(&written).filter(|_| liveconf_only(&written)) {
+                let instead = match (d.confd, d.parsed_flag()) {
+                    (Some(theirs), _) => format!("confd's name for it is `{theirs}`"),
+                    (None, Some((long, _, _))) => format!(
+                        "give it on the command line (--{long}) or write a liveconf.toml instead"
                     ),
+                    (None, None) => "write a liveconf.toml instead".to_string(),
                 };
                 return Err(err(
                     line,
@@ -875,6 +780,18 @@ fn read_settings_file(path: &Path) -> Result<FileSettings, SettingsError> {
     })
 }
 
+/// What a batch takes from the settings (see [`Settings::batch`]); the
+/// rest of a batch's options comes from the command line and the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// Nameserver for `lookup_srv`, output limit.
+    pub env: crate::render::Env,
+    /// Random delay before reloads, for resources that set none.
+    pub reload_splay: Duration,
+    /// Where owed-reload markers live (none for a run that changes nothing).
+    pub owed_dir: Option<PathBuf>,
+}
+
 /// Fully resolved settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -941,6 +858,18 @@ impl Settings {
     /// Where owed-reload markers live (`STATE_DIR/reloads-owed`).
     pub fn owed_dir(&self) -> PathBuf {
         self.state_dir.join(OWED_DIR)
+    }
+
+    /// Everything a batch (`apply::Options`) takes from the settings. The
+    /// one place it is derived: at start-up and again on every SIGHUP, so
+    /// a new value reaches the next batch. `noop`: the run changes nothing
+    /// (then no owed-reload markers either).
+    pub fn batch(&self, noop: bool) -> BatchSettings {
+        BatchSettings {
+            env: self.render_env(),
+            reload_splay: self.reload_splay,
+            owed_dir: (!noop).then(|| self.owed_dir()),
+        }
     }
 
     /// `conf.d/` under the confdir.
@@ -1024,16 +953,20 @@ impl Settings {
             },
             message,
         };
-        let dur = |v: &Option<String>,
-                   name: &str,
-                   default: Duration,
-                   flag: bool|
-         -> Result<Duration, SettingsError> {
-            match v {
-                Some(s) => parse_duration(s).map_err(|e| err_from(flag, format!("{name}: {e}"))),
-                None => Ok(default),
-            }
-        };
+        // A duration setting: parsed, its error blamed and named.
+        macro_rules! dur {
+            ($key:ident, $default:expr) => {
+                match &l.$key {
+                    Some(s) => parse_duration(s).map_err(|e| {
+                        err_from(
+                            from_flags.$key.is_some(),
+                            format!("{}: {e}", stringify!($key)),
+                        )
+                    })?,
+                    None => $default,
+                }
+            };
+        }
         let wait = match &l.wait {
             Some(s) => Wait::parse(s)
                 .map_err(|e| err_from(from_flags.wait.is_some(), format!("wait: {e}")))?,
@@ -1108,38 +1041,13 @@ impl Settings {
             log_format: l.log_format.unwrap_or_default(),
             wait,
             node_name,
-            resync_interval: dur(
-                &l.resync_interval,
-                "resync_interval",
-                DEFAULT_RESYNC,
-                from_flags.resync_interval.is_some(),
-            )?,
+            resync_interval: dur!(resync_interval, DEFAULT_RESYNC),
             watch_confdir: l.watch_confdir.unwrap_or(false),
             report: l.report.unwrap_or(false),
-            report_ttl: dur(
-                &l.report_ttl,
-                "report_ttl",
-                DEFAULT_REPORT_TTL,
-                from_flags.report_ttl.is_some(),
-            )?,
-            reload_splay: dur(
-                &l.reload_splay,
-                "reload_splay",
-                Duration::ZERO,
-                from_flags.reload_splay.is_some(),
-            )?,
-            connect_timeout: dur(
-                &l.connect_timeout,
-                "connect_timeout",
-                Duration::from_secs(5),
-                from_flags.connect_timeout.is_some(),
-            )?,
-            request_timeout: dur(
-                &l.request_timeout,
-                "request_timeout",
-                Duration::from_secs(10),
-                from_flags.request_timeout.is_some(),
-            )?,
+            report_ttl: dur!(report_ttl, DEFAULT_REPORT_TTL),
+            reload_splay: dur!(reload_splay, Duration::ZERO),
+            connect_timeout: dur!(connect_timeout, Duration::from_secs(5)),
+            request_timeout: dur!(request_timeout, Duration::from_secs(10)),
             max_output_bytes: l.max_output_bytes.unwrap_or(crate::render::MAX_OUTPUT),
             prefix_rule: if confd.is_some() {
                 crate::resource::PrefixRule::Replace
@@ -1555,7 +1463,7 @@ watch = true
     }
 
     #[test]
-    fn layer_fields_lists_every_key_of_liveconf_toml() {
+    fn the_table_lists_every_key_of_liveconf_toml() {
         let e = toml::from_str::<Layer>("no_such_key = 1")
             .unwrap_err()
             .to_string();
@@ -1571,7 +1479,7 @@ watch = true
             .filter(|f| !f.is_empty())
             .collect();
         listed.sort_unstable();
-        let mut ours = LAYER_FIELDS.to_vec();
+        let mut ours: Vec<&str> = SETTINGS.iter().map(|d| d.name).collect();
         ours.sort_unstable();
         assert_eq!(listed, ours, "{e}");
     }
