@@ -21,10 +21,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::{ResolveError, TokioResolver};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 /// Which nameserver to ask.
@@ -47,6 +47,38 @@ pub struct SrvTarget {
     pub port: u16,
 }
 
+/// Why a look-up found no SRV targets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DnsError {
+    /// The name has no SRV record (NXDOMAIN, or no record of that type).
+    #[error("no SRV record for {0}")]
+    NoRecord(String),
+    /// An answer that holds no record.
+    #[error("no SRV record")]
+    EmptyAnswer,
+    /// The look-up failed (a nameserver's error, its timeout).
+    #[error("{0}")]
+    Lookup(ResolveError),
+    /// Nothing came back within [`LOOKUP_LIMIT`].
+    #[error("no answer within {}s", LOOKUP_LIMIT.as_secs())]
+    NoAnswer,
+    /// The resolver could not be set up (the system configuration).
+    #[error("{0}")]
+    Resolver(ResolveError),
+    /// The DNS thread's runtime could not be built.
+    #[error("cannot start the DNS runtime: {0}")]
+    Runtime(Arc<std::io::Error>),
+    /// The DNS thread could not be spawned.
+    #[error("cannot start the DNS thread: {0}")]
+    Thread(Arc<std::io::Error>),
+    /// The DNS thread is gone (the process is ending).
+    #[error("the DNS thread has stopped")]
+    Stopped,
+    /// The look-up was dropped without an answer.
+    #[error("the look-up failed")]
+    Dropped,
+}
+
 /// How long one nameserver query waits (hickory's `timeout`).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -56,7 +88,7 @@ pub const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
-fn resolver(cfg: &DnsConfig) -> Result<TokioResolver, String> {
+fn resolver(cfg: &DnsConfig) -> Result<TokioResolver, DnsError> {
     let provider = TokioConnectionProvider::default();
     let mut builder = match cfg.nameserver {
         Some(addr) => {
@@ -65,7 +97,7 @@ fn resolver(cfg: &DnsConfig) -> Result<TokioResolver, String> {
             rc.add_name_server(NameServerConfig::new(addr, Protocol::Tcp));
             TokioResolver::builder_with_config(rc, provider)
         }
-        None => TokioResolver::builder(provider).map_err(|e| e.to_string())?,
+        None => TokioResolver::builder(provider).map_err(DnsError::Resolver)?,
     };
     builder.options_mut().timeout = QUERY_TIMEOUT;
     builder.options_mut().attempts = 2;
@@ -92,7 +124,7 @@ struct Resolvers {
 }
 
 impl Resolvers {
-    fn get(&mut self, cfg: &DnsConfig) -> Result<Arc<TokioResolver>, String> {
+    fn get(&mut self, cfg: &DnsConfig) -> Result<Arc<TokioResolver>, DnsError> {
         let stamp = match cfg.nameserver {
             Some(_) => None,
             None => resolv_conf_stamp(),
@@ -117,7 +149,7 @@ impl Resolvers {
 #[cfg(test)]
 static BUILT: std::sync::Mutex<Vec<DnsConfig>> = std::sync::Mutex::new(Vec::new());
 
-type Answer = Result<Vec<SrvTarget>, String>;
+type Answer = Result<Vec<SrvTarget>, DnsError>;
 
 /// One look-up for the DNS thread, and where its answer goes.
 struct Job {
@@ -127,16 +159,16 @@ struct Job {
 }
 
 /// The DNS thread's queue (started on first use, for the life of the process).
-fn service() -> Result<&'static UnboundedSender<Job>, String> {
-    static SERVICE: OnceLock<Result<UnboundedSender<Job>, String>> = OnceLock::new();
+fn service() -> Result<&'static UnboundedSender<Job>, DnsError> {
+    static SERVICE: OnceLock<Result<UnboundedSender<Job>, DnsError>> = OnceLock::new();
     SERVICE.get_or_init(start).as_ref().map_err(Clone::clone)
 }
 
-fn start() -> Result<UnboundedSender<Job>, String> {
+fn start() -> Result<UnboundedSender<Job>, DnsError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the DNS runtime: {e}"))?;
+        .map_err(|e| DnsError::Runtime(Arc::new(e)))?;
     let (tx, mut rx) = unbounded_channel::<Job>();
     std::thread::Builder::new()
         .name("liveconf-dns".into())
@@ -152,7 +184,7 @@ fn start() -> Result<UnboundedSender<Job>, String> {
                             Ok(r) => {
                                 match tokio::time::timeout(LOOKUP_LIMIT, srv(&r, &job.name)).await {
                                     Ok(a) => a,
-                                    Err(_) => Err(no_answer()),
+                                    Err(_) => Err(DnsError::NoAnswer),
                                 }
                             }
                             Err(e) => Err(e),
@@ -162,20 +194,16 @@ fn start() -> Result<UnboundedSender<Job>, String> {
                 }
             })
         })
-        .map_err(|e| format!("cannot start the DNS thread: {e}"))?;
+        .map_err(|e| DnsError::Thread(Arc::new(e)))?;
     Ok(tx)
-}
-
-fn no_answer() -> String {
-    format!("no answer within {}s", LOOKUP_LIMIT.as_secs())
 }
 
 async fn srv(r: &TokioResolver, name: &str) -> Answer {
     let answer = r.srv_lookup(name).await.map_err(|e| {
         if e.is_no_records_found() {
-            format!("no SRV record for {name}")
+            DnsError::NoRecord(name.to_string())
         } else {
-            e.to_string()
+            DnsError::Lookup(e)
         }
     })?;
     let mut out: Vec<SrvTarget> = answer
@@ -189,57 +217,48 @@ async fn srv(r: &TokioResolver, name: &str) -> Answer {
         .collect();
     out.sort();
     if out.is_empty() {
-        return Err("no SRV record".into());
+        return Err(DnsError::EmptyAnswer);
     }
     Ok(out)
 }
 
+/// Hands the look-up to the DNS thread; `reply` is called with its answer.
 fn submit(
     cfg: &DnsConfig,
     name: &str,
-    reply: Box<dyn FnOnce(Answer) + Send>,
-) -> Result<(), String> {
+    reply: impl FnOnce(Answer) + Send + 'static,
+) -> Result<(), DnsError> {
     service()?
         .send(Job {
             cfg: cfg.clone(),
             name: name.to_string(),
-            reply,
+            reply: Box::new(reply),
         })
-        .map_err(|_| "the DNS thread has stopped".to_string())
+        .map_err(|_| DnsError::Stopped)
 }
 
 /// Looks up the SRV records of `name`, sorted by priority, weight, target.
-pub async fn lookup_srv(cfg: &DnsConfig, name: &str) -> Result<Vec<SrvTarget>, String> {
+pub async fn lookup_srv(cfg: &DnsConfig, name: &str) -> Answer {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    submit(
-        cfg,
-        name,
-        Box::new(move |a| {
-            let _ = tx.send(a);
-        }),
-    )?;
-    rx.await.map_err(|_| "the look-up failed".to_string())?
+    submit(cfg, name, move |a| {
+        let _ = tx.send(a);
+    })?;
+    rx.await.map_err(|_| DnsError::Dropped)?
 }
 
 /// [`lookup_srv`] from synchronous code (the template functions, on the
 /// render's blocking thread): waits for the DNS thread's answer. Never call
 /// it on an async worker thread — it blocks for as long as the look-up
 /// takes (at most [`LOOKUP_LIMIT`]).
-pub fn lookup_srv_blocking(cfg: &DnsConfig, name: &str) -> Result<Vec<SrvTarget>, String> {
+pub fn lookup_srv_blocking(cfg: &DnsConfig, name: &str) -> Answer {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    submit(
-        cfg,
-        name,
-        Box::new(move |a| {
-            let _ = tx.send(a);
-        }),
-    )?;
+    submit(cfg, name, move |a| {
+        let _ = tx.send(a);
+    })?;
     match rx.recv_timeout(LOOKUP_LIMIT + Duration::from_secs(1)) {
         Ok(a) => a,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(no_answer()),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            Err("the look-up failed".to_string())
-        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(DnsError::NoAnswer),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(DnsError::Dropped),
     }
 }
 
@@ -297,11 +316,13 @@ mod tests {
         for i in 0..3 {
             let name = format!("_x._tcp.n{i}.example.test");
             let e = lookup_srv_blocking(&cfg, &name).unwrap_err();
-            assert_eq!(e, format!("no SRV record for {name}"));
+            assert_eq!(e.to_string(), format!("no SRV record for {name}"));
         }
         // The same name again is asked again (no cache: a changed record
         // is seen by the next render).
-        let e = lookup_srv_blocking(&cfg, "_x._tcp.n0.example.test").unwrap_err();
+        let e = lookup_srv_blocking(&cfg, "_x._tcp.n0.example.test")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no SRV record"), "{e}");
         assert!(queries.load(Ordering::SeqCst) >= 4);
         // From async code too, on the caller's runtime, same resolver.
@@ -311,7 +332,8 @@ mod tests {
             .unwrap();
         let e = rt
             .block_on(lookup_srv(&cfg, "_x._tcp.async.example.test"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no SRV record"), "{e}");
         assert_eq!(builds_of(&cfg), 1);
     }
@@ -338,7 +360,9 @@ mod tests {
             .collect();
         std::thread::sleep(Duration::from_millis(100));
         let t = Instant::now();
-        let e = lookup_srv_blocking(&fast, "_x._tcp.fast.example.test").unwrap_err();
+        let e = lookup_srv_blocking(&fast, "_x._tcp.fast.example.test")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no SRV record"), "{e}");
         assert!(
             t.elapsed() < QUERY_TIMEOUT,

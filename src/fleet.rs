@@ -21,12 +21,52 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::backend::Backoff;
-use crate::backend::etcd::{Connection, describe, range_of};
+use crate::backend::etcd::{Connection, EtcdError, describe, range_of};
 
 /// Where reports live.
 pub const REPORT_PREFIX: &str = "/liveconf/fleet/";
 /// Where registrations live.
 pub const REGISTRY_PREFIX: &str = "/liveconf/registry/";
+
+/// Why the fleet's keys could not be read or written. (etcd's errors are
+/// part of the message, as [`describe`] words them, not separate causes.)
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// No etcd endpoint answered.
+    #[error(transparent)]
+    Connect(#[from] EtcdError),
+    /// A request to etcd failed.
+    #[error("{}", describe(.0))]
+    Request(etcd_client::Error),
+    /// The host's registration could not be written.
+    #[error("cannot register {key}: {}", describe(error))]
+    Register {
+        /// The registry key.
+        key: String,
+        /// What etcd said.
+        error: etcd_client::Error,
+    },
+    /// The host's report could not be written.
+    #[error("cannot publish {key}: {}", describe(error))]
+    Publish {
+        /// The report key.
+        key: String,
+        /// What etcd said.
+        error: etcd_client::Error,
+    },
+    /// The report could not be encoded.
+    #[error("{0}")]
+    Encode(serde_json::Error),
+    /// etcd let the report's lease expire (the keep-alives came too late).
+    #[error("the report's lease expired")]
+    LeaseExpired,
+}
+
+impl From<etcd_client::Error> for FleetError {
+    fn from(e: etcd_client::Error) -> FleetError {
+        FleetError::Request(e)
+    }
+}
 
 /// One resource in a host's report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,32 +125,25 @@ pub async fn publish(
     let mut idx = 0usize;
     loop {
         let endpoint = conn.endpoints[idx % conn.endpoints.len().max(1)].clone();
-        let result: Result<(), String> = async {
-            let mut client = conn
-                .connect_to(&endpoint)
-                .await
-                .map_err(|e| e.to_string())?;
-            let lease = client
-                .lease_grant(ttl_secs, None)
-                .await
-                .map_err(|e| describe(&e))?
-                .id();
+        let result: Result<(), FleetError> = async {
+            let mut client = conn.connect_to(&endpoint).await?;
+            let lease = client.lease_grant(ttl_secs, None).await?.id();
             let reg =
                 serde_json::json!({"node": node, "registered": crate::status::now()}).to_string();
             client
                 .put(registry_key.as_str(), reg, None)
                 .await
-                .map_err(|e| format!("cannot register {registry_key}: {}", describe(&e)))?;
-            let (mut keeper, mut responses) = client
-                .lease_keep_alive(lease)
-                .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|error| FleetError::Register {
+                    key: registry_key.clone(),
+                    error,
+                })?;
+            let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
             let mut ticker =
                 tokio::time::interval(Duration::from_millis((ttl_secs as u64 * 1000 / 3).max(500)));
             let mut last_sent: Option<String> = None;
             loop {
                 let body =
-                    serde_json::to_string(&*rx.borrow_and_update()).map_err(|e| e.to_string())?;
+                    serde_json::to_string(&*rx.borrow_and_update()).map_err(FleetError::Encode)?;
                 if last_sent.as_deref() != Some(&body) {
                     client
                         .put(
@@ -119,7 +152,10 @@ pub async fn publish(
                             Some(PutOptions::new().with_lease(lease)),
                         )
                         .await
-                        .map_err(|e| format!("cannot publish {report_key}: {}", describe(&e)))?;
+                        .map_err(|error| FleetError::Publish {
+                            key: report_key.clone(),
+                            error,
+                        })?;
                     last_sent = Some(body);
                     backoff.reset();
                 }
@@ -135,11 +171,11 @@ pub async fn publish(
                         return Ok(());
                     },
                     _ = ticker.tick() => {
-                        keeper.keep_alive().await.map_err(|e| describe(&e))?;
+                        keeper.keep_alive().await?;
                         match responses.message().await {
                             Ok(Some(r)) if r.ttl() > 0 => {}
-                            Ok(_) => return Err("the report's lease expired".to_string()),
-                            Err(e) => return Err(describe(&e)),
+                            Ok(_) => return Err(FleetError::LeaseExpired),
+                            Err(e) => return Err(e.into()),
                         }
                     }
                 }
@@ -169,77 +205,107 @@ pub struct HostState {
 /// Reads every report and registration; names the hosts with problems.
 /// A resource is stale when its revision is behind the newest change
 /// under its watched prefixes, `max_lag` after first being seen behind.
-pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostState>, String> {
-    let mut client = conn.connect().await.map_err(|e| e.to_string())?;
-    let mut first = read_all(&mut client).await?;
-    let behind = |reports: &BTreeMap<String, Report>, latest: &BTreeMap<String, i64>| {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for (node, r) in reports {
-            for (name, res) in &r.resources {
-                if res.revision.unwrap_or(0) < res.newest_change(latest) {
-                    out.push((node.clone(), name.clone()));
-                }
-            }
-        }
-        out
-    };
-    let latest = latest_revisions(&mut client, &first.0).await?;
-    let mut stale = behind(&first.0, &latest);
-    if !stale.is_empty() && !max_lag.is_zero() {
+pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostState>, FleetError> {
+    let mut client = conn.connect().await?;
+    let (reports, registered) = read_all(&mut client).await?;
+    let latest = latest_revisions(&mut client, &reports).await?;
+    let mut stale = behind(&reports, &latest);
+    let (reports, registered) = if !stale.is_empty() && !max_lag.is_zero() {
         // Give hosts `max_lag` to catch up before calling them stale.
         tokio::time::sleep(max_lag).await;
-        first = read_all(&mut client).await?;
+        let again = read_all(&mut client).await?;
         // Behind what was already there when first looked at.
-        let still = behind(&first.0, &latest);
+        let still = behind(&again.0, &latest);
         stale.retain(|x| still.contains(x));
-    }
-    let (reports, registered) = first;
+        again
+    } else {
+        (reports, registered)
+    };
     let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for node in registered.iter().chain(reports.keys()) {
         hosts.entry(node.clone()).or_default();
     }
+    let mut problem = |node: &str, p: String| hosts.entry(node.to_string()).or_default().push(p);
     for node in &registered {
         if !reports.contains_key(node) {
-            hosts
-                .entry(node.clone())
-                .or_default()
-                .push("gone (registered, no live report)".into());
+            problem(node, "gone (registered, no live report)".into());
         }
     }
     for (node, name) in &stale {
         let res = &reports[node].resources[name];
-        hosts.entry(node.clone()).or_default().push(format!(
-            "stale: {name} at revision {} behind its keys",
-            res.revision.unwrap_or(0)
-        ));
+        problem(
+            node,
+            format!(
+                "stale: {name} at revision {} behind its keys",
+                res.revision.unwrap_or(0)
+            ),
+        );
     }
-    for (node, r) in &reports {
+    failing_and_missing(&reports, &mut problem);
+    diverging(&reports, &latest, &mut problem);
+    Ok(hosts
+        .into_iter()
+        .map(|(node, problems)| HostState { node, problems })
+        .collect())
+}
+
+/// (node, resource) of every resource whose revision is behind the newest
+/// change under its watched prefixes.
+fn behind(
+    reports: &BTreeMap<String, Report>,
+    latest: &BTreeMap<String, i64>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (node, r) in reports {
         for (name, res) in &r.resources {
-            if !res.healthy {
-                hosts.entry(node.clone()).or_default().push(format!(
-                    "failing: {name}{}",
-                    res.error
-                        .as_deref()
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default()
-                ));
-            }
-            if res.sha256.is_none() {
-                hosts.entry(node.clone()).or_default().push(format!(
-                    "missing: {name} has never been installed on this host"
-                ));
+            if res.revision.unwrap_or(0) < res.newest_change(latest) {
+                out.push((node.clone(), name.clone()));
             }
         }
     }
-    // Divergence: among the hosts that are up to date for a resource (their
-    // revision is at or after the newest change of its keys), a sha256
-    // unlike the majority's. Revisions differ between hosts for unrelated
-    // reasons, so they are not compared directly.
+    out
+}
+
+/// Resources whose last attempt failed, and resources never installed.
+fn failing_and_missing(reports: &BTreeMap<String, Report>, problem: &mut impl FnMut(&str, String)) {
+    for (node, r) in reports {
+        for (name, res) in &r.resources {
+            if !res.healthy {
+                problem(
+                    node,
+                    format!(
+                        "failing: {name}{}",
+                        res.error
+                            .as_deref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    ),
+                );
+            }
+            if res.sha256.is_none() {
+                problem(
+                    node,
+                    format!("missing: {name} has never been installed on this host"),
+                );
+            }
+        }
+    }
+}
+
+/// Divergence: among the hosts that are up to date for a resource (their
+/// revision is at or after the newest change of its keys), a sha256
+/// unlike the majority's. Revisions differ between hosts for unrelated
+/// reasons, so they are not compared directly.
+fn diverging(
+    reports: &BTreeMap<String, Report>,
+    latest: &BTreeMap<String, i64>,
+    problem: &mut impl FnMut(&str, String),
+) {
     let mut groups: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-    for (node, r) in &reports {
+    for (node, r) in reports {
         for (name, res) in &r.resources {
             if let (Some(rev), Some(sha)) = (res.revision, &res.sha256)
-                && rev >= res.newest_change(&latest)
+                && rev >= res.newest_change(latest)
                 && res.healthy
             {
                 groups
@@ -261,28 +327,26 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
         for (sha, nodes) in &by_sha {
             if nodes.len() < majority || ties > 1 {
                 for node in nodes {
-                    hosts.entry(node.clone()).or_default().push(format!(
-                        "diverging: {name} content {} differs from the majority's ({majority} of the {total} hosts rendering it)",
-                        sha.chars().take(12).collect::<String>()
-                    ));
+                    problem(
+                        node,
+                        format!(
+                            "diverging: {name} content {} differs from the majority's ({majority} of the {total} hosts rendering it)",
+                            sha.chars().take(12).collect::<String>()
+                        ),
+                    );
                 }
             }
         }
     }
-    Ok(hosts
-        .into_iter()
-        .map(|(node, problems)| HostState { node, problems })
-        .collect())
 }
 
 type Fleet = (BTreeMap<String, Report>, Vec<String>);
 
-async fn read_all(client: &mut Client) -> Result<Fleet, String> {
+async fn read_all(client: &mut Client) -> Result<Fleet, FleetError> {
     let mut reports = BTreeMap::new();
     let resp = client
         .get(REPORT_PREFIX, Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(|e| describe(&e))?;
+        .await?;
     for kv in resp.kvs() {
         let key = String::from_utf8_lossy(kv.key());
         let Some(node) = key.strip_prefix(REPORT_PREFIX) else {
@@ -300,8 +364,7 @@ async fn read_all(client: &mut Client) -> Result<Fleet, String> {
             REGISTRY_PREFIX,
             Some(GetOptions::new().with_prefix().with_keys_only()),
         )
-        .await
-        .map_err(|e| describe(&e))?;
+        .await?;
     let registered = resp
         .kvs()
         .iter()
@@ -318,7 +381,7 @@ async fn read_all(client: &mut Client) -> Result<Fleet, String> {
 async fn latest_revisions(
     client: &mut Client,
     reports: &BTreeMap<String, Report>,
-) -> Result<BTreeMap<String, i64>, String> {
+) -> Result<BTreeMap<String, i64>, FleetError> {
     let mut out = BTreeMap::new();
     for r in reports.values() {
         for res in r.resources.values() {
@@ -332,10 +395,7 @@ async fn latest_revisions(
                     .with_keys_only()
                     .with_sort(SortTarget::Mod, SortOrder::Descend)
                     .with_limit(1);
-                let resp = client
-                    .get(start, Some(opts))
-                    .await
-                    .map_err(|e| describe(&e))?;
+                let resp = client.get(start, Some(opts)).await?;
                 let rev = resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
                 out.insert(w.clone(), rev);
             }
@@ -358,12 +418,9 @@ pub enum Forgotten {
 
 /// Removes a host's registration and report (`liveconf fleet --forget`),
 /// unless the host is alive.
-pub async fn forget(conn: &Connection, node: &str) -> Result<Forgotten, String> {
-    let mut client = conn.connect().await.map_err(|e| e.to_string())?;
-    let live = client
-        .get(format!("{REPORT_PREFIX}{node}"), None)
-        .await
-        .map_err(|e| describe(&e))?;
+pub async fn forget(conn: &Connection, node: &str) -> Result<Forgotten, FleetError> {
+    let mut client = conn.connect().await?;
+    let live = client.get(format!("{REPORT_PREFIX}{node}"), None).await?;
     if !live.kvs().is_empty() {
         return Ok(Forgotten::Alive);
     }
@@ -372,7 +429,7 @@ pub async fn forget(conn: &Connection, node: &str) -> Result<Forgotten, String> 
         format!("{REGISTRY_PREFIX}{node}"),
         format!("{REPORT_PREFIX}{node}"),
     ] {
-        let resp = client.delete(key, None).await.map_err(|e| describe(&e))?;
+        let resp = client.delete(key, None).await?;
         found |= resp.deleted() > 0;
     }
     Ok(if found {

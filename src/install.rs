@@ -48,15 +48,63 @@ pub enum Comparison {
     },
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
-    format!("{what} {}: {e}", path.display())
+/// Why a file could not be compared or installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The destination has no parent directory (it is `/`).
+    #[error("{} has no parent directory", .0.display())]
+    NoParent(PathBuf),
+    /// The destination's directory is missing and may not be created.
+    #[error(
+        "destination directory {} does not exist (create it, or set create_dest_dirs = true)",
+        .0.display()
+    )]
+    NoDirectory(PathBuf),
+    /// Something other than a file (or a symlink) is at the destination.
+    #[error("destination {} is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    /// A step on the file system failed.
+    #[error("{step} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("cannot write", "cannot fsync directory"...).
+        step: &'static str,
+        /// To what.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The stage file's owner could not be set.
+    #[error(
+        "cannot set owner {}:{} on {}: {source}",
+        uid.map(|u| u.to_string()).unwrap_or_default(),
+        gid.map(|g| g.to_string()).unwrap_or_default(),
+        path.display()
+    )]
+    Owner {
+        /// The owner asked for.
+        uid: Option<u32>,
+        /// The group asked for.
+        gid: Option<u32>,
+        /// The stage file.
+        path: PathBuf,
+        /// Why it failed.
+        source: nix::Error,
+    },
+}
+
+fn io_err(step: &'static str, path: &Path, source: std::io::Error) -> InstallError {
+    InstallError::Io {
+        step,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Target {
-    fn dir(&self) -> Result<&Path, String> {
+    fn dir(&self) -> Result<&Path, InstallError> {
         self.dest
             .parent()
-            .ok_or_else(|| format!("{} has no parent directory", self.dest.display()))
+            .ok_or_else(|| InstallError::NoParent(self.dest.clone()))
     }
 
     /// The mode the file will get.
@@ -67,16 +115,13 @@ impl Target {
     }
 
     /// Compares the destination with `content` (and mode, owner, group).
-    pub fn compare(&self, content: &[u8]) -> Result<Comparison, String> {
+    pub fn compare(&self, content: &[u8]) -> Result<Comparison, InstallError> {
         let meta = match std::fs::symlink_metadata(&self.dest) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let dir = self.dir()?;
                 if !self.create_dirs && !dir.is_dir() {
-                    return Err(format!(
-                        "destination directory {} does not exist (create it, or set create_dest_dirs = true)",
-                        dir.display()
-                    ));
+                    return Err(InstallError::NoDirectory(dir.to_path_buf()));
                 }
                 return Ok(Comparison::Differs {
                     what: "new file".into(),
@@ -94,10 +139,7 @@ impl Target {
             });
         }
         if !meta.is_file() {
-            return Err(format!(
-                "destination {} is not a regular file",
-                self.dest.display()
-            ));
+            return Err(InstallError::NotAFile(self.dest.clone()));
         }
         let mut what = Vec::new();
         let old = if meta.len() as usize == content.len() {
@@ -137,7 +179,7 @@ impl Target {
 
     /// Writes `content` to a new stage file next to the destination, with
     /// the final mode and owner, fsynced. Nothing is visible at `dest` yet.
-    pub fn stage(&self, content: &[u8]) -> Result<Staged, String> {
+    pub fn stage(&self, content: &[u8]) -> Result<Staged, InstallError> {
         let dir = self.dir()?;
         if self.create_dirs && !dir.is_dir() {
             std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
@@ -170,13 +212,11 @@ impl Target {
                 self.uid.map(nix::unistd::Uid::from_raw),
                 self.gid.map(nix::unistd::Gid::from_raw),
             )
-            .map_err(|e| {
-                format!(
-                    "cannot set owner {}:{} on {}: {e}",
-                    self.uid.map(|u| u.to_string()).unwrap_or_default(),
-                    self.gid.map(|g| g.to_string()).unwrap_or_default(),
-                    path.display()
-                )
+            .map_err(|source| InstallError::Owner {
+                uid: self.uid,
+                gid: self.gid,
+                path: path.clone(),
+                source,
             })?;
         }
         // chmod after chown: chown clears set-id bits.
@@ -202,7 +242,7 @@ impl Staged {
     }
 
     /// Renames the stage file over the destination and fsyncs the directory.
-    pub fn commit(self) -> Result<(), String> {
+    pub fn commit(self) -> Result<(), InstallError> {
         let dest = &self.target.dest;
         // Only a regular file is kept as DEST.bak: a symlink at DEST may have
         // been planted, and a backup must never preserve (or follow) it.
@@ -306,7 +346,7 @@ mod tests {
     fn missing_directory_is_an_error_unless_created() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = target(dir.path().join("sub/x.conf"));
-        let e = t.compare(b"x").unwrap_err();
+        let e = t.compare(b"x").unwrap_err().to_string();
         assert!(e.contains("create_dest_dirs"), "{e}");
         t.create_dirs = true;
         t.stage(b"x").unwrap().commit().unwrap();

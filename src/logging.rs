@@ -5,11 +5,41 @@
 
 use crate::settings::LogFormat;
 
+/// A `--log-level` (`log_level`) that is neither levels nor filters.
+#[derive(Debug, thiserror::Error)]
+pub enum LogLevelError {
+    /// A bare word that is not a level (tracing would take it for a target
+    /// and silence everything).
+    #[error(
+        "--log-level {spec:?}: {part:?} is not a level ({}) nor a filter like liveconf=debug",
+        LEVELS.join(", ")
+    )]
+    NotALevel {
+        /// The whole setting.
+        spec: String,
+        /// The part that is wrong.
+        part: String,
+    },
+    /// tracing refused the filter. (Its error is part of the message, not
+    /// a separate cause: the command line prints causes as well.)
+    #[error("--log-level {spec:?}: {error}")]
+    Filter {
+        /// The whole setting.
+        spec: String,
+        /// What tracing said.
+        error: tracing_subscriber::filter::ParseError,
+    },
+}
+
 /// Installs the global subscriber. `level` is a level (`info`) or a filter
 /// (`liveconf=debug`). Calling it twice is harmless.
-pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(directives(level)?)
-        .map_err(|e| format!("--log-level {level:?}: {e}"))?;
+pub fn init(level: &str, format: LogFormat) -> Result<(), LogLevelError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(directives(level)?).map_err(|error| {
+        LogLevelError::Filter {
+            spec: level.to_string(),
+            error,
+        }
+    })?;
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -54,7 +84,7 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// `target=level` filter. A bare word that is not a level (`warning`,
 /// `nonsense`) would be taken by tracing as a target name and silence
 /// everything, errors included; `warning` is accepted as `warn`.
-fn directives(spec: &str) -> Result<String, String> {
+fn directives(spec: &str) -> Result<String, LogLevelError> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim) {
         if part.contains('=') || part.contains('[') {
@@ -68,10 +98,10 @@ fn directives(spec: &str) -> Result<String, String> {
             lower
         };
         if !LEVELS.contains(&lower.as_str()) {
-            return Err(format!(
-                "--log-level {spec:?}: {part:?} is not a level ({}) nor a filter like liveconf=debug",
-                LEVELS.join(", ")
-            ));
+            return Err(LogLevelError::NotALevel {
+                spec: spec.to_string(),
+                part: part.to_string(),
+            });
         }
         // debug is for liveconf: its libraries (h2, tonic, hyper) would
         // drown it. trace is everything, for the deepest digging.
@@ -105,7 +135,7 @@ mod tests {
             "warn,liveconf=debug"
         );
         for bad in ["nonsense", "", "liveconf", "info,verbose"] {
-            let e = directives(bad).unwrap_err();
+            let e = directives(bad).unwrap_err().to_string();
             assert!(e.contains("--log-level"), "{e}");
         }
     }

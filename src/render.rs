@@ -2,13 +2,13 @@
 //! except what a template explicitly asks for (`getenv`, DNS look-ups).
 
 use crate::dns::DnsConfig;
-use crate::encode::{self, Decode};
+use crate::encode::{self, Decode, EncodeError};
 use crate::functions::{self, Scope};
-use crate::gotemplate;
+use crate::gotemplate::{self, GoTemplateError};
 use crate::keypath;
 use crate::resource::{Engine, Format, Resource, Source};
 use crate::store::Snapshot;
-use crate::templates::{self, TemplateSet};
+use crate::templates::{self, TemplateProblem, TemplateSet};
 
 /// Default largest output a resource may produce (`max_output_bytes`):
 /// a runaway template is refused rather than filling a disk.
@@ -32,8 +32,45 @@ impl Default for Env {
     }
 }
 
-/// Renders `res` from `snapshot`. The error is one message naming what is
-/// wrong (the template and line, the key).
+/// Why a resource could not be rendered: one line naming what is wrong
+/// (the template and line, the key).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RenderError {
+    /// The snapshot could not read some of the resource's keys (etcd
+    /// refused the range); the message names the prefix and the user.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The template is missing or does not compile.
+    #[error(transparent)]
+    Template(#[from] TemplateProblem),
+    /// Tera failed while rendering (see [`templates::describe`]).
+    #[error("{0}")]
+    Tera(String),
+    /// The Go template failed while executing.
+    #[error(transparent)]
+    Go(#[from] GoTemplateError),
+    /// `format`: the resource's prefix is a single key, not a directory.
+    #[error("{prefix} {}", EncodeError::SingleKey)]
+    SingleKey {
+        /// The resource's absolute prefix.
+        prefix: String,
+    },
+    /// `format`: the keys do not make a tree, or the tree has no encoding.
+    #[error(transparent)]
+    Encode(EncodeError),
+    /// The output is larger than `max_output_bytes`.
+    #[error(
+        "rendered output is {size} bytes, more than the limit of {limit} bytes (max_output_bytes)"
+    )]
+    TooLarge {
+        /// The output's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Renders `res` from `snapshot`.
 ///
 /// Synchronous, and it may block (a template's DNS look-ups wait for their
 /// answer): async code runs it on the blocking pool, as `apply` does.
@@ -42,9 +79,9 @@ pub fn render(
     snapshot: &Snapshot,
     templates: &TemplateSet,
     env: &Env,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, RenderError> {
     if let Some(why) = snapshot.unreadable_among(&res.watched) {
-        return Err(why.to_string());
+        return Err(RenderError::Unreadable(why.to_string()));
     }
     let out = match &res.source {
         Source::Format(format, decode) => render_format(res, snapshot, *format, *decode)?,
@@ -60,7 +97,7 @@ pub fn render(
         }
         Source::Template(name, Engine::Tera) => {
             if let Some(problem) = templates.problem(name) {
-                return Err(problem);
+                return Err(problem.into());
             }
             let mut ctx = tera::Context::new();
             ctx.insert("revision", &snapshot.revision());
@@ -72,15 +109,14 @@ pub fn render(
                 dns: env.dns.clone(),
             };
             functions::with_scope(scope, || templates.tera().render(name, &ctx))
-                .map_err(|e| templates::describe(&e))?
+                .map_err(|e| RenderError::Tera(templates::describe(&e)))?
         }
     };
     if out.len() > env.max_output {
-        return Err(format!(
-            "rendered output is {} bytes, more than the limit of {} bytes (max_output_bytes)",
-            out.len(),
-            env.max_output
-        ));
+        return Err(RenderError::TooLarge {
+            size: out.len(),
+            limit: env.max_output,
+        });
     }
     Ok(out.into_bytes())
 }
@@ -90,7 +126,7 @@ fn render_format(
     snapshot: &Snapshot,
     format: Format,
     decode: Decode,
-) -> Result<String, String> {
+) -> Result<String, RenderError> {
     // Every key under the watched prefixes, named relative to the resource
     // prefix. Watched prefixes are sorted and may nest; skip nested ones so
     // no key is visited twice.
@@ -106,12 +142,14 @@ fn render_format(
             .map(|(k, v)| (keypath::relative(&res.prefix, k).unwrap_or(k), &**v))
     });
     let mut json = encode::build_tree(entries, decode).map_err(|e| match e {
-        encode::EncodeError::SingleKey => format!("{} {e}", res.prefix),
-        e => e.to_string(),
+        EncodeError::SingleKey => RenderError::SingleKey {
+            prefix: res.prefix.clone(),
+        },
+        e => RenderError::Encode(e),
     })?;
     encode::sort_keys(&mut json);
     match format {
         Format::Json => Ok(encode::json_document(&json)),
-        Format::Php => encode::php_document(&encode::to_tera(&json)).map_err(|e| e.to_string()),
+        Format::Php => encode::php_document(&encode::to_tera(&json)).map_err(RenderError::Encode),
     }
 }

@@ -28,6 +28,89 @@ pub struct ResourceError {
     pub message: String,
 }
 
+/// A duration that does not parse (`wait`, `command_timeout`, flags).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid duration {input:?}: {source} (e.g. \"30s\", \"100ms\", \"5m\")")]
+pub struct DurationError {
+    /// The text given.
+    input: String,
+    /// What humantime said.
+    source: humantime::DurationError,
+}
+
+/// A coalescing window (`wait`) that does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WaitError {
+    /// MIN or MAX is not a duration.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    /// `MIN:MAX` with MAX below MIN.
+    #[error("wait {0:?}: MAX must not be less than MIN")]
+    MaxBelowMin(String),
+}
+
+/// A `mode` that is not a quoted octal file mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModeError {
+    /// A TOML integer: `0o644` and `420` are the same number once parsed.
+    #[error(
+        "mode must be a quoted octal string like \"0644\", not the integer {0} \
+         (TOML reads 0o644 and 420 as the same number)"
+    )]
+    Integer(i64),
+    /// Neither a string nor an integer (the value, as TOML writes it).
+    #[error("mode must be an octal string like \"0644\", not {0}")]
+    NotString(String),
+    /// A string that is not an octal number.
+    #[error("mode {0:?} is not an octal number like \"0644\"")]
+    NotOctal(String),
+    /// Octal, but empty or above 7777.
+    #[error("mode {0:?} is out of range (0000 to 7777)")]
+    OutOfRange(String),
+}
+
+/// An `owner` or `group` that names no account.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// No such user.
+    #[error("owner {0:?}: no such user")]
+    NoUser(String),
+    /// No such group.
+    #[error("group {0:?}: no such group")]
+    NoGroup(String),
+    /// The account database could not be read.
+    #[error("{field} {name:?}: cannot look up: {source}")]
+    Lookup {
+        /// `owner` or `group`.
+        field: &'static str,
+        /// The name given.
+        name: String,
+        /// Why.
+        source: nix::Error,
+    },
+}
+
+/// A confd-style `[template]` table whose fields do not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TableError {
+    /// One field written twice, in different cases.
+    #[error("{0} is given twice (confd matches field names regardless of case)")]
+    Twice(&'static str),
+    /// One field has the wrong type or value.
+    #[error("{}{field}: {message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Field {
+        /// Where it is written.
+        line: Option<usize>,
+        /// The field.
+        field: String,
+        /// What the TOML reader said.
+        message: String,
+    },
+    /// The table does not read, and no one field is to blame.
+    #[error("{0}")]
+    Table(String),
+}
+
 /// Generated output without a template.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,7 +189,7 @@ impl Wait {
     };
 
     /// Parses `"MIN"` or `"MIN:MAX"` (`"0s"` is off; MIN alone means MAX = 4 × MIN).
-    pub fn parse(s: &str) -> Result<Wait, String> {
+    pub fn parse(s: &str) -> Result<Wait, WaitError> {
         let (min, max) = match s.split_once(':') {
             Some((a, b)) => (parse_duration(a)?, parse_duration(b)?),
             None => {
@@ -115,7 +198,7 @@ impl Wait {
             }
         };
         if max < min {
-            return Err(format!("wait {s:?}: MAX must not be less than MIN"));
+            return Err(WaitError::MaxBelowMin(s.to_string()));
         }
         Ok(Wait { min, max })
     }
@@ -127,38 +210,32 @@ impl Wait {
 }
 
 /// Parses a duration like `30s`, `100ms`, `5m`, `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let t = s.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. \"30s\", \"100ms\", \"5m\")"))
+    humantime::parse_duration(t).map_err(|source| DurationError {
+        input: s.to_string(),
+        source,
+    })
 }
 
 /// Parses a mode: an octal string (`"0644"`, `"644"`, `"0o644"`). A TOML
 /// integer is refused: `0o644` and `420` are the same integer once parsed,
 /// so no reading of it is safe.
-pub fn parse_mode(v: &toml::Value) -> Result<u32, String> {
+pub fn parse_mode(v: &toml::Value) -> Result<u32, ModeError> {
     let text = match v {
         toml::Value::String(s) => s.trim().to_string(),
-        toml::Value::Integer(i) => {
-            return Err(format!(
-                "mode must be a quoted octal string like \"0644\", not the integer {i} \
-                 (TOML reads 0o644 and 420 as the same number)"
-            ));
-        }
-        other => {
-            return Err(format!(
-                "mode must be an octal string like \"0644\", not {other}"
-            ));
-        }
+        toml::Value::Integer(i) => return Err(ModeError::Integer(*i)),
+        other => return Err(ModeError::NotString(other.to_string())),
     };
     let digits = text.strip_prefix("0o").unwrap_or(&text);
-    let mode = u32::from_str_radix(digits, 8)
-        .map_err(|_| format!("mode {text:?} is not an octal number like \"0644\""))?;
+    let Ok(mode) = u32::from_str_radix(digits, 8) else {
+        return Err(ModeError::NotOctal(text));
+    };
     if digits.is_empty() || mode > 0o7777 {
-        return Err(format!("mode {text:?} is out of range (0000 to 7777)"));
+        return Err(ModeError::OutOfRange(text));
     }
     Ok(mode)
 }
@@ -322,7 +399,7 @@ fn tolerant_table(
     doc: &toml::Table,
     template_key: &str,
     table: &toml::Table,
-) -> Result<TemplateTable, String> {
+) -> Result<TemplateTable, TableError> {
     for k in doc.keys().filter(|k| *k != template_key) {
         tracing::warn!(
             "{}{}: `{k}` outside [template] is ignored (confd ignores it too)",
@@ -341,9 +418,7 @@ fn tolerant_table(
         match known {
             Some(f) => {
                 if fields.insert(f.to_string(), v.clone()).is_some() {
-                    return Err(format!(
-                        "{f} is given twice (confd matches field names regardless of case)"
-                    ));
+                    return Err(TableError::Twice(f));
                 }
             }
             None => tracing::warn!(
@@ -370,17 +445,31 @@ fn tolerant_table(
                         .keys()
                         .find(|w| w.eq_ignore_ascii_case(k))
                         .map_or(k.as_str(), String::as_str);
-                    return format!(
-                        "{}{k}: {}",
-                        key_line(text, written)
-                            .map(|l| format!("line {l}: "))
-                            .unwrap_or_default(),
-                        one_line(fe)
-                    );
+                    return TableError::Field {
+                        line: key_line(text, written),
+                        field: k.clone(),
+                        message: one_line(fe),
+                    };
                 }
             }
-            one_line(e)
+            TableError::Table(one_line(e))
         })
+}
+
+/// The resource file being loaded, to name it in errors.
+struct Loading<'a> {
+    name: String,
+    path: &'a Path,
+}
+
+impl Loading<'_> {
+    fn err(&self, message: impl std::fmt::Display) -> ResourceError {
+        ResourceError {
+            name: self.name.clone(),
+            file: self.path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
 }
 
 /// Parses one resource file. `templates_dir` is where `src` is looked up;
@@ -395,121 +484,24 @@ pub fn load(
     global_prefix: &str,
     rule: PrefixRule,
 ) -> Result<Resource, ResourceError> {
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let err = |message: String| ResourceError {
-        name: name.clone(),
-        file: path.to_path_buf(),
-        message,
+    let l = Loading {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let doc: Option<toml::Table> = toml::from_str(&text).ok();
-    let confd_style = doc.as_ref().and_then(|d| {
-        d.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("template"))
-            .and_then(|(k, v)| Some((k.clone(), v.as_table()?.clone())))
-            .filter(|(_, table)| wants_go(table))
-    });
-    let t = match (&doc, confd_style) {
-        (Some(doc), Some((key, table))) => {
-            tolerant_table(path, &text, doc, &key, &table).map_err(err)?
-        }
-        _ => {
-            let parsed: ResourceFile = toml::from_str(&text).map_err(|e| {
-                // Fields written without the [template] heading: say that,
-                // not "unknown field".
-                match &doc {
-                    Some(t) if !t.contains_key("template") && !t.is_empty() => err(
-                        "no [template] table: put the fields (src, dest, keys...) under a [template] heading"
-                            .into(),
-                    ),
-                    _ => err(toml_error(&text, &e)),
-                }
-            })?;
-            let Some(t) = parsed.template else {
-                return Err(err(
-                    "no [template] table (every resource file needs one)".into()
-                ));
-            };
-            t
-        }
-    };
-
-    let source = match (&t.src, t.format) {
-        (Some(_), Some(_)) => return Err(err("give either src or format, not both".into())),
-        (None, None) => {
-            return Err(err(
-                "missing src (a template under templates/) or format = \"json\" | \"php\"".into(),
-            ));
-        }
-        (Some(src), None) => {
-            if t.decode.is_some() {
-                return Err(err("decode only applies with format; in a template use tree(decode=\"json\") or json_decode".into()));
-            }
-            let engine = t.engine.unwrap_or_else(|| Engine::for_src(src));
-            let full = templates_dir.join(src);
-            if !full.is_file() {
-                return Err(err(format!(
-                    "src template {} does not exist",
-                    full.display()
-                )));
-            }
-            Source::Template(src.clone(), engine)
-        }
-        (None, Some(f)) => {
-            if t.engine.is_some() {
-                return Err(err(
-                    "engine applies to a template (src), not to format".into()
-                ));
-            }
-            let decode = match t.decode.as_deref() {
-                None | Some("string") => Decode::String,
-                Some("json") => Decode::Json,
-                Some(other) => return Err(err(format!("decode must be \"json\", not {other:?}"))),
-            };
-            Source::Format(f, decode)
-        }
-    };
-
-    let dest = t
-        .dest
-        .as_deref()
-        .ok_or_else(|| err("missing dest".into()))?;
-    let dest = PathBuf::from(dest);
-    // No `..`: the path must name one place, so `--dest-root` keeps every
-    // destination below its directory and the fleet compares like with like.
-    if dest
-        .components()
-        .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(err(format!(
-            "dest {:?} must not contain `..`: write the path it means",
-            dest.display().to_string()
-        )));
-    }
-    if !dest.is_absolute() || dest.file_name().is_none() {
-        return Err(err(format!(
-            "dest {:?} must be an absolute file path",
-            dest.display()
-        )));
-    }
-
+    let text = std::fs::read_to_string(path).map_err(|e| l.err(format!("cannot read: {e}")))?;
+    let t = read_table(&l, &text)?;
+    let source = source(&l, &t, templates_dir)?;
+    let dest = destination(&l, &t)?;
     let go = matches!(source, Source::Template(_, Engine::Go));
     // confd renders a template without keys (one that only reads the
     // environment, say); a Tera resource must say what it reads.
     if t.keys.is_empty() && !go {
-        return Err(err("keys is empty: list the key prefixes this resource reads (\"/\" for everything under prefix)".into()));
+        return Err(l.err("keys is empty: list the key prefixes this resource reads (\"/\" for everything under prefix)"));
     }
-    let own_prefix = t.prefix.as_deref().unwrap_or("");
-    let prefix = match rule {
-        // confd: any non-empty global prefix, even "/", replaces.
-        PrefixRule::Replace if !global_prefix.is_empty() => {
-            keypath::normalize_prefix(global_prefix)
-        }
-        _ => keypath::join_prefixes(&[global_prefix, own_prefix]),
-    };
+    let prefix = resource_prefix(&t, global_prefix, rule);
     let mut watched: Vec<String> = t
         .keys
         .iter()
@@ -517,40 +509,11 @@ pub fn load(
         .collect();
     watched.sort();
     watched.dedup();
-
-    let mode = t.mode.as_ref().map(parse_mode).transpose().map_err(err)?;
-    let uid = match (&t.owner, t.uid) {
-        (Some(_), Some(_)) => return Err(err("give owner or uid, not both".into())),
-        (Some(o), None) => Some(lookup_user(o).map_err(err)?),
-        (None, u) => u,
-    };
-    let gid = match (&t.group, t.gid) {
-        (Some(_), Some(_)) => return Err(err("give group or gid, not both".into())),
-        (Some(g), None) => Some(lookup_group(g).map_err(err)?),
-        (None, g) => g,
-    };
-    let command_timeout = match &t.command_timeout {
-        Some(s) => parse_duration(s).map_err(|e| err(format!("command_timeout: {e}")))?,
-        None => DEFAULT_COMMAND_TIMEOUT,
-    };
-    if command_timeout.is_zero() {
-        return Err(err("command_timeout must be more than 0s".into()));
-    }
-    let wait = t
-        .wait
-        .as_deref()
-        .map(Wait::parse)
-        .transpose()
-        .map_err(|e| err(format!("wait: {e}")))?;
-    let reload_splay = t
-        .reload_splay
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| err(format!("reload_splay: {e}")))?;
+    let (mode, uid, gid) = ownership(&l, &t)?;
+    let (command_timeout, wait, reload_splay) = timing(&l, &t)?;
 
     Ok(Resource {
-        name: name.clone(),
+        name: l.name,
         file: path.to_path_buf(),
         source,
         dest,
@@ -570,25 +533,181 @@ pub fn load(
     })
 }
 
-fn lookup_user(name: &str) -> Result<u32, String> {
+/// The `[template]` table of `text`: read as confd reads it when it is a
+/// Go template resource, strictly otherwise.
+fn read_table(l: &Loading, text: &str) -> Result<TemplateTable, ResourceError> {
+    let doc: Option<toml::Table> = toml::from_str(text).ok();
+    let confd_style = doc.as_ref().and_then(|d| {
+        d.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("template"))
+            .and_then(|(k, v)| Some((k.clone(), v.as_table()?.clone())))
+            .filter(|(_, table)| wants_go(table))
+    });
+    if let (Some(doc), Some((key, table))) = (&doc, confd_style) {
+        return tolerant_table(l.path, text, doc, &key, &table).map_err(|e| l.err(e));
+    }
+    let parsed: ResourceFile = toml::from_str(text).map_err(|e| {
+        // Fields written without the [template] heading: say that,
+        // not "unknown field".
+        match &doc {
+            Some(t) if !t.contains_key("template") && !t.is_empty() => l.err(
+                "no [template] table: put the fields (src, dest, keys...) under a [template] heading",
+            ),
+            _ => l.err(toml_error(text, &e)),
+        }
+    })?;
+    parsed
+        .template
+        .ok_or_else(|| l.err("no [template] table (every resource file needs one)"))
+}
+
+/// Where the content comes from: a template (that exists) in an engine,
+/// or a format.
+fn source(l: &Loading, t: &TemplateTable, templates_dir: &Path) -> Result<Source, ResourceError> {
+    match (&t.src, t.format) {
+        (Some(_), Some(_)) => Err(l.err("give either src or format, not both")),
+        (None, None) => {
+            Err(l.err("missing src (a template under templates/) or format = \"json\" | \"php\""))
+        }
+        (Some(src), None) => {
+            if t.decode.is_some() {
+                return Err(l.err("decode only applies with format; in a template use tree(decode=\"json\") or json_decode"));
+            }
+            let engine = t.engine.unwrap_or_else(|| Engine::for_src(src));
+            let full = templates_dir.join(src);
+            if !full.is_file() {
+                return Err(l.err(format!("src template {} does not exist", full.display())));
+            }
+            Ok(Source::Template(src.clone(), engine))
+        }
+        (None, Some(f)) => {
+            if t.engine.is_some() {
+                return Err(l.err("engine applies to a template (src), not to format"));
+            }
+            let decode = match t.decode.as_deref() {
+                None | Some("string") => Decode::String,
+                Some("json") => Decode::Json,
+                Some(other) => {
+                    return Err(l.err(format!("decode must be \"json\", not {other:?}")));
+                }
+            };
+            Ok(Source::Format(f, decode))
+        }
+    }
+}
+
+/// `dest`: an absolute file path without `..`.
+fn destination(l: &Loading, t: &TemplateTable) -> Result<PathBuf, ResourceError> {
+    let dest = t.dest.as_deref().ok_or_else(|| l.err("missing dest"))?;
+    let dest = PathBuf::from(dest);
+    // No `..`: the path must name one place, so `--dest-root` keeps every
+    // destination below its directory and the fleet compares like with like.
+    if dest
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(l.err(format!(
+            "dest {:?} must not contain `..`: write the path it means",
+            dest.display().to_string()
+        )));
+    }
+    if !dest.is_absolute() || dest.file_name().is_none() {
+        return Err(l.err(format!(
+            "dest {:?} must be an absolute file path",
+            dest.display()
+        )));
+    }
+    Ok(dest)
+}
+
+/// The resource's absolute prefix: its own `prefix` with the global one.
+fn resource_prefix(t: &TemplateTable, global_prefix: &str, rule: PrefixRule) -> String {
+    let own_prefix = t.prefix.as_deref().unwrap_or("");
+    match rule {
+        // confd: any non-empty global prefix, even "/", replaces.
+        PrefixRule::Replace if !global_prefix.is_empty() => {
+            keypath::normalize_prefix(global_prefix)
+        }
+        _ => keypath::join_prefixes(&[global_prefix, own_prefix]),
+    }
+}
+
+/// Mode, owner and group (names looked up).
+type Ownership = (Option<u32>, Option<u32>, Option<u32>);
+
+fn ownership(l: &Loading, t: &TemplateTable) -> Result<Ownership, ResourceError> {
+    let mode = t
+        .mode
+        .as_ref()
+        .map(parse_mode)
+        .transpose()
+        .map_err(|e| l.err(e))?;
+    let uid = match (&t.owner, t.uid) {
+        (Some(_), Some(_)) => return Err(l.err("give owner or uid, not both")),
+        (Some(o), None) => Some(lookup_user(o).map_err(|e| l.err(e))?),
+        (None, u) => u,
+    };
+    let gid = match (&t.group, t.gid) {
+        (Some(_), Some(_)) => return Err(l.err("give group or gid, not both")),
+        (Some(g), None) => Some(lookup_group(g).map_err(|e| l.err(e))?),
+        (None, g) => g,
+    };
+    Ok((mode, uid, gid))
+}
+
+/// `command_timeout`, `wait` and `reload_splay`.
+type Timing = (Duration, Option<Wait>, Option<Duration>);
+
+fn timing(l: &Loading, t: &TemplateTable) -> Result<Timing, ResourceError> {
+    let command_timeout = match &t.command_timeout {
+        Some(s) => parse_duration(s).map_err(|e| l.err(format!("command_timeout: {e}")))?,
+        None => DEFAULT_COMMAND_TIMEOUT,
+    };
+    if command_timeout.is_zero() {
+        return Err(l.err("command_timeout must be more than 0s"));
+    }
+    let wait = t
+        .wait
+        .as_deref()
+        .map(Wait::parse)
+        .transpose()
+        .map_err(|e| l.err(format!("wait: {e}")))?;
+    let reload_splay = t
+        .reload_splay
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| l.err(format!("reload_splay: {e}")))?;
+    Ok((command_timeout, wait, reload_splay))
+}
+
+fn lookup_user(name: &str) -> Result<u32, AccountError> {
     if let Ok(n) = name.parse::<u32>() {
         return Ok(n);
     }
     match nix::unistd::User::from_name(name) {
         Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(format!("owner {name:?}: no such user")),
-        Err(e) => Err(format!("owner {name:?}: cannot look up: {e}")),
+        Ok(None) => Err(AccountError::NoUser(name.to_string())),
+        Err(source) => Err(AccountError::Lookup {
+            field: "owner",
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 
-fn lookup_group(name: &str) -> Result<u32, String> {
+fn lookup_group(name: &str) -> Result<u32, AccountError> {
     if let Ok(n) = name.parse::<u32>() {
         return Ok(n);
     }
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("group {name:?}: no such group")),
-        Err(e) => Err(format!("group {name:?}: cannot look up: {e}")),
+        Ok(None) => Err(AccountError::NoGroup(name.to_string())),
+        Err(source) => Err(AccountError::Lookup {
+            field: "group",
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 
@@ -636,7 +755,10 @@ mod tests {
     fn modes_are_octal() {
         assert_eq!(parse_mode(&toml::Value::String("0640".into())), Ok(0o640));
         assert_eq!(parse_mode(&toml::Value::String("644".into())), Ok(0o644));
-        assert!(parse_mode(&toml::Value::Integer(644)).is_err());
+        assert_eq!(
+            parse_mode(&toml::Value::Integer(644)),
+            Err(ModeError::Integer(644))
+        );
         assert!(parse_mode(&toml::Value::String("0689".into())).is_err());
         assert!(parse_mode(&toml::Value::String("".into())).is_err());
         assert!(parse_mode(&toml::Value::String("17777".into())).is_err());

@@ -14,16 +14,43 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::gotemplate::{self, GoTemplate};
-use crate::resource::Engine;
+use crate::gotemplate::{self, GoTemplate, GoTemplateError};
+
+/// Why a template cannot be used, on one line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TemplateProblem {
+    /// No such file under the templates directory.
+    #[error("template {name} not found in {}", dir.display())]
+    NotFound {
+        /// The template, as the resource names it.
+        name: String,
+        /// The templates directory.
+        dir: PathBuf,
+    },
+    /// The file (or the templates directory) could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// What could not be read.
+        path: PathBuf,
+        /// Why.
+        source: Arc<std::io::Error>,
+    },
+    /// Tera refused it: a syntax error, or a missing include or parent
+    /// (see [`describe`]).
+    #[error("{0}")]
+    Tera(String),
+    /// It does not parse as a Go template.
+    #[error(transparent)]
+    Go(#[from] GoTemplateError),
+}
 
 /// The compiled templates, and the ones that failed to compile.
 #[derive(Clone)]
 pub struct TemplateSet {
     tera: Arc<tera::Tera>,
-    broken: BTreeMap<String, String>,
+    broken: BTreeMap<String, TemplateProblem>,
     /// Every file parsed as a Go template, or why it does not parse.
-    go: Arc<BTreeMap<String, Result<GoTemplate, String>>>,
+    go: Arc<BTreeMap<String, Result<GoTemplate, TemplateProblem>>>,
     dir: PathBuf,
 }
 
@@ -87,6 +114,13 @@ fn one_report_line(report: &str) -> String {
     }
 }
 
+fn unreadable(path: &Path, e: std::io::Error) -> TemplateProblem {
+    TemplateProblem::Unreadable {
+        path: path.to_path_buf(),
+        source: Arc::new(e),
+    }
+}
+
 /// Templates under `dir` (recursively, following symlinks, skipping
 /// dot-files) into `out`; symlinks that lead nowhere into `dangling`.
 fn collect(
@@ -137,7 +171,7 @@ impl TemplateSet {
         if dir.is_dir()
             && let Err(e) = collect(dir, dir, &mut files, &mut dangling)
         {
-            broken.insert(String::new(), format!("cannot read {}: {e}", dir.display()));
+            broken.insert(String::new(), unreadable(dir, e));
         }
         files.sort();
         let mut good: Vec<(String, String)> = Vec::new();
@@ -146,17 +180,20 @@ impl TemplateSet {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     let base = name.rsplit('/').next().unwrap_or(&name);
-                    go.insert(name.clone(), gotemplate::parse(base, &text));
+                    go.insert(
+                        name.clone(),
+                        gotemplate::parse(base, &text).map_err(Into::into),
+                    );
                     let mut alone = new_tera();
                     match alone.add_raw_template(&name, &text) {
                         Err(e) if matches!(e.kind(), tera::ErrorKind::SyntaxError(_)) => {
-                            broken.insert(name, describe(&e));
+                            broken.insert(name, TemplateProblem::Tera(describe(&e)));
                         }
                         _ => good.push((name, text)),
                     }
                 }
                 Err(e) => {
-                    let why = format!("cannot read {}: {e}", path.display());
+                    let why = unreadable(&path, e);
                     go.insert(name.clone(), Err(why.clone()));
                     broken.insert(name, why);
                 }
@@ -175,20 +212,26 @@ impl TemplateSet {
                 match trial.add_raw_template(n, t) {
                     Ok(()) => tera = trial,
                     Err(e2) => {
-                        broken.insert(n.clone(), describe(&e2));
+                        broken.insert(n.clone(), TemplateProblem::Tera(describe(&e2)));
                     }
                 }
             }
         }
         // A symlink that leads nowhere (a copied example whose `lib` link
-        // was relative) is named, and so is every error it explains.
+        // was relative) is named, and so is every error it explains. Tera
+        // names the template it could not find only in its message text
+        // (its `Template`'s includes and parents are private), so the
+        // message is what is searched for the link's path.
         for (rel, target) in &dangling {
             tracing::warn!(
                 "templates: {} is a symlink to {}, which does not exist",
                 dir.join(rel).display(),
                 target.display()
             );
-            for message in broken.values_mut() {
+            for problem in broken.values_mut() {
+                let TemplateProblem::Tera(message) = problem else {
+                    continue;
+                };
                 if message.contains(&format!("{rel}/")) || message.contains(&format!("`{rel}`")) {
                     message.push_str(&format!(
                         " ({} is a symlink to {}, which does not exist)",
@@ -212,37 +255,30 @@ impl TemplateSet {
     }
 
     /// The Go template `name`, or why it cannot be used.
-    pub fn go(&self, name: &str) -> Result<&GoTemplate, String> {
+    pub fn go(&self, name: &str) -> Result<&GoTemplate, TemplateProblem> {
         match self.go.get(name) {
             Some(Ok(t)) => Ok(t),
             Some(Err(e)) => Err(e.clone()),
-            None => Err(format!(
-                "template {name} not found in {}",
-                self.dir.display()
-            )),
-        }
-    }
-
-    /// Why `name` cannot be used with `engine`, if it cannot.
-    pub fn problem_with(&self, name: &str, engine: Engine) -> Option<String> {
-        match engine {
-            Engine::Tera => self.problem(name),
-            Engine::Go => self.go(name).err(),
+            None => Err(self.not_found(name)),
         }
     }
 
     /// Why `name` cannot be used (as a Tera template), if it cannot.
-    pub fn problem(&self, name: &str) -> Option<String> {
+    pub fn problem(&self, name: &str) -> Option<TemplateProblem> {
         if let Some(e) = self.broken.get(name) {
             return Some(e.clone());
         }
         if !self.tera.contains_template(name) {
-            return Some(format!(
-                "template {name} not found in {}",
-                self.dir.display()
-            ));
+            return Some(self.not_found(name));
         }
         None
+    }
+
+    fn not_found(&self, name: &str) -> TemplateProblem {
+        TemplateProblem::NotFound {
+            name: name.to_string(),
+            dir: self.dir.clone(),
+        }
     }
 }
 
@@ -256,7 +292,7 @@ mod tests {
         std::fs::write(dir.path().join("a.tera"), "{% include \"lib/x.tera\" %}\n").unwrap();
         std::os::unix::fs::symlink("../../nowhere", dir.path().join("lib")).unwrap();
         let set = TemplateSet::load(dir.path());
-        let p = set.problem("a.tera").unwrap();
+        let p = set.problem("a.tera").unwrap().to_string();
         assert!(
             p.contains("lib/x.tera") && p.contains("is a symlink to ../../nowhere"),
             "{p}"
@@ -273,10 +309,10 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("b.tera"), "fine\n").unwrap();
         let set = TemplateSet::load(dir.path());
-        let p = set.problem("a.tera").unwrap();
+        let p = set.problem("a.tera").unwrap().to_string();
         assert!(!p.contains('\n'), "{p}");
         assert!(p.starts_with("template a.tera line 2, column"), "{p}");
         assert!(p.contains("lib/gone.tera"), "{p}");
-        assert_eq!(set.problem("b.tera"), None);
+        assert!(set.problem("b.tera").is_none());
     }
 }

@@ -106,83 +106,122 @@ pub fn describe(e: &etcd_client::Error) -> String {
     }
 }
 
+/// The endpoints to try: those given, then those SRV discovery finds
+/// (`https` when TLS is configured or the record's name says `-ssl`);
+/// etcd's default when there are none. Each must be http(s) and carry no
+/// credentials.
+async fn endpoints(s: &Settings, tls_wanted: bool) -> Result<Vec<String>, EtcdError> {
+    let mut endpoints = s.endpoints.clone();
+    if let Some(domain) = &s.srv_domain {
+        let name = format!(
+            "{}.{}",
+            s.srv_record.trim_end_matches('.'),
+            domain.trim_end_matches('.')
+        );
+        let cfg = DnsConfig {
+            nameserver: s.dns_server,
+        };
+        let targets = dns::lookup_srv(&cfg, &name)
+            .await
+            .map_err(|e| EtcdError::Unavailable {
+                endpoints: format!("SRV {name}"),
+                message: format!("discovery failed: {e}"),
+            })?;
+        let scheme = if tls_wanted || s.srv_record.contains("-ssl") {
+            "https"
+        } else {
+            "http"
+        };
+        endpoints.extend(
+            targets
+                .into_iter()
+                .map(|t| format!("{scheme}://{}:{}", t.target, t.port)),
+        );
+    }
+    if endpoints.is_empty() {
+        endpoints.push("http://127.0.0.1:2379".into());
+    }
+    for e in &endpoints {
+        if let Some((scheme, _)) = e.split_once("://")
+            && scheme != "http"
+            && scheme != "https"
+        {
+            return Err(EtcdError::Settings(format!(
+                "endpoint {e:?}: the scheme must be http or https"
+            )));
+        }
+    }
+    for e in &endpoints {
+        if let Some((scheme_user, _)) = e.split_once('@') {
+            let scheme = scheme_user.split("://").next().unwrap_or("http");
+            return Err(EtcdError::Settings(format!(
+                "endpoint {scheme}://***@{}: credentials do not belong in an endpoint URL; use username and password_file",
+                e.rsplit('@').next().unwrap_or("")
+            )));
+        }
+    }
+    Ok(endpoints)
+}
+
+/// The CA and client certificate, read.
+fn tls_options(s: &Settings) -> Result<TlsOptions, EtcdError> {
+    let mut tls = TlsOptions::new();
+    if let Some(ca) = &s.ca_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca, "CA file")?));
+    }
+    match (&s.cert_file, &s.key_file) {
+        (Some(c), Some(k)) => {
+            tls = tls.identity(Identity::from_pem(read(c, "certificate")?, read(k, "key")?));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(EtcdError::Settings(
+                "cert_file and key_file (--cert-file, --key-file) go together: give both or neither".into(),
+            ));
+        }
+    }
+    Ok(tls)
+}
+
+/// `user`'s password. A password file (flag or liveconf.toml) wins over an
+/// inline password (confd.toml's, held in memory only).
+fn password(s: &Settings, user: &str) -> Result<String, EtcdError> {
+    match (&s.password_file, &s.password) {
+        (Some(pw_file), _) => {
+            if let Ok(meta) = std::fs::metadata(pw_file) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        "password file {} is readable by others (mode {:04o}); chmod 600 it",
+                        pw_file.display(),
+                        meta.permissions().mode() & 0o7777
+                    );
+                }
+            }
+            Ok(String::from_utf8_lossy(&read(pw_file, "password file")?)
+                .trim_end_matches(['\n', '\r'])
+                .to_string())
+        }
+        (None, Some(pw)) => Ok(pw.expose().to_string()),
+        (None, None) => Err(EtcdError::Settings(format!(
+            "username {user:?} needs password_file (--username needs --password-file; \
+             in a confd.toml, password)"
+        ))),
+    }
+}
+
 impl Connection {
     /// Resolves endpoints and builds the connect options from the settings.
     pub async fn from_settings(s: &Settings) -> Result<Connection, EtcdError> {
         let tls_wanted = s.ca_file.is_some() || s.cert_file.is_some() || s.key_file.is_some();
-        let mut endpoints = s.endpoints.clone();
-        if let Some(domain) = &s.srv_domain {
-            let name = format!(
-                "{}.{}",
-                s.srv_record.trim_end_matches('.'),
-                domain.trim_end_matches('.')
-            );
-            let cfg = DnsConfig {
-                nameserver: s.dns_server,
-            };
-            let targets =
-                dns::lookup_srv(&cfg, &name)
-                    .await
-                    .map_err(|e| EtcdError::Unavailable {
-                        endpoints: format!("SRV {name}"),
-                        message: format!("discovery failed: {e}"),
-                    })?;
-            let scheme = if tls_wanted || s.srv_record.contains("-ssl") {
-                "https"
-            } else {
-                "http"
-            };
-            endpoints.extend(
-                targets
-                    .into_iter()
-                    .map(|t| format!("{scheme}://{}:{}", t.target, t.port)),
-            );
-        }
-        if endpoints.is_empty() {
-            endpoints.push("http://127.0.0.1:2379".into());
-        }
-        for e in &endpoints {
-            if let Some((scheme, _)) = e.split_once("://")
-                && scheme != "http"
-                && scheme != "https"
-            {
-                return Err(EtcdError::Settings(format!(
-                    "endpoint {e:?}: the scheme must be http or https"
-                )));
-            }
-        }
-        for e in &endpoints {
-            if let Some((scheme_user, _)) = e.split_once('@') {
-                let scheme = scheme_user.split("://").next().unwrap_or("http");
-                return Err(EtcdError::Settings(format!(
-                    "endpoint {scheme}://***@{}: credentials do not belong in an endpoint URL; use username and password_file",
-                    e.rsplit('@').next().unwrap_or("")
-                )));
-            }
-        }
+        let mut endpoints = endpoints(s, tls_wanted).await?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(s.connect_timeout)
             .with_timeout(s.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
         if tls_wanted {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &s.ca_file {
-                tls = tls.ca_certificate(Certificate::from_pem(read(ca, "CA file")?));
-            }
-            match (&s.cert_file, &s.key_file) {
-                (Some(c), Some(k)) => {
-                    tls =
-                        tls.identity(Identity::from_pem(read(c, "certificate")?, read(k, "key")?));
-                }
-                (None, None) => {}
-                _ => {
-                    return Err(EtcdError::Settings(
-                        "cert_file and key_file (--cert-file, --key-file) go together: give both or neither".into(),
-                    ));
-                }
-            }
-            options = options.with_tls(tls);
+            options = options.with_tls(tls_options(s)?);
             for e in &mut endpoints {
                 if let Some(rest) = e.strip_prefix("http://") {
                     *e = format!("https://{rest}");
@@ -192,34 +231,8 @@ impl Connection {
             }
         }
         if let Some(user) = &s.username {
-            // A password file (flag or liveconf.toml) wins over an inline
-            // password (confd.toml's, held in memory only).
-            let pw = match (&s.password_file, &s.password) {
-                (Some(pw_file), _) => {
-                    if let Ok(meta) = std::fs::metadata(pw_file) {
-                        use std::os::unix::fs::PermissionsExt;
-                        if meta.permissions().mode() & 0o077 != 0 {
-                            tracing::warn!(
-                                "password file {} is readable by others (mode {:04o}); chmod 600 it",
-                                pw_file.display(),
-                                meta.permissions().mode() & 0o7777
-                            );
-                        }
-                    }
-                    String::from_utf8_lossy(&read(pw_file, "password file")?)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string()
-                }
-                (None, Some(pw)) => pw.expose().to_string(),
-                (None, None) => {
-                    return Err(EtcdError::Settings(format!(
-                        "username {user:?} needs password_file (--username needs --password-file; \
-                         in a confd.toml, password)"
-                    )));
-                }
-            };
             options = options
-                .with_user(user.clone(), pw)
+                .with_user(user.clone(), password(s, user)?)
                 .with_auto_token_refresh(true);
         }
         Ok(Connection {
@@ -243,6 +256,10 @@ impl Connection {
     fn explain(&self, mut message: String) -> String {
         // With TLS 1.3 a server that rejects our certificate just closes the
         // connection after the handshake: say what that usually means.
+        // The words are matched in the transport's message because there is
+        // nothing typed to match: the cause arrives as a chain of boxed
+        // errors from tonic, hyper, h2 and rustls (or as a gRPC status
+        // wrapping them), which `describe` flattens to this text.
         let closed = [
             "connection closed",
             "canceled",
@@ -453,6 +470,10 @@ impl Connection {
             opts = opts.with_revision(revision);
         }
         let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        // etcd's gRPC API says what went wrong only in a status code and a
+        // message, and the codes are shared (OutOfRange is both tonic's
+        // "message length too large" and etcd's "required revision has been
+        // compacted"): the message is all there is to tell them apart.
         match tokio::time::timeout(self.request_timeout, kv.get(key, Some(opts))).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(etcd_client::Error::GRpcStatus(s)))

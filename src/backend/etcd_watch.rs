@@ -138,6 +138,8 @@ pub async fn run(
     }
 }
 
+/// Watches `roots` on one stream, from the revisions in `seen` (moved on as
+/// events and progress arrive), until the stream ends: why it ended.
 #[allow(clippy::too_many_arguments)]
 async fn watch(
     conn: &Connection,
@@ -151,8 +153,6 @@ async fn watch(
     reported_down: &mut Option<String>,
 ) -> WatchEnd {
     use super::{Event, SnapshotReason};
-    use crate::store::Change;
-    use etcd_client::{EventType, WatchOptions};
 
     if roots.is_empty() {
         // Nothing to watch: stay "connected" and idle.
@@ -161,6 +161,74 @@ async fn watch(
         });
         std::future::pending::<()>().await;
     }
+    let mut stream = match open_watches(conn, client, roots, seen).await {
+        Ok(s) => s,
+        Err(end) => return end,
+    };
+    let mut w = Watching {
+        endpoint,
+        roots,
+        seen,
+        tx,
+        backoff,
+        reported_down,
+        created: 0,
+    };
+    // The first progress request waits a period: right after (re)creating
+    // the watches they may still be catching up.
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_message = tokio::time::Instant::now();
+    let stall = PROGRESS_EVERY * 2 + conn.request_timeout;
+    let mut next_resync = (!resync.is_zero()).then(|| tokio::time::Instant::now() + resync);
+    loop {
+        tokio::select! {
+            msg = stream.message() => {
+                let resp = match msg {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return WatchEnd::Broken("the watch stream was closed".into()),
+                    Err(e) => return WatchEnd::Broken(describe(&e)),
+                };
+                last_message = tokio::time::Instant::now();
+                if let Some(end) = w.response(resp) {
+                    return end;
+                }
+            }
+            _ = ticker.tick() => {
+                if last_message.elapsed() > stall {
+                    return WatchEnd::Broken(format!("no answer for {}s", stall.as_secs()));
+                }
+                if let Err(e) = stream.request_progress().await {
+                    return WatchEnd::Broken(describe(&e));
+                }
+                if let Some(due) = next_resync
+                    && tokio::time::Instant::now() >= due
+                {
+                    next_resync = Some(due + resync);
+                    match resync_snapshot(conn, client, roots, w.seen).await {
+                        Ok(snapshot) => {
+                            let _ = tx.send(Event::Snapshot { snapshot, reason: SnapshotReason::Resync });
+                        }
+                        Err(EtcdError::Compacted(rev)) => return WatchEnd::Compacted(rev),
+                        Err(e) => return WatchEnd::Broken(e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One stream carrying a watch per root, each from its revision in `seen`
+/// + 1, with progress notifications; or why it could not be opened.
+async fn open_watches(
+    conn: &Connection,
+    client: &mut Client,
+    roots: &[String],
+    seen: &[i64],
+) -> Result<etcd_client::WatchStream, WatchEnd> {
+    use etcd_client::WatchOptions;
+
     let opts = |i: usize| {
         let (_, end) = range_of(&roots[i]);
         WatchOptions::new()
@@ -180,117 +248,124 @@ async fn watch(
     .await
     {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return WatchEnd::Broken(describe(&e)),
-        Err(_) => return WatchEnd::Broken("no answer to the watch request".into()),
+        Ok(Err(e)) => return Err(WatchEnd::Broken(describe(&e))),
+        Err(_) => return Err(WatchEnd::Broken("no answer to the watch request".into())),
     };
     for (i, root) in roots.iter().enumerate().skip(1) {
         if let Err(e) = stream.watch(range_of(root).0, Some(opts(i))).await {
-            return WatchEnd::Broken(describe(&e));
+            return Err(WatchEnd::Broken(describe(&e)));
         }
     }
-    let mut created = 0usize;
-    // The first progress request waits a period: right after (re)creating
-    // the watches they may still be catching up.
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_message = tokio::time::Instant::now();
-    let stall = PROGRESS_EVERY * 2 + conn.request_timeout;
-    let mut next_resync = (!resync.is_zero()).then(|| tokio::time::Instant::now() + resync);
-    loop {
-        tokio::select! {
-            msg = stream.message() => {
-                let resp = match msg {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return WatchEnd::Broken("the watch stream was closed".into()),
-                    Err(e) => return WatchEnd::Broken(describe(&e)),
-                };
-                last_message = tokio::time::Instant::now();
-                if resp.compact_revision() > 0 {
-                    return WatchEnd::Compacted(resp.compact_revision());
-                }
-                if resp.canceled() {
-                    return WatchEnd::Broken(format!("watch canceled: {}", resp.cancel_reason()));
-                }
-                if resp.created() {
-                    // etcd restored from an older backup, or rebuilt: its
-                    // revision went back, so resuming would wait forever.
-                    let current = resp.header().map(|h| h.revision()).unwrap_or(0);
-                    let newest = seen.iter().copied().max().unwrap_or(0);
-                    if current > 0 && current < newest {
-                        return WatchEnd::Rewound { current, seen: newest };
-                    }
-                    created += 1;
-                    if created == roots.len() {
-                        backoff.reset();
-                        *reported_down = None;
-                        tracing::debug!(endpoint, watches = created, "watching");
-                        let _ = tx.send(Event::Connected { endpoint: endpoint.to_string() });
-                    }
-                    continue;
-                }
-                let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-                let id = resp.watch_id();
-                let events = resp.events();
-                if events.is_empty() {
-                    // A progress notification. One for a given watch means
-                    // that watch has delivered everything up to the header
-                    // revision. The stream-wide answer to our progress
-                    // request (id -1) only proves the stream is alive: etcd
-                    // before 3.4.24 sends it even while a watch is still
-                    // catching up (etcd-io/etcd#15220), so it must not move
-                    // the resume point.
-                    if let Some(i) = usize::try_from(id).ok().filter(|&i| i < seen.len()) {
-                        seen[i] = seen[i].max(header_rev);
-                    }
-                    let _ = tx.send(Event::Progress { revision: header_rev });
-                    continue;
-                }
-                let Some(i) = usize::try_from(id).ok().filter(|&i| i < roots.len()) else {
-                    continue;
-                };
-                let mut changes = Vec::with_capacity(events.len());
-                let mut rev = seen[i];
-                for ev in events {
-                    let Some(kv) = ev.kv() else { continue };
-                    rev = rev.max(kv.mod_revision());
-                    let Ok(key) = std::str::from_utf8(kv.key()) else {
-                        tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "ignoring a key that is not UTF-8");
-                        continue;
-                    };
-                    if !is_at_or_below(key, &roots[i]) {
-                        continue;
-                    }
-                    changes.push(match ev.event_type() {
-                        EventType::Put => Change::Put(Key::from(key), Val::from(kv.value())),
-                        EventType::Delete => Change::Delete(Key::from(key)),
-                    });
-                }
-                seen[i] = rev;
-                if !changes.is_empty() {
-                    let _ = tx.send(Event::Changes { revision: rev, changes });
-                }
+    Ok(stream)
+}
+
+/// What one watch stream knows while it runs.
+struct Watching<'a> {
+    endpoint: &'a str,
+    roots: &'a [String],
+    /// Per root, the revision up to which events were delivered.
+    seen: &'a mut [i64],
+    tx: &'a tokio::sync::mpsc::UnboundedSender<super::Event>,
+    backoff: &'a mut super::Backoff,
+    reported_down: &'a mut Option<String>,
+    /// How many of the watches etcd has confirmed.
+    created: usize,
+}
+
+impl Watching<'_> {
+    /// Handles one message of the stream; why the stream must end, if it must.
+    fn response(&mut self, resp: etcd_client::WatchResponse) -> Option<WatchEnd> {
+        use super::Event;
+
+        if resp.compact_revision() > 0 {
+            return Some(WatchEnd::Compacted(resp.compact_revision()));
+        }
+        if resp.canceled() {
+            return Some(WatchEnd::Broken(format!(
+                "watch canceled: {}",
+                resp.cancel_reason()
+            )));
+        }
+        if resp.created() {
+            return self.created(&resp);
+        }
+        let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let id = resp.watch_id();
+        if resp.events().is_empty() {
+            // A progress notification. One for a given watch means
+            // that watch has delivered everything up to the header
+            // revision. The stream-wide answer to our progress
+            // request (id -1) only proves the stream is alive: etcd
+            // before 3.4.24 sends it even while a watch is still
+            // catching up (etcd-io/etcd#15220), so it must not move
+            // the resume point.
+            if let Some(i) = usize::try_from(id).ok().filter(|&i| i < self.seen.len()) {
+                self.seen[i] = self.seen[i].max(header_rev);
             }
-            _ = ticker.tick() => {
-                if last_message.elapsed() > stall {
-                    return WatchEnd::Broken(format!("no answer for {}s", stall.as_secs()));
-                }
-                if let Err(e) = stream.request_progress().await {
-                    return WatchEnd::Broken(describe(&e));
-                }
-                if let Some(due) = next_resync
-                    && tokio::time::Instant::now() >= due
-                {
-                    next_resync = Some(due + resync);
-                    match resync_snapshot(conn, client, roots, seen).await {
-                        Ok(snapshot) => {
-                            let _ = tx.send(Event::Snapshot { snapshot, reason: SnapshotReason::Resync });
-                        }
-                        Err(EtcdError::Compacted(rev)) => return WatchEnd::Compacted(rev),
-                        Err(e) => return WatchEnd::Broken(e.to_string()),
-                    }
-                }
+            let _ = self.tx.send(Event::Progress {
+                revision: header_rev,
+            });
+            return None;
+        }
+        if let Some(i) = usize::try_from(id).ok().filter(|&i| i < self.roots.len()) {
+            self.changes(i, resp.events());
+        }
+        None
+    }
+
+    /// A watch confirmed: once all are, the stream is "connected".
+    fn created(&mut self, resp: &etcd_client::WatchResponse) -> Option<WatchEnd> {
+        // etcd restored from an older backup, or rebuilt: its
+        // revision went back, so resuming would wait forever.
+        let current = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let newest = self.seen.iter().copied().max().unwrap_or(0);
+        if current > 0 && current < newest {
+            return Some(WatchEnd::Rewound {
+                current,
+                seen: newest,
+            });
+        }
+        self.created += 1;
+        if self.created == self.roots.len() {
+            self.backoff.reset();
+            *self.reported_down = None;
+            tracing::debug!(endpoint = self.endpoint, watches = self.created, "watching");
+            let _ = self.tx.send(super::Event::Connected {
+                endpoint: self.endpoint.to_string(),
+            });
+        }
+        None
+    }
+
+    /// Events of the watch on root `i`: handed over as changes, and the
+    /// watch's revision moved on.
+    fn changes(&mut self, i: usize, events: &[etcd_client::Event]) {
+        use crate::store::Change;
+        use etcd_client::EventType;
+
+        let mut changes = Vec::with_capacity(events.len());
+        let mut rev = self.seen[i];
+        for ev in events {
+            let Some(kv) = ev.kv() else { continue };
+            rev = rev.max(kv.mod_revision());
+            let Ok(key) = std::str::from_utf8(kv.key()) else {
+                tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "ignoring a key that is not UTF-8");
+                continue;
+            };
+            if !is_at_or_below(key, &self.roots[i]) {
+                continue;
             }
+            changes.push(match ev.event_type() {
+                EventType::Put => Change::Put(Key::from(key), Val::from(kv.value())),
+                EventType::Delete => Change::Delete(Key::from(key)),
+            });
+        }
+        self.seen[i] = rev;
+        if !changes.is_empty() {
+            let _ = self.tx.send(super::Event::Changes {
+                revision: rev,
+                changes,
+            });
         }
     }
 }

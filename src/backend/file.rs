@@ -89,7 +89,7 @@ fn read_one(path: &Path, out: &mut Vec<(String, String)>) -> Result<(), FileBack
                 serde_yaml_ng::Value::Sequence(_) => return Err(not_a_map("a list")),
                 _ => return Err(not_a_map("a single value")),
             }
-            flatten_yaml(String::new(), &v, out).map_err(parse_err)
+            flatten_yaml(String::new(), &v, out).map_err(|e| parse_err(e.to_string()))
         }
         "json" => {
             let v: serde_json::Value =
@@ -126,11 +126,21 @@ fn leaf(path: String, value: String, out: &mut Vec<(String, String)>) {
     out.push((if path.is_empty() { "/".into() } else { path }, value));
 }
 
+/// A YAML map key that cannot name a key (a list, a map, null).
+#[derive(Debug, thiserror::Error)]
+#[error("under {under}: a map key must be a string, number or bool, not {key}")]
+struct BadYamlKey {
+    /// The map it is in.
+    under: String,
+    /// The key, as YAML values print.
+    key: String,
+}
+
 fn flatten_yaml(
     path: String,
     v: &serde_yaml_ng::Value,
     out: &mut Vec<(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), BadYamlKey> {
     use serde_yaml_ng::Value as Y;
     match v {
         Y::Mapping(m) => {
@@ -140,10 +150,10 @@ fn flatten_yaml(
                     Y::Number(n) => n.to_string(),
                     Y::Bool(b) => b.to_string(),
                     other => {
-                        return Err(format!(
-                            "under {}: a map key must be a string, number or bool, not {other:?}",
-                            if path.is_empty() { "/" } else { &path }
-                        ));
+                        return Err(BadYamlKey {
+                            under: if path.is_empty() { "/" } else { &path }.to_string(),
+                            key: format!("{other:?}"),
+                        });
                     }
                 };
                 flatten_yaml(child(&path, &name), v, out)?;
@@ -222,10 +232,6 @@ fn flatten_toml(path: String, v: &toml::Value, out: &mut Vec<(String, String)>) 
 /// an editor's write-rename-chmod sequence is read once, complete.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The file backend's watcher: sends the initial snapshot, then a new one
-/// whenever a key file changes and still parses. A file that fails to parse
-/// is reported and ignored: the daemon keeps its last good view. Runs until
-/// aborted.
 /// Key files as a [`super::Backend`].
 pub struct FileBackend {
     /// The key files, merged in this order.
@@ -282,11 +288,33 @@ impl super::Backend for FileBackend {
     }
 }
 
+/// The file backend's watcher: sends the initial snapshot, then a new one
+/// whenever a key file changes and still parses. A file that fails to parse
+/// is reported and ignored: the daemon keeps its last good view. Runs until
+/// aborted.
 pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<super::Event>) {
-    use super::{Event, SnapshotReason};
+    let (watcher, mut changed) = watch_key_files(&paths);
+    let mut view = View::start(paths, tx);
+    while changed.recv().await.is_some() {
+        settle(&mut changed).await;
+        view.reread();
+    }
+    drop(watcher);
+}
+
+/// A `notify` watcher on the directories of `paths` (editors and `mv`
+/// replace files, which a watch on the file itself would lose), and the
+/// channel that says "a key file changed". `None` when watching failed
+/// (logged: changes will not be seen).
+fn watch_key_files(
+    paths: &[PathBuf],
+) -> (
+    Option<notify::RecommendedWatcher>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
     use notify::Watcher;
 
-    let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (ntx, nrx) = tokio::sync::mpsc::unbounded_channel::<()>();
     // Only changes to the key files themselves count: the directory may hold
     // other busy files (a log, say), and reads are not changes.
     let names: Vec<std::ffi::OsString> = paths
@@ -311,8 +339,6 @@ pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<sup
                 None
             }
         };
-    // Watch the directories: editors and `mv` replace files, which a watch
-    // on the file itself would lose.
     let mut dirs: Vec<PathBuf> = paths
         .iter()
         .map(|p| match p.parent() {
@@ -329,54 +355,89 @@ pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<sup
             }
         }
     }
-    let endpoint = paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut revision = 1;
-    let mut last = match load(&paths, revision) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.send(Event::Disconnected {
-                reason: e.to_string(),
+    (watcher, nrx)
+}
+
+/// Lets a burst of events settle: returns once none came for [`SETTLE`],
+/// or after a second at most.
+async fn settle(changed: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let settle_until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while tokio::time::Instant::now() < settle_until
+        && let Ok(Some(())) = tokio::time::timeout(SETTLE, changed.recv()).await
+    {}
+}
+
+/// What the watcher has handed the daemon: the last snapshot that parsed
+/// (revision 0 before any did), and the last error reported.
+struct View {
+    paths: Vec<PathBuf>,
+    tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+    /// The key files, as status.json's endpoint.
+    endpoint: String,
+    revision: i64,
+    last: Snapshot,
+    last_error: Option<String>,
+}
+
+impl View {
+    /// Reads the files a first time: hands over the snapshot, or reports
+    /// them unreadable (the snapshot then waits for a fix).
+    fn start(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<super::Event>) -> View {
+        use super::{Event, SnapshotReason};
+        let endpoint = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let revision = 1;
+        let last = match load(&paths, revision) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Event::Disconnected {
+                    reason: e.to_string(),
+                });
+                Snapshot::new(0)
+            }
+        };
+        if last.revision() > 0 {
+            let _ = tx.send(Event::Snapshot {
+                snapshot: last.clone(),
+                reason: SnapshotReason::Initial,
             });
-            Snapshot::new(0)
+            let _ = tx.send(Event::Connected {
+                endpoint: endpoint.clone(),
+            });
         }
-    };
-    if last.revision() > 0 {
-        let _ = tx.send(Event::Snapshot {
-            snapshot: last.clone(),
-            reason: SnapshotReason::Initial,
-        });
-        let _ = tx.send(Event::Connected {
-            endpoint: endpoint.clone(),
-        });
+        View {
+            paths,
+            tx,
+            endpoint,
+            revision,
+            last,
+            last_error: None,
+        }
     }
-    let mut last_error: Option<String> = None;
-    while nrx.recv().await.is_some() {
-        // Let a burst of events settle, for at most a second.
-        let settle_until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        while tokio::time::Instant::now() < settle_until
-            && let Ok(Some(())) = tokio::time::timeout(SETTLE, nrx.recv()).await
-        {}
-        match load(&paths, revision + 1) {
+
+    /// Reads the files again after a change: a new snapshot when the keys
+    /// differ, "connected" again when they parse once more, an error
+    /// (once) when they do not.
+    fn reread(&mut self) {
+        use super::{Event, SnapshotReason};
+        match load(&self.paths, self.revision + 1) {
             Ok(s) => {
-                let recovered = last_error.take().is_some();
+                let recovered = self.last_error.take().is_some();
                 let mut same = s.clone();
-                same.set_revision(last.revision());
-                if same == last {
-                    if recovered && last.revision() > 0 {
-                        let _ = tx.send(Event::Connected {
-                            endpoint: endpoint.clone(),
-                        });
+                same.set_revision(self.last.revision());
+                if same == self.last {
+                    if recovered && self.last.revision() > 0 {
+                        self.connected();
                     }
-                    continue;
+                    return;
                 }
-                let first = last.revision() == 0;
-                revision += 1;
-                last = s.clone();
-                let _ = tx.send(Event::Snapshot {
+                let first = self.last.revision() == 0;
+                self.revision += 1;
+                self.last = s.clone();
+                let _ = self.tx.send(Event::Snapshot {
                     snapshot: s,
                     reason: if first {
                         SnapshotReason::Initial
@@ -384,24 +445,27 @@ pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<sup
                         SnapshotReason::FileChanged
                     },
                 });
-                let _ = tx.send(Event::Connected {
-                    endpoint: endpoint.clone(),
-                });
+                self.connected();
             }
             Err(e) => {
                 let msg = e.to_string();
                 // Reported like a lost etcd connection: the daemon logs it
                 // once, status and metrics show the backend unavailable.
-                if last_error.as_deref() != Some(&msg) {
-                    let _ = tx.send(Event::Disconnected {
+                if self.last_error.as_deref() != Some(&msg) {
+                    let _ = self.tx.send(Event::Disconnected {
                         reason: msg.clone(),
                     });
-                    last_error = Some(msg);
+                    self.last_error = Some(msg);
                 }
             }
         }
     }
-    drop(watcher);
+
+    fn connected(&self) {
+        let _ = self.tx.send(super::Event::Connected {
+            endpoint: self.endpoint.clone(),
+        });
+    }
 }
 
 #[cfg(test)]

@@ -671,7 +671,8 @@ fn render_json_values(t: &JsonTemplate, vals: &[Json]) -> Result<String, String>
         &snap,
         &t.templates,
         &liveconf::render::Env::default(),
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     String::from_utf8(out).map_err(|e| e.to_string())
 }
 
