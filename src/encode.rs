@@ -13,7 +13,6 @@ use tera::Value;
 use tera::value::{Key as TeraKey, ValueKind};
 
 use crate::keypath;
-use crate::store::Snapshot;
 
 /// Why a tree or an encoding could not be produced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -184,13 +183,17 @@ fn sort_dirs(map: &mut Map<String, Json>, path: &str, dirs: &std::collections::H
     }
 }
 
-/// The nested map of every key at or below the absolute `base`, named
-/// relative to `base`. `decode` applies to every leaf.
-pub fn tree(snapshot: &Snapshot, base: &str, decode: Decode) -> Result<Json, EncodeError> {
+/// The nested map of `entries` (absolute keys in key order, each once:
+/// see [`crate::store::Snapshot::under`]), named relative to the absolute `base`.
+/// `decode` applies to every leaf.
+pub fn tree<'a, I>(entries: I, base: &str, decode: Decode) -> Result<Json, EncodeError>
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+{
     build_tree(
-        snapshot
-            .subtree(base)
-            .map(|(k, v)| (keypath::relative(base, k).unwrap_or(k), &**v)),
+        entries
+            .into_iter()
+            .map(|(k, v)| (keypath::relative(base, k).unwrap_or(k), v)),
         decode,
     )
 }
@@ -409,7 +412,7 @@ pub fn to_tera(v: &Json) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Key, Val};
+    use crate::store::{Key, Snapshot, Val};
 
     #[test]
     fn a_key_deeper_than_the_limit_is_refused_by_name_not_by_stack_overflow() {
@@ -430,6 +433,11 @@ mod tests {
         assert!(matches!(e, EncodeError::SingleKey), "{e}");
     }
 
+    /// The tree of every key at or below `base`.
+    fn tree_at(s: &Snapshot, base: &str, decode: Decode) -> Result<Json, EncodeError> {
+        tree(s.under(&[base.to_string()]), base, decode)
+    }
+
     fn snap(pairs: &[(&str, &str)]) -> Snapshot {
         Snapshot::from_pairs(
             1,
@@ -442,7 +450,7 @@ mod tests {
     #[test]
     fn tree_nests_relative_to_base() {
         let s = snap(&[("/p/a/x", "1"), ("/p/a/y", "2"), ("/p/b", "3"), ("/q", "4")]);
-        let t = tree(&s, "/p", Decode::String).unwrap();
+        let t = tree_at(&s, "/p", Decode::String).unwrap();
         assert_eq!(t, serde_json::json!({"a": {"x": "1", "y": "2"}, "b": "3"}));
     }
 
@@ -455,7 +463,7 @@ mod tests {
             ("/p/a/w-z", "3"),
             ("/p/a/w/q", "4"),
         ]);
-        let t = tree(&s, "/p", Decode::String).unwrap();
+        let t = tree_at(&s, "/p", Decode::String).unwrap();
         assert_eq!(
             serde_json::to_string(&t).unwrap(),
             r#"{"a":{"w":{"q":"4"},"w-z":"3","x":"2"},"a-b":"1"}"#
@@ -465,18 +473,18 @@ mod tests {
     #[test]
     fn tree_refuses_leaf_that_is_also_a_directory() {
         let s = snap(&[("/p/a", "1"), ("/p/a/x", "2")]);
-        let e = tree(&s, "/p", Decode::String).unwrap_err().to_string();
+        let e = tree_at(&s, "/p", Decode::String).unwrap_err().to_string();
         assert!(e.contains("/a") && e.contains("/a/x"), "{e}");
     }
 
     #[test]
     fn tree_decodes_json_and_names_bad_keys() {
         let s = snap(&[("/p/a", "{\"w\": 10}"), ("/p/b", "nope")]);
-        let e = tree(&s, "/p", Decode::Json).unwrap_err().to_string();
+        let e = tree_at(&s, "/p", Decode::Json).unwrap_err().to_string();
         assert!(e.contains("/b"), "{e}");
         let s = snap(&[("/p/a", "{\"w\": 10}")]);
         assert_eq!(
-            tree(&s, "/p", Decode::Json).unwrap(),
+            tree_at(&s, "/p", Decode::Json).unwrap(),
             serde_json::json!({"a": {"w": 10}})
         );
     }

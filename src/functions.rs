@@ -252,10 +252,7 @@ pub fn tree(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     scoped(|s| {
         let base = s.abs(path);
         let base = base.trim_end_matches('/');
-        let entries = s
-            .keys_below(base)
-            .map(|(k, v)| (keypath::relative(base, k).unwrap_or(k), v));
-        let json = encode::build_tree(entries, decode).map_err(|e| {
+        let json = encode::tree(s.keys_below(base), base, decode).map_err(|e| {
             Error::message(match e {
                 encode::EncodeError::SingleKey => format!("tree(prefix={path:?}): {path} {e}"),
                 e => format!("tree(prefix={path:?}): {e} (relative to {path})"),

@@ -5,9 +5,8 @@ use crate::dns::DnsConfig;
 use crate::encode::{self, Decode, EncodeError};
 use crate::functions::{self, Scope};
 use crate::gotemplate::{self, GoTemplateError};
-use crate::keypath;
 use crate::resource::{Engine, Format, Resource, Source};
-use crate::store::Snapshot;
+use crate::store::{self, Snapshot};
 use crate::templates::{self, TemplateProblem, TemplateSet};
 
 /// Default largest output a resource may produce (`max_output_bytes`):
@@ -127,26 +126,16 @@ fn render_format(
     format: Format,
     decode: Decode,
 ) -> Result<String, RenderError> {
-    // Every key under the watched prefixes, named relative to the resource
-    // prefix. Watched prefixes are sorted and may nest; skip nested ones so
-    // no key is visited twice.
-    let mut roots: Vec<&str> = Vec::new();
-    for w in &res.watched {
-        if !roots.iter().any(|r| crate::store::is_at_or_below(w, r)) {
-            roots.push(w);
-        }
-    }
-    let entries = roots.into_iter().flat_map(|r| {
-        snapshot
-            .subtree(r)
-            .map(|(k, v)| (keypath::relative(&res.prefix, k).unwrap_or(k), &**v))
-    });
-    let mut json = encode::build_tree(entries, decode).map_err(|e| match e {
-        EncodeError::SingleKey => RenderError::SingleKey {
-            prefix: res.prefix.clone(),
-        },
-        e => RenderError::Encode(e),
-    })?;
+    // Every key under the watched prefixes (which may nest: each key once),
+    // named relative to the resource prefix.
+    let roots = store::roots(&res.watched);
+    let mut json =
+        encode::tree(snapshot.under(&roots), &res.prefix, decode).map_err(|e| match e {
+            EncodeError::SingleKey => RenderError::SingleKey {
+                prefix: res.prefix.clone(),
+            },
+            e => RenderError::Encode(e),
+        })?;
     encode::sort_keys(&mut json);
     match format {
         Format::Json => Ok(encode::json_document(&json)),

@@ -140,6 +140,18 @@ impl Snapshot {
             .filter(move |(k, _)| is_at_or_below(k, base))
     }
 
+    /// Every key at or below one of `roots` (disjoint prefixes, see
+    /// [`roots`]), root by root, as text and bytes.
+    pub fn under<'a>(
+        &'a self,
+        roots: &'a [String],
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        roots
+            .iter()
+            .flat_map(move |r| self.subtree(r))
+            .map(|(k, v)| (&**k, &**v))
+    }
+
     /// Every key, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Val)> {
         self.keys.iter()
@@ -188,6 +200,20 @@ impl Snapshot {
     }
 }
 
+/// The prefixes with nested ones removed (`/a` covers `/a/b`), sorted:
+/// each key below any of them is below exactly one.
+pub fn roots(prefixes: &[String]) -> Vec<String> {
+    let mut sorted: Vec<&String> = prefixes.iter().collect();
+    sorted.sort();
+    let mut out: Vec<String> = Vec::new();
+    for p in sorted {
+        if !out.iter().any(|r| is_at_or_below(p, r)) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
 /// Whether `key` is `base` itself or lies below `base/` (so `/a/bc` is not below `/a/b`).
 pub fn is_at_or_below(key: &str, base: &str) -> bool {
     let base = base.trim_end_matches('/');
@@ -227,6 +253,12 @@ mod tests {
         assert_eq!(got, ["/a/b", "/a/b/c"]);
         let all: Vec<&str> = s.subtree("/").map(|(k, _)| &**k).collect();
         assert_eq!(all.len(), 4);
+    }
+
+    #[test]
+    fn nested_prefixes_merge() {
+        let r = roots(&["/a/b".into(), "/a".into(), "/ab".into(), "/c/d".into()]);
+        assert_eq!(r, ["/a", "/ab", "/c/d"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, Tls
 
 use crate::dns::{self, DnsConfig};
 use crate::settings::Settings;
+pub use crate::store::roots;
 use crate::store::{Key, Snapshot, Val, is_at_or_below};
 
 /// Keys fetched per range request (halved, down to one, when a page of
@@ -502,19 +503,6 @@ fn tonic_code_permission_denied() -> tonic::Code {
     tonic::Code::PermissionDenied
 }
 
-/// The watched prefixes with nested ones removed (`/a` covers `/a/b`).
-pub fn roots(prefixes: &[String]) -> Vec<String> {
-    let mut sorted: Vec<&String> = prefixes.iter().collect();
-    sorted.sort();
-    let mut out: Vec<String> = Vec::new();
-    for p in sorted {
-        if !out.iter().any(|r| is_at_or_below(p, r)) {
-            out.push(p.clone());
-        }
-    }
-    out
-}
-
 /// The etcd key range covering `prefix` itself and everything below
 /// `prefix/`: `[prefix, prefix + "0")` (`'0'` follows `'/'`). Keys such as
 /// `prefix!x` also fall in it and are filtered out by the caller.
@@ -631,12 +619,6 @@ pub async fn snapshot_once(s: &Settings, prefixes: &[String]) -> Result<Snapshot
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nested_prefixes_merge() {
-        let r = roots(&["/a/b".into(), "/a".into(), "/ab".into(), "/c/d".into()]);
-        assert_eq!(r, ["/a", "/ab", "/c/d"]);
-    }
 
     #[test]
     fn ranges_cover_the_prefix_and_below() {
