@@ -82,10 +82,15 @@ impl Fx {
     fn start(&self) -> Running {
         let config = self.path("liveconf.toml");
         let settings = Settings::load(Some(config.as_path()), Layer::default()).unwrap();
+        let crate::settings::BatchSettings {
+            env,
+            reload_splay,
+            owed_dir,
+        } = settings.batch(false);
         let opts = Options {
-            env: settings.render_env(),
-            reload_splay: settings.reload_splay,
-            owed_dir: Some(settings.owed_dir()),
+            env,
+            reload_splay,
+            owed_dir,
             ..Options::default()
         };
         let source = Source {
