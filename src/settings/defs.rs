@@ -406,7 +406,9 @@ settings! {
         confd: None,
         sighup: Restart,
         default: "the hostname",
-        doc: "this host's name in `status.json` and fleet reports",
+        doc: "this host's name in `status.json` and fleet reports (after a SIGHUP, \
+              `status.json` shows the new name; the fleet report keeps the old one until a \
+              restart)",
     },
     connect_timeout: String => connect_timeout {
         flag: "--connect-timeout <DURATION>",

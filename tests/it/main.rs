@@ -27,5 +27,6 @@ mod php_roundtrip;
 mod properties;
 mod resource_limits;
 mod secrets;
+mod sighup_settings;
 mod status_metrics;
 mod template_functions;
