@@ -24,6 +24,7 @@ mod fs_attacks;
 mod hostile_values;
 mod install;
 mod php_roundtrip;
+mod prometheus;
 mod properties;
 mod resource_limits;
 mod secrets;
