@@ -18,7 +18,8 @@ use crate::encode::{self, Decode};
 use crate::keypath;
 use crate::store::{Snapshot, is_at_or_below};
 
-/// What the functions of one render may read.
+/// What the functions of one render may read, in either engine (the Go
+/// engine's functions read it as confd's store: [`crate::gotemplate::View`]).
 pub struct Scope {
     /// The snapshot being rendered.
     pub snapshot: Snapshot,
@@ -34,7 +35,8 @@ thread_local! {
     static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with `scope` visible to the template functions on this thread.
+/// Runs `f` with `scope` visible to the template functions (Tera's and the
+/// Go engine's) on this thread.
 pub fn with_scope<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
     struct Reset;
     impl Drop for Reset {
@@ -45,6 +47,11 @@ pub fn with_scope<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
     SCOPE.with(|s| *s.borrow_mut() = Some(scope));
     let _reset = Reset;
     f()
+}
+
+/// `f` of the scope [`with_scope`] installed, if one is.
+pub(crate) fn current<R>(f: impl FnOnce(Option<&Scope>) -> R) -> R {
+    SCOPE.with(|s| f(s.borrow().as_ref()))
 }
 
 fn scoped<R>(f: impl FnOnce(&Scope) -> TeraResult<R>) -> TeraResult<R> {

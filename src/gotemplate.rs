@@ -13,33 +13,23 @@
 //! simply not there (`exists` is false, `getv` takes its default), as in
 //! confd; so the daemon still never needs a key it does not watch.
 //!
-//! A view is installed in a thread-local for the duration of one
-//! synchronous render ([`render`]), like the Tera functions' scope.
+//! The view is the render's [`Scope`], installed for the duration of one
+//! synchronous render ([`render`]) just as for the Tera functions
+//! ([`functions::with_scope`]).
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gotmpl::{FuncMap, Struct, TemplateError, Value};
 
+use crate::functions::{self, Scope};
 use crate::gopath;
-use crate::store::{Snapshot, is_at_or_below};
+use crate::store::is_at_or_below;
 
-/// What the key functions of one render read: confd's store for one resource.
-pub struct View {
-    /// The snapshot being rendered.
-    pub snapshot: Snapshot,
-    /// The resource's absolute prefix (normalised, "" for the root).
-    pub prefix: String,
-    /// The absolute prefixes the resource watches (its `keys`).
-    pub watched: Vec<String>,
-    /// DNS settings for `lookupSRV`.
-    pub dns: crate::dns::DnsConfig,
-}
-
-thread_local! {
-    static VIEW: RefCell<Option<View>> = const { RefCell::new(None) };
-}
+/// What the key functions of one render read: the render's [`Scope`],
+/// read as confd's `memkv` store for the resource. (The methods below are
+/// this module's own: the Tera functions read the same scope their way.)
+pub type View = Scope;
 
 type GoResult = Result<Value, TemplateError>;
 
@@ -51,7 +41,7 @@ fn with_view<R>(
     func: &str,
     f: impl FnOnce(&View) -> Result<R, TemplateError>,
 ) -> Result<R, TemplateError> {
-    VIEW.with(|v| match &*v.borrow() {
+    functions::current(|v| match v {
         Some(view) => f(view),
         None => Err(fail(func, "key functions need a resource being rendered")),
     })
@@ -765,8 +755,8 @@ impl Civil {
 
 /// The key (confd's store name) holding exactly `text`, if one does.
 fn origin_of(text: &str) -> Option<String> {
-    VIEW.with(|v| {
-        v.borrow().as_ref().and_then(|view| {
+    functions::current(|v| {
+        v.and_then(|view| {
             view.entries_under("/")
                 .into_iter()
                 .find(|(_, value)| value == text)
@@ -1197,9 +1187,7 @@ fn dns_functions(m: &mut FuncMap) {
         } else {
             format!("_{service}._{proto}.{name}")
         };
-        let dns = VIEW
-            .with(|v| v.borrow().as_ref().map(|v| v.dns.clone()))
-            .unwrap_or_default();
+        let dns = functions::current(|v| v.map(|v| v.dns.clone())).unwrap_or_default();
         let mut records: Vec<(String, u16, u16, u16)> =
             crate::dns::lookup_srv_blocking(&dns, &fqdn)
                 .unwrap_or_default()
@@ -1257,15 +1245,7 @@ fn one_line(s: &str) -> String {
 
 /// Executes `t` with `view` visible to the key functions.
 pub fn render(t: &GoTemplate, view: View) -> Result<String, GoTemplateError> {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            VIEW.with(|v| v.borrow_mut().take());
-        }
-    }
-    VIEW.with(|v| *v.borrow_mut() = Some(view));
-    let _reset = Reset;
-    t.0.execute_to_string(&Value::Nil).map_err(|e| {
+    functions::with_scope(view, || t.0.execute_to_string(&Value::Nil)).map_err(|e| {
         // gotmpl's "execution error: " prefix says nothing the message does not.
         GoTemplateError::Exec(
             one_line(&format!("template {}: {e}", t.0.name())).replace("execution error: ", ""),
@@ -1276,7 +1256,7 @@ pub fn render(t: &GoTemplate, view: View) -> Result<String, GoTemplateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Key, Val};
+    use crate::store::{Key, Snapshot, Val};
 
     fn view(prefix: &str, watched: &[&str], pairs: &[(&str, &str)]) -> View {
         View {

@@ -69,6 +69,19 @@ pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Appends each cause from `source` on to `message` (": cause"), leaving
+/// out a cause whose text the message already holds.
+pub fn push_causes(message: &mut String, mut source: Option<&(dyn std::error::Error + 'static)>) {
+    while let Some(inner) = source {
+        let m = inner.to_string();
+        if !message.contains(&m) {
+            message.push_str(": ");
+            message.push_str(&m);
+        }
+        source = inner.source();
+    }
+}
+
 /// "1 resource", "2 resources": counts in messages people read.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {

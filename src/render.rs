@@ -82,18 +82,16 @@ pub fn render(
     if let Some(why) = snapshot.unreadable_among(&res.watched) {
         return Err(RenderError::Unreadable(why.to_string()));
     }
+    // What the template functions read (both engines).
+    let scope = || Scope {
+        snapshot: snapshot.clone(),
+        prefix: res.prefix.clone(),
+        watched: res.watched.clone(),
+        dns: env.dns.clone(),
+    };
     let out = match &res.source {
         Source::Format(format, decode) => render_format(res, snapshot, *format, *decode)?,
-        Source::Template(name, Engine::Go) => {
-            let template = templates.go(name)?;
-            let view = gotemplate::View {
-                snapshot: snapshot.clone(),
-                prefix: res.prefix.clone(),
-                watched: res.watched.clone(),
-                dns: env.dns.clone(),
-            };
-            gotemplate::render(template, view)?
-        }
+        Source::Template(name, Engine::Go) => gotemplate::render(templates.go(name)?, scope())?,
         Source::Template(name, Engine::Tera) => {
             if let Some(problem) = templates.problem(name) {
                 return Err(problem.into());
@@ -101,13 +99,7 @@ pub fn render(
             let mut ctx = tera::Context::new();
             ctx.insert("revision", &snapshot.revision());
             ctx.insert("resource", &res.name);
-            let scope = Scope {
-                snapshot: snapshot.clone(),
-                prefix: res.prefix.clone(),
-                watched: res.watched.clone(),
-                dns: env.dns.clone(),
-            };
-            functions::with_scope(scope, || templates.tera().render(name, &ctx))
+            functions::with_scope(scope(), || templates.tera().render(name, &ctx))
                 .map_err(|e| RenderError::Tera(templates::describe(&e)))?
         }
     };

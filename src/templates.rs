@@ -77,15 +77,7 @@ pub fn describe(e: &tera::Error) -> String {
         }
         _ => one_report_line(&e.to_string()),
     };
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = inner.source();
-    }
+    crate::logging::push_causes(&mut s, std::error::Error::source(e));
     s.replace('\n', " ")
 }
 

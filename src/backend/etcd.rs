@@ -82,15 +82,7 @@ pub fn describe(e: &etcd_client::Error) -> String {
             };
             // The cause (a TLS alert, a refused connection) says more than
             // gRPC's "transport error".
-            let mut src = std::error::Error::source(s);
-            while let Some(inner) = src {
-                let m = inner.to_string();
-                if !msg.contains(&m) {
-                    msg.push_str(": ");
-                    msg.push_str(&m);
-                }
-                src = inner.source();
-            }
+            crate::logging::push_causes(&mut msg, std::error::Error::source(s));
             msg
         }
         E::TransportError(t) => {
