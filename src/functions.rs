@@ -702,7 +702,10 @@ fn go_marker(s: &str) -> (Option<char>, String) {
 /// `%!(NOVERB)`...), this is an error naming the format and the problem.
 fn go_sprintf(format: &str, args: &[gotmpl::Value]) -> TeraResult<String> {
     let fail = |why: String| Error::message(format!("format: {}: {why}", quoted(format)));
-    // Dry run: the same directives over arguments of the same types.
+    // Dry run: the same directives over arguments of the same types. Like
+    // Go's fmt, gotmpl's sprintf reports a bad directive only as a
+    // `%!verb(...)` marker in its output, never as an error value, so the
+    // marker is what is read to say what is wrong.
     let probe_format: String = format
         .chars()
         .map(|c| if c == '!' { FMT_BANG } else { c })
