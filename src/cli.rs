@@ -640,3 +640,104 @@ fn generate(args: GenerateArgs) -> Result<u8, Exit> {
     }
     Ok(exit::OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(args: &[&str]) -> Common {
+        let m = command()
+            .try_get_matches_from(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match <Cli as clap::FromArgMatches>::from_arg_matches(&m)
+            .unwrap()
+            .command
+        {
+            Command::Render(a) => a.common,
+            Command::Check(a) => a.common,
+            Command::Status(a) => a.common,
+            Command::Fleet(a) => a.common,
+            Command::Generate(_) => panic!("no settings"),
+        }
+    }
+
+    /// Each kind of flag lands in the settings layer as it is written:
+    /// values, a comma-separated list kept whole, a repeatable flag, a
+    /// switch; a flag not given leaves the file's value.
+    #[test]
+    fn flags_fill_the_settings_layer() {
+        let c = common(&[
+            "liveconf",
+            "render",
+            "--config",
+            "/etc/x.toml",
+            "--endpoints",
+            "http://a:2379,http://b:2379",
+            "--file",
+            "k1.yaml",
+            "--file",
+            "k2.yaml",
+            "--backend",
+            "file",
+            "--log-format",
+            "json",
+            "--dns-server",
+            "127.0.0.1:53",
+            "--watch-confdir",
+            "--reload-splay",
+            "5s",
+        ]);
+        assert_eq!(c.config, Some(PathBuf::from("/etc/x.toml")));
+        let l = c.flags;
+        assert_eq!(
+            l.endpoints,
+            Some(vec!["http://a:2379,http://b:2379".to_string()])
+        );
+        assert_eq!(
+            l.file,
+            Some(vec![PathBuf::from("k1.yaml"), PathBuf::from("k2.yaml")])
+        );
+        assert_eq!(l.backend, Some(crate::settings::BackendKind::File));
+        assert_eq!(l.log_format, Some(crate::settings::LogFormat::Json));
+        assert_eq!(l.dns_server, Some("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(l.watch_confdir, Some(true));
+        assert_eq!(l.reload_splay.as_deref(), Some("5s"));
+        assert_eq!(l.report, None);
+        assert_eq!(l.prefix, None);
+        assert_eq!(l.max_output_bytes, None);
+
+        let none = common(&["liveconf", "check"]);
+        assert!(none.config.is_none());
+        assert_eq!(
+            format!("{:?}", none.flags),
+            format!("{:?}", Layer::default())
+        );
+    }
+
+    /// Every setting with a flag has it on every subcommand that takes
+    /// settings (hidden where unused), named after its key; the
+    /// subcommands a setting names exist.
+    #[test]
+    fn every_flag_is_on_every_settings_subcommand() {
+        let cmd = command();
+        for sub in ["render", "check", "status", "fleet"] {
+            let c = cmd.find_subcommand(sub).unwrap();
+            for d in crate::settings::SETTINGS {
+                let Some((long, _, _)) = d.parsed_flag() else {
+                    continue;
+                };
+                let a = c
+                    .get_arguments()
+                    .find(|a| a.get_id() == d.name)
+                    .unwrap_or_else(|| panic!("{sub}: no --{long}"));
+                assert_eq!(a.get_long(), Some(long));
+                assert_eq!(a.is_hide_set(), !d.used_by.contains(&sub), "{sub} --{long}");
+            }
+        }
+        for d in crate::settings::SETTINGS {
+            for sub in d.used_by {
+                assert!(cmd.find_subcommand(sub).is_some(), "{}: {sub}", d.name);
+            }
+        }
+    }
+}
