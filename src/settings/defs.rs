@@ -741,7 +741,7 @@ mod tests {
         for d in SETTINGS {
             if let Some(k) = d.confd {
                 assert!(
-                    super::super::confd_key(k),
+                    super::super::confd::confd_key(k),
                     "{}: {k} is no key of confd.toml",
                     d.name
                 );
