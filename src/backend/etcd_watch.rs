@@ -60,11 +60,7 @@ pub async fn run(
             let mut client = conn.connect_to(&endpoint).await?;
             if seen.is_none() {
                 let snap = conn.snapshot(&mut client, &roots, None).await?;
-                live = roots
-                    .iter()
-                    .filter(|r| !snap.unreadable().contains_key(*r))
-                    .cloned()
-                    .collect();
+                live = readable(&roots, &snap);
                 seen = Some(vec![snap.revision(); live.len()]);
                 let _ = tx.send(Event::Connected {
                     endpoint: endpoint.clone(),
@@ -79,12 +75,10 @@ pub async fn run(
         let mut client = match attempt.await {
             Ok(c) => c,
             Err(e) => {
+                // Said once, not at every retry.
                 let msg = e.to_string();
                 if reported_down.as_deref() != Some(&msg) {
-                    let _ = tx.send(Event::Disconnected {
-                        reason: msg.clone(),
-                    });
-                    reported_down = Some(msg);
+                    disconnected(&tx, &mut reported_down, msg);
                 }
                 idx += 1;
                 tokio::time::sleep(backoff.next_delay()).await;
@@ -126,16 +120,37 @@ pub async fn run(
                 reason = SnapshotReason::Compacted;
             }
             WatchEnd::Broken(why) => {
-                let msg = format!("etcd at {endpoint}: {why}");
-                let _ = tx.send(Event::Disconnected {
-                    reason: msg.clone(),
-                });
-                reported_down = Some(msg);
+                disconnected(
+                    &tx,
+                    &mut reported_down,
+                    format!("etcd at {endpoint}: {why}"),
+                );
                 idx += 1;
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
+}
+
+/// The roots the snapshot could read: the ones to watch.
+fn readable(roots: &[String], snap: &Snapshot) -> Vec<String> {
+    roots
+        .iter()
+        .filter(|r| !snap.unreadable().contains_key(*r))
+        .cloned()
+        .collect()
+}
+
+/// Tells the daemon the connection is lost, and remembers what it was told.
+fn disconnected(
+    tx: &tokio::sync::mpsc::UnboundedSender<super::Event>,
+    reported_down: &mut Option<String>,
+    why: String,
+) {
+    let _ = tx.send(super::Event::Disconnected {
+        reason: why.clone(),
+    });
+    *reported_down = Some(why);
 }
 
 /// Watches `roots` on one stream, from the revisions in `seen` (moved on as
