@@ -469,13 +469,14 @@ impl Connection {
         // compacted"): the message is all there is to tell them apart.
         match tokio::time::timeout(self.request_timeout, kv.get(key, Some(opts))).await {
             Ok(Ok(r)) => Ok(r),
+            // Compaction first: etcd reports it as OutOfRange too.
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("compacted") => {
+                Err(EtcdError::Compacted(revision))
+            }
             Ok(Err(etcd_client::Error::GRpcStatus(s)))
                 if s.code() == tonic::Code::OutOfRange || s.message().contains("too large") =>
             {
                 Err(EtcdError::TooLarge(s.message().to_string()))
-            }
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("compacted") => {
-                Err(EtcdError::Compacted(revision))
             }
             Ok(Err(etcd_client::Error::GRpcStatus(s)))
                 if s.code() == tonic_code_permission_denied() =>
@@ -611,6 +612,92 @@ pub async fn snapshot_once(s: &Settings, prefixes: &[String]) -> Result<Snapshot
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real etcd on loopback ports, killed on drop.
+    struct Etcd(
+        std::process::Child,
+        #[allow(dead_code)] tempfile::TempDir,
+        String,
+    );
+
+    impl Drop for Etcd {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    fn start_etcd() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, p) = (port(), port());
+        let url = format!("http://127.0.0.1:{c}");
+        let child = std::process::Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{p}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{p}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run etcd (scripts/ensure-deps etcd)");
+        Etcd(child, dir, url)
+    }
+
+    #[tokio::test]
+    async fn a_read_at_a_compacted_revision_is_compaction_not_too_large() {
+        let etcd = start_etcd();
+        let dir = tempfile::tempdir().unwrap();
+        let layer = crate::settings::Layer {
+            confdir: Some(dir.path().to_path_buf()),
+            endpoints: Some(vec![etcd.2.clone()]),
+            ..Default::default()
+        };
+        let settings = Settings::load(None, layer).unwrap();
+        let conn = Connection::from_settings(&settings).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut client = loop {
+            match conn.connect().await {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() > deadline => panic!("etcd: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let mut revs = Vec::new();
+        for i in 0..3 {
+            let r = client.put("/a/k", format!("{i}"), None).await.unwrap();
+            revs.push(r.header().unwrap().revision());
+        }
+        client.compact(revs[2], None).await.unwrap();
+        let prefixes = vec!["/a".to_string()];
+        let got = conn.snapshot(&mut client, &prefixes, Some(revs[0])).await;
+        assert!(
+            matches!(got, Err(EtcdError::Compacted(r)) if r == revs[0]),
+            "{:?}",
+            got.err().map(|e| e.to_string())
+        );
+        let now = conn.snapshot(&mut client, &prefixes, None).await.unwrap();
+        assert_eq!(now.revision(), revs[2]);
+    }
 
     #[test]
     fn ranges_cover_the_prefix_and_below() {
