@@ -55,6 +55,10 @@ pub struct Options {
     /// Told of every install as it happens (the daemon's status then
     /// matches the file on disk while the reload still runs).
     pub installs: Option<InstallHook>,
+    /// Resources whose guards are lifted (`render --once --force NAME`):
+    /// installed even from no keys or beyond `max_shrink` (see
+    /// [`crate::guard`]).
+    pub force: Vec<String>,
 }
 
 /// Called with each resource's outcome as soon as its own steps are done
@@ -264,9 +268,17 @@ async fn apply_one(
         result: Ok(Action::Unchanged),
         render_time,
     };
+    // The empty guard's finding (cheap: one range look-up per prefix).
+    let empty = crate::guard::empty_prefixes(res, snapshot);
     let (content, sha256) = match rendered {
         Ok(c) => c,
-        Err(f) => {
+        Err(mut f) => {
+            // A missing key is most likely the keys being absent: say so.
+            if let Some(p) = &empty
+                && snapshot.unreadable_among(&res.watched).is_none()
+            {
+                f.message.push_str(&crate::guard::empty_hint(p));
+            }
             out.result = Err(f);
             return out;
         }
@@ -274,7 +286,12 @@ async fn apply_one(
     out.sha256 = Some(sha256);
     // From its install on, the reload is owed (until it succeeds).
     let owes = (res.reload_cmd.is_some() && reloads_run(opts)).then(|| owed.clone());
-    out.result = install_one(res, t, content, opts, owes, &mut out).await;
+    let guard = Guard {
+        res: res.clone(),
+        empty,
+        forced: opts.force.contains(&res.name),
+    };
+    out.result = install_one(res, t, content, opts, owes, guard, &mut out).await;
     if out.result == Ok(Action::Installed) {
         // Logged here, before any reload runs, so the log reads in the
         // order things happened.
@@ -514,7 +531,42 @@ enum Next {
     Stage(Staged),
 }
 
-fn prepare(name: &str, t: &Target, content: &[u8], opts: &PrepareOpts) -> Prepared {
+/// What the guards need to judge a change ([`crate::guard`]).
+struct Guard {
+    res: Resource,
+    /// The empty guard's finding.
+    empty: Option<Vec<String>>,
+    /// `--force`: install it anyway (with a warning).
+    forced: bool,
+}
+
+impl Guard {
+    /// The refusal of a change from `old` (the installed content, when
+    /// read) to `content`, as the failure to report; `None` lets it
+    /// through. A change of mode or owner only is not judged.
+    fn judge(&self, t: &Target, old: Option<&[u8]>, content: &[u8], noop: bool) -> Option<Failure> {
+        if old == Some(content) {
+            return None;
+        }
+        let refusal = crate::guard::judge(
+            &self.res,
+            self.empty.as_deref(),
+            old.map(|o| o.len() as u64),
+            content.len() as u64,
+        )?;
+        if self.forced {
+            tracing::warn!(resource = %self.res.name, "{}", refusal.forced(&self.res, noop));
+            return None;
+        }
+        let installed = std::fs::symlink_metadata(&t.dest).is_ok();
+        Some(Failure {
+            step: Step::Render,
+            message: refusal.message(&self.res, installed, noop),
+        })
+    }
+}
+
+fn prepare(name: &str, t: &Target, content: &[u8], opts: &PrepareOpts, guard: &Guard) -> Prepared {
     let mut p = Prepared {
         changed: None,
         diff: None,
@@ -529,6 +581,7 @@ fn prepare(name: &str, t: &Target, content: &[u8], opts: &PrepareOpts) -> Prepar
         Ok(Comparison::Differs { what, old }) => (what, old),
     };
     p.changed = Some(what.clone());
+    let refused = guard.judge(t, old.as_deref(), content, opts.noop);
     if opts.noop {
         if opts.diff {
             let mut diff = unified_diff(old.as_deref(), content, &t.dest);
@@ -540,7 +593,12 @@ fn prepare(name: &str, t: &Target, content: &[u8], opts: &PrepareOpts) -> Prepar
             }
             p.diff = Some(diff);
         }
-        p.next = Ok(Next::WouldChange);
+        // A preview shows the change, and that it would be refused.
+        p.next = refused.map_or(Ok(Next::WouldChange), Err);
+        return p;
+    }
+    if let Some(f) = refused {
+        p.next = Err(f);
         return p;
     }
     if !opts.preview {
@@ -568,6 +626,7 @@ async fn install_one(
     content: Vec<u8>,
     opts: &Options,
     owes: Option<Owed>,
+    guard: Guard,
     out: &mut Outcome,
 ) -> Result<Action, Failure> {
     let (name, target) = (res.name.clone(), t.clone());
@@ -577,7 +636,7 @@ async fn install_one(
         preview: opts.dest_root.is_some(),
     };
     let prepared = off_runtime("installing", move || {
-        prepare(&name, &target, &content, &popts)
+        prepare(&name, &target, &content, &popts, &guard)
     })
     .await
     .map_err(failed(Step::Install))?;

@@ -242,6 +242,9 @@ pub struct RenderArgs {
     /// Preview: pretend KEY does not exist. Needs --once and --noop or --diff.
     #[arg(long, value_name = "KEY")]
     pub unset: Vec<String>,
+    /// With --once: install resource NAME even if a guard refuses it (no keys under its prefixes, or smaller than max_shrink allows), to confirm a deliberate change on this host; repeatable; without NAME, the --only resources.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    pub force: Vec<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -372,6 +375,7 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
             "--exit-code goes with --noop or --diff"
         )));
     }
+    let force = forced(&args)?;
     let overlay = parse_overlay(&args.set, &args.unset)?;
     if !(overlay.is_empty() || args.once && args.noop) {
         return Err(config_err(anyhow!(
@@ -382,7 +386,8 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
     // confd.toml's noop and sync-only.
     args.noop |= s.noop;
     args.no_reload |= s.no_reload;
-    let opts = render_options(&args, &s);
+    let mut opts = render_options(&args, &s);
+    opts.force = force;
     if args.once {
         // A preview (--dest-root) leaves the host's status alone and keeps
         // its own output tree clean for golden-file diffs, unless a state
@@ -422,6 +427,36 @@ async fn render(mut args: RenderArgs) -> Result<u8, Exit> {
         }),
         Err(crate::daemon::DaemonError::Config(e)) => Err(config_err(e)),
     }
+}
+
+/// The resources `--force` names: its values, or the `--only` ones for a
+/// bare `--force`. Only `render --once` lifts the guards, and only for
+/// resources named.
+fn forced(args: &RenderArgs) -> Result<Vec<String>, Exit> {
+    if args.force.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !args.once {
+        return Err(config_err(anyhow!(
+            "--force installs a refused render once: use it with --once (the daemon never lifts its guards)"
+        )));
+    }
+    let mut names: Vec<String> = Vec::new();
+    for f in &args.force {
+        if f.is_empty() {
+            if args.only.is_empty() {
+                return Err(config_err(anyhow!(
+                    "--force without NAME lifts the guards of the --only resources: name them (--force NAME or --only NAME), it never applies to every resource"
+                )));
+            }
+            names.extend(args.only.iter().cloned());
+        } else {
+            names.push(f.clone());
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 /// The exit code for how a one-shot run ended.
@@ -523,6 +558,7 @@ fn render_options(args: &RenderArgs, s: &Settings) -> Options {
         stopping: None,
         owed_dir,
         installs: None,
+        force: Vec::new(),
     }
 }
 

@@ -69,6 +69,8 @@ mod tests {
             backup: false,
             wait: None,
             reload_splay: None,
+            allow_empty: false,
+            max_shrink: None,
         }
     }
 

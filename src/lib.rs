@@ -19,6 +19,7 @@ pub(crate) mod functions;
 pub(crate) mod gopath;
 pub(crate) mod gosort;
 pub(crate) mod gotemplate;
+pub(crate) mod guard;
 pub(crate) mod hooks;
 pub mod install;
 pub mod keypath;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::apply::{self, Action, Options, Outcome, Step};
 use crate::backend;
 use crate::confdir::{self, ConfDirError};
+use crate::guard;
 use crate::owed::Owed;
 use crate::resource::Resource;
 use crate::settings::Settings;
@@ -51,7 +52,14 @@ pub async fn render(
     status_dir: Option<&Path>,
 ) -> Result<Verdict, RunError> {
     let loaded = confdir::load(s, only)?;
+    check_forced(&loaded, &opts.force, only)?;
     let templates = TemplateSet::load(&s.templates_dir());
+    if only.is_empty() {
+        // Nothing renders them, so nothing else would say it.
+        for (name, p) in templates.unused_broken(&loaded.resources) {
+            tracing::warn!("{}", unused_broken(&templates, &name, &p));
+        }
+    }
     let mut snap = backend::snapshot(s, &confdir::watched(&loaded.resources)).await?;
     apply_overlay(&mut snap, overlay, &loaded.resources);
     let recorder = Recorder::new(status_dir.filter(|_| !opts.noop));
@@ -75,6 +83,49 @@ pub async fn render(
     report(&outcomes, opts);
     recorder.finish(s, only.is_empty(), &snap, &outcomes, &owed);
     Ok(verdict(&outcomes, exit_code_flag))
+}
+
+/// `--force NAME`: each NAME must be a resource of this run.
+fn check_forced(
+    loaded: &confdir::Loaded,
+    force: &[String],
+    only: &[String],
+) -> Result<(), RunError> {
+    let names: Vec<&str> = loaded
+        .resources
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(loaded.failed.iter().map(|e| e.name.as_str()))
+        .collect();
+    for f in force {
+        if !names.contains(&f.as_str()) {
+            let why = if only.is_empty() {
+                format!(
+                    "no resource {f} in conf.d (there are: {})",
+                    names.join(", ")
+                )
+            } else {
+                format!(
+                    "{f} is not among the --only resources ({})",
+                    only.join(", ")
+                )
+            };
+            return Err(ConfDirError(format!("--force {f}: {why}")).into());
+        }
+    }
+    Ok(())
+}
+
+/// The line for a template no resource uses that does not parse.
+fn unused_broken(
+    templates: &TemplateSet,
+    name: &str,
+    p: &crate::templates::TemplateProblem,
+) -> String {
+    format!(
+        "{}: no resource uses this template, and it does not parse: {p}",
+        templates.dir().join(name).display()
+    )
 }
 
 /// Applies `--set`/`--unset` to the snapshot, warning about a key no
@@ -203,10 +254,23 @@ pub fn report(outcomes: &[Outcome], opts: &Options) {
                     let _ = write!(std::io::stdout(), "{d}");
                 }
             }
-            Err(f) => tracing::error!(
-                resource = %o.name, revision = o.revision, step = %f.step,
-                "{}: {} failed: {}", o.name, f.step, crate::logging::one_line(&f.message)
-            ),
+            Err(f) => {
+                // A guard's refusal in a preview says so itself.
+                let step = if f.message.starts_with(guard::WOULD_BE_REFUSED) {
+                    String::new()
+                } else {
+                    format!("{} failed: ", f.step)
+                };
+                tracing::error!(
+                    resource = %o.name, revision = o.revision, step = %f.step,
+                    "{}: {step}{}", o.name, crate::logging::one_line(&f.message)
+                );
+                // The change a guard refuses is shown too.
+                if let (true, Some(d)) = (opts.diff, &o.diff) {
+                    use std::io::Write as _;
+                    let _ = write!(std::io::stdout(), "{d}");
+                }
+            }
         }
     }
     let failed: Vec<&str> = outcomes
@@ -250,17 +314,61 @@ pub async fn check(
         failed.push(&e.name);
     }
     for r in &loaded.resources {
+        let empty = guard::empty_prefixes(r, &snap);
         match crate::render::render(r, &snap, &templates, env) {
             Ok(bytes) => {
-                tracing::info!(resource = %r.name, revision = snap.revision(), "{}: renders ({} bytes)", r.name, bytes.len())
+                // What the daemon would do with it: the guards judge a
+                // change from the installed file.
+                let refusal = guard::installed_size(&r.dest, &bytes).and_then(|installed| {
+                    guard::judge(r, empty.as_deref(), installed, bytes.len() as u64)
+                });
+                match refusal {
+                    None => tracing::info!(
+                        resource = %r.name, revision = snap.revision(),
+                        "{}: renders ({} bytes)", r.name, bytes.len()
+                    ),
+                    Some(refusal) => {
+                        tracing::error!(
+                            resource = %r.name, revision = snap.revision(), step = %Step::Render,
+                            "{}: {}", r.name, refusal.message(r, true, true)
+                        );
+                        failed.push(&r.name);
+                    }
+                }
             }
             Err(e) => {
-                tracing::error!(resource = %r.name, revision = snap.revision(), step = %Step::Render, "{}: render failed: {e}", r.name);
+                let hint = empty
+                    .filter(|_| snap.unreadable_among(&r.watched).is_none())
+                    .map(|p| guard::empty_hint(&p))
+                    .unwrap_or_default();
+                tracing::error!(resource = %r.name, revision = snap.revision(), step = %Step::Render, "{}: render failed: {e}{hint}", r.name);
                 failed.push(&r.name);
             }
         }
     }
+    // Templates no resource uses: `check` is where CI sees them. (With
+    // --only, only the named resources are checked.)
+    let mut broken = 0;
+    if only.is_empty() {
+        for (name, p) in templates.unused_broken(&loaded.resources) {
+            tracing::error!("{}", unused_broken(&templates, &name, &p));
+            broken += 1;
+        }
+    }
     let total = loaded.resources.len() + loaded.failed.len();
+    if broken > 0 {
+        tracing::error!(
+            "{} under {} that no resource uses {}: fix or remove {}",
+            crate::logging::count(broken, "template"),
+            templates.dir().display(),
+            if broken == 1 {
+                "does not parse"
+            } else {
+                "do not parse"
+            },
+            if broken == 1 { "it" } else { "them" }
+        );
+    }
     if !failed.is_empty() {
         failed.sort_unstable();
         tracing::error!(
@@ -268,6 +376,8 @@ pub async fn check(
             failed.len(),
             failed.join(", ")
         );
+        Ok(Verdict::Failed)
+    } else if broken > 0 {
         Ok(Verdict::Failed)
     } else {
         tracing::info!("all of {} render", crate::logging::count(total, "resource"));

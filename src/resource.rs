@@ -16,6 +16,10 @@ use crate::keypath;
 /// Default `command_timeout` for check and reload commands.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default `max_shrink`, in percent: a new render less than half the
+/// installed file's size is refused until confirmed (see [`crate::guard`]).
+pub const DEFAULT_MAX_SHRINK: u8 = 50;
+
 /// A resource that could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {message}", file.display())]
@@ -67,6 +71,34 @@ pub enum ModeError {
     /// Octal, but empty or above 7777.
     #[error("mode {0:?} is out of range (0000 to 7777)")]
     OutOfRange(String),
+}
+
+/// A `max_shrink` that is not a percentage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "max_shrink must be a quoted percentage from \"0%\" to \"100%\", or \"off\" \
+     (e.g. max_shrink = \"50%\"), not {0}"
+)]
+pub struct ShrinkError(String);
+
+/// Parses `max_shrink`: `"50%"` is `Some(50)`; `"off"` and `"100%"` (any
+/// shrink accepted) are `None`.
+pub fn parse_max_shrink(v: &toml::Value) -> Result<Option<u8>, ShrinkError> {
+    let toml::Value::String(s) = v else {
+        return Err(ShrinkError(v.to_string()));
+    };
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match t
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<u8>().ok())
+    {
+        Some(100) => Ok(None),
+        Some(n) if n < 100 => Ok(Some(n)),
+        _ => Err(ShrinkError(format!("{s:?}"))),
+    }
 }
 
 /// An `owner` or `group` that names no account.
@@ -271,6 +303,9 @@ struct TemplateTable {
     wait: Option<String>,
     reload_splay: Option<String>,
     engine: Option<Engine>,
+    #[serde(default)]
+    allow_empty: bool,
+    max_shrink: Option<toml::Value>,
 }
 
 /// Every field of `[template]`, as written in `TemplateTable`.
@@ -294,6 +329,8 @@ const TEMPLATE_FIELDS: &[&str] = &[
     "wait",
     "reload_splay",
     "engine",
+    "allow_empty",
+    "max_shrink",
 ];
 
 /// One validated resource.
@@ -333,6 +370,12 @@ pub struct Resource {
     pub wait: Option<Wait>,
     /// Random delay before the reload; `None` uses the global one.
     pub reload_splay: Option<Duration>,
+    /// Whether the resource may render when none of its watched prefixes
+    /// holds a key (the empty guard, see [`crate::guard`]).
+    pub allow_empty: bool,
+    /// The largest shrink accepted, in percent of the installed file's
+    /// bytes; `None` is off (the shrink guard, see [`crate::guard`]).
+    pub max_shrink: Option<u8>,
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -372,6 +415,30 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
                 })
         })
         .map(|i| i + 1)
+}
+
+/// The field of `[template]` most like `written`, if one is close enough
+/// to be what was meant (`chek_cmd` → `check_cmd`).
+fn nearest_field(written: &str) -> Option<&'static str> {
+    let w = written.to_ascii_lowercase();
+    TEMPLATE_FIELDS
+        .iter()
+        .map(|f| (*f, strsim::jaro_winkler(&w, f)))
+        .filter(|(_, score)| *score >= 0.8)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(f, _)| f)
+}
+
+/// "unknown field `X` (did you mean `Y`?)", or with the list of fields
+/// when none is close.
+fn unknown_field(written: &str) -> String {
+    match nearest_field(written) {
+        Some(f) => format!("unknown field `{written}` (did you mean `{f}`?)"),
+        None => format!(
+            "unknown field `{written}` (the fields of [template] are: {})",
+            TEMPLATE_FIELDS.join(", ")
+        ),
+    }
 }
 
 /// Whether a `[template]` table (as parsed, keys as written) asks for the
@@ -422,13 +489,12 @@ fn tolerant_table(
                 }
             }
             None => tracing::warn!(
-                "{}{}: unknown field `{k}` in [template] is ignored, as confd ignores it \
-                 (liveconf knows: {})",
+                "{}{}: {}; it is ignored, as confd ignores it",
                 path.display(),
                 key_line(text, k)
                     .map(|l| format!(" line {l}"))
                     .unwrap_or_default(),
-                TEMPLATE_FIELDS.join(", ")
+                unknown_field(k)
             ),
         }
     }
@@ -511,6 +577,10 @@ pub fn load(
     watched.dedup();
     let (mode, uid, gid) = ownership(&l, &t)?;
     let (command_timeout, wait, reload_splay) = timing(&l, &t)?;
+    let max_shrink = match &t.max_shrink {
+        None => Some(DEFAULT_MAX_SHRINK),
+        Some(v) => parse_max_shrink(v).map_err(|e| l.err(e))?,
+    };
 
     Ok(Resource {
         name: l.name,
@@ -530,6 +600,8 @@ pub fn load(
         backup: t.backup,
         wait,
         reload_splay,
+        allow_empty: t.allow_empty,
+        max_shrink,
     })
 }
 
@@ -545,6 +617,20 @@ fn read_table(l: &Loading, text: &str) -> Result<TemplateTable, ResourceError> {
     });
     if let (Some(doc), Some((key, table))) = (&doc, confd_style) {
         return tolerant_table(l.path, text, doc, &key, &table).map_err(|e| l.err(e));
+    }
+    // Strict: an unknown field is an error, with the field probably meant.
+    if let Some(table) = doc
+        .as_ref()
+        .and_then(|d| d.get("template"))
+        .and_then(|t| t.as_table())
+        && let Some(k) = table
+            .keys()
+            .find(|k| !TEMPLATE_FIELDS.contains(&k.as_str()))
+    {
+        let line = key_line(text, k)
+            .map(|n| format!("line {n}: "))
+            .unwrap_or_default();
+        return Err(l.err(format!("{line}{}", unknown_field(k))));
     }
     let parsed: ResourceFile = toml::from_str(text).map_err(|e| {
         // Fields written without the [template] heading: say that,
@@ -762,6 +848,33 @@ mod tests {
         assert!(parse_mode(&toml::Value::String("0689".into())).is_err());
         assert!(parse_mode(&toml::Value::String("".into())).is_err());
         assert!(parse_mode(&toml::Value::String("17777".into())).is_err());
+    }
+
+    #[test]
+    fn max_shrink_is_a_percentage_or_off() {
+        let s = |v: &str| parse_max_shrink(&toml::Value::String(v.into()));
+        assert_eq!(s("50%"), Ok(Some(50)));
+        assert_eq!(s(" 0% "), Ok(Some(0)));
+        assert_eq!(s("100%"), Ok(None));
+        assert_eq!(s("off"), Ok(None));
+        for bad in ["50", "101%", "-1%", "half", "0.5", ""] {
+            assert!(s(bad).is_err(), "{bad}");
+        }
+        let e = parse_max_shrink(&toml::Value::Integer(50)).unwrap_err();
+        assert!(e.to_string().contains("not 50"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_name_the_nearest_one() {
+        assert_eq!(
+            unknown_field("chek_cmd"),
+            "unknown field `chek_cmd` (did you mean `check_cmd`?)"
+        );
+        assert_eq!(nearest_field("Reload_Cmd"), Some("reload_cmd"));
+        assert_eq!(nearest_field("allow_emtpy"), Some("allow_empty"));
+        assert_eq!(nearest_field("maxshrink"), Some("max_shrink"));
+        assert_eq!(nearest_field("zzz"), None);
+        assert!(unknown_field("zzz").contains("the fields of [template] are: src, dest"));
     }
 
     #[test]

@@ -266,6 +266,46 @@ impl TemplateSet {
         None
     }
 
+    /// Every template under the directory that no resource in `resources`
+    /// uses and that does not parse, with why, sorted by name: as a Go
+    /// template for a `.tmpl` file (confd's convention), as Tera otherwise.
+    /// (A used template's problem fails its resources at render instead.)
+    pub fn unused_broken(
+        &self,
+        resources: &[crate::resource::Resource],
+    ) -> Vec<(String, TemplateProblem)> {
+        use crate::resource::{Engine, Source};
+        let used: std::collections::BTreeSet<&str> = resources
+            .iter()
+            .filter_map(|r| match &r.source {
+                Source::Template(name, _) => Some(name.as_str()),
+                Source::Format(..) => None,
+            })
+            .collect();
+        let names: std::collections::BTreeSet<&String> =
+            self.go.keys().chain(self.broken.keys()).collect();
+        names
+            .into_iter()
+            .filter(|n| !used.contains(n.as_str()))
+            .filter_map(|n| {
+                let problem = if n.is_empty() {
+                    // The directory itself could not be read.
+                    self.broken.get(n).cloned()
+                } else if Engine::for_src(n) == Engine::Go {
+                    self.go(n).err()
+                } else {
+                    self.problem(n)
+                };
+                Some((n.clone(), problem?))
+            })
+            .collect()
+    }
+
+    /// The templates directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn not_found(&self, name: &str) -> TemplateProblem {
         TemplateProblem::NotFound {
             name: name.to_string(),
@@ -288,6 +328,41 @@ mod tests {
         assert!(
             p.contains("lib/x.tera") && p.contains("is a symlink to ../../nowhere"),
             "{p}"
+        );
+    }
+
+    #[test]
+    fn unused_broken_templates_are_listed_in_their_own_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |n: &str, t: &str| std::fs::write(dir.path().join(n), t).unwrap();
+        w("used.tera", "{% if %}\n");
+        w("ok.tera", "{{ 1 }}\n");
+        w("bad.tera", "line 1\n{% for x in %}\n");
+        w("ok.tmpl", "{{getv \"/x\"}}\n");
+        w("bad.tmpl", "{{range}}\n");
+        let set = TemplateSet::load(dir.path());
+        let conf = dir.path().join("r.toml");
+        std::fs::write(
+            &conf,
+            "[template]\nsrc = \"used.tera\"\ndest = \"/x\"\nkeys = [\"/\"]\n",
+        )
+        .unwrap();
+        let r = crate::resource::load(&conf, dir.path(), "", Default::default()).unwrap();
+        let found = set.unused_broken(&[r]);
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["bad.tera", "bad.tmpl"]);
+        assert!(
+            found[0]
+                .1
+                .to_string()
+                .starts_with("template bad.tera line 2"),
+            "{}",
+            found[0].1
+        );
+        assert!(
+            found[1].1.to_string().contains("bad.tmpl:1"),
+            "{}",
+            found[1].1
         );
     }
 

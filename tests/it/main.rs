@@ -21,6 +21,7 @@ mod etcd_security;
 mod example;
 mod fleet;
 mod fs_attacks;
+mod guards;
 mod hostile_values;
 mod install;
 mod php_roundtrip;
