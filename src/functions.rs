@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::net::ToSocketAddrs;
 
 use globset::GlobBuilder;
+use tera::value::Key;
 use tera::{Error, Kwargs, State, TeraResult, Value};
 
 use crate::encode::{self, Decode};
@@ -372,6 +373,57 @@ fn first_non_finite(v: &Value) -> Option<f64> {
         ValueKind::Map => v.as_map()?.values().find_map(first_non_finite),
         _ => None,
     }
+}
+
+/// Filter `from_pairs`: a map built from a list of entries, in the list's
+/// order — the inverse of Tera's `pairs`. An entry is a `[key, value]`
+/// list (what `pairs` returns) or a `{key, value}` map (what `gets`
+/// returns); a key is a string, an integer or a bool. A key given twice
+/// keeps its first position and takes its last value (as Python's `dict`
+/// and JavaScript's `Object.fromEntries` do).
+///
+/// Map literals only take literal keys, so this is how a template builds a
+/// map whose keys come from data in an order of its choosing (e.g. a
+/// section's primary first for `json_encode`).
+pub fn from_pairs(input: &Value, _: Kwargs, _: &State) -> TeraResult<Value> {
+    let items = input.as_array().ok_or_else(|| {
+        Error::message(format!(
+            "from_pairs: expects a list of [key, value] pairs, got {}",
+            described(input)
+        ))
+    })?;
+    let mut map = tera::Map::new();
+    for (i, item) in items.iter().enumerate() {
+        let (key, value) = match (item.as_array(), item.as_map()) {
+            (Some(kv), _) if kv.len() == 2 => (&kv[0], &kv[1]),
+            (None, Some(m)) => match (m.get(&Key::Str("key")), m.get(&Key::Str("value"))) {
+                (Some(k), Some(v)) if m.len() == 2 => (k, v),
+                _ => return Err(bad_pair(i, item)),
+            },
+            _ => return Err(bad_pair(i, item)),
+        };
+        let key = if let Some(s) = key.as_str() {
+            Key::String(s.into())
+        } else if let Some(b) = key.as_bool() {
+            Key::Bool(b)
+        } else if let Some(n) = key.as_i64().filter(|_| key.is_i64() || key.is_u64()) {
+            Key::I64(n)
+        } else {
+            return Err(Error::message(format!(
+                "from_pairs: the key of item {i} is {}: a key must be a string, an integer or a bool",
+                described(key)
+            )));
+        };
+        map.insert(key, value.clone());
+    }
+    Ok(Value::from(map))
+}
+
+fn bad_pair(i: usize, item: &Value) -> Error {
+    Error::message(format!(
+        "from_pairs: item {i} is {}, not a [key, value] pair or a {{key, value}} map",
+        described(item)
+    ))
 }
 
 /// Filter `php`: the value as a PHP literal.
@@ -824,6 +876,7 @@ pub fn register(tera: &mut tera::Tera) {
     tera.register_filter("json_decode", json_decode);
     tera.register_filter("json_encode", json_encode);
     tera.register_filter("php", php);
+    tera.register_filter("from_pairs", from_pairs);
     tera.register_filter("base64_encode", base64_encode);
     tera.register_filter("base64_decode", base64_decode);
     tera.register_function("file_exists", file_exists);
@@ -833,4 +886,83 @@ pub fn register(tera: &mut tera::Tera) {
     tera.register_filter("dirname", dirname);
     tera.register_function("format", format_function);
     tera.register_filter("format", format_filter);
+}
+
+#[cfg(test)]
+mod tests {
+    fn render(src: &str) -> Result<String, String> {
+        let mut t = tera::Tera::default();
+        super::register(&mut t);
+        t.add_raw_template("t", src).map_err(|e| format!("{e:?}"))?;
+        t.render("t", &tera::Context::new())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn from_pairs_keeps_the_order_of_its_list() {
+        let out = render(
+            r#"{% set two = [2] %}{% set m = [["z", 1], ["a", two], ["m", {"x": true}]] | from_pairs %}{{ m | json_encode }} {{ m | keys | join(sep=",") }} {{ m.a[0] }}"#,
+        )
+        .unwrap();
+        assert_eq!(out, r#"{"z":1,"a":[2],"m":{"x":true}} z,a,m 2"#);
+    }
+
+    #[test]
+    fn from_pairs_inverts_pairs_and_takes_key_value_maps() {
+        let out = render(
+            r#"{% set m = {"b": 1, "a": 2} %}{{ m | pairs | from_pairs | json_encode }} {{ [{"key": "k", "value": "v"}] | from_pairs | json_encode }} {{ [] | from_pairs | json_encode }}"#,
+        )
+        .unwrap();
+        assert_eq!(out, r#"{"b":1,"a":2} {"k":"v"} {}"#);
+    }
+
+    #[test]
+    fn from_pairs_builds_a_map_in_a_loop_primary_first() {
+        // What the MediaWiki dbconfig template does: the primary, then the
+        // others sorted.
+        let out = render(concat!(
+            r#"{% set loads = {"db1": 300, "db2": 0, "db3": 500} %}{% set primary = "db2" %}"#,
+            r#"{% set_global entries = [[primary, loads[primary]]] %}"#,
+            r#"{% for h in loads | keys | sort %}{% if h != primary %}{% set_global entries = [...entries, [h, loads[h]]] %}{% endif %}{% endfor %}"#,
+            r#"{{ entries | from_pairs | json_encode }}"#,
+        ))
+        .unwrap();
+        assert_eq!(out, r#"{"db2":0,"db1":300,"db3":500}"#);
+    }
+
+    #[test]
+    fn from_pairs_repeated_key_keeps_first_position_and_last_value() {
+        let out =
+            render(r#"{{ [["a", 1], ["b", 2], ["a", 3]] | from_pairs | json_encode }}"#).unwrap();
+        assert_eq!(out, r#"{"a":3,"b":2}"#);
+    }
+
+    #[test]
+    fn from_pairs_integer_and_bool_keys() {
+        let out = render(r#"{{ [[2, "two"], [true, "yes"]] | from_pairs | php }}"#).unwrap();
+        assert!(out.contains("2 => 'two'"), "{out}");
+    }
+
+    #[test]
+    fn from_pairs_errors_name_the_item() {
+        for (src, want) in [
+            (
+                r#"{{ "x" | from_pairs }}"#,
+                "expects a list of [key, value] pairs, got string",
+            ),
+            (r#"{{ [["a", 1], ["b"]] | from_pairs }}"#, "item 1 is"),
+            (r#"{{ [[1.5, 1]] | from_pairs }}"#, "the key of item 0 is"),
+            (
+                r#"{% set k = ["a"] %}{{ [[k, 1]] | from_pairs }}"#,
+                "a key must be a string, an integer or a bool",
+            ),
+            (
+                r#"{{ [{"key": "a"}] | from_pairs }}"#,
+                "not a [key, value] pair or a {key, value} map",
+            ),
+        ] {
+            let err = render(src).unwrap_err();
+            assert!(err.contains(want), "{src}: {err}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ mod daemon_file;
 mod etcd_faults;
 mod etcd_security;
 mod example;
+mod example_dbconfig;
 mod fleet;
 mod fs_attacks;
 mod guards;
