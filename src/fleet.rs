@@ -202,25 +202,39 @@ pub struct HostState {
     pub problems: Vec<String>,
 }
 
+/// How often `examine` reads the reports again while hosts catch up.
+const CATCH_UP_POLL: Duration = Duration::from_millis(500);
+
 /// Reads every report and registration; names the hosts with problems.
 /// A resource is stale when its revision is behind the newest change
 /// under its watched prefixes, `max_lag` after first being seen behind.
+/// While it waits for hosts to catch up it says so on stderr (which hosts,
+/// how far behind, for how long at most), and it stops waiting as soon as
+/// they have.
 pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostState>, FleetError> {
     let mut client = conn.connect().await?;
-    let (reports, registered) = read_all(&mut client).await?;
+    let (mut reports, mut registered) = read_all(&mut client).await?;
     let latest = latest_revisions(&mut client, &reports).await?;
     let mut stale = behind(&reports, &latest);
-    let (reports, registered) = if !stale.is_empty() && !max_lag.is_zero() {
+    if !stale.is_empty() && !max_lag.is_zero() {
         // Give hosts `max_lag` to catch up before calling them stale.
-        tokio::time::sleep(max_lag).await;
-        let again = read_all(&mut client).await?;
-        // Behind what was already there when first looked at.
-        let still = behind(&again.0, &latest);
-        stale.retain(|x| still.contains(x));
-        again
-    } else {
-        (reports, registered)
-    };
+        eprintln!("{}", waiting_line(&reports, &stale, &latest, max_lag));
+        let deadline = tokio::time::Instant::now() + max_lag;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep(CATCH_UP_POLL.min(deadline - now)).await;
+            (reports, registered) = read_all(&mut client).await?;
+            // Behind what was already there when first looked at.
+            let still = behind(&reports, &latest);
+            stale.retain(|x| still.contains(x));
+            if stale.is_empty() {
+                break;
+            }
+        }
+    }
     let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for node in registered.iter().chain(reports.keys()) {
         hosts.entry(node.clone()).or_default();
@@ -247,6 +261,42 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
         .into_iter()
         .map(|(node, problems)| HostState { node, problems })
         .collect())
+}
+
+/// "waiting up to 30s (--max-lag) for host2 (x at revision 120 < 130) to
+/// catch up...": what `examine` waits for, on one line.
+fn waiting_line(
+    reports: &BTreeMap<String, Report>,
+    stale: &[(String, String)],
+    latest: &BTreeMap<String, i64>,
+    max_lag: Duration,
+) -> String {
+    const SHOWN: usize = 5;
+    let mut by_node: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (node, name) in stale {
+        let res = &reports[node].resources[name];
+        by_node.entry(node).or_default().push(format!(
+            "{name} at revision {} < {}",
+            res.revision.unwrap_or(0),
+            res.newest_change(latest)
+        ));
+    }
+    let mut hosts: Vec<String> = by_node
+        .iter()
+        .take(SHOWN)
+        .map(|(node, what)| format!("{node} ({})", what.join(", ")))
+        .collect();
+    if by_node.len() > SHOWN {
+        hosts.push(format!(
+            "{} more",
+            crate::logging::count(by_node.len() - SHOWN, "host")
+        ));
+    }
+    format!(
+        "waiting up to {} (--max-lag) for {} to catch up...",
+        humantime::format_duration(max_lag),
+        hosts.join(", ")
+    )
 }
 
 /// (node, resource) of every resource whose revision is behind the newest
@@ -294,8 +344,11 @@ fn failing_and_missing(reports: &BTreeMap<String, Report>, problem: &mut impl Fn
 
 /// Divergence: among the hosts that are up to date for a resource (their
 /// revision is at or after the newest change of its keys), a sha256
-/// unlike the majority's. Revisions differ between hosts for unrelated
-/// reasons, so they are not compared directly.
+/// unlike the majority's. When no content is held by more hosts than any
+/// other (two hosts that disagree, a tie), there is no majority to blame
+/// anyone against: every host is told so, with who has what. Revisions
+/// differ between hosts for unrelated reasons, so they are not compared
+/// directly.
 fn diverging(
     reports: &BTreeMap<String, Report>,
     latest: &BTreeMap<String, i64>,
@@ -324,8 +377,18 @@ fn diverging(
         let total: usize = by_sha.values().map(Vec::len).sum();
         let majority = by_sha.values().map(Vec::len).max().unwrap_or(0);
         let ties = by_sha.values().filter(|v| v.len() == majority).count();
+        if ties > 1 {
+            let line = format!(
+                "diverging: hosts disagree on {name} and no content is held by a majority: {}",
+                who_has_what(&by_sha)
+            );
+            for node in by_sha.values().flatten() {
+                problem(node, line.clone());
+            }
+            continue;
+        }
         for (sha, nodes) in &by_sha {
-            if nodes.len() < majority || ties > 1 {
+            if nodes.len() < majority {
                 for node in nodes {
                     problem(
                         node,
@@ -338,6 +401,34 @@ fn diverging(
             }
         }
     }
+}
+
+/// "host1 has 0123456789ab, host2, host3 have ba9876543210": each content
+/// (most hosts first) and the hosts holding it, a few named per content.
+fn who_has_what(by_sha: &BTreeMap<String, Vec<String>>) -> String {
+    const SHOWN: usize = 3;
+    let mut contents: Vec<(&String, &Vec<String>)> = by_sha.iter().collect();
+    contents.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+    contents
+        .iter()
+        .map(|(sha, nodes)| {
+            let mut names = nodes
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if nodes.len() > SHOWN {
+                names.push_str(&format!(" and {} more", nodes.len() - SHOWN));
+            }
+            format!(
+                "{names} {} {}",
+                if nodes.len() == 1 { "has" } else { "have" },
+                sha.chars().take(12).collect::<String>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 type Fleet = (BTreeMap<String, Report>, Vec<String>);
@@ -437,4 +528,89 @@ pub async fn forget(conn: &Connection, node: &str) -> Result<Forgotten, FleetErr
     } else {
         Forgotten::Unknown
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(node: &str, sha: &str) -> (String, Report) {
+        let mut r = Report {
+            node: node.into(),
+            revision: 10,
+            resources: BTreeMap::new(),
+        };
+        r.resources.insert(
+            "x".into(),
+            ResourceReport {
+                revision: Some(10),
+                sha256: Some(sha.into()),
+                healthy: true,
+                updated: None,
+                watched: vec!["/app/x".into()],
+                error: None,
+            },
+        );
+        (node.into(), r)
+    }
+
+    fn problems(reports: &[(String, Report)]) -> BTreeMap<String, Vec<String>> {
+        let reports: BTreeMap<String, Report> = reports.iter().cloned().collect();
+        let latest = BTreeMap::from([("/app/x".to_string(), 10)]);
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        diverging(&reports, &latest, &mut |n: &str, p: String| {
+            out.entry(n.to_string()).or_default().push(p)
+        });
+        out
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn two_hosts_that_disagree_are_told_there_is_no_majority() {
+        let found = problems(&[report("mw1", A), report("mw2", B)]);
+        let want = "diverging: hosts disagree on x and no content is held by a majority: \
+                    mw1 has aaaaaaaaaaaa, mw2 has bbbbbbbbbbbb";
+        assert_eq!(found["mw1"], [want]);
+        assert_eq!(found["mw2"], [want]);
+        // A tie of two against two: the same, each content's hosts named.
+        let found = problems(&[
+            report("mw1", A),
+            report("mw2", B),
+            report("mw3", A),
+            report("mw4", B),
+        ]);
+        assert_eq!(found.len(), 4);
+        assert!(
+            found["mw4"][0].ends_with("mw1, mw3 have aaaaaaaaaaaa, mw2, mw4 have bbbbbbbbbbbb"),
+            "{found:?}"
+        );
+        assert!(!found["mw4"][0].contains("majority's"), "{found:?}");
+    }
+
+    #[test]
+    fn a_host_unlike_the_majority_is_blamed_alone() {
+        let found = problems(&[report("mw1", A), report("mw2", A), report("mw3", B)]);
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["mw3"], "{found:?}");
+        assert_eq!(
+            found["mw3"],
+            [
+                "diverging: x content bbbbbbbbbbbb differs from the majority's (2 of the 3 hosts rendering it)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_wait_for_hosts_behind_says_who_how_far_and_how_long() {
+        let mut behind_one = report("mw1", A);
+        behind_one.1.resources.get_mut("x").unwrap().revision = Some(120);
+        let reports: BTreeMap<String, Report> = [behind_one, report("mw2", A)].into();
+        let latest = BTreeMap::from([("/app/x".to_string(), 130)]);
+        let stale = behind(&reports, &latest);
+        assert_eq!(
+            waiting_line(&reports, &stale, &latest, Duration::from_secs(30)),
+            "waiting up to 30s (--max-lag) for mw1 (x at revision 120 < 130), mw2 (x at revision 10 < 130) to catch up..."
+        );
+    }
 }

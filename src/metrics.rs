@@ -52,6 +52,7 @@ pub struct Metrics {
     reload_failures: Family<Res, Counter>,
     render_seconds: Family<Res, Histogram>,
     connected: Gauge,
+    config_load_failed: Gauge,
     backend_revision: Gauge,
     last_event: FGauge,
     since_last_event: FGauge,
@@ -90,6 +91,7 @@ impl Metrics {
             reload_failures: Family::default(),
             render_seconds: Family::new_with_constructor(render_histogram),
             connected: Gauge::default(),
+            config_load_failed: Gauge::default(),
             backend_revision: Gauge::default(),
             last_event: FGauge::default(),
             since_last_event: FGauge::default(),
@@ -161,6 +163,11 @@ impl Metrics {
     /// The backend: connection, revision, events, resyncs.
     fn register_backend_metrics(&self, r: &mut Registry) {
         let m = self;
+        r.register(
+            "config_load_failed",
+            "Whether the last reload of the configuration failed (1: the daemon runs on the configuration loaded before) or not (0)",
+            m.config_load_failed.clone(),
+        );
         r.register(
             "backend_connected",
             "Whether the backend is reachable (1) or not (0)",
@@ -333,6 +340,11 @@ impl Metrics {
     /// An event or progress notification at `now` (Unix seconds).
     pub fn heard(&self, now: f64) {
         self.last_event.set(now);
+    }
+
+    /// A reload of the configuration failed (true) or succeeded (false).
+    pub fn config_load_failed(&self, failed: bool) {
+        self.config_load_failed.set(i64::from(failed));
     }
 
     /// Connection state changes.

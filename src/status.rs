@@ -101,6 +101,22 @@ pub struct ResourceStatus {
     pub reload_owed: bool,
 }
 
+/// A configuration the daemon could not load when told to reload it: it
+/// runs on the one it loaded before (`Status::config_loaded`) until a
+/// reload succeeds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigError {
+    /// What failed to load: the settings file, or the `conf.d/` directory.
+    pub file: String,
+    /// Why (one line).
+    pub message: String,
+    /// What asked for the reload: "SIGHUP", or "a change in the
+    /// configuration directory" (`watch_confdir`).
+    pub trigger: String,
+    /// When (Unix seconds).
+    pub at: u64,
+}
+
 /// The whole status file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -128,6 +144,24 @@ pub struct Status {
     /// backend, ages count from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<u64>,
+    /// When the daemon's running configuration (settings, conf.d,
+    /// templates) was loaded (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_loaded: Option<u64>,
+    /// The last reload failed: the daemon runs on the configuration loaded
+    /// at `config_loaded`. Cleared by the next successful reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<ConfigError>,
+    /// When the daemon last connected to the backend (Unix seconds);
+    /// absent while it has not connected since it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<u64>,
+    /// Why the backend is unavailable (its last error), while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_error: Option<String>,
+    /// When the daemon stopped cleanly (SIGTERM, SIGINT), Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<u64>,
     /// Per resource.
     pub resources: BTreeMap<String, ResourceStatus>,
 }
@@ -138,6 +172,39 @@ pub fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// `secs` (Unix seconds) as people read it: `2026-03-01T12:00:05Z`.
+pub fn format_time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+}
+
+impl ConfigError {
+    /// What happened and what to do, in one sentence: "FILE could not be
+    /// loaded at SIGHUP (WHY); still running on the configuration loaded
+    /// at T; fix it and send SIGHUP again". `loaded`: when the running
+    /// configuration was loaded.
+    pub fn sentence(&self, loaded: Option<u64>) -> String {
+        let signal = self.trigger == "SIGHUP";
+        format!(
+            "{} could not be loaded {} ({}); still running on the configuration{}; {}",
+            self.file,
+            if signal {
+                "at SIGHUP".to_string()
+            } else {
+                format!("after {}", self.trigger)
+            },
+            crate::logging::one_line(&self.message),
+            loaded
+                .map(|t| format!(" loaded at {}", format_time(t)))
+                .unwrap_or_default(),
+            if signal {
+                "fix it and send SIGHUP again"
+            } else {
+                "fix it (liveconf reloads when the directory changes) or send SIGHUP"
+            }
+        )
+    }
 }
 
 impl Status {
@@ -239,6 +306,15 @@ impl Status {
     /// Writes `DIR/status.json` atomically (stage, rename) as it is.
     pub fn write(&mut self, state_dir: &Path) -> Result<(), StatusError> {
         self.updated = now();
+        if self.daemon_pid.is_none() {
+            // What describes a daemon is not carried over by a one-shot
+            // run (render --once) writing after it.
+            self.config_loaded = None;
+            self.config_error = None;
+            self.connected_at = None;
+            self.backend_error = None;
+            self.stopped = None;
+        }
         std::fs::create_dir_all(state_dir).map_err(|source| StatusError::CreateDir {
             path: state_dir.to_path_buf(),
             source,

@@ -1,10 +1,14 @@
 //! `liveconf status`: judging status.json like a monitoring plugin.
 //!
 //! OK when every resource is healthy and the backend was heard from within
-//! `--max-age`; WARNING when the backend is unavailable or the last event is
-//! older than `--max-age`; CRITICAL when a resource is failing or the last
-//! event is older than twice `--max-age`; UNKNOWN when there is no readable
-//! status. (Exit codes 0/1/2/3, as Nagios and Icinga expect.)
+//! `--max-age`; WARNING when the backend is unavailable, the last event is
+//! older than `--max-age`, or the daemon's last reload of its configuration
+//! failed; CRITICAL when a resource is failing, the daemon is not running
+//! (stopped cleanly or not) or the last event is older than twice
+//! `--max-age`; UNKNOWN when there is no readable status. (Exit codes
+//! 0/1/2/3, as Nagios and Icinga expect.) Each problem is said in words
+//! that tell what happened: stopped cleanly at T, never connected since the
+//! start at T (and why), the configuration that failed to load.
 
 use std::path::Path;
 use std::time::Duration;
@@ -59,6 +63,15 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
         })
         .collect();
     let total = status.resources.len();
+    let follows = if status.backend == "file" {
+        "the key files"
+    } else {
+        "etcd"
+    };
+    // What describes the daemon counts only when a daemon wrote the file.
+    let daemon = status.daemon_pid.is_some();
+    let stopped = status.stopped.filter(|_| daemon);
+    let never_connected = daemon && !status.connected && status.connected_at.is_none();
     let mut code = 0u8;
     let mut parts = Vec::new();
     if !failing.is_empty() {
@@ -74,22 +87,49 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
             crate::logging::count(total, "resource")
         ));
     }
-    if let Some(pid) = status.daemon_pid
+    if let (Some(pid), Some(t)) = (status.daemon_pid, stopped) {
+        code = 2;
+        parts.push(format!(
+            "the liveconf daemon (pid {pid}) stopped cleanly at {}: files no longer follow {follows} until it runs again",
+            crate::status::format_time(t)
+        ));
+    } else if let Some(pid) = status.daemon_pid
         && !daemon_running(pid)
     {
         code = 2;
         parts.push(format!(
-            "the liveconf daemon (pid {pid}) is not running: files no longer follow {}",
-            if status.backend == "file" {
-                "the key files"
-            } else {
-                "etcd"
-            }
+            "the liveconf daemon (pid {pid}) is not running: files no longer follow {follows}"
         ));
     }
-    if !status.connected {
+    if let Some(e) = status
+        .config_error
+        .as_ref()
+        .filter(|_| daemon && stopped.is_none())
+    {
         code = code.max(1);
-        parts.push(format!("{} backend unavailable", status.backend));
+        parts.push(e.sentence(status.config_loaded));
+    }
+    let why = status
+        .backend_error
+        .as_deref()
+        .filter(|_| daemon)
+        .map(|e| format!(": {}", first_line(e)))
+        .unwrap_or_default();
+    if stopped.is_some() {
+        // Not connected because it stopped: nothing more to say.
+    } else if never_connected {
+        code = code.max(1);
+        parts.push(format!(
+            "never connected to the {} backend since the start{}{why}",
+            status.backend,
+            status
+                .started
+                .map(|t| format!(" at {}", crate::status::format_time(t)))
+                .unwrap_or_default()
+        ));
+    } else if !status.connected {
+        code = code.max(1);
+        parts.push(format!("{} backend unavailable{why}", status.backend));
     }
     if let Some(max) = max_age {
         let max = max.as_secs();
@@ -101,9 +141,25 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
             parts.push(format!("older than --max-age {}", ago(max)));
         }
     }
+    let revision = if status.last_event.is_none() && status.started.is_some() {
+        // No event at all: the age counts from the start.
+        format!(
+            "revision {}, no event since the start {} ago",
+            status.revision,
+            ago(age)
+        )
+    } else if stopped.is_some() {
+        format!(
+            "revision {} when it stopped, last event {} ago",
+            status.revision,
+            ago(age)
+        )
+    } else {
+        format!("revision {}, last event {} ago", status.revision, ago(age))
+    };
     parts.insert(
         parts.len() - usize::from(age > max_age.map(|m| m.as_secs()).unwrap_or(u64::MAX)),
-        format!("revision {}, last event {} ago", status.revision, ago(age)),
+        revision,
     );
     Verdict {
         code,
@@ -146,12 +202,31 @@ fn daemon_running(pid: u32) -> bool {
     }
 }
 
-fn first_line(s: &str) -> &str {
+/// How much of a message the one-line views (the summary, the table)
+/// show; the JSON output keeps every message whole.
+const SHOWN: usize = 200;
+
+/// The first line of `s`, cut at a word boundary within [`SHOWN`]
+/// characters, with "…" when anything is left out (the rest of the line,
+/// or more lines).
+fn first_line(s: &str) -> std::borrow::Cow<'_, str> {
+    let s = s.trim();
     let line = s.lines().next().unwrap_or("");
-    match line.char_indices().nth(200) {
-        Some((i, _)) => &line[..i],
-        None => line,
-    }
+    let more = line.len() < s.len();
+    let Some((cut, _)) = line.char_indices().nth(SHOWN) else {
+        return if more {
+            format!("{line} …").into()
+        } else {
+            line.into()
+        };
+    };
+    // The last space at or before the cut, unless that leaves too little.
+    let head = &line[..cut];
+    let head = match head.rfind(char::is_whitespace) {
+        Some(i) if i >= SHOWN / 2 => &head[..i],
+        _ => head,
+    };
+    format!("{}…", head.trim_end_matches([' ', ',', ';', ':'])).into()
 }
 
 impl Verdict {
@@ -196,12 +271,17 @@ impl Verdict {
     pub fn text(&self) -> String {
         let mut out = format!("{}: {}\n", NAMES[self.code.min(3) as usize], self.summary);
         if let Some(s) = &self.status {
+            let daemon = s.daemon_pid.is_some();
             out.push_str(&format!(
                 "node {}, backend {} ({}{})\n",
                 s.node,
                 s.backend,
                 if s.connected {
                     "connected"
+                } else if daemon && s.stopped.is_some() {
+                    "the daemon stopped; it used"
+                } else if daemon && s.connected_at.is_none() {
+                    "never connected"
                 } else {
                     "unavailable"
                 },
@@ -210,6 +290,8 @@ impl Verdict {
                     .filter(|e| !e.is_empty())
                     .map(|e| if s.connected {
                         format!(" to {e}")
+                    } else if daemon && s.stopped.is_some() {
+                        format!(" {e}")
                     } else {
                         format!(": {e}")
                     })
@@ -292,6 +374,126 @@ mod tests {
         s.daemon_pid = None;
         s.write(d.path()).unwrap();
         assert_eq!(evaluate(d.path(), None, 1000).code, 0);
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_word_with_an_ellipsis() {
+        let words = "word ".repeat(100);
+        let cut = first_line(&words);
+        assert!(cut.ends_with("word…"), "{cut}");
+        assert!(cut.chars().count() <= SHOWN + 1, "{cut}");
+        // One long word: cut inside it, still marked.
+        let long = "x".repeat(300);
+        assert_eq!(first_line(&long).chars().count(), SHOWN + 1);
+        // More lines: the first, marked; a short line whole.
+        assert_eq!(first_line("check failed\noutput"), "check failed …");
+        assert_eq!(first_line("short message"), "short message");
+        // The table shows it cut, the JSON whole.
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), false, true, 1000);
+        let mut s = Status::read(d.path()).unwrap();
+        let message = format!("render failed: {words}end");
+        s.resources.get_mut("x").unwrap().error = Some(crate::status::LastError {
+            step: crate::apply::Step::Render,
+            message: message.clone(),
+            at: 1000,
+        });
+        s.write(d.path()).unwrap();
+        let v = evaluate(d.path(), None, 1000);
+        assert!(
+            v.text().contains("word word…\n") || v.text().ends_with("word word…"),
+            "{}",
+            v.text()
+        );
+        assert!(
+            !v.text().contains("wo…") && !v.text().contains(" w…"),
+            "{}",
+            v.text()
+        );
+        assert!(v.json().contains(&message));
+    }
+
+    #[test]
+    fn a_daemon_says_how_it_stopped_connected_and_loaded() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), true, false, 1000);
+        let mut s = Status::read(d.path()).unwrap();
+        s.daemon_pid = Some(std::process::id());
+        s.started = Some(990);
+        s.last_event = None;
+        s.backend_error = Some("cannot connect to http://127.0.0.1:1: refused".into());
+        s.write(d.path()).unwrap();
+        let v = evaluate(d.path(), None, 1004);
+        assert_eq!(v.code, 1, "{}", v.summary);
+        assert!(
+            v.summary.contains(
+                "never connected to the etcd backend since the start at 1970-01-01T00:16:30Z: cannot connect"
+            ),
+            "{}",
+            v.summary
+        );
+        assert!(
+            v.summary.contains("no event since the start 14s ago"),
+            "{}",
+            v.summary
+        );
+        assert!(!v.summary.contains("last event"), "{}", v.summary);
+
+        // Connected once, then lost: unavailable, and why.
+        s.connected_at = Some(995);
+        s.last_event = Some(998);
+        s.write(d.path()).unwrap();
+        let v = evaluate(d.path(), None, 1004);
+        assert!(
+            v.summary
+                .contains("etcd backend unavailable: cannot connect"),
+            "{}",
+            v.summary
+        );
+
+        // A reload that failed.
+        s.connected = true;
+        s.config_loaded = Some(990);
+        s.config_error = Some(crate::status::ConfigError {
+            file: "/etc/liveconf/liveconf.toml".into(),
+            message: "line 3: expected a value".into(),
+            trigger: "SIGHUP".into(),
+            at: 1000,
+        });
+        s.write(d.path()).unwrap();
+        let v = evaluate(d.path(), None, 1004);
+        assert_eq!(v.code, 1, "{}", v.summary);
+        assert!(
+            v.summary.contains(
+                "/etc/liveconf/liveconf.toml could not be loaded at SIGHUP (line 3: expected a value); \
+                 still running on the configuration loaded at 1970-01-01T00:16:30Z; fix it and send SIGHUP again"
+            ),
+            "{}",
+            v.summary
+        );
+
+        // Stopped cleanly: said so, and nothing about the connection.
+        s.connected = false;
+        s.config_error = None;
+        s.stopped = Some(1002);
+        s.write(d.path()).unwrap();
+        let v = evaluate(d.path(), None, 1004);
+        assert_eq!(v.code, 2, "{}", v.summary);
+        assert!(
+            v.summary.contains(&format!(
+                "the liveconf daemon (pid {}) stopped cleanly at 1970-01-01T00:16:42Z",
+                std::process::id()
+            )),
+            "{}",
+            v.summary
+        );
+        assert!(!v.summary.contains("unavailable"), "{}", v.summary);
+
+        // What describes a daemon is dropped when render --once writes.
+        s.daemon_pid = None;
+        s.write(d.path()).unwrap();
+        let s = Status::read(d.path()).unwrap();
+        assert_eq!((s.stopped, s.connected_at), (None, None));
     }
 
     #[test]

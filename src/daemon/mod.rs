@@ -49,8 +49,9 @@ mod tests;
 
 use batch::{BatchDone, BatchMsg};
 use mirror::Mirror;
-use observer::{HEARTBEAT, Heard, Observer};
+use observer::{HEARTBEAT, Heard, Next, Observer};
 use plan::{Member, Planner};
+use reload::Trigger;
 
 /// Where the settings came from, to read them again on SIGHUP.
 #[derive(Clone, Debug)]
@@ -134,14 +135,14 @@ pub async fn run(
             }
             () = &mut shutdown => break,
             Some(()) = reloads.recv() => {
-                d.reload();
+                d.reload(Trigger::Signal);
                 _confdir_watcher = d.watch_confdir(conf_tx.clone());
             }
             Some(()) = conf_rx.recv() => {
                 // Let an editor finish, then reload once.
                 while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(200), conf_rx.recv()).await {}
                 tracing::info!("configuration directory changed: reloading");
-                d.reload();
+                d.reload(Trigger::ConfDir);
                 _confdir_watcher = d.watch_confdir(conf_tx.clone());
             }
         }
@@ -440,16 +441,60 @@ impl Daemon {
             return;
         }
         let now = Instant::now();
-        let mut retry_in = std::collections::BTreeMap::new();
+        let mut next = std::collections::BTreeMap::new();
         for o in &outcomes {
             match &o.result {
                 Ok(_) => self.planner.succeeded(&o.name),
-                Err(_) => {
-                    retry_in.insert(o.name.as_str(), self.planner.failed(&o.name, now));
+                Err(f) => {
+                    let then = match self
+                        .broken_template(&o.name)
+                        .filter(|_| f.step == Step::Render)
+                    {
+                        // Retrying, or rendering again on a key change,
+                        // would fail the same way.
+                        Some(src) => {
+                            self.planner.park(&o.name);
+                            Next::Parked(self.parked_until(&src))
+                        }
+                        None => Next::Retry(self.planner.failed(&o.name, now)),
+                    };
+                    next.insert(o.name.as_str(), then);
                 }
             }
         }
-        self.observer.batch_done(&outcomes, &retry_in);
+        self.observer.batch_done(&outcomes, &next);
+    }
+
+    /// The template of resource `name`, when the templates as now loaded
+    /// cannot render it whatever the keys (a syntax error, a missing
+    /// include): only a change of templates/ can fix that.
+    fn broken_template(&self, name: &str) -> Option<String> {
+        let r = self.resources.iter().find(|r| r.name == name)?;
+        match &r.source {
+            crate::resource::Source::Template(src, crate::resource::Engine::Tera) => {
+                self.templates.problem(src).map(|_| src.clone())
+            }
+            crate::resource::Source::Template(src, crate::resource::Engine::Go) => {
+                self.templates.go(src).err().map(|_| src.clone())
+            }
+            crate::resource::Source::Format(..) => None,
+        }
+    }
+
+    /// What a resource whose template `src` is broken waits for.
+    fn parked_until(&self, src: &str) -> String {
+        let dir = self.settings.templates_dir();
+        if self.settings.watch_confdir {
+            format!(
+                "not retried until {} changes (a render cannot fix a template)",
+                dir.join(src).display()
+            )
+        } else {
+            format!(
+                "not retried until {} is fixed and liveconf gets SIGHUP (a render cannot fix a template)",
+                dir.join(src).display()
+            )
+        }
     }
 }
 

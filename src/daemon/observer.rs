@@ -54,16 +54,35 @@ struct Configured {
     failures: Vec<Outcome>,
 }
 
-/// What systemd has been told, and what that depends on.
+/// What systemd has been told, and the current *round*: the renders of
+/// every resource that follow a start or a reload, summed up in one log
+/// line when each resource has been attempted.
 #[derive(Default)]
 struct Systemd {
     ready_sent: bool,
-    /// Resources whose steps have completed at least once (for READY=1).
+    /// The summary line's opening while a round is open ("first render
+    /// done", "render after reload done").
+    round: Option<&'static str>,
+    /// Resources whose steps have completed at least once in this round
+    /// (for READY=1 and the summary).
     attempted: BTreeSet<String>,
-    /// Resources whose batch has reported an outcome in this run. One that
-    /// is attempted (installed) but not reported is in flight (its reload
-    /// runs or waits out its splay): not failing, whatever its old status.
+    /// Resources whose batch has reported an outcome in this round. One
+    /// that is attempted (installed) but not reported is in flight (its
+    /// reload runs or waits out its splay): not failing, whatever its old
+    /// status.
     reported: BTreeSet<String>,
+    /// Resources whose file was installed (or would be, `--noop`) in this
+    /// round.
+    changed: BTreeSet<String>,
+}
+
+/// What happens next to a resource that failed.
+pub(crate) enum Next {
+    /// Retried after this delay.
+    Retry(Duration),
+    /// Not retried: only a change of its template can fix it; says what
+    /// it waits for.
+    Parked(String),
 }
 
 /// status.json on disk.
@@ -97,6 +116,10 @@ impl Observer {
         status.started = Some(crate::status::now());
         status.connected = false;
         status.endpoint = None;
+        status.connected_at = None;
+        status.backend_error = None;
+        status.config_error = None;
+        status.stopped = None;
         for r in status.resources.values_mut() {
             r.healthy = false;
             r.error = None;
@@ -153,9 +176,35 @@ impl Observer {
         if let Some(m) = &self.metrics {
             m.configured(&names);
             m.record(&self.configured.failures, crate::status::now() as f64);
+            m.config_load_failed(false);
         }
         self.status.record(&self.configured.failures);
+        // Loaded: whatever failed to load before no longer counts.
+        self.status.config_loaded = Some(crate::status::now());
+        self.status.config_error = None;
         self.file.dirty = true;
+        // Every resource renders again: a new round.
+        let sd = &mut self.systemd;
+        sd.round = Some(if sd.ready_sent {
+            "render after reload done"
+        } else {
+            "first render done"
+        });
+        sd.attempted.clear();
+        sd.reported.clear();
+        sd.changed.clear();
+    }
+
+    /// A reload failed: the daemon goes on with the configuration it has,
+    /// and monitoring (status.json, `liveconf status`, the metrics) says
+    /// so until a reload succeeds.
+    pub(crate) fn config_failed(&mut self, e: crate::status::ConfigError) {
+        tracing::error!("{}", e.sentence(self.status.config_loaded));
+        self.status.config_error = Some(e);
+        self.file.dirty = true;
+        if let Some(m) = &self.metrics {
+            m.config_load_failed(true);
+        }
     }
 
     /// Every configured name, failures included.
@@ -171,11 +220,13 @@ impl Observer {
     /// Serves the metrics on `addr`, starting from what is known now.
     pub(crate) async fn serve_metrics(&mut self, addr: SocketAddr) -> std::io::Result<()> {
         let m = Arc::new(Metrics::new());
+        m.follow_owed(self.owed.clone());
         crate::metrics::serve(addr, m.clone()).await?;
         let names = self.names();
         m.configured(&names.iter().map(String::as_str).collect::<Vec<_>>());
         m.record(&self.configured.failures, crate::status::now() as f64);
         m.heard(self.status.last_event.or(self.status.started).unwrap_or(0) as f64);
+        m.config_load_failed(self.status.config_error.is_some());
         self.metrics = Some(m);
         Ok(())
     }
@@ -224,6 +275,7 @@ impl Observer {
                 tracing::warn!(
                     "backend unavailable: {reason}; {then}, files keep their last good content"
                 );
+                self.status.backend_error = Some(reason);
                 self.set_connected(false);
             }
         }
@@ -242,6 +294,8 @@ impl Observer {
         tracing::info!(%endpoint, "connected");
         self.set_connected(true);
         self.status.endpoint = Some(endpoint);
+        self.status.connected_at = Some(crate::status::now());
+        self.status.backend_error = None;
     }
 
     fn set_connected(&mut self, up: bool) {
@@ -256,6 +310,9 @@ impl Observer {
     /// file just installed is what status and metrics describe now.
     pub(crate) fn installed(&mut self, o: &Outcome) {
         self.systemd.attempted.insert(o.name.clone());
+        if matches!(o.result, Ok(Action::Installed | Action::WouldChange)) {
+            self.systemd.changed.insert(o.name.clone());
+        }
         if o.result != Ok(Action::Installed) {
             return;
         }
@@ -268,14 +325,14 @@ impl Observer {
         }
     }
 
-    /// A batch ended with `outcomes` (each failure retried after
-    /// `retry_in`): the log, status, metrics and the fleet report.
-    pub(crate) fn batch_done(&mut self, outcomes: &[Outcome], retry_in: &BTreeMap<&str, Duration>) {
+    /// A batch ended with `outcomes` (what happens `next` to each
+    /// failure): the log, status, metrics and the fleet report.
+    pub(crate) fn batch_done(&mut self, outcomes: &[Outcome], next: &BTreeMap<&str, Next>) {
         for o in outcomes {
             self.systemd.attempted.insert(o.name.clone());
             self.systemd.reported.insert(o.name.clone());
         }
-        log_outcomes(outcomes, retry_in);
+        log_outcomes(outcomes, next);
         self.status.record(outcomes);
         self.file.dirty = true;
         if let Some(m) = &self.metrics {
@@ -310,7 +367,30 @@ impl Observer {
         self.write_status();
         if viewing {
             self.notify_systemd(settled);
+            self.end_round();
         }
+    }
+
+    /// Whether every configured resource has been attempted in this round.
+    fn all_attempted(&self) -> bool {
+        let sd = &self.systemd;
+        self.configured
+            .resources
+            .iter()
+            .all(|(n, _)| sd.attempted.contains(n))
+    }
+
+    /// Once every resource of the round has been attempted: its one
+    /// summary line (the per-resource "unchanged" lines are at debug).
+    fn end_round(&mut self) {
+        let Some(what) = self.systemd.round else {
+            return;
+        };
+        if !self.all_attempted() {
+            return;
+        }
+        self.systemd.round = None;
+        tracing::info!("{what}: {}", self.status_line(true));
     }
 
     /// The daemon is stopping (running batches still finish).
@@ -321,6 +401,7 @@ impl Observer {
     /// The daemon stopped: no longer connected, said in status.json.
     pub(crate) fn stopped(&mut self) {
         self.status.connected = false;
+        self.status.stopped = Some(crate::status::now());
         self.file.dirty = true;
         self.write_status();
     }
@@ -347,31 +428,25 @@ impl Observer {
     /// failed), not waiting for reloads still splayed; later STATUS= lines
     /// when the renders settle, so they describe files, not pending work.
     fn notify_systemd(&mut self, settled: bool) {
-        let sd = &self.systemd;
-        if sd.ready_sent {
+        if self.systemd.ready_sent {
             if !settled {
                 return;
             }
-        } else if !self
-            .configured
-            .resources
-            .iter()
-            .all(|(n, _)| sd.attempted.contains(n))
-        {
+        } else if !self.all_attempted() {
             return;
         }
-        let line = self.status_line();
+        let line = self.status_line(false);
         let mut states = vec![sd_notify::NotifyState::Status(&line)];
         if !self.systemd.ready_sent {
             states.push(sd_notify::NotifyState::Ready);
-            tracing::info!("first render done: {line}");
         }
         let _ = sd_notify::notify(&states);
         self.systemd.ready_sent = true;
     }
 
-    /// systemd's STATUS= line.
-    fn status_line(&self) -> String {
+    /// systemd's STATUS= line; `changed`: with the number of files this
+    /// round changed (the round's summary line).
+    fn status_line(&self, changed: bool) -> String {
         let sd = &self.systemd;
         let failing: Vec<&str> = self
             .status
@@ -385,8 +460,13 @@ impl Observer {
             .collect();
         let c = &self.configured;
         format!(
-            "{}, {} failing{}; revision {}; {}",
+            "{}, {}{} failing{}; revision {}; {}",
             crate::logging::count(c.resources.len() + c.failures.len(), "resource"),
+            if changed {
+                format!("{} changed, ", sd.changed.len())
+            } else {
+                String::new()
+            },
             failing.len(),
             if failing.is_empty() {
                 String::new()
@@ -446,12 +526,14 @@ impl Observer {
     }
 }
 
-/// One line per resource; a failure says when it is retried.
-fn log_outcomes(outcomes: &[Outcome], retry_in: &BTreeMap<&str, Duration>) {
+/// One line per resource that changed or failed (an unchanged one at
+/// debug: a round's summary counts them); a failure says when it is
+/// retried, or what it waits for.
+fn log_outcomes(outcomes: &[Outcome], next: &BTreeMap<&str, Next>) {
     for o in outcomes {
         let ms = o.render_time.as_secs_f64() * 1000.0;
         match &o.result {
-            Ok(Action::Unchanged) => tracing::info!(
+            Ok(Action::Unchanged) => tracing::debug!(
                 resource = %o.name, revision = o.revision,
                 "{}: rendered revision {}: unchanged ({ms:.1}ms)", o.name, o.revision
             ),
@@ -462,12 +544,18 @@ fn log_outcomes(outcomes: &[Outcome], retry_in: &BTreeMap<&str, Duration>) {
                 "{}: rendered revision {}: {} would change ({})",
                 o.name, o.revision, o.dest.display(), o.changed.as_deref().unwrap_or("")
             ),
-            Err(f) => tracing::error!(
-                resource = %o.name, revision = o.revision, step = %f.step,
-                "{}: {} failed at revision {}: {}; retrying in {:.1}s",
-                o.name, f.step, o.revision, crate::logging::one_line(&f.message),
-                retry_in.get(o.name.as_str()).map_or(0.0, |d| d.as_secs_f64())
-            ),
+            Err(f) => {
+                let then = match next.get(o.name.as_str()) {
+                    Some(Next::Parked(why)) => why.clone(),
+                    Some(Next::Retry(d)) => format!("retrying in {:.1}s", d.as_secs_f64()),
+                    None => "retrying in 0.0s".to_string(),
+                };
+                tracing::error!(
+                    resource = %o.name, revision = o.revision, step = %f.step,
+                    "{}: {} failed at revision {}: {}; {then}",
+                    o.name, f.step, o.revision, crate::logging::one_line(&f.message)
+                )
+            }
         }
     }
 }

@@ -54,6 +54,10 @@ pub(crate) struct Planner {
     default_wait: Wait,
     /// Per group: members that became ready while its batch ran.
     late: BTreeMap<String, Vec<String>>,
+    /// Members that failed in a way no render can fix (a template that
+    /// does not parse): not retried, and changes of their keys ignored,
+    /// until the next [`Planner::configure`] (templates read again).
+    parked: BTreeSet<String>,
 }
 
 impl Default for Planner {
@@ -63,6 +67,7 @@ impl Default for Planner {
             members: Vec::new(),
             default_wait: Wait::OFF,
             late: BTreeMap::new(),
+            parked: BTreeSet::new(),
         }
     }
 }
@@ -75,6 +80,7 @@ impl Planner {
         self.members = members;
         self.default_wait = default_wait;
         self.schedule.clear_pending();
+        self.parked.clear();
         let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
         self.schedule.retain(&names);
     }
@@ -85,14 +91,19 @@ impl Planner {
     }
 
     /// `name` changed at `at` (`now`: render without waiting out its window).
+    /// A parked member ignores it.
     pub(crate) fn mark(&mut self, name: &str, now: bool, at: Instant) {
-        self.schedule.mark(name, now, at);
+        if !self.parked.contains(name) {
+            self.schedule.mark(name, now, at);
+        }
     }
 
-    /// Every resource, at once (first view, SIGHUP).
+    /// Every resource, at once (first view, SIGHUP), parked ones aside.
     pub(crate) fn mark_all(&mut self, at: Instant) {
         for m in &self.members {
-            self.schedule.mark(&m.name, true, at);
+            if !self.parked.contains(&m.name) {
+                self.schedule.mark(&m.name, true, at);
+            }
         }
     }
 
@@ -188,6 +199,14 @@ impl Planner {
     /// `name` failed at `at`: retried after the returned delay.
     pub(crate) fn failed(&mut self, name: &str, at: Instant) -> Duration {
         self.schedule.failed(name, at)
+    }
+
+    /// `name` failed in a way only a change of its template can fix: no
+    /// retry, and changes of its keys are ignored, until the templates are
+    /// read again ([`Planner::configure`]).
+    pub(crate) fn park(&mut self, name: &str) {
+        self.schedule.forget(name);
+        self.parked.insert(name.to_string());
     }
 
     /// Whether no batch is running.
@@ -370,6 +389,32 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(p.take(ms(200) + delay).len(), 1);
+    }
+
+    #[test]
+    fn a_parked_member_is_not_retried_nor_marked_until_reconfigured() {
+        let t0 = Instant::now();
+        let mut p = planner();
+        p.mark("d", true, t0);
+        let b = p.take(t0);
+        // A change arrives while d's batch runs; then d fails for good.
+        p.mark("d", false, t0);
+        p.finished("res:d", &b[0].held);
+        p.park("d");
+        assert_eq!(p.next_deadline(), None);
+        assert!(p.take(t0 + Duration::from_secs(120)).is_empty());
+        // Changes of its keys, even everything at once, leave it parked.
+        p.mark("d", true, t0);
+        p.mark_all(t0);
+        let groups: Vec<String> = p.take(t0).into_iter().map(|b| b.group).collect();
+        assert_eq!(groups, ["cmd:reload-1", "cmd:reload-2"]);
+        p.finished("cmd:reload-1", &["a".into(), "b".into()]);
+        p.finished("cmd:reload-2", &["c".into()]);
+        // The templates read again (SIGHUP, templates/ changed): it runs.
+        let members = p.members.clone();
+        p.configure(members, W);
+        p.mark_all(t0);
+        assert!(p.take(t0).iter().any(|b| b.group == "res:d"));
     }
 
     #[test]

@@ -5,24 +5,53 @@
 use super::Daemon;
 use crate::backend;
 use crate::settings::Settings;
+use crate::status::ConfigError;
+
+/// What asked for a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// SIGHUP (or the test's reload channel).
+    Signal,
+    /// `watch_confdir` saw conf.d/ or templates/ change.
+    ConfDir,
+}
+
+impl Trigger {
+    fn describe(self) -> &'static str {
+        match self {
+            Trigger::Signal => "SIGHUP",
+            Trigger::ConfDir => "a change in the configuration directory",
+        }
+    }
+}
 
 impl Daemon {
     /// SIGHUP: settings, conf.d and templates again. The backend keeps its
-    /// watch unless what it watches (or how it connects) changed.
-    pub(super) fn reload(&mut self) {
+    /// watch unless what it watches (or how it connects) changed. A
+    /// configuration that does not load changes nothing, and is reported
+    /// where monitoring looks until a reload succeeds.
+    pub(super) fn reload(&mut self, trigger: Trigger) {
+        let failed = |file: String, message: String| ConfigError {
+            file,
+            message,
+            trigger: trigger.describe().to_string(),
+            at: crate::status::now(),
+        };
         let settings =
             match Settings::load(self.source.config.as_deref(), self.source.flags.clone()) {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!("reload failed, keeping the running configuration: {e}");
+                    self.observer.config_failed(failed(e.where_, e.message));
                     return;
                 }
             };
         settings.log_warnings();
         let old_settings = std::mem::replace(&mut self.settings, settings);
         if let Err(e) = self.load() {
-            tracing::error!("reload failed, keeping the running configuration: {e:#}");
+            let conf_d = self.settings.conf_d().display().to_string();
             self.settings = old_settings;
+            self.observer
+                .config_failed(failed(conf_d, format!("{e:#}")));
             return;
         }
         // What batches take from the settings follows them (DNS server and

@@ -153,6 +153,13 @@ impl Schedule {
         delay
     }
 
+    /// Forgets `name`'s pending render and retry (it waits for something
+    /// a render cannot change).
+    pub fn forget(&mut self, name: &str) {
+        self.pending.remove(name);
+        self.retries.remove(name);
+    }
+
     /// Forgets what is pending (everything is about to be marked again).
     pub fn clear_pending(&mut self) {
         self.pending.clear();

@@ -25,6 +25,7 @@ mod fs_attacks;
 mod guards;
 mod hostile_values;
 mod install;
+mod operator_views;
 mod php_roundtrip;
 mod prometheus;
 mod properties;
