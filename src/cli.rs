@@ -23,7 +23,8 @@ macro_rules! outln {
     }};
 }
 
-/// Exit codes (also listed in `--help`).
+/// Exit codes, and the tables that explain them: `--help`, the man pages'
+/// EXIT STATUS and the README's table are written from these.
 pub mod exit {
     /// Everything rendered and is in sync (or was installed, checked and reloaded).
     pub const OK: u8 = 0;
@@ -35,19 +36,138 @@ pub mod exit {
     pub const CONFIG: u8 = 3;
     /// The backend could not be read (etcd unreachable, key file invalid).
     pub const BACKEND: u8 = 4;
-}
 
-const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  everything rendered and is in sync, or was installed, checked and reloaded
-  1  with --noop/--diff and --exit-code: some file would change
-  2  one or more resources failed (load, render, check, install or reload); each is named
-  3  invalid settings, command line or conf.d directory
-  4  the backend could not be read (etcd unreachable, key file missing or invalid)";
+    /// An exit code and what it means.
+    pub type Code = (u8, &'static str);
+
+    /// `render` and `check` (and liveconf as a whole).
+    pub const RENDER: &[Code] = &[
+        (
+            OK,
+            "everything rendered and is in sync, or was installed, checked and reloaded; the daemon also exits 0 after SIGTERM/SIGINT",
+        ),
+        (
+            CHANGES,
+            "with --noop/--diff and --exit-code: some file would change",
+        ),
+        (
+            FAILED,
+            "one or more resources failed (load, render, check, install or reload); each is named in the log",
+        ),
+        (
+            CONFIG,
+            "invalid settings, command line or conf.d directory (missing, empty, unknown --only)",
+        ),
+        (
+            BACKEND,
+            "the backend could not be read (etcd unreachable, key file missing or invalid)",
+        ),
+    ];
+
+    /// `status`, the monitoring-plugin convention.
+    pub const STATUS: &[Code] = &[
+        (
+            0,
+            "OK: every resource healthy, the backend heard from within --max-age",
+        ),
+        (
+            1,
+            "WARNING: backend unavailable, or last event older than --max-age",
+        ),
+        (
+            2,
+            "CRITICAL: a resource is failing or not rendered yet, the daemon that wrote status.json is not running, or last event older than twice --max-age",
+        ),
+        (3, "UNKNOWN: status.json missing or unreadable"),
+    ];
+
+    /// `fleet`.
+    pub const FLEET: &[Code] = &[
+        (OK, "every host is in sync"),
+        (
+            CHANGES,
+            "some host is stale, failing, missing a file, gone or diverging (each is listed)",
+        ),
+        (
+            CONFIG,
+            "invalid settings or command line (or --forget of a host that is alive)",
+        ),
+        (BACKEND, "etcd could not be read"),
+    ];
+
+    /// `keys import` and `keys export`.
+    pub const KEYS: &[Code] = &[
+        (
+            OK,
+            "the keys were written, or exported; with --dry-run, the difference was printed",
+        ),
+        (
+            FAILED,
+            "export: no keys under PREFIX, or a key no key file can hold (named)",
+        ),
+        (
+            CONFIG,
+            "invalid settings or command line, or a key file that cannot be read or holds no keys",
+        ),
+        (
+            BACKEND,
+            "etcd could not be read or written (after a partial import, run it again)",
+        ),
+    ];
+
+    /// The table as `--help` shows it, under `title`, wrapped at 79 columns.
+    pub fn help(title: &str, codes: &[Code]) -> String {
+        let mut out = format!("{title}:");
+        for (code, text) in codes {
+            out.push_str(&format!("\n  {code}  "));
+            let mut col = 5;
+            for (i, word) in text.split(' ').enumerate() {
+                if i > 0 && col + 1 + word.len() > 79 {
+                    out.push_str("\n     ");
+                    col = 5;
+                } else if i > 0 {
+                    out.push(' ');
+                    col += 1;
+                }
+                out.push_str(word);
+                col += word.len();
+            }
+        }
+        out
+    }
+
+    /// The table in Markdown, flags in backticks (the README's).
+    pub fn markdown(codes: &[Code]) -> String {
+        let mut out = String::from("| code | meaning |\n| --- | --- |\n");
+        for (code, text) in codes {
+            out.push_str(&format!("| {code} | {} |\n", backtick_flags(text)));
+        }
+        out
+    }
+
+    /// `--flag` words in backticks: `--noop/--diff` → `` `--noop`/`--diff` ``.
+    pub(crate) fn backtick_flags(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("--") {
+            out.push_str(&rest[..i]);
+            let flag = &rest[i..];
+            let end = 2 + flag[2..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .unwrap_or(flag.len() - 2);
+            out.push('`');
+            out.push_str(&flag[..end]);
+            out.push('`');
+            rest = &flag[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
 
 /// liveconf keeps configuration files in step with live state in etcd.
 #[derive(Parser, Debug)]
-#[command(name = "liveconf", version, about, after_help = EXIT_CODES_HELP)]
+#[command(name = "liveconf", version, about, after_help = exit::help("Exit codes", exit::RENDER))]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -57,36 +177,24 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Render every resource; without --once, keep watching and re-render on change.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = exit::help("Exit codes", exit::RENDER))]
     Render(RenderArgs),
     /// Parse every resource and render it in memory; write nothing.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = exit::help("Exit codes", exit::RENDER))]
     Check(CheckArgs),
     /// Report the last outcome of every resource (from status.json), like a monitoring plugin.
-    #[command(after_help = STATUS_CODES_HELP)]
+    #[command(after_help = exit::help("Exit codes (monitoring-plugin convention)", exit::STATUS))]
     Status(StatusArgs),
     /// List the hosts that are stale, failing, missing a file, gone, or whose files diverge from their peers.
-    #[command(after_help = FLEET_CODES_HELP)]
+    #[command(after_help = exit::help("Exit codes", exit::FLEET))]
     Fleet(FleetArgs),
-    /// Write the man page or shell completions (for packaging).
+    /// Copy keys between key files (YAML, JSON, TOML) and etcd, flattened as the file backend reads them.
+    #[command(after_help = exit::help("Exit codes", exit::KEYS))]
+    Keys(KeysArgs),
+    /// Write the man pages or shell completions (for packaging).
     #[command(hide = true)]
     Generate(GenerateArgs),
 }
-
-const STATUS_CODES_HELP: &str = "\
-Exit codes (monitoring-plugin convention):
-  0  OK: every resource healthy, the backend heard from within --max-age
-  1  WARNING: backend unavailable, or last event older than --max-age
-  2  CRITICAL: a resource is failing or not rendered yet, the daemon that wrote
-     status.json is not running, or last event older than twice --max-age
-  3  UNKNOWN: status.json missing or unreadable";
-
-const FLEET_CODES_HELP: &str = "\
-Exit codes:
-  0  every host is in sync
-  1  some host is stale, failing, missing a file, gone or diverging (each is listed)
-  3  invalid settings or command line (or --forget of a host that is alive)
-  4  etcd could not be read";
 
 /// `liveconf status`.
 #[derive(Args, Debug)]
@@ -121,9 +229,68 @@ pub struct FleetArgs {
     /// Remove NODE's registration (a host that is gone for good).
     #[arg(long, value_name = "NODE")]
     pub forget: Option<String>,
-    /// Output as JSON.
-    #[arg(long)]
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FleetFormat::Text)]
+    pub format: FleetFormat,
+    /// Deprecated spelling of --format json (warns).
+    #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Output formats of `liveconf fleet`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FleetFormat {
+    /// For people.
+    Text,
+    /// For scripts.
+    Json,
+}
+
+/// `liveconf keys`.
+#[derive(Args, Debug)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub action: KeysAction,
+}
+
+/// What `liveconf keys` does.
+#[derive(Subcommand, Debug)]
+pub enum KeysAction {
+    /// Write the keys of key files into etcd (only those that differ), in transactions of at most 128 operations.
+    #[command(after_help = exit::help("Exit codes", exit::KEYS))]
+    Import(KeysImportArgs),
+    /// Print the keys under PREFIX as a key file that `keys import` and the file backend read back as the same keys.
+    #[command(after_help = exit::help("Exit codes", exit::KEYS))]
+    Export(KeysExportArgs),
+}
+
+/// `liveconf keys import`.
+#[derive(Args, Debug)]
+pub struct KeysImportArgs {
+    /// Key files (YAML, JSON or TOML), merged in this order as the file backend merges them.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print what would be added, changed and (with --prune) removed; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove the keys under --prefix (without it, under each top-level key of the files) that the files do not hold.
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `liveconf keys export`.
+#[derive(Args, Debug)]
+pub struct KeysExportArgs {
+    /// The subtree to export, absolute (e.g. /conftool/v1); its keys are written with their full names.
+    #[arg(value_name = "PREFIX")]
+    pub subtree: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = crate::keys::Format::Yaml)]
+    pub format: crate::keys::Format,
     #[command(flatten)]
     pub common: Common,
 }
@@ -131,39 +298,72 @@ pub struct FleetArgs {
 /// `liveconf generate`.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// What to write: man, bash, zsh, fish, or settings (the README's
-    /// settings table).
+    /// What to write: man (one page), man-pages (every page, into a
+    /// directory), bash, zsh, fish, settings (the README's settings table)
+    /// or exit-codes (the README's exit code table).
     pub what: String,
-    /// With `man`: the page of this subcommand (render, check, status,
-    /// fleet), as liveconf-SUBCOMMAND(1).
+    /// With `man`: the page, named without `liveconf-` (render, keys-import,
+    /// resources...; none for liveconf(1)); with `man-pages`: the directory.
     pub subcommand: Option<String>,
 }
 
 /// The command-line definition, with each subcommand's unused settings
 /// hidden (from its --help, man page and completions; each setting says
-/// which subcommands use it).
+/// which subcommands use it: `render`, or `keys_import` for `keys import`).
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    let with_settings: Vec<String> = cmd
+    let cmd = hide_unused_settings(Cli::command(), "");
+    // `keys import --prefix` places the file's keys; it is not the global
+    // prefix of the resources.
+    cmd.mut_subcommand("keys", |k| {
+        k.mut_subcommand("import", |i| {
+            i.mut_arg("prefix", |a| {
+                a.help(
+                    "Import under this prefix: the file's key /a/b becomes PREFIX/a/b (the settings file's prefix does not apply)",
+                )
+            })
+        })
+    })
+}
+
+/// The name a setting's `used_by` gives the subcommand `name` below
+/// `parent` ("" at the top): `render`, `keys_import`.
+pub fn settings_name(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}_{name}")
+    }
+}
+
+/// Hides, in every subcommand below `cmd` that takes settings, the flags
+/// of the settings it does not use.
+fn hide_unused_settings(mut cmd: clap::Command, parent: &str) -> clap::Command {
+    let subs: Vec<(String, bool)> = cmd
         .get_subcommands()
-        .filter(|c| c.get_arguments().any(|a| a.get_id() == "config"))
-        .map(|c| c.get_name().to_string())
+        .map(|c| {
+            (
+                c.get_name().to_string(),
+                c.get_arguments().any(|a| a.get_id() == "config"),
+            )
+        })
         .collect();
-    for sub in with_settings {
-        let unused: Vec<&str> = crate::settings::SETTINGS
-            .iter()
-            .filter(|d| d.parsed_flag().is_some() && !d.used_by.contains(&sub.as_str()))
-            .map(|d| d.name)
-            .collect();
-        if unused.is_empty() {
-            continue;
-        }
+    for (sub, with_settings) in subs {
+        let name = settings_name(parent, &sub);
+        let unused: Vec<&str> = if with_settings {
+            crate::settings::SETTINGS
+                .iter()
+                .filter(|d| d.parsed_flag().is_some() && !d.used_by.contains(&name.as_str()))
+                .map(|d| d.name)
+                .collect()
+        } else {
+            Vec::new()
+        };
         cmd = cmd.mut_subcommand(&sub, |mut c| {
             for id in unused {
                 c = c.mut_arg(id, |a| a.hide(true));
             }
-            c
+            hide_unused_settings(c, &name)
         });
     }
     cmd
@@ -505,15 +705,35 @@ async fn run(cli: Cli) -> Result<u8, Exit> {
         Command::Check(args) => check(args).await,
         Command::Status(args) => status_cmd(args),
         Command::Fleet(args) => fleet_cmd(args).await,
+        Command::Keys(args) => match args.action {
+            KeysAction::Import(a) => keys_import(a).await,
+            KeysAction::Export(a) => keys_export(a).await,
+        },
         Command::Generate(args) => generate(args),
     }
 }
 
+/// The settings of a command that reads keys through the configured
+/// backend (`render`, `check`), with logging set up.
 fn settings(common: &Common) -> Result<Settings, Exit> {
     let s = Settings::load(common.config.as_deref(), common.flags.clone()).map_err(config_err)?;
+    logging(&s)?;
+    Ok(s)
+}
+
+/// The settings of a command that always uses etcd (`fleet`, `keys`),
+/// whatever backend the settings file chooses, with logging set up.
+fn etcd_settings(common: &Common) -> Result<Settings, Exit> {
+    let s = Settings::load_any_backend(common.config.as_deref(), common.flags.clone())
+        .map_err(config_err)?;
+    logging(&s)?;
+    Ok(s)
+}
+
+fn logging(s: &Settings) -> Result<(), Exit> {
     crate::logging::init(&s.log_level, s.log_format).map_err(|e| config_err(anyhow!(e)))?;
     s.log_warnings();
-    Ok(s)
+    Ok(())
 }
 
 fn parse_overlay(set: &[String], unset: &[String]) -> Result<Vec<Change>, Exit> {
@@ -563,7 +783,7 @@ fn render_options(args: &RenderArgs, s: &Settings) -> Options {
 }
 
 fn status_cmd(args: StatusArgs) -> Result<u8, Exit> {
-    let s = Settings::load(args.common.config.as_deref(), args.common.flags.clone())
+    let s = Settings::load_any_backend(args.common.config.as_deref(), args.common.flags.clone())
         .map_err(config_err)?;
     let max_age = args
         .max_age
@@ -582,7 +802,15 @@ fn status_cmd(args: StatusArgs) -> Result<u8, Exit> {
 }
 
 async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
-    let s = settings(&args.common)?;
+    let s = etcd_settings(&args.common)?;
+    let format = if args.json {
+        tracing::warn!(
+            "--json is deprecated and will go away: use --format json (the same output)"
+        );
+        FleetFormat::Json
+    } else {
+        args.format
+    };
     let max_lag = resource::parse_duration(&args.max_lag)
         .map_err(|e| config_err(anyhow!("--max-lag: {e}")))?;
     let conn = crate::backend::etcd::Connection::from_settings(&s)
@@ -608,7 +836,7 @@ async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
         .await
         .map_err(|e| backend_err(anyhow!(e)))?;
     let bad = hosts.iter().filter(|h| !h.problems.is_empty()).count();
-    if args.json {
+    if format == FleetFormat::Json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&hosts).unwrap_or_default()
@@ -631,44 +859,179 @@ async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
     Ok(if bad > 0 { exit::CHANGES } else { exit::OK })
 }
 
+/// Connects to etcd with the command's settings.
+async fn etcd(
+    s: &Settings,
+) -> Result<(crate::backend::etcd::Connection, etcd_client::Client), Exit> {
+    let conn = crate::backend::etcd::Connection::from_settings(s)
+        .await
+        .map_err(backend_err)?;
+    let client = conn.connect().await.map_err(backend_err)?;
+    Ok((conn, client))
+}
+
+/// The exit for a `keys` failure.
+fn keys_err(e: crate::keys::KeysError) -> Exit {
+    use crate::keys::KeysError as K;
+    match e {
+        K::Input(_) | K::NoKeys { .. } | K::PruneEverything | K::Relative(_) => config_err(e),
+        K::Etcd(_) | K::Denied(_) | K::Partial { .. } => backend_err(e),
+        K::NotExportable { .. } | K::NothingUnder(_) => Exit {
+            code: exit::FAILED,
+            error: Some(e.into()),
+        },
+    }
+}
+
+/// A prefix as given on the command line: absolute, normalised.
+fn absolute_prefix(p: &str) -> Result<String, Exit> {
+    if !p.starts_with('/') {
+        return Err(keys_err(crate::keys::KeysError::Relative(p.to_string())));
+    }
+    Ok(crate::keypath::normalize_prefix(p))
+}
+
+async fn keys_import(args: KeysImportArgs) -> Result<u8, Exit> {
+    use crate::keys;
+    let s = etcd_settings(&args.common)?;
+    // Only a --prefix on the command line places the keys: a key file holds
+    // absolute keys, as the file backend reads them.
+    let prefix = match &args.common.flags.prefix {
+        Some(p) => absolute_prefix(p)?,
+        None => String::new(),
+    };
+    let wanted = keys::read_files(&args.files, &prefix).map_err(keys_err)?;
+    let scope = keys::scope(&prefix, &wanted);
+    if args.prune && scope.iter().any(|r| r.is_empty() || r == "/") {
+        return Err(keys_err(keys::KeysError::PruneEverything));
+    }
+    let (conn, mut client) = etcd(&s).await?;
+    let current = keys::read_scope(&conn, &mut client, &scope)
+        .await
+        .map_err(keys_err)?;
+    let plan = keys::plan(&wanted, &current, &scope, args.prune);
+    let files = args
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let under = scope.join(", ");
+    print!("{}", plan.diff());
+    let kept = if plan.extra > 0 {
+        format!(
+            "; {} under {under} not in {files} kept (--prune removes them)",
+            crate::logging::count(plan.extra, "key")
+        )
+    } else {
+        String::new()
+    };
+    if plan.is_empty() {
+        outln!(
+            "etcd already holds every key of {files} ({} unchanged){kept}: nothing to write",
+            plan.unchanged
+        );
+        return Ok(exit::OK);
+    }
+    let counts = format!(
+        "{} to add, {} to change, {} to remove, {} unchanged",
+        plan.add.len(),
+        plan.change.len(),
+        plan.remove.len(),
+        plan.unchanged
+    );
+    if args.dry_run {
+        outln!(
+            "dry run: {counts}{kept}; nothing was written (run again without --dry-run to write it)"
+        );
+        return Ok(exit::OK);
+    }
+    let (txns, revision) = keys::apply(&conn, &mut client, &plan)
+        .await
+        .map_err(keys_err)?;
+    outln!(
+        "wrote {files} to etcd in {} (revision {revision}): {} added, {} changed, {} removed, {} unchanged{kept}",
+        crate::logging::count(txns, "transaction"),
+        plan.add.len(),
+        plan.change.len(),
+        plan.remove.len(),
+        plan.unchanged
+    );
+    Ok(exit::OK)
+}
+
+async fn keys_export(args: KeysExportArgs) -> Result<u8, Exit> {
+    use crate::keys;
+    let s = etcd_settings(&args.common)?;
+    let prefix = absolute_prefix(&args.subtree)?;
+    let (conn, mut client) = etcd(&s).await?;
+    let snap = keys::read_scope(&conn, &mut client, std::slice::from_ref(&prefix))
+        .await
+        .map_err(keys_err)?;
+    let text = keys::export(&snap, &prefix, args.format).map_err(keys_err)?;
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            return Err(Exit {
+                code: exit::FAILED,
+                error: Some(anyhow!("cannot write the export to stdout: {e}")),
+            });
+        }
+    }
+    tracing::info!(
+        "exported {} under {prefix} at etcd revision {}",
+        crate::logging::count(snap.len(), "key"),
+        snap.revision()
+    );
+    Ok(exit::OK)
+}
+
 fn generate(args: GenerateArgs) -> Result<u8, Exit> {
+    use std::io::Write as _;
     let mut cmd = command();
     let mut out = std::io::stdout();
     match args.what.as_str() {
         "man" => {
-            let page = match &args.subcommand {
-                None => cmd,
-                Some(sub) => {
-                    let name = match sub.as_str() {
-                        "render" => "liveconf-render",
-                        "check" => "liveconf-check",
-                        "status" => "liveconf-status",
-                        "fleet" => "liveconf-fleet",
-                        _ => {
-                            return Err(config_err(anyhow!(
-                                "generate man: no subcommand {sub:?} (render, check, status, fleet)"
-                            )));
-                        }
-                    };
-                    let Some(c) = cmd.find_subcommand(sub).cloned() else {
-                        return Err(config_err(anyhow!("generate man: no subcommand {sub:?}")));
-                    };
-                    c.name(name).bin_name(name)
-                }
+            let name = args.subcommand.as_deref().unwrap_or("liveconf");
+            let Some(page) = crate::manpages::page(name) else {
+                let names: Vec<String> = crate::manpages::pages()
+                    .iter()
+                    .map(|p| p.name.trim_start_matches("liveconf-").to_string())
+                    .collect();
+                return Err(config_err(anyhow!(
+                    "generate man: no page {name:?}; name one of {}",
+                    names.join(", ")
+                )));
             };
-            clap_mangen::Man::new(page)
-                .render(&mut out)
-                .map_err(|e| config_err(anyhow!("cannot write the man page: {e}")))?
+            let _ = out.write_all(page.text.as_bytes());
+        }
+        "man-pages" => {
+            let Some(dir) = args.subcommand.as_deref() else {
+                return Err(config_err(anyhow!(
+                    "generate man-pages: name the directory to write the pages into"
+                )));
+            };
+            let dir = std::path::Path::new(dir);
+            for page in crate::manpages::pages() {
+                let path = dir.join(page.file_name());
+                std::fs::write(&path, &page.text)
+                    .map_err(|e| config_err(anyhow!("cannot write {}: {e}", path.display())))?;
+                outln!("{}", path.display());
+            }
         }
         // The README's settings table, from the definitions.
         "settings" => {
-            use std::io::Write as _;
             let _ = out.write_all(crate::settings::markdown_table().as_bytes());
+        }
+        // The README's exit code table, from the constants.
+        "exit-codes" => {
+            let _ = out.write_all(exit::markdown(exit::RENDER).as_bytes());
         }
         shell => {
             let sh: clap_complete::Shell = shell.parse().map_err(|_| {
                 config_err(anyhow!(
-                    "generate: expected man, bash, zsh, fish or settings, not {shell:?}"
+                    "generate: expected man, man-pages, bash, zsh, fish, settings or exit-codes, not {shell:?}"
                 ))
             })?;
             clap_complete::generate(sh, &mut cmd, "liveconf", &mut out);
@@ -693,6 +1056,10 @@ mod tests {
             Command::Check(a) => a.common,
             Command::Status(a) => a.common,
             Command::Fleet(a) => a.common,
+            Command::Keys(k) => match k.action {
+                KeysAction::Import(a) => a.common,
+                KeysAction::Export(a) => a.common,
+            },
             Command::Generate(_) => panic!("no settings"),
         }
     }
@@ -756,8 +1123,21 @@ mod tests {
     #[test]
     fn every_flag_is_on_every_settings_subcommand() {
         let cmd = command();
-        for sub in ["render", "check", "status", "fleet"] {
-            let c = cmd.find_subcommand(sub).unwrap();
+        let subs = [
+            ("render", vec!["render"]),
+            ("check", vec!["check"]),
+            ("status", vec!["status"]),
+            ("fleet", vec!["fleet"]),
+            ("keys_import", vec!["keys", "import"]),
+            ("keys_export", vec!["keys", "export"]),
+        ];
+        let find = |path: &[&str]| {
+            path.iter()
+                .try_fold(&cmd, |c, n| c.find_subcommand(n))
+                .cloned()
+        };
+        for (sub, path) in &subs {
+            let c = find(path).unwrap_or_else(|| panic!("no subcommand {path:?}"));
             for d in crate::settings::SETTINGS {
                 let Some((long, _, _)) = d.parsed_flag() else {
                     continue;
@@ -767,13 +1147,60 @@ mod tests {
                     .find(|a| a.get_id() == d.name)
                     .unwrap_or_else(|| panic!("{sub}: no --{long}"));
                 assert_eq!(a.get_long(), Some(long));
-                assert_eq!(a.is_hide_set(), !d.used_by.contains(&sub), "{sub} --{long}");
+                assert_eq!(a.is_hide_set(), !d.used_by.contains(sub), "{sub} --{long}");
             }
         }
         for d in crate::settings::SETTINGS {
             for sub in d.used_by {
-                assert!(cmd.find_subcommand(sub).is_some(), "{}: {sub}", d.name);
+                assert!(
+                    subs.iter().any(|(s, _)| s == sub),
+                    "{}: no subcommand {sub}",
+                    d.name
+                );
             }
         }
+    }
+
+    /// The README's exit code table is the one `--help` and the man pages
+    /// show.
+    #[test]
+    fn the_readme_exit_code_table_is_generated_from_the_constants() {
+        let readme = include_str!("../README.md");
+        let table = exit::markdown(exit::RENDER);
+        assert!(
+            readme.contains(&table),
+            "README.md's exit code table differs from exit::RENDER in src/cli.rs; replace it \
+             with the output of `liveconf generate exit-codes`:\n{table}"
+        );
+    }
+
+    /// `fleet --json` still parses (hidden), and cannot be combined with
+    /// `--format`.
+    #[test]
+    fn fleet_json_is_a_hidden_alias_of_format_json() {
+        let fleet = |args: &[&str]| {
+            let mut v = vec!["liveconf", "fleet"];
+            v.extend_from_slice(args);
+            command()
+                .try_get_matches_from(v)
+                .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
+                .map(|c| match c.command {
+                    Command::Fleet(a) => (a.format, a.json),
+                    _ => unreachable!(),
+                })
+        };
+        assert_eq!(fleet(&[]).unwrap(), (FleetFormat::Text, false));
+        assert_eq!(
+            fleet(&["--format", "json"]).unwrap(),
+            (FleetFormat::Json, false)
+        );
+        assert_eq!(fleet(&["--json"]).unwrap(), (FleetFormat::Text, true));
+        assert!(fleet(&["--json", "--format", "text"]).is_err());
+        let cmd = command();
+        let f = cmd.find_subcommand("fleet").unwrap();
+        assert!(
+            f.get_arguments()
+                .any(|a| a.get_id() == "json" && a.is_hide_set())
+        );
     }
 }

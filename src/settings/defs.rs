@@ -74,6 +74,7 @@ pub struct Def {
     pub used_by: &'static [&'static str],
     parser: fn() -> ValueParser,
     changed: fn(&Settings, &Settings) -> bool,
+    given: fn(&Layer) -> bool,
 }
 
 /// How a flag takes values.
@@ -124,6 +125,11 @@ impl Def {
     /// Whether `old` and `new` differ in this setting.
     pub fn changed(&self, old: &Settings, new: &Settings) -> bool {
         (self.changed)(old, new)
+    }
+
+    /// Whether `layer` sets this setting.
+    pub fn given(&self, layer: &Layer) -> bool {
+        (self.given)(layer)
     }
 }
 
@@ -214,6 +220,7 @@ macro_rules! settings {
                 used_by: &[$(stringify!($cmd)),*],
                 parser: <$ty as FlagValue>::parser,
                 changed: |a: &Settings, b: &Settings| a.$field != b.$field,
+                given: |l: &Layer| l.$name.is_some(),
             },
         )*];
 
@@ -242,7 +249,7 @@ settings! {
     confdir: PathBuf => confdir {
         flag: "--confdir <DIR>",
         help: "Configuration directory holding conf.d/ and templates/ [default: /etc/liveconf]",
-        used_by: [render, check, status, fleet],
+        used_by: [render, check, status, fleet, keys_import, keys_export],
         confd: Some("confdir"),
         sighup: Apply,
         default: "`/etc/liveconf`; with `--config FILE` alone, FILE's directory",
@@ -260,7 +267,7 @@ settings! {
     endpoints: Vec<String> => endpoints {
         flag: "--endpoints <URL[,URL...]>",
         help: "etcd endpoints, comma-separated (e.g. https://etcd1:2379,https://etcd2:2379)",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: Some("nodes"),
         sighup: Reconnect,
         default: "`http://127.0.0.1:2379` when neither `endpoints` nor `srv_domain` is set",
@@ -271,7 +278,7 @@ settings! {
     srv_domain: String => srv_domain {
         flag: "--srv-domain <DOMAIN>",
         help: "Discover etcd endpoints from DNS SRV records of this domain",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: Some("srv_domain"),
         sighup: Reconnect,
         default: "none",
@@ -281,7 +288,7 @@ settings! {
     srv_record: String => srv_record {
         flag: "--srv-record <NAME>",
         help: "SRV record name to look up under --srv-domain [default: _etcd-client-ssl._tcp]",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: Some("srv_record"),
         sighup: Reconnect,
         default: "`_etcd-client-ssl._tcp`",
@@ -290,7 +297,7 @@ settings! {
     prefix: String => prefix {
         flag: "--prefix <P>",
         help: "Global key prefix, joined in front of every resource's prefix",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import],
         confd: Some("prefix"),
         sighup: Apply,
         default: "`\"\"`",
@@ -308,7 +315,7 @@ settings! {
     ca_file: PathBuf => ca_file {
         flag: "--ca-file <FILE>",
         help: "CA certificate to verify etcd's certificate",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: Some("client_cakeys"),
         sighup: Reconnect,
         default: "none",
@@ -317,7 +324,7 @@ settings! {
     cert_file: PathBuf => cert_file {
         flag: "--cert-file <FILE>",
         help: "Client certificate for etcd",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: Some("client_cert"),
         sighup: Reconnect,
         default: "none",
@@ -326,7 +333,7 @@ settings! {
     key_file: PathBuf => key_file {
         flag: "--key-file <FILE>",
         help: "Client key for etcd",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: Some("client_key"),
         sighup: Reconnect,
         default: "none",
@@ -335,7 +342,7 @@ settings! {
     username: String => username {
         flag: "--username <USERNAME>",
         help: "etcd user name",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: Some("username"),
         sighup: Reconnect,
         default: "none",
@@ -344,7 +351,7 @@ settings! {
     password_file: PathBuf => password_file {
         flag: "--password-file <FILE>",
         help: "File holding the etcd password",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "none",
@@ -372,7 +379,7 @@ settings! {
     log_level: String => log_level {
         flag: "--log-level <LEVEL>",
         help: "Log level: error, warn, info, debug, trace (or a tracing filter)",
-        used_by: [render, check, status, fleet],
+        used_by: [render, check, status, fleet, keys_import, keys_export],
         confd: Some("log-level"),
         sighup: Restart,
         default: "`info`",
@@ -383,7 +390,7 @@ settings! {
     log_format: LogFormat => log_format {
         flag: "--log-format <LOG_FORMAT>",
         help: "Log format",
-        used_by: [render, check, status, fleet],
+        used_by: [render, check, status, fleet, keys_import, keys_export],
         confd: None,
         sighup: Restart,
         default: "`text`",
@@ -413,7 +420,7 @@ settings! {
     connect_timeout: String => connect_timeout {
         flag: "--connect-timeout <DURATION>",
         help: "Limit for connecting to etcd [default: 5s]",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "`5s`",
@@ -422,7 +429,7 @@ settings! {
     request_timeout: String => request_timeout {
         flag: "--request-timeout <DURATION>",
         help: "Limit for each etcd request [default: 10s]",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "`10s`",
@@ -441,7 +448,7 @@ settings! {
     dns_server: SocketAddr => dns_server {
         flag: "--dns-server <ADDR>",
         help: "Nameserver for SRV look-ups, IP:PORT [default: /etc/resolv.conf]",
-        used_by: [render, check, fleet],
+        used_by: [render, check, fleet, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "`/etc/resolv.conf`",

@@ -175,6 +175,90 @@ impl Layer {
     }
 }
 
+/// The settings only etcd uses: on the command line with the file
+/// backend, each is an error ([`Settings::load`]).
+pub const ETCD_ONLY: &[&str] = &[
+    "endpoints",
+    "srv_domain",
+    "srv_record",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "username",
+    "password_file",
+    "connect_timeout",
+    "request_timeout",
+];
+
+/// The settings only the file backend uses.
+pub const FILE_ONLY: &[&str] = &["file"];
+
+/// Refuses connection flags the chosen backend cannot use: each names the
+/// flags, the backend, where the backend was chosen, and what to do.
+fn flags_fit_backend(
+    backend: BackendKind,
+    flags: &Layer,
+    file: &Layer,
+    config: Option<&Path>,
+) -> Result<(), SettingsError> {
+    let (useless, other) = match backend {
+        BackendKind::File => (ETCD_ONLY, BackendKind::Etcd),
+        BackendKind::Etcd => (FILE_ONLY, BackendKind::File),
+    };
+    let given: Vec<String> = useless
+        .iter()
+        .filter_map(|n| defs::def(n))
+        .filter(|d| d.given(flags))
+        .filter_map(|d| d.parsed_flag().map(|(long, _, _)| format!("--{long}")))
+        .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    let them = match given.as_slice() {
+        [one] => format!("{one} has"),
+        [init @ .., last] => format!("{} and {last} have", init.join(", ")),
+        [] => unreachable!(),
+    };
+    let (name, other_name) = (backend.name(), other.name());
+    let file_name = config
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the settings file".into());
+    let what = use_of(other);
+    let message = if flags.backend == Some(backend) {
+        format!(
+            "{them} no effect with --backend {name}: drop {}, or give --backend {other_name} {what}",
+            given.join(" and ")
+        )
+    } else if file.backend == Some(backend) {
+        format!(
+            "{them} no effect with backend = \"{name}\" (from {file_name}): add --backend {other_name} {what}"
+        )
+    } else if backend == BackendKind::File && flags.file.is_none() {
+        format!(
+            "{them} no effect with the file backend (chosen because {file_name} sets file): add --backend {other_name} {what}"
+        )
+    } else if backend == BackendKind::File {
+        format!(
+            "{them} no effect with the file backend (chosen because --file is given): drop --file {what}, or drop {}",
+            given.join(" and ")
+        )
+    } else {
+        format!("{them} no effect with the {name} backend: add --backend {other_name} {what}")
+    };
+    Err(SettingsError {
+        where_: "command line".into(),
+        message,
+    })
+}
+
+/// What choosing `backend` is for, in a message: "to use etcd".
+fn use_of(backend: BackendKind) -> &'static str {
+    match backend {
+        BackendKind::Etcd => "to use etcd",
+        BackendKind::File => "to read key files",
+    }
+}
+
 /// The directory relative paths in the settings file at `path` start from.
 fn base_dir(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
@@ -319,7 +403,32 @@ impl Settings {
     /// Loads the settings file (from `--config`, or `CONFDIR/liveconf.toml`
     /// when it exists) and overlays the command-line layer. A `--config`
     /// file may be confd's `confd.toml` (see the module documentation).
+    ///
+    /// For the commands that read keys through the configured backend
+    /// (`render`, `check`, and the daemon on SIGHUP): a connection flag
+    /// given on the command line that the chosen backend cannot use
+    /// (`--endpoints` with the file backend, `--file` with etcd) is an
+    /// error naming the flag, the backend and where it was chosen, never
+    /// silently dropped.
     pub fn load(config: Option<&Path>, flags: Layer) -> Result<Settings, SettingsError> {
+        Self::load_with(config, flags, true)
+    }
+
+    /// [`Settings::load`] for the commands that do not read keys through
+    /// the configured backend: `status`, and `fleet` and `keys`, which
+    /// always use etcd.
+    pub fn load_any_backend(
+        config: Option<&Path>,
+        flags: Layer,
+    ) -> Result<Settings, SettingsError> {
+        Self::load_with(config, flags, false)
+    }
+
+    fn load_with(
+        config: Option<&Path>,
+        flags: Layer,
+        check_backend_flags: bool,
+    ) -> Result<Settings, SettingsError> {
         let confdir_flag = flags.confdir.clone();
         let (file, config_file) = match config {
             Some(p) => (read_settings_file(p)?, Some(p.to_path_buf())),
@@ -353,6 +462,7 @@ impl Settings {
             }
         };
         let from_flags = flags.clone();
+        let from_file = file.layer.clone();
         let l = file.layer.overlay(flags);
         let confd = file.confd;
         let where_ = config_file
@@ -404,6 +514,9 @@ impl Settings {
         } else {
             BackendKind::Etcd
         });
+        if check_backend_flags {
+            flags_fit_backend(backend, &from_flags, &from_file, config_file.as_deref())?;
+        }
         let files = l.file.clone().unwrap_or_default();
         if backend == BackendKind::File && files.is_empty() {
             return Err(err(
@@ -535,6 +648,101 @@ mod tests {
             e.contains("command line") && !e.contains("liveconf.toml"),
             "{e}"
         );
+    }
+
+    /// A connection flag the chosen backend cannot use is an error naming
+    /// the flag, the backend and where it was chosen; the commands that
+    /// always use etcd accept it.
+    #[test]
+    fn a_flag_the_backend_cannot_use_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("liveconf.toml");
+        let file = p.display().to_string();
+        let load = |text: &str, flags: Layer| {
+            std::fs::write(&p, text).unwrap();
+            Settings::load(Some(&p), flags.clone()).map_err(|e| e.to_string())
+        };
+        let endpoints = || Layer {
+            endpoints: Some(vec!["http://127.0.0.1:2379".into()]),
+            ..Layer::default()
+        };
+        let e = load("backend = \"file\"\nfile = [\"k.yaml\"]\n", endpoints()).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "command line: --endpoints has no effect with backend = \"file\" (from {file}): add --backend etcd to use etcd"
+            )
+        );
+        // Every etcd-only flag, named together.
+        let many = Layer {
+            ca_file: Some("/ca.pem".into()),
+            request_timeout: Some("3s".into()),
+            ..endpoints()
+        };
+        let e = load("file = [\"k.yaml\"]\n", many).unwrap_err();
+        assert!(
+            e.contains("--endpoints, --ca-file and --request-timeout have no effect with the file backend (chosen because")
+                && e.contains("sets file): add --backend etcd"),
+            "{e}"
+        );
+        // --backend etcd on the command line: fine, etcd it is.
+        let s = load(
+            "backend = \"file\"\nfile = [\"k.yaml\"]\n",
+            Layer {
+                backend: Some(BackendKind::Etcd),
+                ..endpoints()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.backend, BackendKind::Etcd);
+        // The other way round: --file with backend = "etcd".
+        let e = load(
+            "backend = \"etcd\"\n",
+            Layer {
+                file: Some(vec!["k.yaml".into()]),
+                ..Layer::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("--file has no effect with backend = \"etcd\"")
+                && e.contains("add --backend file to read key files"),
+            "{e}"
+        );
+        // Both on the command line.
+        let e = load(
+            "",
+            Layer {
+                backend: Some(BackendKind::File),
+                file: Some(vec!["k.yaml".into()]),
+                ..endpoints()
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("with --backend file: drop --endpoints"), "{e}");
+        // In the file itself, an etcd setting next to backend = "file" is
+        // kept for a later switch, not an error.
+        assert!(
+            load(
+                "backend = \"file\"\nfile = [\"k.yaml\"]\nendpoints = [\"http://e:2379\"]\n",
+                Layer::default()
+            )
+            .is_ok()
+        );
+        // status, fleet and keys accept it.
+        std::fs::write(&p, "backend = \"file\"\nfile = [\"k.yaml\"]\n").unwrap();
+        assert!(Settings::load_any_backend(Some(&p), endpoints()).is_ok());
+    }
+
+    /// The etcd-only settings are connection settings the file backend
+    /// ignores.
+    #[test]
+    fn etcd_only_settings_do_not_change_the_file_backends_connection() {
+        for name in ETCD_ONLY {
+            let d = defs::def(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(d.sighup, defs::Effect::Reconnect, "{name}");
+            assert!(d.used_by.contains(&"render"), "{name}");
+        }
     }
 
     #[test]

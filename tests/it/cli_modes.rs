@@ -18,10 +18,11 @@ fn pools() -> Fx {
         "pool",
         "[template]\nsrc = \"pool.tera\"\ndest = \"{out}/pool.conf\"\nprefix = \"/conftool/pools\"\nkeys = [\"/\"]\n",
     );
+    // A file that reads no key that exists: it says it may.
     fx.template("other.tera", "fixed\n");
     fx.resource(
         "other",
-        "[template]\nsrc = \"other.tera\"\ndest = \"{out}/other.conf\"\nkeys = [\"/unrelated\"]\n",
+        "[template]\nsrc = \"other.tera\"\ndest = \"{out}/other.conf\"\nkeys = [\"/unrelated\"]\nallow_empty = true\n",
     );
     fx
 }
@@ -302,9 +303,17 @@ fn help_lists_exit_codes() {
 
     // Man pages for packaging: the main one and one per subcommand.
     for (args, title) in [
-        (&["generate", "man"][..], ".TH liveconf 1"),
-        (&["generate", "man", "render"][..], ".TH liveconf-render 1"),
-        (&["generate", "man", "fleet"][..], ".TH liveconf-fleet 1"),
+        (&["generate", "man"][..], ".TH LIVECONF 1"),
+        (&["generate", "man", "render"][..], ".TH LIVECONF-RENDER 1"),
+        (&["generate", "man", "fleet"][..], ".TH LIVECONF-FLEET 1"),
+        (
+            &["generate", "man", "keys-import"][..],
+            ".TH LIVECONF-KEYS-IMPORT 1",
+        ),
+        (
+            &["generate", "man", "resources"][..],
+            ".TH LIVECONF-RESOURCES 5",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"))
             .args(args)

@@ -11,7 +11,10 @@ mod common;
 
 mod bad_input;
 mod blocking;
+mod cli_backend_flags;
+mod cli_man;
 mod cli_modes;
+mod cli_output_format;
 mod confd_compat;
 mod crash_consistency;
 mod daemon_etcd;
@@ -25,6 +28,7 @@ mod fs_attacks;
 mod guards;
 mod hostile_values;
 mod install;
+mod keys;
 mod operator_views;
 mod php_roundtrip;
 mod prometheus;
