@@ -6,7 +6,15 @@
 //!
 //! Only the daemon's observer records here; this module must never decide
 //! anything from what it counts, nor block the caller (every update is an
-//! atomic or a short lock).
+//! atomic or a short lock). Owed reloads are read from [`Owed`] at each
+//! scrape.
+//!
+//! Sized for a fleet of hundreds of hosts: every series is per host, and
+//! the per-resource ones are gauges and counters only (13 series per
+//! resource; see the README's "Metrics"). Render time is one histogram per host (few
+//! buckets) plus a per-resource sum of seconds: with `renders_total` that
+//! gives each resource's mean render time, and the histogram the host's
+//! distribution, without a bucket series per resource.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +28,15 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::apply::{Action, Outcome, Step};
+use crate::owed::Owed;
+
+/// Buckets of the render-time histogram, in seconds. From BENCHMARKS.md: a
+/// template reading a few keys renders in microseconds and one iterating
+/// 1,000 keys in 0.75 ms (under 1 ms: the usual case); 100 ms is the
+/// fleet's propagation budget; iterating 100,000 keys takes 0.44 s (under
+/// 0.5 s); past 2.5 s a render outlasts the default coalescing window
+/// (`wait` 1 s) several times over.
+pub const RENDER_BUCKETS: [f64; 6] = [0.001, 0.005, 0.025, 0.1, 0.5, 2.5];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Res {
@@ -33,7 +50,13 @@ struct ResInfo {
     sha256: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
+type FCounter = Counter<f64, AtomicU64>;
 
 /// Every metric liveconf exports.
 pub struct Metrics {
@@ -50,7 +73,12 @@ pub struct Metrics {
     check_failures: Family<Res, Counter>,
     install_failures: Family<Res, Counter>,
     reload_failures: Family<Res, Counter>,
-    render_seconds: Family<Res, Histogram>,
+    reloads: Family<Res, Counter>,
+    reload_owed: Family<Res, Gauge>,
+    owed: std::sync::Mutex<Option<Owed>>,
+    render_seconds_total: Family<Res, FCounter>,
+    render_seconds: Histogram,
+    build_info: Family<Build, Gauge>,
     connected: Gauge,
     config_load_failed: Gauge,
     backend_revision: Gauge,
@@ -59,10 +87,6 @@ pub struct Metrics {
     events: Counter,
     reconnects: Counter,
     resync_differences: Counter,
-}
-
-fn render_histogram() -> Histogram {
-    Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
 }
 
 impl Default for Metrics {
@@ -89,7 +113,12 @@ impl Metrics {
             check_failures: Family::default(),
             install_failures: Family::default(),
             reload_failures: Family::default(),
-            render_seconds: Family::new_with_constructor(render_histogram),
+            reloads: Family::default(),
+            reload_owed: Family::default(),
+            owed: Default::default(),
+            render_seconds_total: Family::default(),
+            render_seconds: Histogram::new(RENDER_BUCKETS),
+            build_info: Family::default(),
             connected: Gauge::default(),
             config_load_failed: Gauge::default(),
             backend_revision: Gauge::default(),
@@ -99,12 +128,23 @@ impl Metrics {
             reconnects: Counter::default(),
             resync_differences: Counter::default(),
         };
+        m.build_info
+            .get_or_create(&Build {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running liveconf's version (label version); always 1",
+            m.build_info.clone(),
+        );
         m.register_resource_metrics(&mut registry);
         m.register_backend_metrics(&mut registry);
         Metrics { registry, ..m }
     }
 
-    /// Per resource: health, content, counters, render times.
+    /// Per resource: health, content, counters, render time; render time
+    /// of the host.
     fn register_resource_metrics(&self, r: &mut Registry) {
         let m = self;
         r.register(
@@ -154,8 +194,23 @@ impl Metrics {
             m.reload_failures.clone(),
         );
         r.register(
+            "reloads",
+            "reload_cmd runs that succeeded for the resource (one run shared by several resources counts for each)",
+            m.reloads.clone(),
+        );
+        r.register(
+            "resource_reload_owed",
+            "Whether the resource's file is installed but its reload has not succeeded yet (1) or not (0)",
+            m.reload_owed.clone(),
+        );
+        r.register(
+            "render_seconds",
+            "Seconds spent rendering the resource (divided by renders_total: its mean render time)",
+            m.render_seconds_total.clone(),
+        );
+        r.register(
             "render_duration_seconds",
-            "Time to render the resource",
+            "Time to render a resource, every resource of the host",
             m.render_seconds.clone(),
         );
     }
@@ -212,10 +267,10 @@ impl Metrics {
                 resource: o.name.clone(),
             };
             if o.sha256.is_some() {
+                let secs = o.render_time.as_secs_f64();
                 self.renders.get_or_create(&l).inc();
-                self.render_seconds
-                    .get_or_create(&l)
-                    .observe(o.render_time.as_secs_f64());
+                self.render_seconds_total.get_or_create(&l).inc_by(secs);
+                self.render_seconds.observe(secs);
             }
             match &o.result {
                 Ok(action) => {
@@ -297,7 +352,8 @@ impl Metrics {
             for c in self.counters() {
                 c.remove(&l);
             }
-            self.render_seconds.remove(&l);
+            self.render_seconds_total.remove(&l);
+            self.reload_owed.remove(&l);
             let mut current = self.info_current.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(old) = current.remove(&n) {
                 self.info.remove(&old);
@@ -309,6 +365,8 @@ impl Metrics {
                 resource: n.to_string(),
             };
             let _ = self.healthy.get_or_create(&l);
+            let _ = self.reload_owed.get_or_create(&l);
+            let _ = self.render_seconds_total.get_or_create(&l);
             for c in self.counters() {
                 let _ = c.get_or_create(&l);
             }
@@ -316,15 +374,47 @@ impl Metrics {
         }
     }
 
-    fn counters(&self) -> [&Family<Res, Counter>; 6] {
+    fn counters(&self) -> [&Family<Res, Counter>; 7] {
         [
             &self.renders,
             &self.installs,
+            &self.reloads,
             &self.render_failures,
             &self.check_failures,
             &self.install_failures,
             &self.reload_failures,
         ]
+    }
+
+    /// Owed reloads (and the reloads that paid them) are read from `owed`
+    /// at each scrape.
+    pub fn follow_owed(&self, owed: Owed) {
+        *self.owed.lock().unwrap_or_else(|e| e.into_inner()) = Some(owed);
+    }
+
+    /// The owed-reload gauge and reload counter of each configured
+    /// resource, from [`Owed`].
+    fn sync_owed(&self) {
+        let Some(owed) = self.owed.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let (owing, paid) = (owed.names(), owed.reloads());
+        let known = self.configured.lock().unwrap_or_else(|e| e.into_inner());
+        for n in known.iter() {
+            let l = Res {
+                resource: n.clone(),
+            };
+            self.reload_owed
+                .get_or_create(&l)
+                .set(i64::from(owing.contains(n)));
+            let c = self.reloads.get_or_create(&l);
+            let total = paid.get(n).copied().unwrap_or(0);
+            // Counted by `Owed` since the start; the counter only catches up.
+            let seen = c.get();
+            if total > seen {
+                c.inc_by(total - seen);
+            }
+        }
     }
 
     /// Key changes received.
@@ -362,6 +452,7 @@ impl Metrics {
 
     /// The text exposition.
     pub fn encode(&self) -> String {
+        self.sync_owed();
         let last = self.last_event.get();
         if last > 0.0 {
             self.since_last_event
@@ -419,6 +510,127 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::Metrics;
+    use crate::apply::{Action, Outcome};
+
+    fn installed(name: &str) -> Outcome {
+        Outcome {
+            name: name.to_string(),
+            dest: format!("/srv/{name}.conf").into(),
+            revision: 1234,
+            sha256: Some("0123456789abcdef".repeat(4)),
+            changed: Some("content".into()),
+            diff: None,
+            result: Ok(Action::Installed),
+            render_time: std::time::Duration::from_micros(700),
+        }
+    }
+
+    /// Series (sample lines) of a scrape of a host with `n` resources, all
+    /// rendered and installed; and its size in bytes.
+    fn scrape(n: usize) -> (usize, usize) {
+        let m = Metrics::new();
+        let names: Vec<String> = (0..n).map(|i| format!("resource-{i:03}")).collect();
+        m.configured(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        m.record(&names.iter().map(|n| installed(n)).collect::<Vec<_>>(), 1.0);
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count();
+        (series, text.len())
+    }
+
+    /// The README's figure: 13 series per resource plus 18 per host (the
+    /// render-time histogram's 6 buckets, +Inf, sum and count; build info;
+    /// configuration state; 7 of the backend). Before the sizing for
+    /// fleets (issue 15) 300 resources made 6,907 series, 3,300 of them
+    /// histogram buckets.
+    #[test]
+    fn a_host_exports_13_series_per_resource_plus_18() {
+        for n in [0, 1, 10, 300] {
+            let (series, bytes) = scrape(n);
+            eprintln!("{n} resources: {series} series, {bytes} bytes");
+            assert_eq!(series, 13 * n + 18, "{n} resources");
+        }
+        let (_, bytes) = scrape(300);
+        assert!(bytes < 300 * 1024, "{bytes} bytes at 300 resources");
+    }
+
+    #[test]
+    fn build_info_names_the_version() {
+        let text = Metrics::new().encode();
+        let want = format!(
+            "liveconf_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&want), "{text}");
+    }
+
+    #[test]
+    fn owed_reloads_and_paid_reloads_come_from_owed() {
+        let m = Metrics::new();
+        let owed = crate::owed::Owed::open(None, Default::default());
+        m.follow_owed(owed.clone());
+        m.configured(&["a", "b"]);
+        owed.mark(&["a".to_string()]);
+        let text = m.encode();
+        assert!(
+            text.contains("liveconf_resource_reload_owed{resource=\"a\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("liveconf_resource_reload_owed{resource=\"b\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("liveconf_reloads_total{resource=\"a\"} 0"),
+            "{text}"
+        );
+        owed.clear(&["a".to_string()]);
+        owed.mark(&["a".to_string()]);
+        owed.clear(&["a".to_string()]);
+        let text = m.encode();
+        assert!(
+            text.contains("liveconf_resource_reload_owed{resource=\"a\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("liveconf_reloads_total{resource=\"a\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("liveconf_reloads_total{resource=\"b\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn render_time_is_one_histogram_per_host_and_a_sum_per_resource() {
+        let m = Metrics::new();
+        m.configured(&["a", "b"]);
+        m.record(&[installed("a"), installed("b"), installed("a")], 1.0);
+        let text = m.encode();
+        assert!(
+            text.contains("liveconf_render_duration_seconds_count 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("liveconf_render_duration_seconds_bucket{le=\"0.001\"} 3"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("liveconf_render_duration_seconds_bucket{resource"),
+            "{text}"
+        );
+        assert!(
+            text.contains("liveconf_render_seconds_total{resource=\"a\"} 0.0014"),
+            "{text}"
+        );
+        assert!(
+            text.contains("liveconf_renders_total{resource=\"a\"} 2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn configured_resources_have_series_from_the_start_and_lose_them_when_removed() {

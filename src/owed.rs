@@ -11,10 +11,12 @@
 //!
 //! The drivers ask this module and nothing else: `apply` marks and clears,
 //! a batch reads [`Owed::is_owed`], and `status.json`'s `reload_owed` is
-//! derived from it when the file is written. This module must never decide
+//! derived from it when the file is written; the metrics read it at each
+//! scrape (`liveconf_resource_reload_owed`, and `liveconf_reloads_total`
+//! from the reloads it saw paid). This module must never decide
 //! when a reload runs, nor touch anything but its marker directory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -31,6 +33,9 @@ pub(crate) struct Owed {
 struct Inner {
     dir: Option<PathBuf>,
     names: BTreeSet<String>,
+    /// Per resource: reloads that succeeded in this process (the metrics'
+    /// `liveconf_reloads_total`).
+    paid: BTreeMap<String, u64>,
 }
 
 impl Owed {
@@ -77,7 +82,7 @@ impl Owed {
             .filter(|r| r.reload_cmd.is_none() && self.is_owed(&r.name))
             .map(|r| r.name.clone())
             .collect();
-        self.clear(&unpayable);
+        self.forget(&unpayable);
     }
 
     /// A reload of `names` is due: owed from now on, a marker each (a
@@ -107,9 +112,21 @@ impl Owed {
         }
     }
 
-    /// The reload of `names` succeeded (or can never run): nothing is owed
-    /// any more. Touches the disk: call it off the async workers.
+    /// The reload of `names` succeeded: nothing is owed any more, and each
+    /// counts one reload more ([`Owed::reloads`]). Touches the disk: call it
+    /// off the async workers.
     pub(crate) fn clear(&self, names: &[String]) {
+        {
+            let mut inner = self.lock();
+            for n in names {
+                *inner.paid.entry(n.clone()).or_default() += 1;
+            }
+        }
+        self.forget(names);
+    }
+
+    /// Nothing is owed for `names` any more: their reload can never run.
+    fn forget(&self, names: &[String]) {
         if names.is_empty() {
             return;
         }
@@ -130,6 +147,13 @@ impl Owed {
     /// Whether `name`'s reload is owed.
     pub(crate) fn is_owed(&self, name: &str) -> bool {
         self.lock().names.contains(name)
+    }
+
+    /// Per resource, the reloads that succeeded in this process (a resource
+    /// sharing its reload command with others counts each one it took part
+    /// in); a resource that never reloaded is absent.
+    pub(crate) fn reloads(&self) -> BTreeMap<String, u64> {
+        self.lock().paid.clone()
     }
 
     /// Every owed reload.
@@ -225,6 +249,18 @@ mod tests {
         owed.configure(Some(&new), &[resource("a", true), resource("b", true)]);
         assert_eq!(markers(&new), BTreeSet::from(["a".into(), "b".into()]));
         assert_eq!(owed.names(), markers(&new));
+    }
+
+    #[test]
+    fn a_cleared_reload_counts_and_a_forgotten_one_does_not() {
+        let owed = Owed::open(None, BTreeSet::new());
+        owed.mark(&names(&["a", "b"]));
+        owed.clear(&names(&["a"]));
+        owed.mark(&names(&["a"]));
+        owed.clear(&names(&["a"]));
+        owed.configure(None, &[resource("b", false)]);
+        assert!(owed.names().is_empty());
+        assert_eq!(owed.reloads(), BTreeMap::from([("a".into(), 2)]));
     }
 
     #[test]

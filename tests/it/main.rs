@@ -28,6 +28,7 @@ mod fs_attacks;
 mod guards;
 mod hostile_values;
 mod install;
+mod metrics_size;
 mod keys;
 mod operator_views;
 mod php_roundtrip;

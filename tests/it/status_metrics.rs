@@ -721,17 +721,36 @@ fn metrics_follow_puts_and_failures() {
     assert_eq!(content.len(), 1, "{}", m.text);
     assert_eq!(content[0]["sha256"], sha256_hex(b"v=4\n"), "{}", m.text);
     assert_eq!(content[0]["dest"], dest.display().to_string(), "{}", m.text);
+    // Render time: one histogram for the host, a sum of seconds per resource.
     assert!(
-        m.value("liveconf_render_duration_seconds_count", &X) >= 2.0,
+        m.value("liveconf_render_duration_seconds_count", &[]) >= 2.0,
         "{}",
         m.text
     );
     assert!(
+        m.get("liveconf_render_duration_seconds_bucket", &[("le", "+Inf")])
+            .is_some(),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.value("liveconf_render_seconds_total", &X) > 0.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(
         m.get(
-            "liveconf_render_duration_seconds_bucket",
-            &[("resource", "x"), ("le", "+Inf")]
-        )
-        .is_some(),
+            "liveconf_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(m.get("liveconf_reloads_total", &X), Some(0.0), "{}", m.text);
+    assert_eq!(
+        m.get("liveconf_resource_reload_owed", &X),
+        Some(0.0),
         "{}",
         m.text
     );
@@ -743,12 +762,16 @@ fn metrics_follow_puts_and_failures() {
         "liveconf_resource_revision",
         "liveconf_resource_content",
         "liveconf_render_duration_seconds",
+        "liveconf_resource_reload_owed",
+        "liveconf_build_info",
         "liveconf_backend_connected",
         "liveconf_backend_revision",
         "liveconf_backend_seconds_since_last_event",
         // Counters: the family is named without _total in the HELP line.
         "liveconf_renders",
         "liveconf_installs",
+        "liveconf_reloads",
+        "liveconf_render_seconds",
         "liveconf_watch_events",
         "liveconf_backend_reconnects",
     ] {
