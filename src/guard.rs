@@ -130,7 +130,7 @@ impl Refusal {
         match self {
             Refusal::Empty { prefixes } => format!(
                 "no keys under {} (a mistyped prefix, or an empty keyspace?)",
-                prefixes.join(", ")
+                shown(prefixes)
             ),
             Refusal::Shrink {
                 new,
@@ -192,8 +192,17 @@ impl Refusal {
 pub fn empty_hint(prefixes: &[String]) -> String {
     format!(
         " (note: no keys under {}: a mistyped prefix, or an empty keyspace?)",
-        prefixes.join(", ")
+        shown(prefixes)
     )
+}
+
+/// Prefixes as a list people read: the root (`""`) is `/`.
+fn shown(prefixes: &[String]) -> String {
+    prefixes
+        .iter()
+        .map(|p| if p.is_empty() { "/" } else { p.as_str() })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -290,6 +299,7 @@ mod tests {
              set allow_empty = true in /etc/liveconf/conf.d/pool.toml if this resource may render from no keys, \
              or run `liveconf render --once --force pool` to install it once"
         );
+        assert_eq!(shown(&["".into(), "/a".into()]), "/, /a");
         assert_eq!(bytes(0), "0");
         assert_eq!(bytes(999), "999");
         assert_eq!(bytes(1_234_567), "1,234,567");

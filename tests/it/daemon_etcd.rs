@@ -10,15 +10,17 @@ use common::etcd::{Daemon, Etcd, read_or_empty, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Confdir with resources `a` (prefix /app/a) and `b` (prefix /app/b).
+/// Confdir with resources `a` (prefix /app/a) and `b` (prefix /app/b,
+/// which renders a default from no keys: `allow_empty`).
 fn two_resources(fx: &Fx, extra: &str) {
     fx.template("a.tera", "a={{ getv(key=\"/x\") }}\n");
     fx.template("b.tera", "b={{ getv(key=\"/x\", default=\"none\") }}\n");
     for n in ["a", "b"] {
+        let empty = if n == "b" { "allow_empty = true\n" } else { "" };
         fx.resource(
             n,
             &format!(
-                "[template]\nsrc = \"{n}.tera\"\ndest = \"{{out}}/{n}.conf\"\nprefix = \"/app/{n}\"\nkeys = [\"/\"]\n{extra}"
+                "[template]\nsrc = \"{n}.tera\"\ndest = \"{{out}}/{n}.conf\"\nprefix = \"/app/{n}\"\nkeys = [\"/\"]\n{empty}{extra}"
             ),
         );
     }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use common::{Fx, Run, php, yaml_str};
 
 /// A fixture with one resource `app` (keys `["/"]`, no prefix) rendering
-/// `templates/app.tera` into `out/app.conf`.
+/// `templates/app.tera` into `out/app.conf`. It may render from no keys
+/// (`allow_empty`): many of these templates read none (`getenv`,
+/// `lookup_ip`...); the guard itself is tested in `guards.rs`.
 fn app(keys_yaml: &str, template: &str) -> Fx {
     let fx = Fx::new();
     fx.keys(keys_yaml).template("app.tera", template).resource(
@@ -20,6 +22,7 @@ fn app(keys_yaml: &str, template: &str) -> Fx {
 src = "app.tera"
 dest = "{out}/app.conf"
 keys = ["/"]
+allow_empty = true
 "#,
     );
     fx
@@ -871,7 +874,7 @@ fn file_exists_is_true_when_stat_succeeds() {
         + "{% if file_exists(path=\"/nonexistent/liveconf\") %}yes{% else %}no{% endif %}\n";
     fx.template("app.tera", &template).resource(
         "app",
-        "[template]\nsrc = \"app.tera\"\ndest = \"{out}/app.conf\"\nkeys = [\"/\"]\n",
+        "[template]\nsrc = \"app.tera\"\ndest = \"{out}/app.conf\"\nkeys = [\"/\"]\nallow_empty = true\n",
     );
     assert_eq!(render_app(&fx), "true true true false false false\nno\n");
 }
