@@ -902,7 +902,7 @@ async fn keys_import(args: KeysImportArgs) -> Result<u8, Exit> {
     };
     let wanted = keys::read_files(&args.files, &prefix).map_err(keys_err)?;
     let scope = keys::scope(&prefix, &wanted);
-    if args.prune && scope.iter().any(|r| r.is_empty() || r == "/") {
+    if args.prune && (scope.len() != 1 || scope.iter().any(|r| r.is_empty() || r == "/")) {
         return Err(keys_err(keys::KeysError::PruneEverything));
     }
     let (conn, mut client) = etcd(&s).await?;
@@ -933,8 +933,14 @@ async fn keys_import(args: KeysImportArgs) -> Result<u8, Exit> {
         );
         return Ok(exit::OK);
     }
+    // Where --prune removes, said where it does.
+    let pruned = if args.prune {
+        format!(" (under {under})")
+    } else {
+        String::new()
+    };
     let counts = format!(
-        "{} to add, {} to change, {} to remove, {} unchanged",
+        "{} to add, {} to change, {} to remove{pruned}, {} unchanged",
         plan.add.len(),
         plan.change.len(),
         plan.remove.len(),
@@ -950,7 +956,7 @@ async fn keys_import(args: KeysImportArgs) -> Result<u8, Exit> {
         .await
         .map_err(keys_err)?;
     outln!(
-        "wrote {files} to etcd in {} (revision {revision}): {} added, {} changed, {} removed, {} unchanged{kept}",
+        "wrote {files} to etcd in {} (revision {revision}): {} added, {} changed, {} removed{pruned}, {} unchanged{kept}",
         crate::logging::count(txns, "transaction"),
         plan.add.len(),
         plan.change.len(),

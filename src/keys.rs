@@ -46,7 +46,7 @@ pub enum KeysError {
     },
     /// `--prune` would cover the whole keyspace.
     #[error(
-        "--prune would remove keys anywhere in etcd (the file has a key named \"\" at its top level): give --prefix to name the subtree the file replaces"
+        "--prune would remove keys anywhere in etcd, as the files' keys share no top-level key: give --prefix to name the subtree they replace, or import without --prune"
     )]
     PruneEverything,
     /// A prefix that is not an absolute key path.
@@ -115,22 +115,41 @@ pub fn read_files(files: &[PathBuf], prefix: &str) -> Result<BTreeMap<Key, Val>,
         .collect())
 }
 
-/// The subtrees an import compares with etcd (and `--prune` empties of
-/// keys the files do not hold): `prefix` when given, else each top-level
-/// key of the files (`/conftool` for a file holding `conftool: {...}`),
-/// never more.
+/// The subtree an import compares with etcd (and `--prune` empties of
+/// keys the files do not hold): `prefix` when given, else the deepest one
+/// that holds every key of the files (`/conftool/v1` for a file holding
+/// `conftool: {v1: {...}}`; the key itself for a file of one key), so a
+/// prune never reaches beyond what the files describe.
 pub fn scope(prefix: &str, wanted: &BTreeMap<Key, Val>) -> Vec<String> {
     if !prefix.is_empty() {
         return vec![prefix.to_string()];
     }
-    let tops: Vec<String> = wanted
-        .keys()
-        .map(|k| {
-            let rest = k.strip_prefix('/').unwrap_or(k);
-            format!("/{}", rest.split('/').next().unwrap_or(""))
-        })
-        .collect();
-    roots(&tops)
+    let mut common: Option<Vec<&str>> = None;
+    for k in wanted.keys() {
+        let parts: Vec<&str> = k.strip_prefix('/').unwrap_or(k).split('/').collect();
+        common = Some(match common {
+            None => parts,
+            Some(c) => c
+                .iter()
+                .zip(&parts)
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| *a)
+                .collect(),
+        });
+    }
+    match common.unwrap_or_default().as_slice() {
+        // Nothing in common: each top-level key (which --prune refuses).
+        [] | [""] => roots(
+            &wanted
+                .keys()
+                .map(|k| {
+                    let rest = k.strip_prefix('/').unwrap_or(k);
+                    format!("/{}", rest.split('/').next().unwrap_or(""))
+                })
+                .collect::<Vec<_>>(),
+        ),
+        common => vec![format!("/{}", common.join("/"))],
+    }
 }
 
 /// What an import changes.
@@ -452,6 +471,17 @@ mod tests {
         ]);
         let scope = scope("", &w);
         assert_eq!(scope, ["/a"]);
+        assert_eq!(super::scope("/p", &w), ["/p"]);
+        assert_eq!(
+            super::scope("", &wanted(&[("/c/v1/x/a", "1"), ("/c/v1/y", "2")])),
+            ["/c/v1"]
+        );
+        assert_eq!(super::scope("", &wanted(&[("/c/v1/x", "1")])), ["/c/v1/x"]);
+        // No common component: each top-level key (which --prune refuses).
+        assert_eq!(
+            super::scope("", &wanted(&[("/a/x", "1"), ("/b", "2")])),
+            ["/a", "/b"]
+        );
         let p = plan(&w, &cur, &scope, false);
         assert_eq!(p.unchanged, 1);
         assert_eq!(p.add.len(), 1);
