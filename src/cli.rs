@@ -167,11 +167,30 @@ pub mod exit {
 
 /// liveconf keeps configuration files in step with live state in etcd.
 #[derive(Parser, Debug)]
-#[command(name = "liveconf", version, about, after_help = exit::help("Exit codes", exit::RENDER))]
+#[command(
+    name = "liveconf",
+    version,
+    about,
+    long_about = LONG_ABOUT,
+    after_help = exit::help("Exit codes", exit::RENDER)
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// What `liveconf --help` and liveconf(1) say liveconf is.
+const LONG_ABOUT: &str = "\
+liveconf keeps configuration files in step with live state in etcd (v3). Each \
+resource (a file in CONFDIR/conf.d/) names a template, a destination and the \
+key prefixes it reads; liveconf renders it from one consistent snapshot, \
+installs the file atomically after its check command passes, runs its reload \
+command, and records in status.json which etcd revision every file reflects.
+
+liveconf render --once does this once and exits; liveconf render keeps \
+watching etcd and re-renders what depends on the keys that changed. Keys can \
+also come from YAML, JSON or TOML key files (--backend file), and liveconf \
+keys import writes such a file into etcd as the file backend reads it.";
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
@@ -275,7 +294,7 @@ pub struct KeysImportArgs {
     /// Print what would be added, changed and (with --prune) removed; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Also remove the keys under --prefix (without it, under each top-level key of the files) that the files do not hold.
+    /// Also remove the keys the files do not hold, under --prefix (without it, under the deepest prefix that holds every key of the files).
     #[arg(long)]
     pub prune: bool,
     #[command(flatten)]
@@ -319,7 +338,7 @@ pub fn command() -> clap::Command {
         k.mut_subcommand("import", |i| {
             i.mut_arg("prefix", |a| {
                 a.help(
-                    "Import under this prefix: the file's key /a/b becomes PREFIX/a/b (the settings file's prefix does not apply)",
+                    "Import under this prefix: the file's key /a/b becomes P/a/b (the settings file's prefix does not apply)",
                 )
             })
         })

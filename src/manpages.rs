@@ -133,7 +133,7 @@ fn command_page(cmd: &clap::Command, path: &[&str]) -> Page {
     Page {
         name,
         section: "1",
-        text: ascii(&String::from_utf8_lossy(&buf)),
+        text: ascii(&once_preamble(&String::from_utf8_lossy(&buf))),
     }
 }
 
@@ -196,7 +196,7 @@ fn settings_section(roff: &mut Roff) {
         body.push(roman("; "));
         body.push(italic("on SIGHUP:"));
         body.push(roman(format!(" {}. ", d.sighup.word())));
-        body.extend(inline(d.doc));
+        body.extend(inline(&readme_links(d.doc)));
         body.push(roman("."));
         roff.text(body);
     }
@@ -385,6 +385,38 @@ fn resources_page() -> Page {
         section: "5",
         text: ascii(&roff.render()),
     }
+}
+
+/// The page with roff's apostrophe preamble (which each clap_mangen
+/// section writes again) kept once, at the top.
+fn once_preamble(page: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    page.lines()
+        .filter(|l| {
+            !(l.starts_with(".ie \\n(.g") || l.starts_with(".el .ds Aq")) || seen.insert(*l)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Links to the README's sections, in a page: "Metrics in the README".
+fn readme_links(doc: &str) -> String {
+    let mut out = String::new();
+    let mut rest = doc;
+    while let Some(i) = rest.find("](#") {
+        let Some(open) = rest[..i].rfind('[') else {
+            break;
+        };
+        let Some(close) = rest[i..].find(')') else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        out.push_str(&rest[open + 1..i]);
+        out.push_str(" in the README");
+        rest = &rest[i + close + 1..];
+    }
+    out.push_str(rest);
+    out.replace("(see below)", "(see the README)")
 }
 
 /// Non-ASCII characters as groff escapes.
