@@ -894,7 +894,7 @@ fn keys_err(e: crate::keys::KeysError) -> Exit {
     use crate::keys::KeysError as K;
     match e {
         K::Input(_) | K::NoKeys { .. } | K::PruneEverything | K::Relative(_) => config_err(e),
-        K::Etcd(_) | K::Denied(_) | K::Partial { .. } => backend_err(e),
+        K::Etcd(_) | K::Denied(_) | K::Partial { .. } | K::WriteDenied { .. } => backend_err(e),
         K::NotExportable { .. } | K::NothingUnder(_) => Exit {
             code: exit::FAILED,
             error: Some(e.into()),
@@ -971,7 +971,7 @@ async fn keys_import(args: KeysImportArgs) -> Result<u8, Exit> {
         );
         return Ok(exit::OK);
     }
-    let (txns, revision) = keys::apply(&conn, &mut client, &plan)
+    let (txns, revision) = keys::apply(&conn, &mut client, &plan, &scope)
         .await
         .map_err(keys_err)?;
     outln!(

@@ -74,6 +74,20 @@ pub enum KeysError {
         /// What etcd said.
         why: String,
     },
+    /// The user may not write there.
+    #[error(
+        "etcd refused to write{user} ({why}) after {written} changes: grant the user's role readwrite on {scope} (etcdctl role grant-permission ROLE --prefix=true readwrite {scope}), or import with a user that has it"
+    )]
+    WriteDenied {
+        /// " as user U", or "".
+        user: String,
+        /// What etcd said.
+        why: String,
+        /// Where the import writes.
+        scope: String,
+        /// Changes written before.
+        written: usize,
+    },
     /// A key the key-file format cannot hold.
     #[error("cannot export {key}: {why}")]
     NotExportable {
@@ -287,10 +301,13 @@ pub fn batches(plan: &Plan) -> Vec<Vec<etcd_client::TxnOp>> {
 }
 
 /// Writes the plan; returns (transactions, the revision of the last one).
+/// `scope` is where the writes go, for the message when the user may not
+/// write there.
 pub async fn apply(
     conn: &Connection,
     client: &mut etcd_client::Client,
     plan: &Plan,
+    scope: &[String],
 ) -> Result<(usize, i64), KeysError> {
     let batches = batches(plan);
     let total = plan.writes();
@@ -310,6 +327,20 @@ pub async fn apply(
         match tokio::time::timeout(conn.request_timeout, client.txn(txn)).await {
             Ok(Ok(r)) => {
                 revision = r.header().map(|h| h.revision()).unwrap_or(revision);
+            }
+            Ok(Err(etcd_client::Error::GRpcStatus(st)))
+                if st.code() == tonic::Code::PermissionDenied =>
+            {
+                return Err(KeysError::WriteDenied {
+                    user: conn
+                        .username
+                        .as_deref()
+                        .map(|u| format!(" as user {u}"))
+                        .unwrap_or_default(),
+                    why: st.message().to_string(),
+                    scope: scope.join(" and "),
+                    written,
+                });
             }
             Ok(Err(e)) if written == 0 => {
                 return Err(EtcdError::Unavailable {

@@ -408,3 +408,45 @@ fn keys_use_the_settings_files_connection_whatever_its_backend() {
     );
     assert!(!help.stdout.contains("--state-dir"), "{}", help.stdout);
 }
+
+/// A user who may read but not write the subtree is told which permission
+/// to grant, and nothing is written.
+#[test]
+fn a_user_without_write_permission_is_told_what_to_grant() {
+    let etcd = Etcd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    etcd.enable_auth("rootpw", "userpw");
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, "userpw\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let file = tmp.path().join("app.yaml");
+    std::fs::write(&file, "app:\n  x:\n    a: '1'\n    b: '2'\n").unwrap();
+    let r = liveconf(
+        &etcd,
+        &empty,
+        &[
+            "keys",
+            "import",
+            "--username",
+            "liveconf",
+            "--password-file",
+            pw.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+    );
+    r.expect_code(4).expect_stderr(&[
+        "etcd refused to write as user liveconf",
+        "grant the user's role readwrite on /app/x",
+    ]);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        etcd.ctl_as_root("rootpw", &["get", "/app", "--prefix", "--keys-only"])
+            .trim()
+            .is_empty()
+    );
+}
