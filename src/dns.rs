@@ -1,4 +1,5 @@
-//! DNS look-ups: SRV records (endpoint discovery, `lookup_srv`).
+//! DNS look-ups: SRV records (endpoint discovery, `lookup_srv`), and the
+//! addresses of SRV targets when discovery uses an explicit nameserver.
 //!
 //! Uses hickory's resolver with the system configuration
 //! (`/etc/resolv.conf`), or one explicit nameserver (`dns_server` in
@@ -17,7 +18,7 @@
 //! nameserver, so a changed record is seen by the next render.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ pub enum DnsError {
     /// The name has no SRV record (NXDOMAIN, or no record of that type).
     #[error("no SRV record for {0}")]
     NoRecord(String),
+    /// The name has no address (A or AAAA record).
+    #[error("no address (A or AAAA record) for {0}")]
+    NoAddress(String),
     /// An answer that holds no record.
     #[error("no SRV record")]
     EmptyAnswer,
@@ -151,11 +155,19 @@ static BUILT: std::sync::Mutex<Vec<DnsConfig>> = std::sync::Mutex::new(Vec::new(
 
 type Answer = Result<Vec<SrvTarget>, DnsError>;
 
-/// One look-up for the DNS thread, and where its answer goes.
+/// A look-up to run on the DNS thread with the resolver of its
+/// configuration; it replies by itself.
+type Run = Box<
+    dyn FnOnce(
+            Result<Arc<TokioResolver>, DnsError>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send,
+>;
+
+/// One look-up for the DNS thread.
 struct Job {
     cfg: DnsConfig,
-    name: String,
-    reply: Box<dyn FnOnce(Answer) + Send>,
+    run: Run,
 }
 
 /// The DNS thread's queue (started on first use, for the life of the process).
@@ -179,18 +191,7 @@ fn start() -> Result<UnboundedSender<Job>, DnsError> {
                     let resolver = resolvers.get(&job.cfg);
                     // Look-ups run side by side: one slow name holds up
                     // only those who asked for it.
-                    tokio::spawn(async move {
-                        let answer = match resolver {
-                            Ok(r) => {
-                                match tokio::time::timeout(LOOKUP_LIMIT, srv(&r, &job.name)).await {
-                                    Ok(a) => a,
-                                    Err(_) => Err(DnsError::NoAnswer),
-                                }
-                            }
-                            Err(e) => Err(e),
-                        };
-                        (job.reply)(answer);
-                    });
+                    tokio::spawn((job.run)(resolver));
                 }
             })
         })
@@ -222,25 +223,80 @@ async fn srv(r: &TokioResolver, name: &str) -> Answer {
     Ok(out)
 }
 
-/// Hands the look-up to the DNS thread; `reply` is called with its answer.
-fn submit(
+/// The addresses of `name`, as the nameserver of `cfg` answers (IPv4
+/// first).
+async fn ips(r: &TokioResolver, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+    let answer = r.lookup_ip(name).await.map_err(|e| {
+        if e.is_no_records_found() {
+            DnsError::NoAddress(name.to_string())
+        } else {
+            DnsError::Lookup(e)
+        }
+    })?;
+    let mut out: Vec<IpAddr> = answer.iter().collect();
+    out.sort_by_key(|a| a.is_ipv6());
+    if out.is_empty() {
+        return Err(DnsError::NoAddress(name.to_string()));
+    }
+    Ok(out)
+}
+
+/// Hands a look-up to the DNS thread: `look` runs there with the resolver,
+/// bounded by [`LOOKUP_LIMIT`]; `reply` is called with its answer.
+fn submit<T, F>(
     cfg: &DnsConfig,
     name: &str,
-    reply: impl FnOnce(Answer) + Send + 'static,
-) -> Result<(), DnsError> {
+    look: fn(Arc<TokioResolver>, String) -> F,
+    reply: impl FnOnce(Result<T, DnsError>) + Send + 'static,
+) -> Result<(), DnsError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, DnsError>> + Send + 'static,
+{
+    let name = name.to_string();
+    let run: Run = Box::new(move |resolver| {
+        Box::pin(async move {
+            let answer = match resolver {
+                Ok(r) => match tokio::time::timeout(LOOKUP_LIMIT, look(r, name)).await {
+                    Ok(a) => a,
+                    Err(_) => Err(DnsError::NoAnswer),
+                },
+                Err(e) => Err(e),
+            };
+            reply(answer);
+        })
+    });
     service()?
         .send(Job {
             cfg: cfg.clone(),
-            name: name.to_string(),
-            reply: Box::new(reply),
+            run,
         })
         .map_err(|_| DnsError::Stopped)
+}
+
+async fn srv_job(r: Arc<TokioResolver>, name: String) -> Answer {
+    srv(&r, &name).await
+}
+
+async fn ip_job(r: Arc<TokioResolver>, name: String) -> Result<Vec<IpAddr>, DnsError> {
+    ips(&r, &name).await
+}
+
+/// Looks up the addresses of `name` (A and AAAA, IPv4 first) through the
+/// nameserver of `cfg`: the SRV targets etcd discovery found through an
+/// explicit `dns_server`, which the system resolver may not know.
+pub async fn lookup_ip(cfg: &DnsConfig, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    submit(cfg, name, ip_job, move |a| {
+        let _ = tx.send(a);
+    })?;
+    rx.await.map_err(|_| DnsError::Dropped)?
 }
 
 /// Looks up the SRV records of `name`, sorted by priority, weight, target.
 pub async fn lookup_srv(cfg: &DnsConfig, name: &str) -> Answer {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    submit(cfg, name, move |a| {
+    submit(cfg, name, srv_job, move |a| {
         let _ = tx.send(a);
     })?;
     rx.await.map_err(|_| DnsError::Dropped)?
@@ -252,7 +308,7 @@ pub async fn lookup_srv(cfg: &DnsConfig, name: &str) -> Answer {
 /// takes (at most [`LOOKUP_LIMIT`]).
 pub fn lookup_srv_blocking(cfg: &DnsConfig, name: &str) -> Answer {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    submit(cfg, name, move |a| {
+    submit(cfg, name, srv_job, move |a| {
         let _ = tx.send(a);
     })?;
     match rx.recv_timeout(LOOKUP_LIMIT + Duration::from_secs(1)) {

@@ -2,6 +2,12 @@
 //!
 //! Under systemd (`JOURNAL_STREAM` set) text lines carry no timestamp and
 //! no colour: journald adds its own.
+//!
+//! A log line that cannot be written (stderr a closed pipe: `liveconf render
+//! 2>&1 | head`, a journald that went away) is dropped, never a panic: the
+//! daemon must go on rendering. (SIGPIPE stays ignored, as Rust sets it, for
+//! the same reason: a daemon killed because its log reader left would stop
+//! following etcd.)
 
 use crate::settings::LogFormat;
 
@@ -11,7 +17,7 @@ pub enum LogLevelError {
     /// A bare word that is not a level (tracing would take it for a target
     /// and silence everything).
     #[error(
-        "--log-level {spec:?}: {part:?} is not a level ({}) nor a filter like liveconf=debug",
+        "log_level (--log-level) {spec:?}: {part:?} is not a level ({}) nor a filter like liveconf=debug",
         LEVELS.join(", ")
     )]
     NotALevel {
@@ -22,7 +28,7 @@ pub enum LogLevelError {
     },
     /// tracing refused the filter. (Its error is part of the message, not
     /// a separate cause: the command line prints causes as well.)
-    #[error("--log-level {spec:?}: {error}")]
+    #[error("log_level (--log-level) {spec:?}: {error}")]
     Filter {
         /// The whole setting.
         spec: String,
@@ -31,19 +37,33 @@ pub enum LogLevelError {
     },
 }
 
-/// Installs the global subscriber. `level` is a level (`info`) or a filter
-/// (`liveconf=debug`). Calling it twice is harmless.
-pub fn init(level: &str, format: LogFormat) -> Result<(), LogLevelError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(directives(level)?).map_err(|error| {
+/// Checks a `log_level` without installing anything: what [`init`] would
+/// refuse (the daemon refuses such a value on SIGHUP instead of failing at
+/// its next start).
+pub fn check_level(level: &str) -> Result<(), LogLevelError> {
+    filter(level).map(|_| ())
+}
+
+fn filter(level: &str) -> Result<tracing_subscriber::EnvFilter, LogLevelError> {
+    tracing_subscriber::EnvFilter::try_new(directives(level)?).map_err(|error| {
         LogLevelError::Filter {
             spec: level.to_string(),
             error,
         }
-    })?;
+    })
+}
+
+/// Installs the global subscriber. `level` is a level (`info`) or a filter
+/// (`liveconf=debug`). Calling it twice is harmless.
+pub fn init(level: &str, format: LogFormat) -> Result<(), LogLevelError> {
+    let filter = filter(level)?;
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A failed write is dropped: tracing would otherwise report it with
+        // eprintln!, which panics on the very stderr that failed.
+        .log_internal_errors(false)
         .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -147,9 +167,11 @@ mod tests {
             directives("warn,liveconf=debug").unwrap(),
             "warn,liveconf=debug"
         );
-        for bad in ["nonsense", "", "liveconf", "info,verbose"] {
+        for bad in ["nonsense", "", "liveconf", "info,verbose", "loud"] {
             let e = directives(bad).unwrap_err().to_string();
-            assert!(e.contains("--log-level"), "{e}");
+            assert!(e.contains("log_level (--log-level)"), "{e}");
+            assert!(super::check_level(bad).is_err(), "{bad}");
         }
+        assert!(super::check_level("warn,liveconf=debug").is_ok());
     }
 }

@@ -57,16 +57,20 @@ impl Owed {
     }
 
     /// Follows a (re)loaded configuration: markers are read again from
-    /// `dir` (which may have moved with the state directory: what is owed
-    /// moves with it), and a resource that has no reload command any more
-    /// owes nothing (its marker is removed: nothing could pay it).
+    /// `dir`, and a resource that has no reload command any more owes
+    /// nothing (its marker is removed: nothing could pay it). When `dir`
+    /// moved with the state directory, what is owed moves with it: each
+    /// marker is written in the new directory, then removed from the old
+    /// one (so a later switch back finds no stale debt there and runs no
+    /// spurious reload).
     pub(crate) fn configure(&self, dir: Option<&Path>, resources: &[Resource]) {
-        let moved = {
+        let old = {
             let mut inner = self.lock();
-            let moved = inner.dir.as_deref() != dir;
+            let old = inner.dir.clone();
             inner.dir = dir.map(Path::to_path_buf);
-            moved
+            old
         };
+        let moved = old.as_deref() != dir;
         if let Some(dir) = dir {
             let on_disk = markers(dir);
             let carried: Vec<String> = if moved {
@@ -76,6 +80,17 @@ impl Owed {
             };
             self.lock().names.extend(on_disk);
             self.mark(&carried);
+        }
+        if let (true, Some(old)) = (moved, old) {
+            for n in self.names() {
+                // Kept where the new marker could not be written: the
+                // debt must stay on disk somewhere.
+                if dir.is_some_and(|d| d.join(&n).exists()) {
+                    let _ = std::fs::remove_file(old.join(&n));
+                }
+            }
+            // Gone when nothing else is left in it.
+            let _ = std::fs::remove_dir(&old);
         }
         let unpayable: Vec<String> = resources
             .iter()
@@ -249,6 +264,13 @@ mod tests {
         owed.configure(Some(&new), &[resource("a", true), resource("b", true)]);
         assert_eq!(markers(&new), BTreeSet::from(["a".into(), "b".into()]));
         assert_eq!(owed.names(), markers(&new));
+        // Moved, not copied: the old directory owes nothing any more, so
+        // switching back runs no spurious reload.
+        assert!(markers(&old).is_empty() && !old.exists());
+        owed.clear(&names(&["a", "b"]));
+        owed.configure(Some(&old), &[resource("a", true), resource("b", true)]);
+        assert!(owed.names().is_empty());
+        assert!(markers(&new).is_empty() && markers(&old).is_empty());
     }
 
     #[test]

@@ -162,6 +162,11 @@ pub struct Status {
     /// When the daemon stopped cleanly (SIGTERM, SIGINT), Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<u64>,
+    /// The daemon writes its status in this other state directory now
+    /// (`state_dir` changed on SIGHUP): this file is left behind, and
+    /// `liveconf status` says where to look instead of judging it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<PathBuf>,
     /// Per resource.
     pub resources: BTreeMap<String, ResourceStatus>,
 }
@@ -260,17 +265,30 @@ impl Status {
         }
     }
 
-    /// `o`'s file was just installed (its batch may still be running its
-    /// reload): the entry describes what is on disk. A resource "not
-    /// rendered yet" (no error on record) is healthy now; a reload failure,
-    /// if any, is recorded when the batch ends.
+    /// `o`'s own steps just ended (its batch may still be running its
+    /// reload, or waiting out its splay): the entry describes what is on
+    /// disk at once. A file installed, or found up to date, is a success of
+    /// the render and install steps: an earlier render, install or check
+    /// error is over, and a resource "not rendered yet" is healthy now. Only
+    /// a reload failure stays (the reload is still owed: `reload_owed`);
+    /// its new verdict is recorded when the batch ends. A failure is
+    /// recorded as it is.
     pub fn installed(&mut self, o: &Outcome) {
+        if !matches!(o.result, Ok(Action::Installed | Action::Unchanged)) {
+            if o.result.is_err() {
+                self.record(std::slice::from_ref(o));
+            }
+            return;
+        }
         let entry = self.resources.entry(o.name.clone()).or_default();
         entry.dest = o.dest.clone();
         entry.revision = Some(o.revision);
         entry.sha256 = o.sha256.clone();
         let at = now();
         entry.last_attempt = Some(at);
+        if entry.error.as_ref().is_some_and(|e| e.step != Step::Reload) {
+            entry.error = None;
+        }
         if entry.error.is_none() {
             // Healthy means its last attempt succeeded: say when, so a
             // status written between the install and the batch's end is
@@ -303,8 +321,30 @@ impl Status {
         self.write(state_dir)
     }
 
-    /// Writes `DIR/status.json` atomically (stage, rename) as it is.
+    /// Writes `DIR/status.json` atomically (stage, rename) as it is: the
+    /// status of whoever writes there now (never a pointer elsewhere).
     pub fn write(&mut self, state_dir: &Path) -> Result<(), StatusError> {
+        self.moved_to = None;
+        self.write_as_is(state_dir)
+    }
+
+    /// Leaves `DIR/status.json` behind when the daemon moves to the state
+    /// directory `to`: the last status written there, marked as moved (no
+    /// daemon pid, not connected, nothing owed: the owed-reload markers
+    /// moved too), so monitoring still pointed at DIR is told where to look
+    /// instead of judging a file nobody updates.
+    pub fn write_moved(&self, state_dir: &Path, to: &Path) -> Result<(), StatusError> {
+        let mut left = self.clone();
+        left.daemon_pid = None;
+        left.connected = false;
+        for r in left.resources.values_mut() {
+            r.reload_owed = false;
+        }
+        left.moved_to = Some(to.to_path_buf());
+        left.write_as_is(state_dir)
+    }
+
+    fn write_as_is(&mut self, state_dir: &Path) -> Result<(), StatusError> {
         self.updated = now();
         if self.daemon_pid.is_none() {
             // What describes a daemon is not carried over by a one-shot

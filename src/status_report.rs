@@ -5,7 +5,8 @@
 //! older than `--max-age`, or the daemon's last reload of its configuration
 //! failed; CRITICAL when a resource is failing, the daemon is not running
 //! (stopped cleanly or not) or the last event is older than twice
-//! `--max-age`; UNKNOWN when there is no readable status. (Exit codes
+//! `--max-age`; UNKNOWN when there is no readable status, or the daemon
+//! moved its status to another state directory (saying which). (Exit codes
 //! 0/1/2/3, as Nagios and Icinga expect.) Each problem is said in words
 //! that tell what happened: stopped cleanly at T, never connected since the
 //! start at T (and why), the configuration that failed to load.
@@ -47,6 +48,21 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
             };
         }
     };
+    // Left behind by a daemon whose state_dir changed: nothing here is
+    // current, the status lives on elsewhere.
+    if let Some(to) = &status.moved_to {
+        return Verdict {
+            code: 3,
+            summary: format!(
+                "this status was left behind at {}: the daemon writes its status to {} since its state_dir changed; run liveconf status --state-dir {} (or point the monitoring there)",
+                crate::status::format_time(status.updated),
+                to.display(),
+                to.display()
+            ),
+            age: None,
+            status: Some(status),
+        };
+    }
     // Never heard from the backend: the age runs from the daemon's start.
     let heard = status
         .last_event
@@ -276,7 +292,9 @@ impl Verdict {
                 "node {}, backend {} ({}{})\n",
                 s.node,
                 s.backend,
-                if s.connected {
+                if s.moved_to.is_some() {
+                    "left behind; it used"
+                } else if s.connected {
                     "connected"
                 } else if daemon && s.stopped.is_some() {
                     "the daemon stopped; it used"
@@ -290,7 +308,7 @@ impl Verdict {
                     .filter(|e| !e.is_empty())
                     .map(|e| if s.connected {
                         format!(" to {e}")
-                    } else if daemon && s.stopped.is_some() {
+                    } else if s.moved_to.is_some() || daemon && s.stopped.is_some() {
                         format!(" {e}")
                     } else {
                         format!(": {e}")
@@ -373,6 +391,37 @@ mod tests {
         let _ = other.wait();
         s.daemon_pid = None;
         s.write(d.path()).unwrap();
+        assert_eq!(evaluate(d.path(), None, 1000).code, 0);
+    }
+
+    /// A status left behind by a daemon whose state_dir changed says where
+    /// the live one is, whatever it recorded (a live pid, owed reloads).
+    #[test]
+    fn a_status_left_behind_points_to_the_new_state_dir() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), true, true, 1000);
+        let mut s = Status::read(d.path()).unwrap();
+        s.daemon_pid = Some(std::process::id());
+        s.write_moved(d.path(), Path::new("/var/lib/liveconf-new"))
+            .unwrap();
+        let v = evaluate(d.path(), None, 1000);
+        assert_eq!(v.code, 3, "{}", v.summary);
+        assert!(
+            v.summary
+                .contains("writes its status to /var/lib/liveconf-new")
+                && v.summary.contains("--state-dir /var/lib/liveconf-new"),
+            "{}",
+            v.summary
+        );
+        let left = Status::read(d.path()).unwrap();
+        assert_eq!(left.daemon_pid, None);
+        assert!(v.text().contains("left behind"), "{}", v.text());
+        // Whoever writes there again (a daemon switched back, render
+        // --once) makes it a live status again.
+        let mut again = left.clone();
+        again.connected = true;
+        again.write(d.path()).unwrap();
+        assert_eq!(Status::read(d.path()).unwrap().moved_to, None);
         assert_eq!(evaluate(d.path(), None, 1000).code, 0);
     }
 

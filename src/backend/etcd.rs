@@ -7,6 +7,9 @@
 //! paginated so a large prefix never needs one huge response. The watcher
 //! task that follows changes lives in [`super::etcd_watch`].
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
@@ -49,11 +52,21 @@ pub enum EtcdError {
     TooLarge(String),
 }
 
-/// How to reach etcd (resolved once, reused on every reconnect).
+/// How to reach etcd: resolved when made; with SRV discovery, the daemon's
+/// watcher resolves it again ([`Connection::rediscover`]) before each
+/// attempt that follows a failure.
 #[derive(Clone)]
 pub struct Connection {
     /// Endpoint URLs.
     pub endpoints: Vec<String>,
+    /// How to dial the endpoints SRV discovery found through an explicit
+    /// `dns_server`: their target's address, as that nameserver gave it.
+    dial: HashMap<String, Dial>,
+    /// The settings discovery reads again, when SRV discovery is used.
+    discovery: Option<Arc<Settings>>,
+    /// The TLS set-up, for an endpoint dialled by address but verified by
+    /// its target's name.
+    tls_options: Option<TlsOptions>,
     options: ConnectOptions,
     /// Per-request timeout.
     pub request_timeout: Duration,
@@ -99,22 +112,35 @@ pub fn describe(e: &etcd_client::Error) -> String {
     }
 }
 
+/// An endpoint SRV discovery found through an explicit nameserver, whose
+/// target that nameserver resolved: dialled at `url` (the address), and
+/// verified by TLS as `host` (the target's name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Dial {
+    url: String,
+    host: String,
+}
+
 /// The endpoints to try: those given, then those SRV discovery finds
 /// (`https` when TLS is configured or the record's name says `-ssl`);
 /// etcd's default when there are none. Each must be http(s) and carry no
-/// credentials.
-async fn endpoints(s: &Settings, tls_wanted: bool) -> Result<Vec<String>, EtcdError> {
+/// credentials; with TLS, `http://` becomes `https://`. With an explicit
+/// `dns_server`, each SRV target is resolved through it too (the system
+/// resolver may not know names only that nameserver serves): a target it
+/// has no address for is left out, and none at all is an error.
+async fn endpoints(
+    s: &Settings,
+    tls_wanted: bool,
+) -> Result<(Vec<String>, HashMap<String, Dial>), EtcdError> {
     let mut endpoints = s.endpoints.clone();
-    if let Some(domain) = &s.srv_domain {
-        let name = format!(
-            "{}.{}",
-            s.srv_record.trim_end_matches('.'),
-            domain.trim_end_matches('.')
-        );
-        let cfg = DnsConfig {
-            nameserver: s.dns_server,
-        };
-        let targets = dns::lookup_srv(&cfg, &name)
+    // Index in `endpoints`, target and port of each discovered one.
+    let mut discovered: Vec<(usize, String, u16)> = Vec::new();
+    let cfg = DnsConfig {
+        nameserver: s.dns_server,
+    };
+    let name = srv_name(s);
+    if let Some(name) = &name {
+        let targets = dns::lookup_srv(&cfg, name)
             .await
             .map_err(|e| EtcdError::Unavailable {
                 endpoints: format!("SRV {name}"),
@@ -125,16 +151,85 @@ async fn endpoints(s: &Settings, tls_wanted: bool) -> Result<Vec<String>, EtcdEr
         } else {
             "http"
         };
-        endpoints.extend(
-            targets
-                .into_iter()
-                .map(|t| format!("{scheme}://{}:{}", t.target, t.port)),
-        );
+        for t in targets {
+            discovered.push((endpoints.len(), t.target.clone(), t.port));
+            endpoints.push(format!("{scheme}://{}:{}", t.target, t.port));
+        }
     }
     if endpoints.is_empty() {
         endpoints.push("http://127.0.0.1:2379".into());
     }
-    for e in &endpoints {
+    check_urls(&endpoints)?;
+    if tls_wanted {
+        for e in &mut endpoints {
+            if let Some(rest) = e.strip_prefix("http://") {
+                *e = format!("https://{rest}");
+            } else if !e.contains("://") {
+                *e = format!("https://{e}");
+            }
+        }
+    }
+    let mut dial = HashMap::new();
+    let (Some(name), Some(_)) = (&name, s.dns_server) else {
+        return Ok((endpoints, dial));
+    };
+    let mut unresolved: Vec<(usize, String)> = Vec::new();
+    for (i, host, port) in discovered {
+        if host.parse::<IpAddr>().is_ok() {
+            continue;
+        }
+        match dns::lookup_ip(&cfg, &host).await {
+            Ok(ips) => {
+                let ip = match ips[0] {
+                    IpAddr::V6(a) => format!("[{a}]"),
+                    IpAddr::V4(a) => a.to_string(),
+                };
+                let scheme = endpoints[i].split("://").next().unwrap_or("http");
+                let url = format!("{scheme}://{ip}:{port}");
+                dial.insert(endpoints[i].clone(), Dial { url, host });
+            }
+            Err(e) => unresolved.push((i, format!("target {host}: {e}"))),
+        }
+    }
+    if unresolved.is_empty() {
+        return Ok((endpoints, dial));
+    }
+    let why: Vec<&str> = unresolved.iter().map(|(_, w)| w.as_str()).collect();
+    if unresolved.len() == endpoints.len() {
+        return Err(EtcdError::Unavailable {
+            endpoints: format!("SRV {name}"),
+            message: format!("discovery failed: {}", why.join("; ")),
+        });
+    }
+    tracing::warn!(
+        "etcd discovery (SRV {name}): left out the targets {} has no address for: {}",
+        cfg.nameserver.map(|a| a.to_string()).unwrap_or_default(),
+        why.join("; ")
+    );
+    let skip: Vec<usize> = unresolved.iter().map(|(i, _)| *i).collect();
+    let endpoints = endpoints
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !skip.contains(i))
+        .map(|(_, e)| e)
+        .collect();
+    Ok((endpoints, dial))
+}
+
+/// `SRV_RECORD.SRV_DOMAIN`, when SRV discovery is configured.
+fn srv_name(s: &Settings) -> Option<String> {
+    s.srv_domain.as_ref().map(|domain| {
+        format!(
+            "{}.{}",
+            s.srv_record.trim_end_matches('.'),
+            domain.trim_end_matches('.')
+        )
+    })
+}
+
+/// Each endpoint URL is http(s) and carries no credentials.
+fn check_urls(endpoints: &[String]) -> Result<(), EtcdError> {
+    for e in endpoints {
         if let Some((scheme, _)) = e.split_once("://")
             && scheme != "http"
             && scheme != "https"
@@ -144,7 +239,7 @@ async fn endpoints(s: &Settings, tls_wanted: bool) -> Result<Vec<String>, EtcdEr
             )));
         }
     }
-    for e in &endpoints {
+    for e in endpoints {
         if let Some((scheme_user, _)) = e.split_once('@') {
             let scheme = scheme_user.split("://").next().unwrap_or("http");
             return Err(EtcdError::Settings(format!(
@@ -153,7 +248,23 @@ async fn endpoints(s: &Settings, tls_wanted: bool) -> Result<Vec<String>, EtcdEr
             )));
         }
     }
-    Ok(endpoints)
+    Ok(())
+}
+
+/// The connection settings that can never work, found without connecting
+/// or looking anything up: a bad endpoint URL, an unreadable CA file,
+/// certificate or key (or one without the other), a user without a
+/// password. What `check` and `render --once` refuse (exit 3), and the
+/// daemon too, at start and on SIGHUP.
+pub fn check_settings(s: &Settings) -> Result<(), EtcdError> {
+    check_urls(&s.endpoints)?;
+    if s.ca_file.is_some() || s.cert_file.is_some() || s.key_file.is_some() {
+        tls_options(s)?;
+    }
+    if let Some(user) = &s.username {
+        read_password(s, user)?;
+    }
+    Ok(())
 }
 
 /// The CA and client certificate, read.
@@ -179,22 +290,27 @@ fn tls_options(s: &Settings) -> Result<TlsOptions, EtcdError> {
 /// `user`'s password. A password file (flag or liveconf.toml) wins over an
 /// inline password (confd.toml's, held in memory only).
 fn password(s: &Settings, user: &str) -> Result<String, EtcdError> {
-    match (&s.password_file, &s.password) {
-        (Some(pw_file), _) => {
-            if let Ok(meta) = std::fs::metadata(pw_file) {
-                use std::os::unix::fs::PermissionsExt;
-                if meta.permissions().mode() & 0o077 != 0 {
-                    tracing::warn!(
-                        "password file {} is readable by others (mode {:04o}); chmod 600 it",
-                        pw_file.display(),
-                        meta.permissions().mode() & 0o7777
-                    );
-                }
-            }
-            Ok(String::from_utf8_lossy(&read(pw_file, "password file")?)
-                .trim_end_matches(['\n', '\r'])
-                .to_string())
+    if let Some(pw_file) = &s.password_file
+        && let Ok(meta) = std::fs::metadata(pw_file)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "password file {} is readable by others (mode {:04o}); chmod 600 it",
+                pw_file.display(),
+                meta.permissions().mode() & 0o7777
+            );
         }
+    }
+    read_password(s, user)
+}
+
+/// [`password`], without a word about the file's mode.
+fn read_password(s: &Settings, user: &str) -> Result<String, EtcdError> {
+    match (&s.password_file, &s.password) {
+        (Some(pw_file), _) => Ok(String::from_utf8_lossy(&read(pw_file, "password file")?)
+            .trim_end_matches(['\n', '\r'])
+            .to_string()),
         (None, Some(pw)) => Ok(pw.expose().to_string()),
         (None, None) => Err(EtcdError::Settings(format!(
             "username {user:?} needs password_file (--username needs --password-file; \
@@ -207,21 +323,20 @@ impl Connection {
     /// Resolves endpoints and builds the connect options from the settings.
     pub async fn from_settings(s: &Settings) -> Result<Connection, EtcdError> {
         let tls_wanted = s.ca_file.is_some() || s.cert_file.is_some() || s.key_file.is_some();
-        let mut endpoints = endpoints(s, tls_wanted).await?;
+        // Settings before the network: a bad one is said as such (exit 3),
+        // not hidden behind a discovery failure.
+        check_settings(s)?;
+        let (endpoints, dial) = endpoints(s, tls_wanted).await?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(s.connect_timeout)
             .with_timeout(s.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
+        let mut tls = None;
         if tls_wanted {
-            options = options.with_tls(tls_options(s)?);
-            for e in &mut endpoints {
-                if let Some(rest) = e.strip_prefix("http://") {
-                    *e = format!("https://{rest}");
-                } else if !e.contains("://") {
-                    *e = format!("https://{e}");
-                }
-            }
+            let t = tls_options(s)?;
+            options = options.with_tls(t.clone());
+            tls = Some(t);
         }
         if let Some(user) = &s.username {
             options = options
@@ -230,12 +345,36 @@ impl Connection {
         }
         Ok(Connection {
             endpoints,
+            dial,
+            discovery: s.srv_domain.is_some().then(|| Arc::new(s.clone())),
+            tls_options: tls,
             options,
             request_timeout: s.request_timeout,
             connect_timeout: s.connect_timeout,
             username: s.username.clone(),
             tls: tls_wanted.then_some(s.cert_file.is_some()),
         })
+    }
+
+    /// Whether the endpoints come from SRV discovery, to be looked up
+    /// again after a failure.
+    pub fn discovers(&self) -> bool {
+        self.discovery.is_some()
+    }
+
+    /// Looks the SRV record (and, through an explicit `dns_server`, its
+    /// targets) up again: the daemon's watcher does it before each attempt
+    /// that follows a failure, so a record or an address fixed in DNS is
+    /// followed without a restart. Whether the endpoints changed.
+    pub async fn rediscover(&mut self) -> Result<bool, EtcdError> {
+        let Some(s) = self.discovery.clone() else {
+            return Ok(false);
+        };
+        let (endpoints, dial) = endpoints(&s, self.tls_options.is_some()).await?;
+        let changed = endpoints != self.endpoints || dial != self.dial;
+        self.endpoints = endpoints;
+        self.dial = dial;
+        Ok(changed)
     }
 
     fn unavailable(&self, message: String) -> EtcdError {
@@ -346,7 +485,17 @@ impl Connection {
     /// Connects to this one endpoint (the daemon picks endpoints itself, so
     /// it knows which one it uses and can move on when it fails).
     pub async fn connect_to(&self, endpoint: &str) -> Result<Client, EtcdError> {
-        self.connect_endpoints(std::slice::from_ref(&endpoint.to_string()))
+        let (url, options) = match self.dial.get(endpoint) {
+            Some(d) => {
+                let mut o = self.options.clone();
+                if let Some(tls) = &self.tls_options {
+                    o = o.with_tls(tls.clone().domain_name(d.host.clone()));
+                }
+                (d.url.clone(), o)
+            }
+            None => (endpoint.to_string(), self.options.clone()),
+        };
+        self.connect_endpoints(std::slice::from_ref(&url), options)
             .await
             .map_err(|e| match e {
                 EtcdError::Unavailable { message, .. } => EtcdError::Unavailable {
@@ -357,9 +506,13 @@ impl Connection {
             })
     }
 
-    async fn connect_endpoints(&self, endpoints: &[String]) -> Result<Client, EtcdError> {
+    async fn connect_endpoints(
+        &self,
+        endpoints: &[String],
+        options: ConnectOptions,
+    ) -> Result<Client, EtcdError> {
         let limit = self.connect_timeout + self.request_timeout;
-        let opts = self.options.clone().with_require_leader(true);
+        let opts = options.with_require_leader(true);
         match tokio::time::timeout(limit, Client::connect(endpoints, Some(opts))).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(self.unavailable(describe(&e))),
@@ -563,6 +716,10 @@ impl super::Backend for EtcdBackend {
         "retrying"
     }
 
+    fn check(&self) -> Result<(), super::BackendError> {
+        Ok(check_settings(&self.settings)?)
+    }
+
     fn idle_is_current(&self) -> bool {
         false
     }
@@ -577,6 +734,7 @@ impl super::Backend for EtcdBackend {
     fn watch(
         &self,
         watched: Vec<String>,
+        _after: i64,
         tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
     ) -> super::BoxFuture<'static, ()> {
         let s = self.settings.clone();

@@ -36,9 +36,12 @@ enum WatchEnd {
 /// The watcher task: snapshot, then one watch per root prefix (all on one
 /// gRPC stream), resuming from the last revision seen after any failure,
 /// with a fresh snapshot after a compaction and a resync snapshot every
-/// `resync` (zero: never). Runs until aborted; never returns an error.
+/// `resync` (zero: never). With SRV discovery, every attempt that follows
+/// a failure looks the record (and its targets) up again first: a record
+/// moved to a live member, or a target that resolves again, is followed
+/// without a restart. Runs until aborted; never returns an error.
 pub async fn run(
-    conn: Connection,
+    mut conn: Connection,
     prefixes: Vec<String>,
     resync: Duration,
     tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
@@ -53,9 +56,36 @@ pub async fn run(
     let mut reason = SnapshotReason::Initial;
     let mut idx = 0usize;
     let mut reported_down: Option<String> = None;
-    let n = conn.endpoints.len().max(1);
+    // Whether the last attempt failed (discovery is then asked again).
+    let mut failed = false;
     loop {
-        let endpoint = conn.endpoints[idx % n].clone();
+        if failed && conn.discovers() {
+            match conn.rediscover().await {
+                Ok(true) => {
+                    tracing::info!(
+                        endpoints = %conn.endpoints.join(","),
+                        "etcd discovery found other endpoints"
+                    );
+                    idx = 0;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let msg = e.to_string();
+                    if reported_down.as_deref() != Some(&msg) {
+                        disconnected(&tx, &mut reported_down, msg);
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            }
+        }
+        failed = false;
+        let n = conn.endpoints.len().max(1);
+        let Some(endpoint) = conn.endpoints.get(idx % n).cloned() else {
+            // Discovery never leaves the list empty; stay safe anyway.
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        };
         let attempt = async {
             let mut client = conn.connect_to(&endpoint).await?;
             if seen.is_none() {
@@ -81,6 +111,7 @@ pub async fn run(
                     disconnected(&tx, &mut reported_down, msg);
                 }
                 idx += 1;
+                failed = true;
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
@@ -126,6 +157,7 @@ pub async fn run(
                     format!("etcd at {endpoint}: {why}"),
                 );
                 idx += 1;
+                failed = true;
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }

@@ -279,22 +279,35 @@ impl super::Backend for FileBackend {
         Box::pin(async move { Ok(load(&self.files, 1)?) })
     }
 
+    fn check(&self) -> Result<(), super::BackendError> {
+        // A missing or broken key file may be fixed any time: the watcher
+        // waits for it (exit 4 for a one-shot run, not a settings error).
+        Ok(())
+    }
+
     fn watch(
         &self,
         _watched: Vec<String>,
+        after: i64,
         tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
     ) -> super::BoxFuture<'static, ()> {
-        Box::pin(run(self.files.clone(), tx))
+        Box::pin(run(self.files.clone(), after, tx))
     }
 }
 
 /// The file backend's watcher: sends the initial snapshot, then a new one
 /// whenever a key file changes and still parses. A file that fails to parse
 /// is reported and ignored: the daemon keeps its last good view. Runs until
-/// aborted.
-pub async fn run(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<super::Event>) {
+/// aborted. Revisions count from `after` + 1 (1 for a daemon that saw
+/// none): a watcher that replaces another (new files on SIGHUP) goes on
+/// from the last revision delivered.
+pub async fn run(
+    paths: Vec<PathBuf>,
+    after: i64,
+    tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+) {
     let (watcher, mut changed) = watch_key_files(&paths);
-    let mut view = View::start(paths, tx);
+    let mut view = View::start(paths, after.max(0) + 1, tx);
     while changed.recv().await.is_some() {
         settle(&mut changed).await;
         view.reread();
@@ -382,14 +395,18 @@ struct View {
 impl View {
     /// Reads the files a first time: hands over the snapshot, or reports
     /// them unreadable (the snapshot then waits for a fix).
-    fn start(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::UnboundedSender<super::Event>) -> View {
+    fn start(
+        paths: Vec<PathBuf>,
+        first: i64,
+        tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+    ) -> View {
         use super::{Event, SnapshotReason};
         let endpoint = paths
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(",");
-        let revision = 1;
+        let revision = first;
         let last = match load(&paths, revision) {
             Ok(s) => s,
             Err(e) => {

@@ -58,9 +58,23 @@ pub trait Backend: Send + Sync {
         &'a self,
         watched: &'a [String],
     ) -> BoxFuture<'a, Result<Snapshot, BackendError>>;
+    /// Settings that can never work, found without connecting: what
+    /// `check` and `render --once` refuse with exit 3 (an unreadable
+    /// certificate, a user without a password, a bad endpoint URL). The
+    /// daemon refuses them at start and on SIGHUP, keeping its running
+    /// configuration, instead of retrying them forever.
+    fn check(&self) -> Result<(), BackendError>;
     /// Watches `watched` until dropped or aborted, sending [`Event`]s;
-    /// reconnects by itself (the daemon's watcher task).
-    fn watch(&self, watched: Vec<String>, tx: UnboundedSender<Event>) -> BoxFuture<'static, ()>;
+    /// reconnects by itself (the daemon's watcher task). `after`: the
+    /// newest revision the daemon has seen (from a backend it replaced);
+    /// a backend that numbers its own revisions (key files) starts above
+    /// it, so a revision never names two different contents.
+    fn watch(
+        &self,
+        watched: Vec<String>,
+        after: i64,
+        tx: UnboundedSender<Event>,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// The backend the settings name.

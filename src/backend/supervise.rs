@@ -47,12 +47,17 @@ impl Supervisor {
     }
 
     /// (Re)starts the watcher: a new connection for `settings`, watching
-    /// `watched` from a fresh first snapshot.
-    pub(crate) fn restart(&mut self, settings: &Settings, watched: Vec<String>) {
+    /// `watched` from a fresh first snapshot; `after`, the newest revision
+    /// seen so far (see [`Backend::watch`]).
+    pub(crate) fn restart(&mut self, settings: &Settings, watched: Vec<String>, after: i64) {
         self.stop();
         self.backend = super::open(settings);
         self.watching = watched.clone();
-        self.task = Some(tokio::spawn(self.backend.watch(watched, self.tx.clone())));
+        self.task = Some(tokio::spawn(self.backend.watch(
+            watched,
+            after,
+            self.tx.clone(),
+        )));
     }
 
     /// The backend being watched.

@@ -35,6 +35,9 @@ pub(crate) struct Mirror {
     deps: Deps,
     /// The watched roots (a new snapshot is compared under these).
     roots: Vec<String>,
+    /// The newest revision any view has had (kept when the view is
+    /// dropped: a backend that replaces another goes on from it).
+    newest: i64,
 }
 
 impl Mirror {
@@ -54,6 +57,11 @@ impl Mirror {
         self.view = None;
     }
 
+    /// The newest revision delivered so far, this view or an earlier one.
+    pub(crate) fn newest(&self) -> i64 {
+        self.newest
+    }
+
     /// Keys changed at `revision`; `None` before the first view (the
     /// snapshot to come includes them).
     pub(crate) fn changes(&mut self, revision: i64, changes: Vec<Change>) -> Option<Touched> {
@@ -68,12 +76,14 @@ impl Mirror {
         if revision > mirror.revision() {
             mirror.set_revision(revision);
         }
+        self.newest = self.newest.max(mirror.revision());
         Some(touched)
     }
 
     /// A complete view replaces the mirror: the first one touches every
     /// resource, a later one those under the keys that differ.
     pub(crate) fn snapshot(&mut self, snapshot: Snapshot, reason: SnapshotReason) -> Touched {
+        self.newest = self.newest.max(snapshot.revision());
         let Some(old) = self.view.take() else {
             tracing::info!(
                 revision = snapshot.revision(),

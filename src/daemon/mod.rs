@@ -18,6 +18,7 @@
 //! installs no signal handler: the caller hands it a shutdown future and a
 //! reload channel ([`signals`] has the OS ones).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ use mirror::Mirror;
 use observer::{HEARTBEAT, Heard, Next, Observer};
 use plan::{Member, Planner};
 use reload::Trigger;
+pub use signals::Control;
 
 /// Where the settings came from, to read them again on SIGHUP.
 #[derive(Clone, Debug)]
@@ -78,6 +80,12 @@ pub enum DaemonError {
 struct Daemon {
     source: Source,
     settings: Settings,
+    /// The settings the daemon started with: what a setting that needs a
+    /// restart still has, whatever reloads loaded since.
+    started_with: Settings,
+    /// The batches running: their reload group, and the resources each
+    /// holds (what a stop waits for).
+    running: BTreeMap<String, Vec<String>>,
     opts: Options,
     resources: Vec<Resource>,
     templates: Arc<TemplateSet>,
@@ -91,21 +99,22 @@ struct Daemon {
 }
 
 /// Runs the daemon until `shutdown` resolves; `Ok` after a clean stop.
-/// Each message on `reloads` reads settings, conf.d and templates again
-/// (what SIGHUP does).
+/// Each [`Control::Reload`] on `controls` reads settings, conf.d and
+/// templates again (what SIGHUP does); a [`Control::StopAgain`] while
+/// stopping is answered in the log with what the stop waits for.
 pub async fn run(
     settings: Settings,
     source: Source,
     opts: Options,
     shutdown: impl Future<Output = ()>,
-    mut reloads: UnboundedReceiver<()>,
+    mut controls: UnboundedReceiver<Control>,
 ) -> Result<(), DaemonError> {
     let (batch_tx, mut batch_rx) = unbounded_channel::<BatchMsg>();
     let (event_tx, mut events) = unbounded_channel::<Event>();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut d = Daemon::new(settings, source, opts, batch_tx, event_tx, stop_rx)?;
     let publisher = d.start_sinks().await?;
-    d.backend.restart(&d.settings, d.watched());
+    d.backend.restart(&d.settings, d.watched(), 0);
     let (conf_tx, mut conf_rx) = unbounded_channel::<()>();
     let mut _confdir_watcher = d.watch_confdir(conf_tx.clone());
     tracing::info!(
@@ -134,10 +143,14 @@ pub async fn run(
                 d.observer.tick(watchdog.is_some(), current);
             }
             () = &mut shutdown => break,
-            Some(()) = reloads.recv() => {
-                d.reload(Trigger::Signal);
-                _confdir_watcher = d.watch_confdir(conf_tx.clone());
-            }
+            Some(c) = controls.recv() => match c {
+                Control::Reload => {
+                    d.reload(Trigger::Signal);
+                    _confdir_watcher = d.watch_confdir(conf_tx.clone());
+                }
+                // Not stopping yet: nothing to say.
+                Control::StopAgain(_) => {}
+            },
             Some(()) = conf_rx.recv() => {
                 // Let an editor finish, then reload once.
                 while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(200), conf_rx.recv()).await {}
@@ -150,7 +163,7 @@ pub async fn run(
         d.observer
             .flush(d.mirror.view().is_some(), d.planner.is_settled());
     }
-    d.stop(stop_tx, batch_rx, publisher).await;
+    d.stop(stop_tx, batch_rx, controls, publisher).await;
     Ok(())
 }
 
@@ -170,6 +183,9 @@ impl Daemon {
         events: UnboundedSender<Event>,
         stopping: watch::Receiver<bool>,
     ) -> Result<Daemon, DaemonError> {
+        // What `check` refuses, and what the daemon could never run with,
+        // is a configuration error (exit 3), not a backend to retry forever.
+        reload::check(&settings, opts.noop).map_err(|m| DaemonError::Config(anyhow::anyhow!(m)))?;
         let status = Status::read(&settings.state_dir).unwrap_or_default();
         // Reloads owed from before (a run that died, stopped or failed
         // between install and reload) run in the first batch, even for
@@ -185,6 +201,8 @@ impl Daemon {
         let mut d = Daemon {
             backend: Supervisor::new(&settings, events),
             source,
+            started_with: settings.clone(),
+            running: BTreeMap::new(),
             settings,
             opts,
             resources: Vec::new(),
@@ -230,19 +248,39 @@ impl Daemon {
     /// Stops: reloads waiting out their splay give up (left owed), running
     /// batches finish (each command is bounded by its command_timeout: no
     /// stage file is left, every outcome is recorded), the watch and the
-    /// fleet report end, status.json says so.
+    /// fleet report end, status.json says so. What it waits for is said
+    /// once, and again at each stop signal meanwhile.
     async fn stop(
         mut self,
         stop_tx: watch::Sender<bool>,
         mut batch_rx: UnboundedReceiver<BatchMsg>,
+        mut controls: UnboundedReceiver<Control>,
         publisher: Option<JoinHandle<()>>,
     ) {
         self.observer.stopping();
         let _ = stop_tx.send(true);
+        if !self.planner.is_idle() {
+            tracing::info!(
+                "stopping: waiting for {} to finish",
+                self.describe_running()
+            );
+        }
         while !self.planner.is_idle() {
-            match batch_rx.recv().await {
-                Some(msg) => self.on_batch_msg(msg),
-                None => break,
+            tokio::select! {
+                msg = batch_rx.recv() => match msg {
+                    Some(msg) => self.on_batch_msg(msg),
+                    None => break,
+                },
+                Some(c) = controls.recv() => match c {
+                    Control::StopAgain(sig) => tracing::info!(
+                        "{sig}: already stopping: waiting for {} to finish",
+                        self.describe_running()
+                    ),
+                    Control::Reload => tracing::info!(
+                        "SIGHUP ignored: stopping, waiting for {} to finish",
+                        self.describe_running()
+                    ),
+                },
             }
         }
         self.backend.stop();
@@ -260,6 +298,25 @@ impl Daemon {
             }
         }
         self.observer.stopped();
+    }
+
+    /// What the running batches are doing, to name them: "the reload of x,
+    /// y (`cmd`)" for a group that shares a reload command, "the render of
+    /// z" for a resource on its own (its own reload, if any, included).
+    fn describe_running(&self) -> String {
+        let parts: Vec<String> = self
+            .running
+            .iter()
+            .map(|(group, names)| match group.strip_prefix("cmd:") {
+                Some(cmd) => format!("the reload of {} (`{cmd}`)", names.join(", ")),
+                None => format!("the batch of {}", names.join(", ")),
+            })
+            .collect();
+        if parts.is_empty() {
+            "the running batches".into()
+        } else {
+            parts.join("; ")
+        }
     }
 
     /// (Re)loads conf.d and templates for the current settings.
@@ -368,6 +425,7 @@ impl Daemon {
             Event::Disconnected { reason } => Heard::Disconnected {
                 reason,
                 then: self.backend.backend().while_unavailable(),
+                trying: self.backend.backend().describe(),
             },
         };
         let revision = self.mirror.view().map(|m| m.revision());
@@ -405,6 +463,7 @@ impl Daemon {
                 .filter_map(|n| self.resources.iter().find(|r| &r.name == n))
                 .cloned()
                 .collect();
+            self.running.insert(b.group.clone(), b.names.clone());
             let cx = batch::Context {
                 mirror: mirror.clone(),
                 templates: self.templates.clone(),
@@ -432,6 +491,7 @@ impl Daemon {
             outcomes,
         } = done;
         self.planner.finished(&group, &held);
+        self.running.remove(&group);
         // A resource removed by a reload while its batch ran is forgotten.
         let outcomes: Vec<Outcome> = outcomes
             .into_iter()

@@ -41,8 +41,13 @@ pub(crate) enum Heard {
     Progress { revision: i64 },
     /// Connected to `endpoint`.
     Connected { endpoint: String },
-    /// The backend is unavailable: why, and what happens meanwhile.
-    Disconnected { reason: String, then: &'static str },
+    /// The backend is unavailable: why, what happens meanwhile, and what
+    /// it is trying to reach (its endpoints, its key files).
+    Disconnected {
+        reason: String,
+        then: &'static str,
+        trying: String,
+    },
 }
 
 /// The configured resources, as the sinks need them.
@@ -120,6 +125,7 @@ impl Observer {
         status.backend_error = None;
         status.config_error = None;
         status.stopped = None;
+        status.moved_to = None;
         for r in status.resources.values_mut() {
             r.healthy = false;
             r.error = None;
@@ -151,6 +157,9 @@ impl Observer {
         failures: Vec<Outcome>,
         dest_root: Option<&Path>,
     ) {
+        if self.file.dir != settings.state_dir {
+            self.moved(&settings.state_dir);
+        }
         self.file.dir = settings.state_dir.clone();
         self.status.node = settings.node_name.clone();
         self.status.backend = crate::backend::open(settings).name().to_string();
@@ -193,6 +202,28 @@ impl Observer {
         sd.attempted.clear();
         sd.reported.clear();
         sd.changed.clear();
+    }
+
+    /// The state directory moved (SIGHUP): status.json is written in `to`
+    /// from now on, and the one left in the old directory says so (a
+    /// pointer, no daemon pid) instead of looking like a live daemon's.
+    fn moved(&mut self, to: &Path) {
+        if self.file.noop {
+            return;
+        }
+        let from = self.file.dir.clone();
+        match self.status.write_moved(&from, to) {
+            Ok(()) => tracing::info!(
+                "state_dir changed: status.json is written to {} from now on; {} is left behind, pointing there",
+                to.display(),
+                from.join(crate::status::STATUS_FILE).display()
+            ),
+            Err(e) => tracing::warn!(
+                "state_dir changed to {}; the old status could not be marked as left behind: {e}",
+                to.display()
+            ),
+        }
+        self.file.dirty = true;
     }
 
     /// A reload failed: the daemon goes on with the configuration it has,
@@ -271,11 +302,16 @@ impl Observer {
                 self.file.dirty = true;
             }
             Heard::Connected { endpoint } => self.connected(endpoint),
-            Heard::Disconnected { reason, then } => {
+            Heard::Disconnected {
+                reason,
+                then,
+                trying,
+            } => {
                 tracing::warn!(
                     "backend unavailable: {reason}; {then}, files keep their last good content"
                 );
                 self.status.backend_error = Some(reason);
+                self.status.endpoint = Some(trying);
                 self.set_connected(false);
             }
         }
@@ -298,6 +334,20 @@ impl Observer {
         self.status.backend_error = None;
     }
 
+    /// A new connection is being made (new connection settings on
+    /// SIGHUP): not connected until it answers; status names what is
+    /// tried (`trying`), not the connection that was dropped.
+    pub(crate) fn reconnecting(&mut self, trying: String) {
+        self.status.endpoint = Some(trying);
+        self.status.backend_error = None;
+        self.set_connected(false);
+    }
+
+    /// Whether the backend is connected, as status.json says.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.status.connected
+    }
+
     fn set_connected(&mut self, up: bool) {
         self.status.connected = up;
         self.file.dirty = true;
@@ -306,19 +356,25 @@ impl Observer {
         }
     }
 
-    /// A resource's own steps are done (`o`), its batch still running: a
-    /// file just installed is what status and metrics describe now.
+    /// A resource's own steps are done (`o`), its batch still running (a
+    /// reload to run, or to wait out its splay): what they did is what
+    /// status describes now — a file installed or found up to date is a
+    /// success (the reload, if any, owed meanwhile), a failure a failure —
+    /// not the previous attempt's verdict until the batch ends.
     pub(crate) fn installed(&mut self, o: &Outcome) {
         self.systemd.attempted.insert(o.name.clone());
         if matches!(o.result, Ok(Action::Installed | Action::WouldChange)) {
             self.systemd.changed.insert(o.name.clone());
         }
-        if o.result != Ok(Action::Installed) {
+        if o.result == Ok(Action::WouldChange) {
             return;
         }
         if self.status.resources.contains_key(&o.name) {
             self.status.installed(o);
             self.file.dirty = true;
+        }
+        if o.result != Ok(Action::Installed) {
+            return;
         }
         if let Some(m) = &self.metrics {
             m.installed(o);

@@ -2,6 +2,8 @@
 //! templates read again; what follows the new settings, and what needs a
 //! new backend connection or a restart.
 
+use std::path::Path;
+
 use super::Daemon;
 use crate::backend;
 use crate::settings::Settings;
@@ -25,11 +27,56 @@ impl Trigger {
     }
 }
 
+/// Settings that load but cannot run a daemon, found before anything is
+/// acted on: what `liveconf check` refuses about the backend's connection
+/// (an unreadable certificate, a user without a password file, an endpoint
+/// that is not http(s)), a `log_level` logging would refuse at the next
+/// start, a state directory that cannot be created or written (unless
+/// `noop`: nothing is written there then). At start the daemon exits with
+/// the message (exit 3); on SIGHUP it keeps its running configuration and
+/// reports it as a configuration that did not load.
+pub(super) fn check(settings: &Settings, noop: bool) -> Result<(), String> {
+    crate::logging::check_level(&settings.log_level).map_err(|e| e.to_string())?;
+    backend::open(settings).check().map_err(|e| e.to_string())?;
+    if !noop {
+        writable(&settings.state_dir)?;
+    }
+    Ok(())
+}
+
+/// Whether the state directory can hold status.json: created if missing,
+/// and a file written in it (then removed).
+fn writable(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "state_dir {}: cannot create the directory: {e}",
+            dir.display()
+        )
+    })?;
+    tempfile::Builder::new()
+        .prefix(".liveconf-probe.")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("state_dir {}: cannot write in it: {e}", dir.display()))
+}
+
+/// Where a setting of `settings` comes from, for a configuration error:
+/// the settings file, or the command line when there is none.
+fn settings_source(settings: &Settings) -> String {
+    settings
+        .config_file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "command line".into())
+}
+
 impl Daemon {
     /// SIGHUP: settings, conf.d and templates again. The backend keeps its
-    /// watch unless what it watches (or how it connects) changed. A
-    /// configuration that does not load changes nothing, and is reported
-    /// where monitoring looks until a reload succeeds.
+    /// watch unless what it watches (or how it connects) changed, or it is
+    /// unavailable (then it tries again at once, discovery included). A
+    /// configuration that does not load, or holds settings the daemon could
+    /// not run with, changes nothing, and is reported where monitoring
+    /// looks until a reload succeeds.
     pub(super) fn reload(&mut self, trigger: Trigger) {
         let failed = |file: String, message: String| ConfigError {
             file,
@@ -45,6 +92,11 @@ impl Daemon {
                     return;
                 }
             };
+        if let Err(message) = check(&settings, self.opts.noop) {
+            self.observer
+                .config_failed(failed(settings_source(&settings), message));
+            return;
+        }
         settings.log_warnings();
         let old_settings = std::mem::replace(&mut self.settings, settings);
         if let Err(e) = self.load() {
@@ -64,21 +116,40 @@ impl Daemon {
         self.opts.env = env;
         self.opts.reload_splay = reload_splay;
         self.opts.owed_dir = owed_dir;
-        // One line per changed setting: applied, reconnecting, or needs a
-        // restart (each setting says which, in settings/defs.rs).
+        // One line per changed setting, with its old and new value:
+        // applied, reconnecting, or needs a restart (each setting says
+        // which, in settings/defs.rs; a restart-only one is compared with
+        // the value the daemon runs with).
         let reconnect = backend_changed(&old_settings, &self.settings);
-        crate::settings::log_reload_effects(&old_settings, &self.settings, reconnect);
+        crate::settings::log_reload_effects(
+            &old_settings,
+            &self.settings,
+            &self.started_with,
+            reconnect,
+        );
         // (What was pending is forgotten, and so are removed resources:
         // `load` told the planner; everything is marked again below.)
         // The watch is kept unless something new must be watched (fewer
         // prefixes: the extra events change keys nobody renders).
         let watched = self.watched();
         let covered = self.backend.covers(&watched);
-        let restart = !covered || reconnect;
-        if restart {
+        let after = self.mirror.newest();
+        if !covered || reconnect {
             tracing::info!("watched prefixes or backend settings changed: new snapshot and watch");
             self.mirror.drop_view();
-            self.backend.restart(&self.settings, watched);
+            self.backend.restart(&self.settings, watched, after);
+            if reconnect {
+                // Not connected to the new backend yet: status names what
+                // is being tried, not the old connection.
+                self.observer
+                    .reconnecting(self.backend.backend().describe());
+            }
+        } else if !self.observer.is_connected() {
+            // Unavailable: try again now (an etcd found by SRV discovery is
+            // looked up again). The keys in memory stay the view until the
+            // new snapshot replaces it.
+            tracing::info!("backend unavailable: trying to connect again now");
+            self.backend.restart(&self.settings, watched, after);
         }
         // Owed reloads follow the markers (the state directory may have
         // moved) and the resources (one without a reload owes nothing).

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{DaemonError, Source, run};
+use super::{Control, DaemonError, Source, run};
 use crate::apply::Options;
 use crate::settings::{Layer, Settings};
 
@@ -115,7 +115,7 @@ impl Fx {
 /// A daemon running on the test's runtime.
 struct Running {
     stop: Option<oneshot::Sender<()>>,
-    reload: UnboundedSender<()>,
+    reload: UnboundedSender<Control>,
     task: JoinHandle<Result<(), DaemonError>>,
 }
 
@@ -178,13 +178,13 @@ async fn a_reload_reads_conf_d_again() {
     let d = fx.start();
     until("x rendered", || fx.read("out/x.conf") == "name=alpha\n").await;
     fx.resource("y", "");
-    d.reload.send(()).unwrap();
+    d.reload.send(Control::Reload).unwrap();
     until("y rendered after the reload", || {
         fx.read("out/y.conf") == "name=alpha\n"
     })
     .await;
     std::fs::remove_file(fx.path("conf.d/y.toml")).unwrap();
-    d.reload.send(()).unwrap();
+    d.reload.send(Control::Reload).unwrap();
     until("y gone from status.json", || {
         let s = fx.status();
         s["resources"].get("y").is_none() && s["resources"]["x"]["healthy"] == true

@@ -75,6 +75,7 @@ pub struct Def {
     parser: fn() -> ValueParser,
     changed: fn(&Settings, &Settings) -> bool,
     given: fn(&Layer) -> bool,
+    show: fn(&Settings) -> String,
 }
 
 /// How a flag takes values.
@@ -130,6 +131,119 @@ impl Def {
     /// Whether `layer` sets this setting.
     pub fn given(&self, layer: &Layer) -> bool {
         (self.given)(layer)
+    }
+
+    /// Its value in `s`, as the log shows it (see [`Shown`]).
+    pub fn show(&self, s: &Settings) -> String {
+        (self.show)(s)
+    }
+}
+
+/// A setting's value as a log line shows it: strings and paths quoted,
+/// durations as they are written in liveconf.toml, no secret (a password
+/// is `***`, an endpoint's credentials too).
+pub trait Shown {
+    /// The value, for a log line.
+    fn shown(&self) -> String;
+}
+
+impl Shown for String {
+    fn shown(&self) -> String {
+        // An endpoint URL with credentials (refused, but never logged).
+        match self.split_once("://") {
+            Some((scheme, rest)) if rest.contains('@') => {
+                format!(
+                    "{:?}",
+                    format!("{scheme}://***@{}", rest.rsplit('@').next().unwrap_or(""))
+                )
+            }
+            _ => format!("{self:?}"),
+        }
+    }
+}
+
+impl Shown for PathBuf {
+    fn shown(&self) -> String {
+        format!("{:?}", self.display().to_string())
+    }
+}
+
+impl Shown for std::time::Duration {
+    fn shown(&self) -> String {
+        format!("\"{}\"", humantime::format_duration(*self))
+    }
+}
+
+impl Shown for crate::resource::Wait {
+    fn shown(&self) -> String {
+        let (min, max) = (
+            humantime::format_duration(self.min),
+            humantime::format_duration(self.max),
+        );
+        if self.is_off() {
+            "\"0s\"".into()
+        } else {
+            format!("\"{min}:{max}\"")
+        }
+    }
+}
+
+impl Shown for BackendKind {
+    fn shown(&self) -> String {
+        format!("{:?}", self.name())
+    }
+}
+
+impl Shown for LogFormat {
+    fn shown(&self) -> String {
+        match self {
+            LogFormat::Text => "\"text\"".into(),
+            LogFormat::Json => "\"json\"".into(),
+        }
+    }
+}
+
+impl Shown for super::Password {
+    fn shown(&self) -> String {
+        "***".into()
+    }
+}
+
+impl Shown for crate::resource::PrefixRule {
+    fn shown(&self) -> String {
+        match self {
+            crate::resource::PrefixRule::Join => "joined".into(),
+            crate::resource::PrefixRule::Replace => "replacing (confd.toml)".into(),
+        }
+    }
+}
+
+macro_rules! shown_plain {
+    ($($t:ty),*) => {$(
+        impl Shown for $t {
+            fn shown(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+shown_plain!(bool, usize, SocketAddr);
+
+impl<T: Shown> Shown for Option<T> {
+    fn shown(&self) -> String {
+        match self {
+            Some(v) => v.shown(),
+            None => "none".into(),
+        }
+    }
+}
+
+impl<T: Shown> Shown for Vec<T> {
+    fn shown(&self) -> String {
+        format!(
+            "[{}]",
+            self.iter().map(Shown::shown).collect::<Vec<_>>().join(", ")
+        )
     }
 }
 
@@ -221,6 +335,7 @@ macro_rules! settings {
                 parser: <$ty as FlagValue>::parser,
                 changed: |a: &Settings, b: &Settings| a.$field != b.$field,
                 given: |l: &Layer| l.$name.is_some(),
+                show: |s: &Settings| Shown::shown(&s.$field),
             },
         )*];
 
@@ -516,24 +631,43 @@ pub fn flag_args() -> impl Iterator<Item = clap::Arg> {
 
 /// What a confd.toml says that is no setting of liveconf's own, compared
 /// on SIGHUP like the table's settings: (name in the log, [`Settings`]
-/// field, effect, changed).
+/// field, effect, changed, shown).
 type Extra = (
     &'static str,
     &'static str,
     Effect,
     fn(&Settings, &Settings) -> bool,
+    fn(&Settings) -> String,
 );
 const CONFD_EXTRAS: &[Extra] = &[
-    ("password", "password", Effect::Reconnect, |a, b| {
-        a.password != b.password
-    }),
-    ("noop", "noop", Effect::Restart, |a, b| a.noop != b.noop),
-    ("sync-only", "no_reload", Effect::Restart, |a, b| {
-        a.no_reload != b.no_reload
-    }),
-    ("prefix_rule", "prefix_rule", Effect::Apply, |a, b| {
-        a.prefix_rule != b.prefix_rule
-    }),
+    (
+        "password",
+        "password",
+        Effect::Reconnect,
+        |a, b| a.password != b.password,
+        |s| s.password.shown(),
+    ),
+    (
+        "noop",
+        "noop",
+        Effect::Restart,
+        |a, b| a.noop != b.noop,
+        |s| s.noop.shown(),
+    ),
+    (
+        "sync-only",
+        "no_reload",
+        Effect::Restart,
+        |a, b| a.no_reload != b.no_reload,
+        |s| s.no_reload.shown(),
+    ),
+    (
+        "prefix_rule",
+        "prefix_rule",
+        Effect::Apply,
+        |a, b| a.prefix_rule != b.prefix_rule,
+        |s| s.prefix_rule.shown(),
+    ),
 ];
 
 /// The [`Settings`] fields that are not settings: where they were read
@@ -544,6 +678,7 @@ const NOT_COMPARED: &[&str] = &["config_file", "warnings"];
 /// Every setting that differs between `old` and `new`, with what a SIGHUP
 /// does with it, in table order (then confd.toml's own: `password`, `noop`,
 /// `sync-only`, `prefix_rule`).
+#[cfg(test)]
 pub fn reload_effects(old: &Settings, new: &Settings) -> Vec<(&'static str, Effect)> {
     SETTINGS
         .iter()
@@ -552,34 +687,133 @@ pub fn reload_effects(old: &Settings, new: &Settings) -> Vec<(&'static str, Effe
         .chain(
             CONFD_EXTRAS
                 .iter()
-                .filter(|(_, _, _, changed)| changed(old, new))
-                .map(|(name, _, effect, _)| (*name, *effect)),
+                .filter(|(_, _, _, changed, _)| changed(old, new))
+                .map(|(name, _, effect, _, _)| (*name, *effect)),
         )
         .collect()
 }
 
-/// Logs one line per changed setting, naming it and what the reload did
-/// with it. `reconnected`: whether the backend's connection identity
-/// changed (a new connection was opened); a [`Effect::Reconnect`] setting
-/// that did not change it is one the backend in use does not read.
-pub fn log_reload_effects(old: &Settings, new: &Settings, reconnected: bool) {
-    for (name, effect) in reload_effects(old, new) {
-        match effect {
-            Effect::Apply => tracing::info!(setting = name, "{name} changed: applied"),
-            Effect::Reconnect if reconnected => tracing::info!(
-                setting = name,
-                "{name} changed: reconnecting to the backend with the new value"
+/// Every setting, table and confd.toml's own alike: (name, effect,
+/// changed, shown).
+type Compared = (
+    &'static str,
+    Effect,
+    Box<dyn Fn(&Settings, &Settings) -> bool>,
+    Box<dyn Fn(&Settings) -> String>,
+);
+
+fn compared() -> Vec<Compared> {
+    SETTINGS
+        .iter()
+        .map(|d| -> Compared {
+            (
+                d.name,
+                d.sighup,
+                Box::new(move |a, b| d.changed(a, b)),
+                Box::new(move |s| d.show(s)),
+            )
+        })
+        .chain(
+            CONFD_EXTRAS
+                .iter()
+                .map(|&(name, _, effect, changed, show)| -> Compared {
+                    (name, effect, Box::new(changed), Box::new(show))
+                }),
+        )
+        .collect()
+}
+
+/// The lines a SIGHUP logs about the settings, with their level (true:
+/// a warning): one per changed setting, naming its old and new value and
+/// what the reload did with it, and one for the restart-only settings a
+/// restart still has to apply. `old`: the settings loaded before this
+/// reload; `running`: those the daemon started with (what a restart-only
+/// setting still has); `reconnected`: whether the backend's connection
+/// identity changed (a new connection was opened); a [`Effect::Reconnect`]
+/// setting that did not change it is one the backend in use does not read.
+pub fn reload_lines(
+    old: &Settings,
+    new: &Settings,
+    running: &Settings,
+    reconnected: bool,
+) -> Vec<(bool, &'static str, String)> {
+    const RESTART: &str = "systemctl restart liveconf";
+    let mut lines = Vec::new();
+    let mut still: Vec<&str> = Vec::new();
+    for (name, effect, changed, show) in compared() {
+        let pending = effect == Effect::Restart && changed(running, new);
+        if !changed(old, new) {
+            if pending {
+                still.push(name);
+            }
+            continue;
+        }
+        let from_to = format!("{name} changed from {} to {}", show(old), show(new));
+        let line = match effect {
+            Effect::Apply => (false, format!("{from_to}: applied")),
+            Effect::Reconnect if reconnected => (
+                false,
+                format!("{from_to}: reconnecting to the backend with the new value"),
             ),
-            Effect::Reconnect => tracing::info!(
-                setting = name,
-                "{name} changed: applied (the {} backend does not use it)",
-                new.backend.name()
+            Effect::Reconnect => (
+                false,
+                format!(
+                    "{from_to}: applied (the {} backend does not use it)",
+                    new.backend.name()
+                ),
             ),
-            Effect::Restart => tracing::warn!(
-                setting = name,
-                "{name} changed: needs a restart; the running daemon keeps the old value until \
-                 the next restart (systemctl restart liveconf)"
+            // status.json follows at once; only the fleet report, which
+            // registered under the name it started with, does not.
+            Effect::Restart if name == "node_name" && pending => (
+                true,
+                format!(
+                    "{from_to}: status.json shows {} now; only the fleet report needs a restart, \
+                     and keeps {} until then ({RESTART})",
+                    show(new),
+                    show(running)
+                ),
             ),
+            Effect::Restart if pending => (
+                true,
+                format!(
+                    "{from_to}: needs a restart; the running daemon keeps {} until then \
+                     ({RESTART})",
+                    show(running)
+                ),
+            ),
+            Effect::Restart => (
+                false,
+                format!(
+                    "{name} changed from {} back to {}, the value the daemon runs with: no \
+                     restart needed for it any more",
+                    show(old),
+                    show(new)
+                ),
+            ),
+        };
+        lines.push((line.0, name, line.1));
+    }
+    if !still.is_empty() {
+        lines.push((
+            true,
+            "",
+            format!(
+                "still needs a restart: {} (changed by an earlier reload; the running daemon \
+                 keeps the values it started with until {RESTART})",
+                still.join(", ")
+            ),
+        ));
+    }
+    lines
+}
+
+/// Logs [`reload_lines`].
+pub fn log_reload_effects(old: &Settings, new: &Settings, running: &Settings, reconnected: bool) {
+    for (warn, name, line) in reload_lines(old, new, running, reconnected) {
+        match (warn, name.is_empty()) {
+            (true, false) => tracing::warn!(setting = name, "{line}"),
+            (true, true) => tracing::warn!("{line}"),
+            (false, _) => tracing::info!(setting = name, "{line}"),
         }
     }
 }
@@ -715,7 +949,7 @@ mod tests {
         let mut known: Vec<&str> = SETTINGS
             .iter()
             .map(|d| d.field)
-            .chain(CONFD_EXTRAS.iter().map(|(_, f, _, _)| *f))
+            .chain(CONFD_EXTRAS.iter().map(|(_, f, _, _, _)| *f))
             .chain(NOT_COMPARED.iter().copied())
             .collect();
         fields.sort_unstable();

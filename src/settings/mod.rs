@@ -259,6 +259,54 @@ fn use_of(backend: BackendKind) -> &'static str {
     }
 }
 
+/// The line (1-based) where the top-level `key = ...` is written in `text`.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+/// "line N: message", when the line is known.
+fn at_line(line: Option<usize>, message: String) -> String {
+    match line {
+        Some(n) => format!("line {n}: {message}"),
+        None => message,
+    }
+}
+
+/// A duration setting that does not parse, in plain words: what was
+/// written, how to write one, and the unit when that is what is wrong (the
+/// parser's own words, "expected number at 0", say nothing to people).
+fn bad_duration(
+    key: &str,
+    value: &str,
+    e: &crate::resource::DurationError,
+    line: Option<usize>,
+) -> String {
+    let unit = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<humantime::DurationError>())
+        .and_then(|h| match h {
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                Some(format!(" ({unit:?} is not a unit: use ms, s, m, h or d)"))
+            }
+            humantime::DurationError::NumberOverflow => Some(" (too large)".to_string()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    at_line(
+        line,
+        format!(
+            "{key} = {value:?} is not a duration{unit}: write a number and a unit, like \
+             \"30s\", \"100ms\", \"5m\" or \"1h30m\""
+        ),
+    )
+}
+
 /// The directory relative paths in the settings file at `path` start from.
 fn base_dir(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
@@ -490,23 +538,40 @@ impl Settings {
             },
             message,
         };
-        // A duration setting: parsed, its error blamed and named.
+        // The line of `key` in the settings file, when the value came from
+        // there (a flag wins over the file).
+        let line_of = |key: &str, flag: bool| {
+            config_file
+                .as_deref()
+                .filter(|_| !flag)
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|text| key_line(&text, key))
+        };
+        // A duration setting: parsed, its error blamed and named, with its
+        // line in the file.
         macro_rules! dur {
             ($key:ident, $default:expr) => {
                 match &l.$key {
                     Some(s) => parse_duration(s).map_err(|e| {
-                        err_from(
-                            from_flags.$key.is_some(),
-                            format!("{}: {e}", stringify!($key)),
-                        )
+                        let flag = from_flags.$key.is_some();
+                        let key = stringify!($key);
+                        err_from(flag, bad_duration(key, s, &e, line_of(key, flag)))
                     })?,
                     None => $default,
                 }
             };
         }
         let wait = match &l.wait {
-            Some(s) => Wait::parse(s)
-                .map_err(|e| err_from(from_flags.wait.is_some(), format!("wait: {e}")))?,
+            Some(s) => Wait::parse(s).map_err(|e| {
+                let flag = from_flags.wait.is_some();
+                let message = match &e {
+                    crate::resource::WaitError::Duration(d) => {
+                        bad_duration("wait", s, d, line_of("wait", flag))
+                    }
+                    other => at_line(line_of("wait", flag), format!("wait: {other}")),
+                };
+                err_from(flag, message)
+            })?,
             None => DEFAULT_WAIT,
         };
         let backend = l.backend.unwrap_or(if l.file.is_some() {
@@ -533,6 +598,18 @@ impl Settings {
             .filter(|e| !e.is_empty())
             .collect();
         let node_name = match &l.node_name {
+            Some(n) if n.trim().is_empty() => {
+                let flag = from_flags.node_name.is_some();
+                return Err(err_from(
+                    flag,
+                    at_line(
+                        line_of("node_name", flag),
+                        "node_name is empty: it names this host in status.json and the fleet \
+                         report; give a name, or leave node_name out to use the hostname"
+                            .into(),
+                    ),
+                ));
+            }
             Some(n) => n.clone(),
             None => nix::unistd::gethostname()
                 .ok()
@@ -624,6 +701,59 @@ mod tests {
         assert_eq!(s.files, vec![dir.path().join("keys.yaml")]);
         assert_eq!(s.backend, BackendKind::File);
         assert!(s.wait.is_off());
+    }
+
+    /// A duration that does not parse names the file, its line and how to
+    /// write one, in plain words; an empty node_name is refused.
+    #[test]
+    fn bad_durations_and_an_empty_node_name_say_the_line_plainly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("liveconf.toml");
+        for (text, line, want) in [
+            (
+                "file = [\"k.yaml\"]\nreload_splay = \"soon\"\n",
+                2,
+                "reload_splay = \"soon\" is not a duration: write a number and a unit, like \"30s\"",
+            ),
+            (
+                "file = [\"k.yaml\"]\n\nconnect_timeout = \"5sek\"\n",
+                3,
+                "connect_timeout = \"5sek\" is not a duration (\"sek\" is not a unit",
+            ),
+            (
+                "wait = \"x:1s\"\nfile = [\"k.yaml\"]\n",
+                1,
+                "wait = \"x:1s\" is not a duration",
+            ),
+            (
+                "wait = \"2s:1s\"\nfile = [\"k.yaml\"]\n",
+                1,
+                "MAX must not be less than MIN",
+            ),
+            (
+                "file = [\"k.yaml\"]\nnode_name = \" \"\n",
+                2,
+                "node_name is empty",
+            ),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = Settings::load(Some(&p), Layer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{}: line {line}: ", p.display())) && e.contains(want),
+                "{text:?}: {e}"
+            );
+            assert!(!e.contains("expected number"), "{e}");
+        }
+        // From the command line: no line, blamed on the command line.
+        std::fs::write(&p, "file = [\"k.yaml\"]\n").unwrap();
+        let flags = Layer {
+            node_name: Some(String::new()),
+            ..Layer::default()
+        };
+        let e = Settings::load(Some(&p), flags).unwrap_err().to_string();
+        assert!(e.starts_with("command line: node_name is empty"), "{e}");
     }
 
     #[test]
