@@ -393,7 +393,7 @@ async fn wait_splay(d: Duration, stopping: Option<tokio::sync::watch::Receiver<b
 }
 
 async fn run_reload(cmd: &str, timeout: Duration, names: &[String]) -> Result<(), HookFailure> {
-    match hooks::run(cmd, timeout).await {
+    match hooks::run(hooks::Kind::Reload, &names.join(","), cmd, timeout).await {
         Ok(()) => {
             tracing::info!(resources = %names.join(","), command = %cmd, "reloaded");
             Ok(())
@@ -649,7 +649,8 @@ async fn install_one(
     };
     if let Some(check) = &res.check_cmd {
         let cmd = hooks::substitute(check, staged.path(), &t.dest);
-        if let Err(e) = hooks::run(&cmd, res.command_timeout).await {
+        let checked = hooks::run(hooks::Kind::Check, &res.name, &cmd, res.command_timeout).await;
+        if let Err(e) = checked {
             // Dropping the stage file removes it: off the runtime too.
             let _ = off_runtime("removing the stage file", move || drop(staged)).await;
             return Err(failed(Step::Check)(e));

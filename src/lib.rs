@@ -21,6 +21,7 @@ pub(crate) mod gosort;
 pub(crate) mod gotemplate;
 pub(crate) mod guard;
 pub(crate) mod hooks;
+pub(crate) mod hookguard;
 pub(crate) mod keys;
 pub mod install;
 pub mod keypath;

@@ -51,6 +51,10 @@ pub async fn render(
     exit_code_flag: bool,
     status_dir: Option<&Path>,
 ) -> Result<Verdict, RunError> {
+    // Hooks a killed liveconf left running end before any of ours runs.
+    if let Some(dir) = status_dir.filter(|_| !opts.noop) {
+        crate::hooks::adopt_state_dir(dir);
+    }
     let loaded = confdir::load(s, only)?;
     check_forced(&loaded, &opts.force, only)?;
     let templates = TemplateSet::load(&s.templates_dir());

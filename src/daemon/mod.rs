@@ -186,6 +186,10 @@ impl Daemon {
         // What `check` refuses, and what the daemon could never run with,
         // is a configuration error (exit 3), not a backend to retry forever.
         reload::check(&settings, opts.noop).map_err(|m| DaemonError::Config(anyhow::anyhow!(m)))?;
+        // Hooks a killed liveconf left running end before any of ours runs.
+        if !opts.noop {
+            crate::hooks::adopt_state_dir(&settings.state_dir);
+        }
         let status = Status::read(&settings.state_dir).unwrap_or_default();
         // Reloads owed from before (a run that died, stopped or failed
         // between install and reload) run in the first batch, even for
