@@ -37,12 +37,13 @@ fn settings_table() -> Vec<(String, String)> {
     rows
 }
 
-/// The log line a SIGHUP writes for a changed setting with this effect.
+/// What the log line a SIGHUP writes for a changed setting says of this
+/// effect (after "NAME changed from OLD to NEW").
 fn logged_as(effect: &str) -> &'static str {
     match effect {
-        "applied" => "changed: applied",
-        "new connection" => "changed: reconnecting to the backend",
-        "restart" => "changed: needs a restart",
+        "applied" => ": applied",
+        "new connection" => ": reconnecting to the backend",
+        "restart" => "needs a restart",
         other => panic!("unknown effect {other:?} in the settings table"),
     }
 }
@@ -195,15 +196,24 @@ fn q(s: &str) -> String {
 }
 
 /// How a setting's case starts: settings written (and reloaded) first,
-/// then the change itself.
+/// then the change itself, with settings it needs alongside (`with`).
 struct Case {
     before: Vec<(&'static str, String)>,
+    with: Vec<(&'static str, String)>,
     change: String,
+}
+
+/// A readable file that holds no certificate, key or password etcd takes.
+fn junk(w: &World, name: &str) -> String {
+    let p = w.fx.path(name);
+    std::fs::write(&p, "not a certificate\n").unwrap();
+    q(&p.display().to_string())
 }
 
 fn case(name: &str, w: &World) -> Case {
     let plain = |v: String| Case {
         before: vec![],
+        with: vec![],
         change: v,
     };
     match name {
@@ -214,6 +224,7 @@ fn case(name: &str, w: &World) -> Case {
         // look-up fail at once.
         "srv_domain" => Case {
             before: vec![("dns_server", q(&format!("127.0.0.1:{}", free_port())))],
+            with: vec![],
             change: q("example.invalid"),
         },
         "srv_record" => plain(q("_etcd-server._tcp")),
@@ -221,12 +232,29 @@ fn case(name: &str, w: &World) -> Case {
         // With the file backend: the etcd backend reads no key file.
         "file" => Case {
             before: vec![("backend", q("file"))],
+            with: vec![],
             change: format!("[{}]", q("keys2.yaml")),
         },
-        "ca_file" => plain(q("/nonexistent/ca.pem")),
-        "cert_file" => plain(q("/nonexistent/client.pem")),
-        "key_file" => plain(q("/nonexistent/client.key")),
-        "username" => plain(q("liveconf")),
+        // Files that can be read (a missing one is refused before any
+        // reconnection: see bad_connection_settings_on_sighup_keep_the_connection)
+        // but that etcd's TLS cannot use.
+        "ca_file" => plain(junk(w, "ca.pem")),
+        "cert_file" => Case {
+            before: vec![],
+            with: vec![("key_file", junk(w, "client.key"))],
+            change: junk(w, "client.pem"),
+        },
+        "key_file" => Case {
+            before: vec![],
+            with: vec![("cert_file", junk(w, "client.pem"))],
+            change: junk(w, "client.key"),
+        },
+        // With a password (etcd A has no authentication to offer).
+        "username" => Case {
+            before: vec![],
+            with: vec![("password_file", junk(w, "password"))],
+            change: q("liveconf"),
+        },
         "password_file" => plain(q("/nonexistent/password")),
         "state_dir" => plain(q("state2")),
         "metrics_addr" => plain(q(&format!("127.0.0.1:{}", free_port()))),
@@ -278,9 +306,7 @@ fn observe(name: &str, value: &str, w: &World, offset: usize, ranges: u64) {
                 && w.status("state")["endpoint"] == w.b.endpoints().as_str()
         }),
         "srv_domain" => unavailable("example.invalid"),
-        "ca_file" => unavailable("/nonexistent/ca.pem"),
-        "cert_file" | "key_file" => unavailable("go together"),
-        "username" => unavailable("needs password_file"),
+        "ca_file" | "cert_file" | "key_file" | "username" => unavailable("etcd"),
         "srv_record" | "password_file" | "connect_timeout" | "request_timeout" | "dns_server" => {
             reconnected()
         }
@@ -381,15 +407,19 @@ fn sighup_walks_every_setting() {
             w.reload_with(&c.before);
         }
         let mut over: Vec<(&str, String)> = c.before.clone();
+        over.extend(c.with.iter().cloned());
         over.push((name.as_str(), c.change.clone()));
         let snapshots = w.d.count("new snapshot and watch");
         let ranges = w.ranges();
         let offset = w.reload_with(&over);
         let since = w.since(offset);
-        let line = format!("{name} {}", logged_as(&effect));
+        let (line, effect_words) = (format!("{name} changed from "), logged_as(&effect));
         assert!(
-            since.lines().any(|l| l.contains(&line)),
-            "{name}: the settings table says {effect:?}, so the reload logs {line:?}:\n{since}"
+            since
+                .lines()
+                .any(|l| l.contains(&line) && l.contains(effect_words)),
+            "{name}: the settings table says {effect:?}, so the reload logs \
+             {line:?}...{effect_words:?}:\n{since}"
         );
         // Only a new connection (or a prefix not watched yet) takes a new
         // snapshot.
@@ -404,4 +434,153 @@ fn sighup_walks_every_setting() {
         w.reload_with(&[]);
         w.wait_steady(&format!("steady again after {name}"));
     }
+}
+
+/// `liveconf status --state-dir DIR`: its exit code and output.
+fn status_cmd(dir: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .args(["status", "--state-dir"])
+        .arg(dir)
+        .output()
+        .expect("run liveconf status");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Connection settings `liveconf check` refuses (exit 3) are refused on
+/// SIGHUP like a settings file that does not load: the running connection
+/// and configuration stay, and status.json, `liveconf status` and the log
+/// say why. At start, the same settings are a configuration error (exit
+/// 3) with the same message, not a backend retried forever.
+#[test]
+fn bad_connection_settings_on_sighup_keep_the_connection() {
+    let w = World::start();
+    for (i, (over, want)) in [
+        (
+            vec![("username", q("bob"))],
+            "username \"bob\" needs password_file",
+        ),
+        (
+            vec![("ca_file", q("/nonexistent.pem"))],
+            "cannot read CA file /nonexistent.pem",
+        ),
+        (
+            vec![("endpoints", format!("[{}]", q("ftp://x:1")))],
+            "the scheme must be http or https",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(w.fx.path("liveconf.toml"), toml(&w.base, &over)).unwrap();
+        let offset = w.d.log().len();
+        w.d.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_for(&format!("{want}: config_error"), LIMIT, || {
+            w.status("state")["config_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(want))
+        });
+        let since = w.since(offset);
+        assert!(
+            !since.contains("reconnecting") && !since.contains("configuration reloaded"),
+            "{since}"
+        );
+        assert!(since.contains("could not be loaded at SIGHUP"), "{since}");
+        // Still connected to A, still following it.
+        let value = format!("k{i}");
+        w.a.put("/app/name", &value);
+        wait_for("a change still rendered from A", LIMIT, || {
+            w.out("fast.conf") == format!("name={value}\n")
+        });
+        let s = w.status("state");
+        assert_eq!(s["connected"], true, "{s:#}");
+        assert_eq!(s["endpoint"], w.a.endpoints().as_str(), "{s:#}");
+        let (code, out) = status_cmd(&w.fx.path("state"));
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(want) && out.contains("fix it and send SIGHUP again"),
+            "{out}"
+        );
+        w.a.put("/app/name", "e1");
+        w.reload_with(&[]);
+        wait_for("config_error gone", LIMIT, || {
+            w.status("state").get("config_error").is_none()
+        });
+        w.wait_steady("steady again");
+    }
+    assert_eq!(w.d.count("backend unavailable"), 0, "{}", w.d.log());
+
+    // At start: exit 3, the message check gives.
+    // (Not Fx::cmd: it passes --file, which the etcd backend refuses.)
+    let fx = Fx::new();
+    let run = |sub: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"));
+        c.args([sub, "--confdir"])
+            .arg(fx.dir.path())
+            .args(["--state-dir"])
+            .arg(fx.path("state"))
+            .args(["--endpoints", &w.a.endpoints(), "--username", "bob"]);
+        let mut child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let code = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st.code();
+            }
+            if start.elapsed() > LIMIT {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        use std::io::Read;
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        (code, err)
+    };
+    fx.template("x.tera", "x\n");
+    fx.resource(
+        "x",
+        "[template]\nsrc = \"x.tera\"\ndest = \"{out}/x.conf\"\nkeys = [\"/app\"]\n",
+    );
+    let (check_code, check_err) = run("check");
+    let (code, err) = run("render");
+    assert_eq!(check_code, Some(3), "{check_err}");
+    assert_eq!(code, Some(3), "the daemon must exit 3, not retry: {err}");
+    let line = |e: &str| {
+        e.lines()
+            .find(|l| l.contains("needs password_file"))
+            .map(|l| l[l.find("username").unwrap_or(0)..].to_string())
+    };
+    assert!(line(&err).is_some(), "{err}");
+    assert_eq!(line(&err), line(&check_err), "{err}\n{check_err}");
+}
+
+/// A new endpoint that cannot be reached: status.json and `liveconf
+/// status` name it (what is being tried), not the old one.
+#[test]
+fn an_endpoint_change_that_cannot_connect_names_the_new_endpoint() {
+    let w = World::start();
+    let refused = format!("http://127.0.0.1:{}", free_port());
+    w.reload_with(&[("endpoints", format!("[{}]", q(&refused)))]);
+    wait_for(
+        "status names the new endpoint, not connected",
+        LIMIT,
+        || {
+            let s = w.status("state");
+            s["connected"] == false && s["endpoint"] == refused.as_str()
+        },
+    );
+    let (code, out) = status_cmd(&w.fx.path("state"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("backend etcd (unavailable: {refused})")),
+        "{out}"
+    );
+    assert!(!out.contains(&w.a.endpoints()), "{out}");
 }
