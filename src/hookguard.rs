@@ -26,7 +26,7 @@
 //!
 //! **The record.** A guard can itself be killed (by hand, by the OOM
 //! killer) before it acts. So each running hook is also recorded in
-//! `STATE_DIR/hooks-running/PGID.json` (the group, its leader's start time
+//! `STATE_DIR/hooks-running/PGID-START.json` (the group, its leader's start time
 //! from `/proc/PID/stat` and the boot id against PID reuse, the liveconf
 //! that ran it, the command), removed when the hook ends. At start
 //! ([`adopt`]: the daemon, `render --once`), every record whose liveconf
@@ -264,7 +264,7 @@ unsafe fn close_all_but(keep: RawFd) {
 /// Where this process records its running hooks (set by [`adopt`]).
 static RECORDS: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-/// One running hook, as recorded in `STATE_DIR/hooks-running/PGID.json`.
+/// One running hook, as recorded in `STATE_DIR/hooks-running/PGID-START.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Record {
     /// The guard's pid: the hook's process group.
@@ -287,12 +287,18 @@ pub(crate) struct Recorded(PathBuf);
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let path = std::mem::take(&mut self.0);
+        // Off the runtime's workers, like every other file operation.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || std::fs::remove_file(path))),
+            Err(_) => drop(std::fs::remove_file(path)),
+        }
     }
 }
 
 /// Records the hook whose guard is `pgid`, when a state directory was
-/// adopted. Best effort: the guard protects without it.
+/// adopted. Best effort: the guard protects without it. Blocking (a file
+/// write): call it off the runtime's workers.
 pub(crate) fn record(pgid: u32, what: &str, command: &str) -> Option<Recorded> {
     let dir = RECORDS.lock().ok()?.clone()?;
     let pgid = pgid as i32;
@@ -305,7 +311,9 @@ pub(crate) fn record(pgid: u32, what: &str, command: &str) -> Option<Recorded> {
         what: what.to_string(),
         command: command.to_string(),
     };
-    let path = dir.join(format!("{pgid}.json"));
+    // The start time in the name: a record removed late never removes
+    // the record of a later group that got the same id.
+    let path = dir.join(format!("{pgid}-{}.json", rec.start));
     let written = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&path, serde_json::to_vec(&rec).unwrap_or_default()));
     match written {

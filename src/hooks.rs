@@ -147,8 +147,16 @@ pub async fn run(
         (cmd.spawn().map_err(start_err)?, lifeline)
     };
     let pgid = child.id();
-    let _record = pgid
-        .and_then(|pg| crate::hookguard::record(pg, &format!("{} of {of}", kind.field()), command));
+    let _record = match pgid {
+        Some(pg) => {
+            let (what, cmd) = (format!("{} of {of}", kind.field()), command.to_string());
+            tokio::task::spawn_blocking(move || crate::hookguard::record(pg, &what, &cmd))
+                .await
+                .ok()
+                .flatten()
+        }
+        None => None,
+    };
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => status,
         Ok(Err(e)) => return Err(fail(format!("could not be waited for: {e}"), String::new())),

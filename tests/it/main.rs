@@ -26,6 +26,7 @@ mod example_dbconfig;
 mod fleet;
 mod fs_attacks;
 mod guards;
+mod hooks_die;
 mod hostile_values;
 mod install;
 mod metrics_size;
