@@ -492,12 +492,21 @@ struct Dnsmasq {
 
 impl Dnsmasq {
     fn start(srv_hosts: &[String]) -> Dnsmasq {
+        let args: Vec<String> = srv_hosts
+            .iter()
+            .map(|s| format!("--srv-host={s}"))
+            .collect();
+        Dnsmasq::start_with(None, &args)
+    }
+
+    /// dnsmasq with these options, on `port` (a free one when `None`).
+    fn start_with(port: Option<u16>, options: &[String]) -> Dnsmasq {
         assert!(
             common::have("dnsmasq"),
             "dnsmasq is required (scripts/ensure-deps dnsmasq installs dnsmasq-base)"
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let log = std::fs::File::create(dir.path().join("dnsmasq.log")).unwrap();
         // Debian puts it in /usr/sbin, which a user's PATH may lack.
         let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
@@ -516,9 +525,7 @@ impl Dnsmasq {
             "--conf-file=/dev/null",
             &format!("--pid-file={}", dir.path().join("pid").display()),
         ]);
-        for s in srv_hosts {
-            cmd.arg(format!("--srv-host={s}"));
-        }
+        cmd.args(options);
         let child = cmd
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -613,6 +620,67 @@ fn srv_discovery_finds_etcd_and_lookup_srv_renders_targets() {
     );
 }
 
+/// With `srv_domain` and `dns_server`, a daemon that cannot reach the SRV
+/// record's target looks the record up again before each new attempt, so
+/// it follows DNS to a live member without a SIGHUP or a restart; and the
+/// target's address comes from the same nameserver (a name the system
+/// resolver does not know).
+#[test]
+fn srv_discovery_is_looked_up_again_after_each_failure() {
+    let etcd = Etcd::start();
+    let port = etcd.members[0].client_port;
+    etcd.put("/app/srv/x", "1");
+    let dead = free_port();
+    let dns = Dnsmasq::start_with(
+        None,
+        &[
+            format!("--srv-host=_etcd-client._tcp.example.test,dead.example.test,{dead}"),
+            "--address=/dead.example.test/127.0.0.1".into(),
+        ],
+    );
+    let dns_port = dns.port;
+    let fx = Fx::new();
+    resource(&fx, "srv", "/app/srv");
+    let d = daemon(
+        &fx,
+        &strings(&[
+            "--srv-domain",
+            "example.test",
+            "--srv-record",
+            "_etcd-client._tcp",
+            "--dns-server",
+            &dns.addr(),
+        ]),
+    );
+    wait_for("the dead target reported", LIMIT, || {
+        d.log().lines().any(|l| {
+            l.contains("backend unavailable") && l.contains(&format!("dead.example.test:{dead}"))
+        })
+    });
+    // DNS now names a live member, under a name only this nameserver knows.
+    drop(dns);
+    let _dns = Dnsmasq::start_with(
+        Some(dns_port),
+        &[
+            format!("--srv-host=_etcd-client._tcp.example.test,etcd.example.test,{port}"),
+            "--address=/etcd.example.test/127.0.0.1".into(),
+        ],
+    );
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&read_or_empty(&fx.path("state/status.json"))).unwrap_or_default()
+    };
+    wait_for("connected to the member DNS names now", LIMIT, || {
+        let s = status();
+        read_or_empty(&fx.path("out/srv.conf")) == "x=1\n"
+            && s["connected"] == true
+            && s["endpoint"] == format!("http://etcd.example.test:{port}").as_str()
+    });
+    etcd.put("/app/srv/x", "2");
+    wait_for("watching it", LIMIT, || {
+        read_or_empty(&fx.path("out/srv.conf")) == "x=2\n"
+    });
+}
+
 #[test]
 fn srv_discovery_of_a_tls_etcd_uses_https_for_the_ssl_record() {
     let pki = Pki::new("main");
@@ -629,4 +697,40 @@ fn srv_discovery_of_a_tls_etcd_uses_https_for_the_ssl_record() {
     args.extend(pki.liveconf_flags());
     once(&fx, &args).expect_code(0);
     assert_eq!(fx.read("out/srv.conf"), "x=s\n");
+}
+
+/// A TLS etcd found by SRV through `dns_server`, whose target's address
+/// comes from that nameserver: dialled by the address, verified by the
+/// target's name (a name the certificate lacks is refused, whatever the
+/// address).
+#[test]
+fn srv_targets_resolved_through_dns_server_are_verified_by_their_name() {
+    let pki = Pki::new("main");
+    let (etcd, url) = tls_etcd(&pki);
+    let port = etcd.members[0].client_port;
+    pki.ctl(&etcd, &url, &["put", "/app/srv/x", "n"]);
+    let fx = Fx::new();
+    resource(&fx, "srv", "/app/srv");
+    for (target, code) in [("localhost", 0), ("etcd.example.test", 4)] {
+        let dns = Dnsmasq::start_with(
+            None,
+            &[
+                format!("--srv-host=_etcd-client-ssl._tcp.example.test,{target},{port}"),
+                format!("--address=/{target}/127.0.0.1"),
+            ],
+        );
+        let mut args = strings(&["--srv-domain", "example.test", "--dns-server", &dns.addr()]);
+        args.extend(pki.liveconf_flags());
+        let r = once(&fx, &args);
+        r.expect_code(code);
+        if code == 0 {
+            assert_eq!(fx.read("out/srv.conf"), "x=n\n");
+        } else {
+            assert!(
+                r.stderr.contains(&format!("https://{target}:{port}")),
+                "{}",
+                r.stderr
+            );
+        }
+    }
 }
