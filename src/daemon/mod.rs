@@ -115,6 +115,8 @@ pub async fn run(
     let mut d = Daemon::new(settings, source, opts, batch_tx, event_tx, stop_rx)?;
     let publisher = d.start_sinks().await?;
     d.backend.restart(&d.settings, d.watched(), 0);
+    // Until it answers, status names what is being tried.
+    d.observer.reconnecting(d.backend.backend().describe());
     let (conf_tx, mut conf_rx) = unbounded_channel::<()>();
     let mut _confdir_watcher = d.watch_confdir(conf_tx.clone());
     tracing::info!(

@@ -479,7 +479,8 @@ settings! {
         confd: None,
         sighup: Apply,
         default: "`/var/lib/liveconf`",
-        doc: "where `status.json` is written",
+        doc: "where `status.json` is written (a new value moves the owed reloads there and \
+              leaves the old `status.json` pointing to it, see [Status](#status))",
     },
     metrics_addr: SocketAddr => metrics_addr {
         flag: "--metrics-addr <ADDR>",
@@ -567,8 +568,9 @@ settings! {
         confd: None,
         sighup: Reconnect,
         default: "`/etc/resolv.conf`",
-        doc: "`\"IP:PORT\"` of the nameserver for SRV discovery and `lookup_srv` (a new value \
-              serves `lookup_srv` from the next render)",
+        doc: "`\"IP:PORT\"` of the nameserver for SRV discovery (the record, and its targets' \
+              addresses: without it the system resolver finds them) and `lookup_srv` (a new \
+              value serves `lookup_srv` from the next render)",
     },
     reload_splay: String => reload_splay {
         flag: "--reload-splay <DURATION>",
