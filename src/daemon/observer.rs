@@ -362,7 +362,12 @@ impl Observer {
     /// success (the reload, if any, owed meanwhile), a failure a failure —
     /// not the previous attempt's verdict until the batch ends.
     pub(crate) fn installed(&mut self, o: &Outcome) {
-        self.systemd.attempted.insert(o.name.clone());
+        // A failure here (a guard's refusal, an install or check failure)
+        // counts once its batch reports it, as a render failure does: the
+        // round's summary then follows its ERROR line and counts it.
+        if o.result.is_ok() {
+            self.systemd.attempted.insert(o.name.clone());
+        }
         if matches!(o.result, Ok(Action::Installed | Action::WouldChange)) {
             self.systemd.changed.insert(o.name.clone());
         }

@@ -425,3 +425,41 @@ fn fleet_says_which_hosts_it_waits_for() {
     r.expect_code(0);
     assert!(!r.stderr.contains("waiting"), "{}", r.stderr);
 }
+
+#[test]
+fn start_summary_follows_and_counts_every_guard_refusal() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "# static\n");
+    for n in ["haproxy", "nginx"] {
+        fx.resource(
+            n,
+            &format!(
+                "[template]\nsrc = \"x.tera\"\ndest = \"{{out}}/{n}.conf\"\nprefix = \"/app/pool\"\nkeys = [\"/web\"]\n"
+            ),
+        );
+    }
+    let d = start(&fx, "d.log", &[]);
+    wait_for("the first render's summary", LIMIT, || {
+        d.log().contains("first render done")
+    });
+    let log = d.log();
+    let summary = log.find("first render done").unwrap();
+    assert!(
+        log[summary..].contains("2 resources, 0 changed, 2 failing (haproxy, nginx)"),
+        "{log}"
+    );
+    for n in ["haproxy", "nginx"] {
+        let refused = log
+            .lines()
+            .position(|l| {
+                l.contains(&format!("{n}: ")) && l.contains("no keys under /app/pool/web")
+            })
+            .unwrap_or_else(|| panic!("{n}'s refusal: {log}"));
+        let summary = log
+            .lines()
+            .position(|l| l.contains("first render done"))
+            .unwrap();
+        assert!(refused < summary, "{n}'s refusal after the summary: {log}");
+    }
+}
