@@ -168,10 +168,38 @@ impl Layer {
     fn from_text(path: &Path, text: &str) -> Result<Layer, SettingsError> {
         let mut layer: Layer = toml::from_str(text).map_err(|e| SettingsError {
             where_: path.display().to_string(),
-            message: format!("{}{}", toml_error(text, &e), confd_hint(e.message())),
+            message: format!(
+                "{}{}",
+                did_you_mean(&toml_error(text, &e)),
+                confd_hint(e.message())
+            ),
         })?;
         layer.resolve_paths(&base_dir(path));
         Ok(layer)
+    }
+}
+
+/// "unknown field `wiat`, expected one of `confdir`, ..." becomes "unknown
+/// field `wiat` (did you mean `wait`?)" when one of the expected keys is
+/// close; anything else (nothing close) is left as it is, the list included.
+fn did_you_mean(message: &str) -> String {
+    let Some((head, expected)) = message.split_once(", expected one of ") else {
+        return message.to_string();
+    };
+    let Some((_, written)) = head.rsplit_once("unknown field `") else {
+        return message.to_string();
+    };
+    let written = written.trim_end_matches('`');
+    let w = written.to_ascii_lowercase();
+    let nearest = expected
+        .split(", ")
+        .map(|f| f.trim().trim_matches('`'))
+        .map(|f| (f, strsim::jaro_winkler(&w, f)))
+        .filter(|(_, score)| *score >= 0.8)
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    match nearest {
+        Some((f, _)) => format!("{head} (did you mean `{f}`?)"),
+        None => message.to_string(),
     }
 }
 
@@ -1225,6 +1253,17 @@ watch = true
                 "{text:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_mistyped_key_of_liveconf_toml_says_which_was_meant() {
+        let p = Path::new("/etc/liveconf/liveconf.toml");
+        let e = Layer::from_text(p, "wiat = \"1s\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `wiat` (did you mean `wait`?)"), "{e}");
+        assert!(!e.contains("expected one of"), "{e}");
+        // Nothing close: the list of keys stays.
+        let e = Layer::from_text(p, "zzqx = 1\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `zzqx`, expected one of `"), "{e}");
     }
 
     #[test]
