@@ -1258,8 +1258,13 @@ watch = true
     #[test]
     fn a_mistyped_key_of_liveconf_toml_says_which_was_meant() {
         let p = Path::new("/etc/liveconf/liveconf.toml");
-        let e = Layer::from_text(p, "wiat = \"1s\"\n").unwrap_err().to_string();
-        assert!(e.contains("unknown field `wiat` (did you mean `wait`?)"), "{e}");
+        let e = Layer::from_text(p, "wiat = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `wiat` (did you mean `wait`?)"),
+            "{e}"
+        );
         assert!(!e.contains("expected one of"), "{e}");
         // Nothing close: the list of keys stays.
         let e = Layer::from_text(p, "zzqx = 1\n").unwrap_err().to_string();
