@@ -123,7 +123,12 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
         .filter(|_| daemon && stopped.is_none())
     {
         code = code.max(1);
-        parts.push(e.sentence(status.config_loaded));
+        // The file's error cut like every other message; the advice whole.
+        let shown = crate::status::ConfigError {
+            message: first_line(&e.message).into_owned(),
+            ..e.clone()
+        };
+        parts.push(shown.sentence(status.config_loaded));
     }
     let why = status
         .backend_error
@@ -517,6 +522,24 @@ mod tests {
                 "/etc/liveconf/liveconf.toml could not be loaded at SIGHUP (line 3: expected a value); \
                  still running on the configuration loaded at 1970-01-01T00:16:30Z; fix it and send SIGHUP again"
             ),
+            "{}",
+            v.summary
+        );
+
+        // A long settings-file error is cut at a word, the advice kept.
+        let long = "unknown field `wiat`, expected one of ".to_string() + &"`confdir`, ".repeat(40);
+        s.config_error.as_mut().unwrap().message = long.clone();
+        s.write(d.path()).unwrap();
+        let v = evaluate(d.path(), None, 1004);
+        assert!(
+            v.summary
+                .contains(&format!("({}…)", first_line(&long).trim_end_matches('…'))),
+            "{}",
+            v.summary
+        );
+        assert!(!v.summary.contains(&long), "{}", v.summary);
+        assert!(
+            v.summary.contains("fix it and send SIGHUP again"),
             "{}",
             v.summary
         );
