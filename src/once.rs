@@ -179,6 +179,18 @@ impl Recorder {
         let mut status = dir
             .map(|d| Status::read(d).unwrap_or_default())
             .unwrap_or_default();
+        // A running daemon's status.json is its own: left alone (it
+        // rewrites it from what it knows), said once.
+        let daemon = status
+            .daemon_pid
+            .filter(|&p| p != std::process::id() && crate::status_report::daemon_running(p));
+        if let (Some(pid), Some(d)) = (daemon, dir) {
+            tracing::info!(
+                "{} belongs to the running liveconf daemon (pid {pid}): left to it, not rewritten by this run",
+                d.join(crate::status::STATUS_FILE).display()
+            );
+        }
+        let dir = dir.filter(|_| daemon.is_none());
         // A one-shot run's status: no daemon to vouch for, read just now.
         status.daemon_pid = None;
         status.started = None;

@@ -192,7 +192,7 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
 
 /// Whether `pid` is a running liveconf (the same program as this one, so a
 /// recycled pid does not count). Works unprivileged: EPERM means it exists.
-fn daemon_running(pid: u32) -> bool {
+pub(crate) fn daemon_running(pid: u32) -> bool {
     use nix::errno::Errno;
     use nix::sys::signal::kill;
     use nix::unistd::Pid;

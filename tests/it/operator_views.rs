@@ -463,3 +463,27 @@ fn start_summary_follows_and_counts_every_guard_refusal() {
         assert!(refused < summary, "{n}'s refusal after the summary: {log}");
     }
 }
+
+#[test]
+fn render_once_leaves_a_running_daemons_status_json_alone() {
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    resource(&fx, "a", "x.tera");
+    let d = start(&fx, "d.log", &[]);
+    wait_for("the first render's summary", LIMIT, || {
+        d.log().contains("first render done")
+    });
+    let pid = status_json(&fx)["daemon_pid"].as_u64();
+    assert!(pid.is_some(), "{}", status_json(&fx));
+    let r = fx.run(&["render", "--once", "--force", "a"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains("belongs to the running liveconf daemon"),
+        "{}",
+        r.stderr
+    );
+    let s = status_json(&fx);
+    assert_eq!(s["daemon_pid"].as_u64(), pid, "{s}");
+    assert!(s["started"].is_u64(), "{s}");
+}
