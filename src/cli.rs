@@ -557,7 +557,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("liveconf: cannot start the async runtime: {e}");
+            say_error(&format!("cannot start the async runtime: {e}"));
             return ExitCode::from(exit::FAILED);
         }
     };
@@ -566,11 +566,18 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(Exit { code, error }) => {
             if let Some(e) = error {
-                eprintln!("liveconf: {}", one_line(&e));
+                say_error(&one_line(&e));
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// Prints `liveconf: MESSAGE` on stderr; a closed stderr loses the line but
+/// never turns an exit code into a panic (101).
+fn say_error(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "liveconf: {message}");
 }
 
 /// An error and its causes as one line: "a: b: c".

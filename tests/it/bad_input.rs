@@ -199,3 +199,20 @@ fn impossible_etcd_settings_exit_3() {
     }
     assert_untouched(&fx);
 }
+
+#[test]
+fn an_error_exit_with_stderr_a_broken_pipe_keeps_its_exit_code() {
+    // stderr is a pipe nobody reads any more (`liveconf ... 2>&1 | head`
+    // after head exits): the error message is lost, but the exit code must
+    // still say what happened (3, invalid configuration), never a panic's 101.
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .args(["render", "--once", "--confdir"])
+        .arg(dir.path().join("no-such-confdir"))
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "{status:?}");
+}
