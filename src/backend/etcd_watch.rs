@@ -5,7 +5,9 @@
 //! from the last revision it delivered. A compaction past that revision, or
 //! an etcd whose revision went back (restored, rebuilt), means events were
 //! lost: a new snapshot replaces the mirror. Progress requests every
-//! [`PROGRESS_EVERY`] prove the stream alive; a periodic resync compares a
+//! [`PROGRESS_EVERY`] prove the stream alive (when two go unanswered, as
+//! through etcd 3.4's grpc-proxy, an answered count-only read on the same
+//! channel does); a periodic resync compares a
 //! snapshot taken at exactly the delivered revisions with the mirror.
 
 use std::time::Duration;
@@ -243,8 +245,16 @@ async fn watch(
                 }
             }
             _ = ticker.tick() => {
-                if last_message.elapsed() > stall {
-                    return WatchEnd::Broken(format!("no answer for {}s", stall.as_secs()));
+                // Two progress requests unanswered: a proxy that does not
+                // forward them (etcd 3.4's grpc-proxy), or a dead
+                // connection. One unary request on the same channel tells
+                // which; only its failure too ends the stream, still within
+                // `stall` of the last answer (plus one tick, as before).
+                if last_message.elapsed() > PROGRESS_EVERY * 2 {
+                    if !alive(conn, client, &roots[0]).await {
+                        return WatchEnd::Broken(format!("no answer for {}s", stall.as_secs()));
+                    }
+                    last_message = tokio::time::Instant::now();
                 }
                 if let Err(e) = stream.request_progress().await {
                     return WatchEnd::Broken(describe(&e));
@@ -263,6 +273,23 @@ async fn watch(
                 }
             }
         }
+    }
+}
+
+/// Whether etcd answers a unary request on the watch's channel within the
+/// request timeout: a count-only read of `root`'s own key, the cheapest
+/// request every etcd (and grpc-proxy) answers. The liveness fallback when
+/// progress requests go unanswered.
+async fn alive(conn: &Connection, client: &mut Client, root: &str) -> bool {
+    let opts = etcd_client::GetOptions::new().with_count_only();
+    let key = range_of(root).0;
+    match tokio::time::timeout(conn.request_timeout, client.get(key, Some(opts))).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %describe(&e), "etcd liveness probe failed");
+            false
+        }
+        Err(_) => false,
     }
 }
 

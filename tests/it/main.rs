@@ -25,6 +25,7 @@ mod example;
 mod example_dbconfig;
 mod fleet;
 mod fs_attacks;
+mod grpc_proxy;
 mod guards;
 mod hooks_die;
 mod hostile_values;
