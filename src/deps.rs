@@ -51,27 +51,7 @@ mod tests {
     use super::*;
 
     fn res(watched: &[&str]) -> Resource {
-        Resource {
-            name: "r".into(),
-            file: Default::default(),
-            source: crate::resource::Source::Template("t".into(), crate::resource::Engine::Tera),
-            dest: "/x".into(),
-            prefix: String::new(),
-            keys: vec![],
-            watched: watched.iter().map(|s| s.to_string()).collect(),
-            mode: None,
-            uid: None,
-            gid: None,
-            check_cmd: None,
-            reload_cmd: None,
-            command_timeout: std::time::Duration::from_secs(1),
-            create_dest_dirs: false,
-            backup: false,
-            wait: None,
-            reload_splay: None,
-            allow_empty: false,
-            max_shrink: None,
-        }
+        crate::resource::test_resource("r", watched)
     }
 
     #[test]

@@ -211,25 +211,11 @@ mod tests {
 
     fn res(max_shrink: Option<u8>, allow_empty: bool) -> Resource {
         Resource {
-            name: "pool".into(),
             file: "/etc/liveconf/conf.d/pool.toml".into(),
-            source: crate::resource::Source::Template("t".into(), crate::resource::Engine::Tera),
-            dest: "/x".into(),
-            prefix: String::new(),
             keys: vec!["/pools".into()],
-            watched: vec!["/pools".into(), "/settings".into()],
-            mode: None,
-            uid: None,
-            gid: None,
-            check_cmd: None,
-            reload_cmd: None,
-            command_timeout: std::time::Duration::from_secs(1),
-            create_dest_dirs: false,
-            backup: false,
-            wait: None,
-            reload_splay: None,
             allow_empty,
             max_shrink,
+            ..crate::resource::test_resource("pool", &["/pools", "/settings"])
         }
     }
 

@@ -811,6 +811,33 @@ pub fn list(conf_d: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A plain Tera resource watching `watched`, for unit tests elsewhere in the
+/// crate: every optional field unset.
+#[cfg(test)]
+pub(crate) fn test_resource(name: &str, watched: &[&str]) -> Resource {
+    Resource {
+        name: name.into(),
+        file: Default::default(),
+        source: Source::Template("t".into(), Engine::Tera),
+        dest: "/x".into(),
+        prefix: String::new(),
+        keys: vec![],
+        watched: watched.iter().map(|s| s.to_string()).collect(),
+        mode: None,
+        uid: None,
+        gid: None,
+        check_cmd: None,
+        reload_cmd: None,
+        command_timeout: Duration::from_secs(1),
+        create_dest_dirs: false,
+        backup: false,
+        wait: None,
+        reload_splay: None,
+        allow_empty: false,
+        max_shrink: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
