@@ -7,6 +7,7 @@
 
 use crate::common;
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,15 +22,85 @@ const BOUND: Duration = Duration::from_secs(11);
 const QUIET: Duration = Duration::from_secs(20);
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// A running grpc-proxy; killed (and resumed first, if stopped) when dropped.
-struct Proxy(Child);
+/// A running `etcd grpc-proxy start` on a loopback port; killed (and
+/// resumed first, if stopped) when dropped.
+struct Proxy {
+    child: Option<Child>,
+    port: u16,
+    backends: String,
+    log: PathBuf,
+}
+
+impl Proxy {
+    /// A proxy in front of `backends` (etcd client URLs, comma-separated),
+    /// on a free port, logging to `dir/NAME.log`; returns once it accepts.
+    fn start(backends: &str, dir: &Path, name: &str) -> Proxy {
+        let mut p = Proxy {
+            child: None,
+            port: free_port(),
+            backends: backends.to_string(),
+            log: dir.join(format!("{name}.log")),
+        };
+        p.restart();
+        p
+    }
+
+    /// Starts the proxy again, on the same port.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "proxy already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("proxy log");
+        let child = Command::new("etcd")
+            .args([
+                "grpc-proxy",
+                "start",
+                &format!("--endpoints={}", self.backends),
+                &format!("--listen-addr=127.0.0.1:{}", self.port),
+            ])
+            .env("ETCD_UNSUPPORTED_ARCH", "")
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start etcd grpc-proxy");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("the proxy answers", LIMIT, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        let id = self.child.as_ref().map(|c| c.id()).expect("proxy running");
+        nix::unistd::Pid::from_raw(id as i32)
+    }
+
+    /// SIGKILL, as abrupt as a crash.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if std::thread::panicking() {
+            let log = read_or_empty(&self.log);
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            eprintln!("---- grpc-proxy {} log (last lines) ----", self.url());
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
+        self.kill();
     }
 }
 
@@ -44,26 +115,8 @@ fn unavailable(d: &Daemon) -> bool {
 #[test]
 fn quiet_spell_through_grpc_proxy_is_not_an_outage() {
     let etcd = Etcd::start();
-    let port = free_port();
-    let proxy_log = std::fs::File::create(etcd.dir.path().join("proxy.log")).expect("log");
-    let child = Command::new("etcd")
-        .args([
-            "grpc-proxy",
-            "start",
-            &format!("--endpoints={}", etcd.members[0].url()),
-            &format!("--listen-addr=127.0.0.1:{port}"),
-        ])
-        .env("ETCD_UNSUPPORTED_ARCH", "")
-        .stdout(Stdio::from(proxy_log.try_clone().expect("log")))
-        .stderr(Stdio::from(proxy_log))
-        .spawn()
-        .expect("start etcd grpc-proxy");
-    let proxy = Proxy(child);
-    let proxy_url = format!("http://127.0.0.1:{port}");
-    wait_for("the proxy answers", LIMIT, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-
+    let proxy = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "proxy");
+    let proxy_url = proxy.url();
     let fx = Fx::new();
     fx.template("app.tera", "v={{ getv(key=\"/app/v\") }}\n");
     fx.resource(
@@ -115,8 +168,7 @@ fn quiet_spell_through_grpc_proxy_is_not_an_outage() {
     assert!(!unavailable(&d), "{}", d.log());
 
     // A proxy that stops answering (connection open, nothing said).
-    let pid = nix::unistd::Pid::from_raw(proxy.0.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    nix::sys::signal::kill(proxy.pid(), nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
     let hung = Instant::now();
     wait_for("unavailable once the proxy hangs", LIMIT, || {
         unavailable(&d)
@@ -131,4 +183,372 @@ fn quiet_spell_through_grpc_proxy_is_not_an_outage() {
     assert!(d.log().contains(&proxy_url), "{}", d.log());
     assert_eq!(status(&fx)["connected"], false, "{}", d.log());
     drop(proxy);
+}
+
+// ------------------------------------------------- fleets behind proxies
+
+/// One host: its confdir, state and files, and its daemon (dropped first,
+/// so a failing test still shows the daemon's log).
+struct Host {
+    d: Daemon,
+    fx: Fx,
+}
+
+impl Host {
+    /// `liveconf render` of resource `app` (`v={{ /app/v }}`) through
+    /// `endpoints`, with `extra` arguments.
+    fn start(endpoints: &str, extra: &[&str]) -> Host {
+        let fx = Fx::new();
+        app_resource(&fx);
+        let confdir = fx.dir.path().display().to_string();
+        let state = fx.path("state").display().to_string();
+        let mut args = vec![
+            "--confdir",
+            &confdir,
+            "--endpoints",
+            endpoints,
+            "--state-dir",
+            &state,
+            "--wait",
+            "0s",
+            "--request-timeout",
+            REQUEST_TIMEOUT,
+        ];
+        args.extend_from_slice(extra);
+        let d = Daemon::start(&args, &fx.path("daemon.log"));
+        Host { d, fx }
+    }
+
+    fn file(&self) -> String {
+        read_or_empty(&self.fx.path("out/app.conf"))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        status(&self.fx)
+    }
+
+    /// The endpoint status.json names while connected.
+    fn on(&self) -> Option<String> {
+        let s = self.status();
+        (s["connected"] == true)
+            .then(|| s["endpoint"].as_str().map(str::to_string))
+            .flatten()
+    }
+}
+
+fn app_resource(fx: &Fx) {
+    fx.template("app.tera", "v={{ getv(key=\"/app/v\") }}\n");
+    fx.resource(
+        "app",
+        "[template]\nsrc = \"app.tera\"\ndest = \"{out}/app.conf\"\nkeys = [\"/app\"]\n",
+    );
+}
+
+/// Waits until every host's file says `v=VALUE`.
+fn wait_all(hosts: &[Host], value: &str, what: &str) {
+    let want = format!("v={value}\n");
+    wait_for(what, LIMIT, || hosts.iter().all(|h| h.file() == want));
+}
+
+/// A gauge of etcd's own `/metrics` (e.g. `etcd_debugging_mvcc_watcher_total`).
+fn etcd_gauge(etcd: &Etcd, name: &str) -> i64 {
+    etcd.members[0]
+        .server_metrics()
+        .lines()
+        .find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            (series == name)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("etcd's /metrics has no {name}")) as i64
+}
+
+/// Six daemons behind two proxies, each given both (three list one first,
+/// three the other): a quiet spell longer than the liveness bound is no
+/// outage for any of them, etcd sees one watcher per proxy (the proxies
+/// coalesce the hosts' identical watches), and when one proxy is killed its
+/// daemons move to the other within the bound and lose no update, while
+/// the other proxy's daemons notice nothing.
+#[test]
+fn daemons_behind_two_proxies_ride_out_quiet_and_fail_over_when_one_dies() {
+    let etcd = Etcd::start();
+    etcd.put("/app/v", "1");
+    let watchers = || etcd_gauge(&etcd, "etcd_debugging_mvcc_watcher_total");
+    let alone = watchers();
+    let mut a = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "proxy-a");
+    let b = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "proxy-b");
+    let (ua, ub) = (a.url(), b.url());
+    // What the proxies watch on their own (nothing from a host yet): wait
+    // for both to have answered a request, then for the count to settle.
+    etcd.ctl_at(&ua, &["get", "/app/v"]);
+    etcd.ctl_at(&ub, &["get", "/app/v"]);
+    let base = watchers();
+    // The proxy's own watchers, each.
+    let own = (base - alone) / 2;
+
+    let ab = format!("{ua},{ub}");
+    let ba = format!("{ub},{ua}");
+    let hosts: Vec<Host> = (0..6)
+        .map(|i| Host::start(if i % 2 == 0 { &ab } else { &ba }, &[]))
+        .collect();
+    wait_all(&hosts, "1", "every file installed");
+    wait_for("every daemon connected", LIMIT, || {
+        hosts.iter().all(|h| h.on().is_some())
+    });
+    let on_a: Vec<usize> = (0..hosts.len())
+        .filter(|&i| hosts[i].on().as_deref() == Some(ua.as_str()))
+        .collect();
+    assert_eq!(on_a, vec![0, 2, 4], "each daemon uses its first endpoint");
+
+    // The proxies coalesce: six hosts watching /app are one watcher per
+    // proxy in etcd, not six.
+    wait_for("one etcd watcher per proxy", LIMIT, || {
+        watchers() == base + 2
+    });
+
+    // The quiet spell: nobody says unavailable, everybody stays connected.
+    let quiet = Instant::now();
+    while quiet.elapsed() < QUIET {
+        for h in &hosts {
+            assert!(
+                !unavailable(&h.d),
+                "unavailable in a quiet spell:\n{}",
+                h.d.log()
+            );
+            assert!(h.on().is_some(), "status not connected: {}", h.status());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    etcd.put("/app/v", "2");
+    wait_all(&hosts, "2", "the put after the quiet spell");
+    assert_eq!(
+        watchers(),
+        base + 2,
+        "etcd's watchers after the quiet spell"
+    );
+
+    // Proxy A dies; a put made at once reaches every file, and A's daemons
+    // are on B within the liveness bound.
+    a.kill();
+    let killed = Instant::now();
+    etcd.put("/app/v", "3");
+    wait_all(&hosts, "3", "the put after proxy A died");
+    wait_for("A's daemons connected to B", BOUND, || {
+        hosts.iter().all(|h| h.on().as_deref() == Some(ub.as_str()))
+    });
+    eprintln!("daemons moved from proxy A to B in {:?}", killed.elapsed());
+    for (i, h) in hosts.iter().enumerate() {
+        if on_a.contains(&i) {
+            assert!(
+                h.d.log().contains(&ua),
+                "the lost proxy is not named:\n{}",
+                h.d.log()
+            );
+        } else {
+            assert!(
+                !unavailable(&h.d),
+                "B's daemon saw an outage:\n{}",
+                h.d.log()
+            );
+        }
+    }
+    etcd.put("/app/v", "4");
+    wait_all(&hosts, "4", "a put after the failover");
+    wait_for("one etcd watcher left for the hosts, B's", LIMIT, || {
+        watchers() == alone + own + 1
+    });
+}
+
+/// `liveconf ARGS` (no confdir), through `endpoint`.
+fn liveconf<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> common::Run {
+    common::Run::from(
+        Command::new(env!("CARGO_BIN_EXE_liveconf"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run liveconf"),
+    )
+}
+
+/// `liveconf fleet --max-lag 1s --format json` through `endpoint`: the
+/// exit code and each node's problems.
+fn fleet(endpoint: &str) -> (i32, Vec<(String, Vec<String>)>, String) {
+    let r = liveconf(&[
+        "fleet",
+        "--endpoints",
+        endpoint,
+        "--max-lag",
+        "1s",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+    let hosts = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| {
+                    let node = h["node"].as_str().unwrap_or_default().to_string();
+                    let problems = h["problems"]
+                        .as_array()
+                        .map(|p| {
+                            p.iter()
+                                .map(|x| x.as_str().unwrap_or_default().to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (node, problems)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        r.code,
+        hosts,
+        format!("exit {}\n{}\n{}", r.code, r.stdout, r.stderr),
+    )
+}
+
+/// The fleet report through a proxy: three daemons publish under a 2 s
+/// lease kept alive through the proxy, so for many times the lease
+/// `liveconf fleet` (through the proxy too) names every host, in sync; a
+/// change reaches every host and the fleet says so. `render --once`,
+/// `check` and `--noop --diff --exit-code` work through the proxy as well.
+#[test]
+fn fleet_reports_render_once_and_check_through_a_proxy() {
+    let etcd = Etcd::start();
+    etcd.put("/app/v", "1");
+    let proxy = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "proxy");
+    let url = proxy.url();
+    let names = ["h1", "h2", "h3"];
+    let hosts: Vec<Host> = names
+        .iter()
+        .map(|n| Host::start(&url, &["--report", "--node-name", n, "--report-ttl", "2s"]))
+        .collect();
+    wait_all(&hosts, "1", "every file installed");
+    let in_sync = |hosts: &[(String, Vec<String>)]| {
+        let named: Vec<&str> = hosts.iter().map(|(n, _)| n.as_str()).collect();
+        named == names && hosts.iter().all(|(_, p)| p.is_empty())
+    };
+    let mut last = String::new();
+    wait_for("fleet names every host in sync", LIMIT, || {
+        let (code, hosts, out) = fleet(&url);
+        last = out;
+        code == 0 && in_sync(&hosts)
+    });
+    // Four lease lifetimes: every report stays (kept alive through the proxy).
+    let kept = Instant::now();
+    while kept.elapsed() < Duration::from_secs(8) {
+        let (code, hosts, out) = fleet(&url);
+        assert!(
+            code == 0 && in_sync(&hosts),
+            "a report lapsed through the proxy:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    etcd.put("/app/v", "2");
+    wait_all(&hosts, "2", "the change on every host");
+    wait_for(
+        "fleet names every host in sync after the change",
+        LIMIT,
+        || {
+            let (code, hosts, out) = fleet(&url);
+            last = out;
+            code == 0 && in_sync(&hosts)
+        },
+    );
+    for h in &hosts {
+        assert!(!h.d.log().contains("fleet report:"), "{}", h.d.log());
+    }
+
+    // One-shot commands through the proxy.
+    let fx = Fx::new();
+    app_resource(&fx);
+    let confdir = fx.dir.path().display().to_string();
+    let state = fx.path("state").display().to_string();
+    let common = [
+        "--confdir",
+        &confdir,
+        "--endpoints",
+        &url,
+        "--state-dir",
+        &state,
+    ];
+    let with = |first: &[&'static str]| -> Vec<String> {
+        first
+            .iter()
+            .chain(common.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    liveconf(&with(&["render", "--once"])).expect_code(0);
+    assert_eq!(fx.read("out/app.conf"), "v=2\n");
+    liveconf(&with(&["check"])).expect_code(0);
+    etcd.put("/app/v", "3");
+    let r = liveconf(&with(&[
+        "render",
+        "--once",
+        "--noop",
+        "--diff",
+        "--exit-code",
+    ]));
+    r.expect_code(1);
+    assert!(r.stdout.contains("+v=3"), "{}", r.stdout);
+    liveconf(&with(&["render", "--once"])).expect_code(0);
+    assert_eq!(fx.read("out/app.conf"), "v=3\n");
+}
+
+/// A daemon behind a proxy that goes away while keys change and etcd is
+/// compacted past the daemon's revision: when the proxy is back (same
+/// address) the watch it resumes is compacted, the daemon takes a new
+/// snapshot through the proxy and its file is right; the periodic resync
+/// through the proxy finds nothing missing; later changes still arrive.
+#[test]
+fn compaction_behind_a_proxy_takes_a_new_snapshot_through_it() {
+    let etcd = Etcd::start();
+    etcd.put("/app/v", "1");
+    let mut proxy = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "proxy");
+    let h = Host::start(&proxy.url(), &["--resync-interval", "2s"]);
+    wait_all(std::slice::from_ref(&h), "1", "the file installed");
+    wait_for("connected", LIMIT, || h.on().is_some());
+
+    proxy.kill();
+    wait_for("status connected=false", LIMIT, || {
+        h.status()["connected"] == false
+    });
+    let direct = etcd.members[0].url();
+    etcd.put_at(&direct, "/app/v", "2");
+    etcd.put_at(&direct, "/app/v", "3");
+    let rev = etcd.revision_at(&direct);
+    etcd.ctl_at(&direct, &["compact", &rev.to_string()]);
+    assert_eq!(h.file(), "v=1\n");
+
+    proxy.restart();
+    wait_all(
+        std::slice::from_ref(&h),
+        "3",
+        "the file after the compaction",
+    );
+    wait_for("the compaction logged", LIMIT, || {
+        h.d.log().contains("compacted")
+    });
+    wait_for(
+        "status: the file reflects the compacted revision",
+        LIMIT,
+        || h.status()["resources"]["app"]["revision"] == rev,
+    );
+    // Two resyncs through the proxy (etcd serves their reads).
+    let ranges = etcd.members[0].grpc_ok("Range");
+    wait_for("two resyncs", LIMIT, || {
+        etcd.members[0].grpc_ok("Range") >= ranges + 2
+    });
+    etcd.put("/app/v", "4");
+    wait_all(
+        std::slice::from_ref(&h),
+        "4",
+        "a change after the new snapshot",
+    );
+    assert!(!h.d.log().contains("RESYNC FOUND"), "{}", h.d.log());
 }
