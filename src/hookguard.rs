@@ -31,7 +31,9 @@
 //! that ran it, the command), removed when the hook ends. At start
 //! ([`adopt`]: the daemon, `render --once`), every record whose liveconf
 //! is gone and whose group still has live members is killed (SIGKILL to
-//! the group) and logged. A group is the unit throughout: a process that
+//! the group) and logged. A SIGHUP that moves the state directory moves
+//! this process's records along ([`relocate`]), so a kill after it still
+//! leaves them where the next start looks. A group is the unit throughout: a process that
 //! leaves it (`setsid`, a daemon an init script starts) is left alone, as
 //! the `command_timeout` kill leaves it.
 //!
@@ -281,17 +283,27 @@ pub(crate) struct Record {
     pub command: String,
 }
 
-/// A record on disk, removed when dropped (the hook ended).
+/// A record on disk, removed when dropped (the hook ended): by its file
+/// name, in the directory records are kept in at that moment, so a record
+/// moved with the state directory ([`relocate`]) is the one removed.
 #[derive(Debug)]
-pub(crate) struct Recorded(PathBuf);
+pub(crate) struct Recorded(String);
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        let path = std::mem::take(&mut self.0);
+        let name = std::mem::take(&mut self.0);
+        let remove = move || {
+            // Under the lock: a move in progress has either not yet
+            // reached this record or is done with it.
+            let Ok(dir) = RECORDS.lock() else { return };
+            if let Some(dir) = dir.as_ref() {
+                let _ = std::fs::remove_file(dir.join(&name));
+            }
+        };
         // Off the runtime's workers, like every other file operation.
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(move || std::fs::remove_file(path))),
-            Err(_) => drop(std::fs::remove_file(path)),
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }
@@ -300,7 +312,6 @@ impl Drop for Recorded {
 /// adopted. Best effort: the guard protects without it. Blocking (a file
 /// write): call it off the runtime's workers.
 pub(crate) fn record(pgid: u32, what: &str, command: &str) -> Option<Recorded> {
-    let dir = RECORDS.lock().ok()?.clone()?;
     let pgid = pgid as i32;
     let rec = Record {
         pgid,
@@ -313,11 +324,16 @@ pub(crate) fn record(pgid: u32, what: &str, command: &str) -> Option<Recorded> {
     };
     // The start time in the name: a record removed late never removes
     // the record of a later group that got the same id.
-    let path = dir.join(format!("{pgid}-{}.json", rec.start));
-    let written = std::fs::create_dir_all(&dir)
+    let name = format!("{pgid}-{}.json", rec.start);
+    // Written under the lock, so a move of the state directory never
+    // leaves it behind.
+    let records = RECORDS.lock().ok()?;
+    let dir = records.as_ref()?;
+    let path = dir.join(&name);
+    let written = std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&path, serde_json::to_vec(&rec).unwrap_or_default()));
     match written {
-        Ok(()) => Some(Recorded(path)),
+        Ok(()) => Some(Recorded(name)),
         Err(e) => {
             static WARNED: AtomicBool = AtomicBool::new(false);
             if !WARNED.swap(true, Ordering::Relaxed) {
@@ -329,6 +345,70 @@ pub(crate) fn record(pgid: u32, what: &str, command: &str) -> Option<Recorded> {
             None
         }
     }
+}
+
+/// The state directory moved (SIGHUP with a new `state_dir`): records of
+/// this process's running hooks move to `STATE_DIR/hooks-running` (written
+/// there, then removed from the old one, which is removed once empty), and
+/// new ones are written there; hooks a liveconf that is gone left recorded
+/// in the new directory are ended first, as at start. Records of other
+/// running liveconfs stay where they are. Returns how many were moved.
+/// Blocking: call it off the runtime's workers.
+pub(crate) fn relocate(state_dir: &Path) -> usize {
+    let new = state_dir.join(RECORD_DIR);
+    let Ok(mut records) = RECORDS.lock() else {
+        return 0;
+    };
+    let Some(old) = records.clone() else {
+        // Nothing adopted (noop): nothing recorded, nothing to move.
+        return 0;
+    };
+    if old == new {
+        return 0;
+    }
+    end_leftovers(&new);
+    *records = Some(new.clone());
+    let me = std::process::id() as i32;
+    let mut moved = 0;
+    for entry in std::fs::read_dir(&old).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        match serde_json::from_slice::<Record>(&bytes) {
+            Ok(rec) if rec.owner == me => {}
+            _ => continue,
+        }
+        let to = new.join(entry.file_name());
+        let written = std::fs::create_dir_all(&new).and_then(|()| std::fs::write(&to, &bytes));
+        match written {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+                moved += 1;
+            }
+            Err(e) => {
+                // Left where it was: a next start there still finds it.
+                tracing::warn!(
+                    "state_dir changed: cannot move the record of a running hook to {}: {e}; it stays in {}",
+                    new.display(),
+                    old.display()
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(&old);
+    if moved > 0 {
+        tracing::info!(
+            "state_dir changed: the records of {} moved from {} to {}",
+            crate::logging::count(moved, "running hook"),
+            old.display(),
+            new.display()
+        );
+    }
+    moved
 }
 
 /// Records this process's hooks under `state_dir`, and first ends the

@@ -155,6 +155,11 @@ impl Daemon {
         // moved) and the resources (one without a reload owes nothing).
         self.owed
             .configure(self.opts.owed_dir.as_deref(), &self.resources);
+        // So do the records of running hooks (a kill of the daemon and its
+        // guards leaves them where the next start looks).
+        if !self.opts.noop {
+            crate::hookguard::relocate(&self.settings.state_dir);
+        }
         self.planner.mark_all(tokio::time::Instant::now());
         let n = self.resources.len();
         tracing::info!(

@@ -214,3 +214,74 @@ fn a_hook_left_running_by_a_killed_run_is_ended_and_logged_by_the_next_start() {
     });
     assert_eq!(next.stop(), Some(0), "{}", next.log());
 }
+
+/// A SIGHUP that moves `state_dir` takes the records of running hooks
+/// along: a daemon then killed together with its hook's guard leaves the
+/// hook to the next start in the *new* state directory, which ends it and
+/// says so, and no record is left in either directory.
+#[test]
+fn a_new_state_dir_on_sighup_takes_the_running_hooks_records_along() {
+    let fx = Fx::new();
+    let (marker, sleep) = marked_sleep(&fx);
+    hung_reload(&fx, &sleep, "{sleep} 300 & {sleep} 301");
+    let config = fx.path("liveconf.toml");
+    let settings = |state: &str| {
+        let toml = format!(
+            "backend = \"file\"\nfile = [{:?}]\nstate_dir = {:?}\nwait = \"0s\"\n",
+            fx.path("keys.yaml").display().to_string(),
+            fx.path(state).display().to_string()
+        );
+        std::fs::write(&config, toml).unwrap();
+    };
+    settings("state");
+    let config_arg = config.display().to_string();
+    let mut d = Daemon::start(&["--config", &config_arg], &fx.path("first.log"));
+    wait_running(&marker, 2);
+    let (old, new) = (
+        fx.path("state/hooks-running"),
+        fx.path("state2/hooks-running"),
+    );
+    let json = |dir: &Path| {
+        common::list(dir)
+            .into_iter()
+            .filter(|f| f.ends_with(".json"))
+            .collect::<Vec<_>>()
+    };
+    wait_for("the running reload recorded", LIMIT, || {
+        json(&old).len() == 1
+    });
+    let recorded = json(&old);
+
+    settings("state2");
+    d.signal(Signal::SIGHUP);
+    wait_for("the record moved to the new state dir", LIMIT, || {
+        json(&new) == recorded && json(&old).is_empty()
+    });
+    wait_for("the move logged", LIMIT, || {
+        d.log().contains("the records of 1 running hook moved")
+    });
+
+    // The daemon and the guard killed: only the record can end the hook.
+    let pids = marked(&marker);
+    let guard = pgrp(pids[0]).expect("the hook's process group");
+    let daemon = d.child.id();
+    kill(Pid::from_raw(daemon as i32), Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(guard), Signal::SIGKILL).unwrap();
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    assert!(
+        !marked(&marker).is_empty(),
+        "nothing left running: the test cannot tell"
+    );
+
+    hung_reload(&fx, &sleep, "true");
+    let mut next = Daemon::start(&["--config", &config_arg], &fx.path("next.log"));
+    assert_all_gone(&marker, "the next start, in the new state dir", LIMIT);
+    let expected =
+        format!("killed reload_cmd of x left running by a previous liveconf (pid {daemon})");
+    wait_for("the kill logged", LIMIT, || next.log().contains(&expected));
+    wait_for("no record left", LIMIT, || {
+        json(&new).is_empty() && json(&old).is_empty()
+    });
+    assert_eq!(next.stop(), Some(0), "{}", next.log());
+}
