@@ -95,6 +95,23 @@ pub mod exit {
         (BACKEND, "etcd could not be read"),
     ];
 
+    /// `fleet wait`.
+    pub const FLEET_WAIT: &[Code] = &[
+        (
+            OK,
+            "every live host reflects the revision, for every resource whose keys changed up to it",
+        ),
+        (
+            CHANGES,
+            "--timeout passed with hosts behind, failing or missing a file, or a host went away during the wait (each host and resource is listed)",
+        ),
+        (
+            CONFIG,
+            "invalid settings or command line: no live host reports (within --hosts), an unknown --resource, a --revision etcd has not reached or has compacted",
+        ),
+        (BACKEND, "etcd could not be read"),
+    ];
+
     /// `keys import` and `keys export`.
     pub const KEYS: &[Code] = &[
         (
@@ -205,7 +222,10 @@ pub enum Command {
     #[command(after_help = exit::help("Exit codes (monitoring-plugin convention)", exit::STATUS))]
     Status(StatusArgs),
     /// List the hosts that are stale, failing, missing a file, gone, or whose files diverge from their peers.
-    #[command(after_help = exit::help("Exit codes", exit::FLEET))]
+    #[command(
+        after_help = exit::help("Exit codes", exit::FLEET),
+        args_conflicts_with_subcommands = true
+    )]
     Fleet(FleetArgs),
     /// Copy keys between key files (YAML, JSON, TOML) and etcd, flattened as the file backend reads them.
     #[command(after_help = exit::help("Exit codes", exit::KEYS))]
@@ -254,6 +274,38 @@ pub struct FleetArgs {
     /// Deprecated spelling of --format json (warns).
     #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub action: Option<FleetAction>,
+}
+
+/// What `liveconf fleet` does besides listing the hosts.
+#[derive(Subcommand, Debug)]
+pub enum FleetAction {
+    /// Wait until every live host's files reflect a revision (etcd's current one by default): run it after each `etcdctl put` to know the change is everywhere.
+    #[command(after_help = exit::help("Exit codes", exit::FLEET_WAIT))]
+    Wait(Box<FleetWaitArgs>),
+}
+
+/// `liveconf fleet wait`.
+#[derive(Args, Debug)]
+pub struct FleetWaitArgs {
+    /// The revision to wait for [default: etcd's current revision when the command starts].
+    #[arg(long, value_name = "N")]
+    pub revision: Option<i64>,
+    /// Give up after this long, naming every host and resource not there.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub timeout: String,
+    /// Only this resource (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub resource: Vec<String>,
+    /// Only the hosts whose node name matches this glob (mw14*).
+    #[arg(long, value_name = "GLOB")]
+    pub hosts: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FleetFormat::Text)]
+    pub format: FleetFormat,
     #[command(flatten)]
     pub common: Common,
 }
@@ -828,6 +880,9 @@ fn status_cmd(args: StatusArgs) -> Result<u8, Exit> {
 }
 
 async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
+    if let Some(FleetAction::Wait(w)) = args.action {
+        return fleet_wait_cmd(*w).await;
+    }
     let s = etcd_settings(&args.common)?;
     let format = if args.json {
         tracing::warn!(
@@ -883,6 +938,81 @@ async fn fleet_cmd(args: FleetArgs) -> Result<u8, Exit> {
         );
     }
     Ok(if bad > 0 { exit::CHANGES } else { exit::OK })
+}
+
+async fn fleet_wait_cmd(args: FleetWaitArgs) -> Result<u8, Exit> {
+    use crate::fleet_wait::WaitError;
+    let s = etcd_settings(&args.common)?;
+    let timeout = resource::parse_duration(&args.timeout)
+        .map_err(|e| config_err(anyhow!("--timeout: {e}")))?;
+    if let Some(n) = args.revision.filter(|n| *n < 1) {
+        return Err(config_err(anyhow!(
+            "--revision {n}: etcd revisions start at 1"
+        )));
+    }
+    let conn = crate::backend::etcd::Connection::from_settings(&s)
+        .await
+        .map_err(backend_err)?;
+    let what = crate::fleet_wait::WaitFor {
+        revision: args.revision,
+        timeout,
+        resources: args.resource,
+        hosts: args.hosts,
+    };
+    let w = match crate::fleet_wait::wait(&conn, &what).await {
+        Ok(w) => w,
+        Err(WaitError::Fleet(e)) => return Err(backend_err(anyhow!(e))),
+        Err(e) => return Err(config_err(e)),
+    };
+    if !w.not_waited_for.is_empty() {
+        tracing::warn!(
+            "not waited for (registered, without a live report when the wait began; liveconf fleet lists them as gone): {}",
+            w.not_waited_for.join(", ")
+        );
+    }
+    if args.format == FleetFormat::Json {
+        outln!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
+    } else if w.ok {
+        let hosts = crate::logging::count(w.hosts.len(), "host");
+        match &w.slowest {
+            Some(sl) if sl.seconds > 0.0 => outln!(
+                "{hosts} reflect revision {}; the slowest, {}, after {:.3}s",
+                w.revision,
+                sl.node,
+                sl.seconds
+            ),
+            _ => outln!(
+                "{hosts} reflect revision {} (all there when the wait began)",
+                w.revision
+            ),
+        }
+    } else {
+        let mut bad = 0;
+        for h in &w.hosts {
+            if h.state.problems.is_empty() {
+                outln!("{}: reflects revision {}", h.state.node, w.revision);
+            } else {
+                bad += 1;
+                for p in &h.state.problems {
+                    outln!("{}: {p}", h.state.node);
+                }
+            }
+        }
+        outln!(
+            "{}{bad} of {} not at revision {}",
+            if w.timed_out {
+                format!(
+                    "timed out after {} (--timeout): ",
+                    humantime::format_duration(timeout)
+                )
+            } else {
+                String::new()
+            },
+            crate::logging::count(w.hosts.len(), "host"),
+            w.revision
+        );
+    }
+    Ok(if w.ok { exit::OK } else { exit::CHANGES })
 }
 
 /// Connects to etcd with the command's settings.
@@ -1087,7 +1217,10 @@ mod tests {
             Command::Render(a) => a.common,
             Command::Check(a) => a.common,
             Command::Status(a) => a.common,
-            Command::Fleet(a) => a.common,
+            Command::Fleet(a) => match a.action {
+                Some(FleetAction::Wait(w)) => w.common,
+                None => a.common,
+            },
             Command::Keys(k) => match k.action {
                 KeysAction::Import(a) => a.common,
                 KeysAction::Export(a) => a.common,
@@ -1160,6 +1293,7 @@ mod tests {
             ("check", vec!["check"]),
             ("status", vec!["status"]),
             ("fleet", vec!["fleet"]),
+            ("fleet_wait", vec!["fleet", "wait"]),
             ("keys_import", vec!["keys", "import"]),
             ("keys_export", vec!["keys", "export"]),
         ];

@@ -89,7 +89,7 @@ pub struct ResourceReport {
 impl ResourceReport {
     /// The newest change under the resource's watched prefixes, from the
     /// per-prefix newest mod revisions.
-    fn newest_change(&self, latest: &BTreeMap<String, i64>) -> i64 {
+    pub(crate) fn newest_change(&self, latest: &BTreeMap<String, i64>) -> i64 {
         self.watched
             .iter()
             .filter_map(|w| latest.get(w))
@@ -316,27 +316,36 @@ fn behind(
     out
 }
 
+impl ResourceReport {
+    /// "failing: NAME (STEP: ERROR)" when its last attempt failed, and
+    /// "missing: NAME has never been installed on this host" when it has
+    /// no file: what `fleet` and `fleet wait` say about resource `name`.
+    pub(crate) fn failing_and_missing(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.healthy {
+            out.push(format!(
+                "failing: {name}{}",
+                self.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        if self.sha256.is_none() {
+            out.push(format!(
+                "missing: {name} has never been installed on this host"
+            ));
+        }
+        out
+    }
+}
+
 /// Resources whose last attempt failed, and resources never installed.
 fn failing_and_missing(reports: &BTreeMap<String, Report>, problem: &mut impl FnMut(&str, String)) {
     for (node, r) in reports {
         for (name, res) in &r.resources {
-            if !res.healthy {
-                problem(
-                    node,
-                    format!(
-                        "failing: {name}{}",
-                        res.error
-                            .as_deref()
-                            .map(|e| format!(" ({e})"))
-                            .unwrap_or_default()
-                    ),
-                );
-            }
-            if res.sha256.is_none() {
-                problem(
-                    node,
-                    format!("missing: {name} has never been installed on this host"),
-                );
+            for p in res.failing_and_missing(name) {
+                problem(node, p);
             }
         }
     }
@@ -433,21 +442,35 @@ fn who_has_what(by_sha: &BTreeMap<String, Vec<String>>) -> String {
 
 type Fleet = (BTreeMap<String, Report>, Vec<String>);
 
+/// The node and report of one key under [`REPORT_PREFIX`]; an unreadable
+/// report is logged (naming its key) and skipped.
+pub(crate) fn parse_report(key: &[u8], value: &[u8]) -> Option<(String, Report)> {
+    let key = String::from_utf8_lossy(key);
+    let node = key.strip_prefix(REPORT_PREFIX)?;
+    match serde_json::from_slice::<Report>(value) {
+        Ok(r) => Some((node.to_string(), r)),
+        Err(e) => {
+            tracing::warn!("ignoring unreadable report {key}: {e}");
+            None
+        }
+    }
+}
+
+/// The node of a key under [`REPORT_PREFIX`].
+pub(crate) fn report_node(key: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(key)
+        .strip_prefix(REPORT_PREFIX)
+        .map(str::to_string)
+}
+
 async fn read_all(client: &mut Client) -> Result<Fleet, FleetError> {
     let mut reports = BTreeMap::new();
     let resp = client
         .get(REPORT_PREFIX, Some(GetOptions::new().with_prefix()))
         .await?;
     for kv in resp.kvs() {
-        let key = String::from_utf8_lossy(kv.key());
-        let Some(node) = key.strip_prefix(REPORT_PREFIX) else {
-            continue;
-        };
-        match serde_json::from_slice::<Report>(kv.value()) {
-            Ok(r) => {
-                reports.insert(node.to_string(), r);
-            }
-            Err(e) => tracing::warn!("ignoring unreadable report {key}: {e}"),
+        if let Some((node, r)) = parse_report(kv.key(), kv.value()) {
+            reports.insert(node, r);
         }
     }
     let resp = client
@@ -477,22 +500,34 @@ async fn latest_revisions(
     for r in reports.values() {
         for res in r.resources.values() {
             for w in &res.watched {
-                if out.contains_key(w) {
-                    continue;
+                if !out.contains_key(w) {
+                    out.insert(w.clone(), newest_put(client, w, None).await?);
                 }
-                let (start, end) = range_of(w);
-                let opts = GetOptions::new()
-                    .with_range(end)
-                    .with_keys_only()
-                    .with_sort(SortTarget::Mod, SortOrder::Descend)
-                    .with_limit(1);
-                let resp = client.get(start, Some(opts)).await?;
-                let rev = resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
-                out.insert(w.clone(), rev);
             }
         }
     }
     Ok(out)
+}
+
+/// The newest mod revision of the keys under the watched prefix `w` (0
+/// when it holds none), as etcd holds them now or, with `at`, at that
+/// revision.
+pub(crate) async fn newest_put(
+    client: &mut Client,
+    w: &str,
+    at: Option<i64>,
+) -> Result<i64, etcd_client::Error> {
+    let (start, end) = range_of(w);
+    let mut opts = GetOptions::new()
+        .with_range(end)
+        .with_keys_only()
+        .with_sort(SortTarget::Mod, SortOrder::Descend)
+        .with_limit(1);
+    if let Some(rev) = at {
+        opts = opts.with_revision(rev);
+    }
+    let resp = client.get(start, Some(opts)).await?;
+    Ok(resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0))
 }
 
 /// What `forget` found.

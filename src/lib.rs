@@ -15,6 +15,7 @@ pub(crate) mod dns;
 pub mod encode;
 pub(crate) mod explain;
 pub(crate) mod fleet;
+pub(crate) mod fleet_wait;
 pub(crate) mod functions;
 pub(crate) mod gopath;
 pub(crate) mod gosort;

@@ -93,6 +93,7 @@ fn page_name(path: &[&str]) -> String {
 fn exit_codes(path: &[&str]) -> &'static [crate::cli::exit::Code] {
     use crate::cli::exit;
     match path.first().copied() {
+        Some("fleet") if path.get(1) == Some(&"wait") => exit::FLEET_WAIT,
         Some("status") => exit::STATUS,
         Some("fleet") => exit::FLEET,
         Some("keys") => exit::KEYS,

@@ -364,7 +364,7 @@ settings! {
     confdir: PathBuf => confdir {
         flag: "--confdir <DIR>",
         help: "Configuration directory holding conf.d/ and templates/ [default: /etc/liveconf]",
-        used_by: [render, check, status, fleet, keys_import, keys_export],
+        used_by: [render, check, status, fleet, fleet_wait, keys_import, keys_export],
         confd: Some("confdir"),
         sighup: Apply,
         default: "`/etc/liveconf`; with `--config FILE` alone, FILE's directory",
@@ -382,7 +382,7 @@ settings! {
     endpoints: Vec<String> => endpoints {
         flag: "--endpoints <URL[,URL...]>",
         help: "etcd endpoints, comma-separated (e.g. https://etcd1:2379,https://etcd2:2379)",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: Some("nodes"),
         sighup: Reconnect,
         default: "`http://127.0.0.1:2379` when neither `endpoints` nor `srv_domain` is set",
@@ -393,7 +393,7 @@ settings! {
     srv_domain: String => srv_domain {
         flag: "--srv-domain <DOMAIN>",
         help: "Discover etcd endpoints from DNS SRV records of this domain",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: Some("srv_domain"),
         sighup: Reconnect,
         default: "none",
@@ -403,7 +403,7 @@ settings! {
     srv_record: String => srv_record {
         flag: "--srv-record <NAME>",
         help: "SRV record name to look up under --srv-domain [default: _etcd-client-ssl._tcp]",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: Some("srv_record"),
         sighup: Reconnect,
         default: "`_etcd-client-ssl._tcp`",
@@ -430,7 +430,7 @@ settings! {
     ca_file: PathBuf => ca_file {
         flag: "--ca-file <FILE>",
         help: "CA certificate to verify etcd's certificate",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: Some("client_cakeys"),
         sighup: Reconnect,
         default: "none",
@@ -439,7 +439,7 @@ settings! {
     cert_file: PathBuf => cert_file {
         flag: "--cert-file <FILE>",
         help: "Client certificate for etcd",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: Some("client_cert"),
         sighup: Reconnect,
         default: "none",
@@ -448,7 +448,7 @@ settings! {
     key_file: PathBuf => key_file {
         flag: "--key-file <FILE>",
         help: "Client key for etcd",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: Some("client_key"),
         sighup: Reconnect,
         default: "none",
@@ -457,7 +457,7 @@ settings! {
     username: String => username {
         flag: "--username <USERNAME>",
         help: "etcd user name",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: Some("username"),
         sighup: Reconnect,
         default: "none",
@@ -466,7 +466,7 @@ settings! {
     password_file: PathBuf => password_file {
         flag: "--password-file <FILE>",
         help: "File holding the etcd password",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "none",
@@ -495,7 +495,7 @@ settings! {
     log_level: String => log_level {
         flag: "--log-level <LEVEL>",
         help: "Log level: error, warn, info, debug, trace (or a tracing filter)",
-        used_by: [render, check, status, fleet, keys_import, keys_export],
+        used_by: [render, check, status, fleet, fleet_wait, keys_import, keys_export],
         confd: Some("log-level"),
         sighup: Restart,
         default: "`info`",
@@ -506,7 +506,7 @@ settings! {
     log_format: LogFormat => log_format {
         flag: "--log-format <LOG_FORMAT>",
         help: "Log format",
-        used_by: [render, check, status, fleet, keys_import, keys_export],
+        used_by: [render, check, status, fleet, fleet_wait, keys_import, keys_export],
         confd: None,
         sighup: Restart,
         default: "`text`",
@@ -536,7 +536,7 @@ settings! {
     connect_timeout: String => connect_timeout {
         flag: "--connect-timeout <DURATION>",
         help: "Limit for connecting to etcd [default: 5s]",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "`5s`",
@@ -545,7 +545,7 @@ settings! {
     request_timeout: String => request_timeout {
         flag: "--request-timeout <DURATION>",
         help: "Limit for each etcd request [default: 10s]",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "`10s`",
@@ -564,7 +564,7 @@ settings! {
     dns_server: SocketAddr => dns_server {
         flag: "--dns-server <ADDR>",
         help: "Nameserver for SRV look-ups, IP:PORT [default: /etc/resolv.conf]",
-        used_by: [render, check, fleet, keys_import, keys_export],
+        used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "`/etc/resolv.conf`",

@@ -1,0 +1,237 @@
+<?php
+/**
+ * Reads a configuration file that liveconf keeps up to date, for
+ * MediaWiki (or any PHP application). Reference code: copy it, adapt it.
+ *
+ * Two ways, the two of the design (see contrib/php/README.md and the
+ * README's "MediaWiki: reading liveconf's files" section):
+ *
+ *   $cfg = LiveconfConfig::load('/srv/mediawiki/dbconfig.json');      // JSON + APCu
+ *   $cfg = LiveconfConfig::includePhp('/srv/mediawiki/wmf-config/dbconfig.php'); // PHP + opcache
+ *   header('X-Config-Sha256: ' . LiveconfConfig::meta($path)['sha256']);
+ *
+ * JSON + APCu, per request: one stat() of the file and one apcu_fetch().
+ * The file is read and parsed only when its identity changed (device,
+ * inode, size, mtime, ctime): liveconf installs by rename(2), so every new
+ * version is a new inode. A stat key cannot tell two versions apart when
+ * the second is written in the same second as the first (same size, and an
+ * inode number reused): as git does with its index, an entry parsed less
+ * than a second after the file's mtime is "racy" and is checked against the
+ * file's bytes (sha256) on each request until a later second has passed.
+ *
+ * Never a partial file: liveconf renames a complete file into place, and
+ * the bytes parsed come from one open file (fstat of the same descriptor
+ * gives the key). Never stale: the stat runs on every call (clearstatcache
+ * first: PHP's stat cache would otherwise answer from an earlier call in the
+ * same process). A missing, unreadable, empty or invalid file (or one that
+ * is not a JSON object/array) keeps the last good copy in service: the error
+ * goes to the $onError callback (a LiveconfConfigError) when one is given,
+ * else to trigger_error(E_USER_WARNING); without any good copy, load()
+ * throws the LiveconfConfigError.
+ *
+ * Without APCu (not loaded, or apc.enable_cli=0 on the command line) every
+ * call reads and parses the file: correct, only slower.
+ */
+
+final class LiveconfConfigError extends RuntimeException
+{
+}
+
+final class LiveconfConfig
+{
+    /** APCu key prefix. */
+    private const PREFIX = 'liveconf:';
+
+    /** What the last call in this request served, per path (meta()). */
+    private static $meta = [];
+
+    /**
+     * The decoded JSON document at $path (an array), parsed only when the
+     * file changed. $onError(LiveconfConfigError $e, string $path) hears of a
+     * file that cannot be served while the last good copy is.
+     */
+    public static function load(string $path, ?callable $onError = null): array
+    {
+        clearstatcache(true, $path);
+        $st = @stat($path);
+        $apcu = self::apcu();
+        $entry = $apcu ? apcu_fetch(self::PREFIX . $path) : false;
+        if ($st !== false && is_array($entry) && $entry['key'] === self::key($st)) {
+            $now = time();
+            if ($entry['verified'] > $st['mtime'] || self::sameBytes($path, $entry)) {
+                if ($entry['verified'] <= $st['mtime'] && $now > $st['mtime']) {
+                    // Checked against the bytes in a later second: trusted from now on.
+                    $entry['verified'] = $now;
+                    apcu_store(self::PREFIX . $path, $entry);
+                }
+                return self::serve($path, $entry, $onError);
+            }
+        }
+        $entry = self::parse($path, is_array($entry) ? $entry : null);
+        if ($apcu) {
+            apcu_store(self::PREFIX . $path, $entry);
+        }
+        return self::serve($path, $entry, $onError);
+    }
+
+    /**
+     * The array a PHP file liveconf wrote returns (`return [...];`), through
+     * opcache. opcache must see a replaced file: see the README for the
+     * settings; with APCu, a new inode also invalidates the script in opcache
+     * (opcache_invalidate), so even opcache.validate_timestamps=0 serves the
+     * new file from the next request. A missing file, or one that returns no
+     * array, is a LiveconfConfigError (liveconf's check_cmd `php -l` keeps a
+     * broken file from being installed).
+     */
+    public static function includePhp(string $path): array
+    {
+        clearstatcache(true, $path);
+        $st = @stat($path);
+        if ($st === false) {
+            throw new LiveconfConfigError("$path: cannot stat it (missing, or not readable)");
+        }
+        $key = self::key($st);
+        $apcu = self::apcu();
+        $sha = null;
+        if ($apcu) {
+            $seen = apcu_fetch(self::PREFIX . 'php:' . $path);
+            if (is_array($seen) && $seen['key'] === $key && $seen['verified'] > $st['mtime']) {
+                $sha = $seen['sha256'];
+            } else {
+                if (function_exists('opcache_invalidate')) {
+                    @opcache_invalidate($path, true);
+                }
+                $sha = @hash_file('sha256', $path) ?: null;
+                apcu_store(self::PREFIX . 'php:' . $path, [
+                    'key' => $key, 'sha256' => $sha, 'verified' => time(),
+                ]);
+            }
+        }
+        $data = (static function (string $p) {
+            return include $p;
+        })($path);
+        if (!is_array($data)) {
+            throw new LiveconfConfigError("$path: does not return an array");
+        }
+        self::$meta[$path] = [
+            'sha256' => $sha,
+            'revision' => self::revisionOf($data),
+            'error' => null,
+        ];
+        return $data;
+    }
+
+    /**
+     * What the last load()/includePhp() of $path in this request served:
+     * 'sha256' (of the file's bytes: the sha256 `liveconf status` and
+     * `liveconf fleet` show for the resource; null for includePhp without
+     * APCu), 'revision' (the document's top-level "revision", when the
+     * template writes one; else null) and 'error' (why the file on disk is
+     * not the one served, or null).
+     */
+    public static function meta(string $path): ?array
+    {
+        return self::$meta[$path] ?? null;
+    }
+
+    private static function apcu(): bool
+    {
+        return function_exists('apcu_enabled') && apcu_enabled();
+    }
+
+    /** The file's identity: a new one for every file liveconf installs. */
+    private static function key(array $st): string
+    {
+        return $st['dev'] . ':' . $st['ino'] . ':' . $st['size'] . ':' . $st['mtime'] . ':' . $st['ctime'];
+    }
+
+    /** A racy entry: whether the file still holds the bytes it was parsed from. */
+    private static function sameBytes(string $path, array $entry): bool
+    {
+        $sha = @hash_file('sha256', $path);
+        return $sha !== false && $sha === $entry['file_sha256'];
+    }
+
+    /**
+     * Reads and parses the file; on failure keeps $previous's last good
+     * data, with the error (and the failing file's key, so a broken file is
+     * not parsed again on every request).
+     */
+    private static function parse(string $path, ?array $previous): array
+    {
+        $now = time();
+        $fh = @fopen($path, 'rb');
+        if ($fh === false) {
+            return self::failed($previous, null, '', "$path: cannot open it (missing, or not readable)");
+        }
+        $st = fstat($fh);
+        $bytes = stream_get_contents($fh);
+        fclose($fh);
+        $key = $st === false ? null : self::key($st);
+        $sha = hash('sha256', (string)$bytes);
+        if ($bytes === false || $bytes === '') {
+            return self::failed($previous, $key, $sha, "$path: empty or unreadable");
+        }
+        try {
+            $data = json_decode($bytes, true, 512, JSON_THROW_ON_ERROR);
+        } catch (JsonException $e) {
+            return self::failed($previous, $key, $sha, "$path: not valid JSON ({$e->getMessage()}); a truncated or hand-edited file?");
+        }
+        if (!is_array($data)) {
+            return self::failed($previous, $key, $sha, "$path: holds a JSON " . gettype($data) . ', not an object or array');
+        }
+        return [
+            'key' => $key,
+            'file_sha256' => $sha,
+            'sha256' => $sha,
+            'verified' => $now,
+            'data' => $data,
+            'error' => null,
+        ];
+    }
+
+    /**
+     * The entry of a file that cannot be served: $previous's data (the last
+     * good copy), the error, and the failing file's key and hash, so that it
+     * is not read again on every request.
+     */
+    private static function failed(?array $previous, ?string $key, string $fileSha, string $error): array
+    {
+        return [
+            'key' => $key,
+            'file_sha256' => $fileSha,
+            'sha256' => $previous['sha256'] ?? null,
+            'verified' => time(),
+            'data' => $previous['data'] ?? null,
+            'error' => $error,
+        ];
+    }
+
+    private static function serve(string $path, array $entry, ?callable $onError): array
+    {
+        self::$meta[$path] = [
+            'sha256' => $entry['sha256'],
+            'revision' => is_array($entry['data']) ? self::revisionOf($entry['data']) : null,
+            'error' => $entry['error'],
+        ];
+        if ($entry['error'] !== null) {
+            $e = new LiveconfConfigError($entry['error'] . (is_array($entry['data'])
+                ? '; serving the last good copy (sha256 ' . substr((string)$entry['sha256'], 0, 12) . ')'
+                : '; no good copy to serve'));
+            if (!is_array($entry['data'])) {
+                throw $e;
+            }
+            if ($onError !== null) {
+                $onError($e, $path);
+            } else {
+                trigger_error($e->getMessage(), E_USER_WARNING);
+            }
+        }
+        return $entry['data'];
+    }
+
+    private static function revisionOf(array $data): ?int
+    {
+        return isset($data['revision']) && is_int($data['revision']) ? $data['revision'] : null;
+    }
+}

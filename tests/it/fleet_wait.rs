@@ -1,0 +1,359 @@
+//! `liveconf fleet wait` against a real etcd and three `liveconf render
+//! --report` daemons (one per "host", each with its own confdir, state dir
+//! and files): after a put it returns once every host's file holds the
+//! change; a host whose check fails is named with the check's error; a
+//! host whose report disappears during the wait is named as gone; with
+//! nothing changed (or only keys no resource reads) it returns at once.
+
+use crate::common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::etcd::{Daemon, Etcd, read_or_empty, wait_for};
+use common::{Fx, Run};
+use nix::sys::signal::Signal;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// One host: its daemon and its confdir/state/out directories (dropped
+/// after the daemon, so a failing test still shows the daemon's log).
+struct Host {
+    d: Daemon,
+    name: String,
+    fx: Fx,
+}
+
+impl Host {
+    fn file(&self) -> String {
+        read_or_empty(&self.fx.path("out/x.conf"))
+    }
+}
+
+/// Starts `liveconf render --report` as NAME, rendering `v={{/app/x/v}}`
+/// into out/x.conf, with the resource's `extra` lines.
+fn start_host(etcd: &Etcd, name: &str, ttl: &str, extra: &str) -> Host {
+    let fx = Fx::new();
+    fx.template("x.tera", "v={{ getv(key=\"/v\") }}\n");
+    fx.resource(
+        "x",
+        &format!(
+            "[template]\nsrc = \"x.tera\"\ndest = \"{{out}}/x.conf\"\nprefix = \"/app/x\"\nkeys = [\"/\"]\n{extra}"
+        ),
+    );
+    let confdir = fx.dir.path().display().to_string();
+    let state = fx.path("state").display().to_string();
+    let endpoints = etcd.endpoints();
+    let d = Daemon::start(
+        &[
+            "--confdir",
+            &confdir,
+            "--endpoints",
+            &endpoints,
+            "--state-dir",
+            &state,
+            "--node-name",
+            name,
+            "--report",
+            "--report-ttl",
+            ttl,
+            "--wait",
+            "0s",
+        ],
+        &fx.path("daemon.log"),
+    );
+    Host {
+        d,
+        name: name.to_string(),
+        fx,
+    }
+}
+
+/// The check host3 runs: refuses a file holding "bad", saying why.
+const REFUSE_BAD: &str =
+    "check_cmd = \"if grep -q bad {{src}}; then echo 'refusing a bad value' >&2; exit 1; fi\"\n";
+
+fn three_hosts(etcd: &Etcd, ttl: &str, host3_extra: &str) -> Vec<Host> {
+    let hosts = vec![
+        start_host(etcd, "host1", ttl, ""),
+        start_host(etcd, "host2", ttl, ""),
+        start_host(etcd, "host3", ttl, host3_extra),
+    ];
+    // The reports exist (a wait needs live hosts to wait for).
+    wait_for("three fleet reports", LIMIT, || {
+        etcd.ctl(&["get", "/liveconf/fleet/", "--prefix", "--keys-only"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+            == 3
+    });
+    hosts
+}
+
+fn wait_cmd(etcd: &Etcd, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_liveconf"));
+    c.args(["fleet", "wait", "--endpoints", &etcd.endpoints()])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    c
+}
+
+/// `etcdctl ARGS -w json` (a put or a delete): the revision it made.
+fn write(etcd: &Etcd, args: &[&str]) -> i64 {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&etcd.ctl(&all)).expect("etcdctl json");
+    v["header"]["revision"].as_i64().expect("header.revision")
+}
+
+/// `liveconf fleet wait ARGS`, and how long it took.
+fn fleet_wait(etcd: &Etcd, args: &[&str]) -> (Run, Duration) {
+    let start = Instant::now();
+    let out = wait_cmd(etcd, args)
+        .output()
+        .expect("run liveconf fleet wait");
+    (Run::from(out), start.elapsed())
+}
+
+#[test]
+fn a_put_then_fleet_wait_returns_when_every_host_has_the_change() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let hosts = three_hosts(&etcd, "30s", "");
+
+    // The first renders: the wait returns once all three have v=1.
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "20s"]);
+    r.expect_code(0);
+    for h in &hosts {
+        assert_eq!(h.file(), "v=1\n", "{}", h.name);
+    }
+
+    // A put, then the wait: when it returns, every file holds the change.
+    etcd.put("/app/x/v", "2");
+    let rev = etcd.revision();
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "20s"]);
+    let files: Vec<String> = hosts.iter().map(Host::file).collect();
+    r.expect_code(0);
+    assert_eq!(files, ["v=2\n", "v=2\n", "v=2\n"], "{}", r.stdout);
+    assert!(
+        r.stdout
+            .starts_with(&format!("3 hosts reflect revision {rev}")),
+        "{}",
+        r.stdout
+    );
+
+    // Nothing changed since: it returns at once, saying so.
+    let (r, took) = fleet_wait(&etcd, &["--timeout", "20s"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("(all there when the wait began)"),
+        "{}",
+        r.stdout
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // A change to keys no resource reads is nothing to wait for either:
+    // the hosts' x keeps its older revision and is not behind.
+    etcd.put("/other/key", "1");
+    let (r, took) = fleet_wait(&etcd, &["--timeout", "20s", "--format", "json"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["ok"], true, "{}", r.stdout);
+    assert_eq!(
+        v["revision"].as_i64(),
+        Some(etcd.revision()),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(v["hosts"].as_array().map(Vec::len), Some(3), "{}", r.stdout);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    // A host held back (SIGSTOP) when the wait begins: the wait says what
+    // it waits for, and returns once that host's report says it caught up.
+    hosts[2].d.signal(Signal::SIGSTOP);
+    write(&etcd, &["put", "/app/x/v", "3"]);
+    let mut waiter = wait_cmd(&etcd, &["--timeout", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fleet wait");
+    let mut said = String::new();
+    BufReader::new(waiter.stderr.take().expect("stderr"))
+        .read_line(&mut said)
+        .expect("read fleet wait's stderr");
+    assert!(
+        said.starts_with("waiting up to 20s (--timeout) for host3 (behind: x at revision "),
+        "{said}"
+    );
+    hosts[2].d.signal(Signal::SIGCONT);
+    let r = Run::from(waiter.wait_with_output().expect("fleet wait"));
+    let files: Vec<String> = hosts.iter().map(Host::file).collect();
+    r.expect_code(0);
+    assert_eq!(files, ["v=3\n", "v=3\n", "v=3\n"], "{}", r.stdout);
+    assert!(
+        r.stdout.contains("; the slowest, host3, after "),
+        "{}",
+        r.stdout
+    );
+
+    // A delete leaves no mod_revision behind: a host that has not seen it
+    // is still behind (found in etcd's history), named when time is up.
+    let extra = write(&etcd, &["put", "/app/x/extra", "1"]);
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "20s"]);
+    r.expect_code(0);
+    hosts[1].d.signal(Signal::SIGSTOP);
+    let del = write(&etcd, &["del", "/app/x/extra"]);
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "2s"]);
+    hosts[1].d.signal(Signal::SIGCONT);
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains(&format!(
+            "host2: behind: x at revision {extra}, its keys changed at {del}"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("host1: reflects revision"),
+        "{}",
+        r.stdout
+    );
+    // Resumed, it catches up and the same wait succeeds.
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "20s", "--revision", &del.to_string()]);
+    r.expect_code(0);
+
+    // Narrowed to hosts that do not exist: refused (exit 3), not a pass.
+    let (r, _) = fleet_wait(&etcd, &["--hosts", "db*"]);
+    r.expect_code(3);
+    assert!(
+        r.stderr.contains("no live host matches --hosts"),
+        "{}",
+        r.stderr
+    );
+    let (r, _) = fleet_wait(&etcd, &["--resource", "nope"]);
+    r.expect_code(3);
+    assert!(
+        r.stderr.contains("no live host reports resource nope"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_host_whose_check_fails_is_named_with_the_checks_error() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let hosts = three_hosts(&etcd, "30s", REFUSE_BAD);
+    fleet_wait(&etcd, &["--timeout", "20s"]).0.expect_code(0);
+
+    let rev = write(&etcd, &["put", "/app/x/v", "bad"]);
+    let (r, took) = fleet_wait(&etcd, &["--timeout", "5s"]);
+    r.expect_code(1);
+    assert!(took >= Duration::from_secs(5), "took {took:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let host3: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("host3: "))
+        .collect();
+    assert!(
+        host3
+            .iter()
+            .any(|l| l.starts_with("host3: failing: x (check: ")
+                && l.contains("refusing a bad value")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        host3
+            .iter()
+            .any(|l| l.starts_with("host3: behind: x at revision ")
+                && l.ends_with(&format!("its keys changed at {rev}"))),
+        "{}",
+        r.stdout
+    );
+    for h in ["host1", "host2"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{h}: reflects revision "))),
+            "{}",
+            r.stdout
+        );
+    }
+    assert!(
+        lines.last().is_some_and(
+            |l| l.starts_with("timed out after 5s (--timeout): 1 of 3 hosts not at revision ")
+        ),
+        "{}",
+        r.stdout
+    );
+    // What it says is true of the files: host3 kept its last good one.
+    assert_eq!(hosts[2].file(), "v=1\n");
+    assert_eq!(hosts[0].file(), "v=bad\n");
+    // The others alone are there: narrowed to them, the wait passes.
+    fleet_wait(&etcd, &["--timeout", "20s", "--hosts", "host[12]"])
+        .0
+        .expect_code(0);
+    // In JSON, the same verdict.
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "1s", "--format", "json"]);
+    r.expect_code(1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["timed_out"], true);
+    let h3 = v["hosts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["node"] == "host3"))
+        .expect("host3 in the JSON");
+    assert!(
+        h3["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("refusing a bad value")),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_host_whose_report_disappears_mid_wait_is_named_gone() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    // A short lease: a stopped host's report expires within 3 s.
+    let hosts = three_hosts(&etcd, "3s", "");
+    fleet_wait(&etcd, &["--timeout", "20s"]).0.expect_code(0);
+
+    // host2 stops (SIGSTOP: no render, no keep-alive); a change follows.
+    hosts[1].d.signal(Signal::SIGSTOP);
+    etcd.put("/app/x/v", "2");
+    let waiter = wait_cmd(&etcd, &["--timeout", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fleet wait");
+    let start = Instant::now();
+    let out = waiter.wait_with_output().expect("fleet wait");
+    let took = start.elapsed();
+    hosts[1].d.signal(Signal::SIGCONT);
+    let r = Run::from(out);
+    r.expect_code(1);
+    // It ended when host2's report went away and the others had the
+    // change, not at the timeout.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("host2: gone: ")),
+        "{}",
+        r.stdout
+    );
+    for h in ["host1", "host3"] {
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{h}: reflects revision"))),
+            "{}",
+            r.stdout
+        );
+    }
+    assert_eq!(hosts[0].file(), "v=2\n");
+    assert_eq!(hosts[2].file(), "v=2\n");
+}
