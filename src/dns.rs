@@ -1,5 +1,8 @@
-//! DNS look-ups: SRV records (endpoint discovery, `lookup_srv`), and the
-//! addresses of SRV targets when discovery uses an explicit nameserver.
+//! DNS look-ups: SRV records (endpoint discovery), the addresses of SRV
+//! targets when discovery uses an explicit nameserver, and the template
+//! functions' look-ups ([`Query`]: addresses, SRV, TXT, URI), each answer
+//! sorted and with its TTL, failures told apart as a real answer (the name
+//! or the record does not exist) or a failure to get one.
 //!
 //! Uses hickory's resolver with the system configuration
 //! (`/etc/resolv.conf`), or one explicit nameserver (`dns_server` in
@@ -48,12 +51,170 @@ pub struct SrvTarget {
     pub port: u16,
 }
 
+/// What a template function looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Addresses: A and AAAA (`lookup_ip`, `lookup_ipv4`, `lookup_ipv6`).
+    Ip,
+    /// SRV records.
+    Srv,
+    /// TXT records.
+    Txt,
+    /// URI records (RFC 7553, type 256).
+    Uri,
+}
+
+impl Kind {
+    /// The record type as people write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ip => "A/AAAA",
+            Kind::Srv => "SRV",
+            Kind::Txt => "TXT",
+            Kind::Uri => "URI",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One look-up: a record type and a name (lower case, no trailing dot).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Query {
+    /// The record type.
+    pub kind: Kind,
+    /// The name.
+    pub name: String,
+}
+
+impl Query {
+    /// `kind` records of `name`, named the canonical way (so "A.example."
+    /// and "a.example" are one look-up).
+    pub fn new(kind: Kind, name: &str) -> Query {
+        Query {
+            kind,
+            name: name.trim_end_matches('.').to_ascii_lowercase(),
+        }
+    }
+}
+
+/// One URI record (RFC 7553).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UriRecord {
+    /// Lower is preferred.
+    pub priority: u16,
+    /// Relative weight among equal priorities.
+    pub weight: u16,
+    /// The URI, as the record holds it.
+    pub target: String,
+}
+
+/// The records of one answer, sorted (so the same records in another
+/// order are the same answer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// Addresses, IPv4 first, each once.
+    Ip(Vec<IpAddr>),
+    /// By priority, weight, target, port.
+    Srv(Vec<SrvTarget>),
+    /// One string per record, its character-strings joined; sorted.
+    Txt(Vec<String>),
+    /// By priority, weight, target.
+    Uri(Vec<UriRecord>),
+}
+
+impl Records {
+    /// How many records.
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Ip(v) => v.len(),
+            Records::Srv(v) => v.len(),
+            Records::Txt(v) => v.len(),
+            Records::Uri(v) => v.len(),
+        }
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records as one short line (status, logs).
+    pub fn summary(&self) -> String {
+        let items: Vec<String> = match self {
+            Records::Ip(v) => v.iter().map(|a| a.to_string()).collect(),
+            Records::Srv(v) => v
+                .iter()
+                .map(|s| format!("{} {} {}:{}", s.priority, s.weight, s.target, s.port))
+                .collect(),
+            Records::Txt(v) => v.iter().map(|t| format!("{t:?}")).collect(),
+            Records::Uri(v) => v
+                .iter()
+                .map(|u| format!("{} {} {:?}", u.priority, u.weight, u.target))
+                .collect(),
+        };
+        items.join(", ")
+    }
+}
+
+/// An answer: its records and its TTL (the smallest of its records').
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The records, sorted.
+    pub records: Records,
+    /// Seconds the answer may be kept.
+    pub ttl: u32,
+}
+
 /// Why a look-up found no SRV targets.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DnsError {
     /// The name has no SRV record (NXDOMAIN, or no record of that type).
     #[error("no SRV record for {0}")]
     NoRecord(String),
+    /// The name does not exist (NXDOMAIN): a real answer.
+    #[error("no {kind} record for {name}: the name does not exist (NXDOMAIN)")]
+    NoSuchName {
+        /// The record type asked for.
+        kind: Kind,
+        /// The name.
+        name: String,
+    },
+    /// The name exists but has no record of the type (NODATA): a real
+    /// answer.
+    #[error("no {kind} record for {name}: the name has none (NODATA)")]
+    NoData {
+        /// The record type asked for.
+        kind: Kind,
+        /// The name.
+        name: String,
+    },
+    /// The nameserver answered with an error code (SERVFAIL, REFUSED...):
+    /// no answer.
+    #[error("the nameserver answered {code} for {name}")]
+    Server {
+        /// The response code.
+        code: String,
+        /// The name.
+        name: String,
+    },
+    /// No good answer for longer than `dns_max_stale` (the daemon).
+    #[error("no good answer for {age} (dns_max_stale is {limit}); the last error: {last}")]
+    Stale {
+        /// Since the last good answer.
+        age: String,
+        /// `dns_max_stale`.
+        limit: String,
+        /// The last failure.
+        last: String,
+    },
+    /// A URI record too short to hold its priority and weight.
+    #[error("a URI record of {0} is malformed ({1} bytes of data)")]
+    BadUri(String, usize),
     /// The name has no address (A or AAAA record).
     #[error("no address (A or AAAA record) for {0}")]
     NoAddress(String),
@@ -66,9 +227,6 @@ pub enum DnsError {
     /// Nothing came back within [`LOOKUP_LIMIT`].
     #[error("no answer within {}s", LOOKUP_LIMIT.as_secs())]
     NoAnswer,
-    /// The resolver could not be set up (the system configuration).
-    #[error("{0}")]
-    Resolver(ResolveError),
     /// The DNS thread's runtime could not be built.
     #[error("cannot start the DNS runtime: {0}")]
     Runtime(Arc<std::io::Error>),
@@ -81,6 +239,18 @@ pub enum DnsError {
     /// The look-up was dropped without an answer.
     #[error("the look-up failed")]
     Dropped,
+}
+
+impl DnsError {
+    /// Whether this is a real answer (the name, or its records of that
+    /// type, do not exist), as opposed to a failure to get one (a
+    /// timeout, SERVFAIL, an unreachable nameserver).
+    pub fn is_answer(&self) -> bool {
+        matches!(
+            self,
+            DnsError::NoSuchName { .. } | DnsError::NoData { .. } | DnsError::NoRecord(_)
+        )
+    }
 }
 
 /// How long one nameserver query waits (hickory's `timeout`).
@@ -101,11 +271,27 @@ fn resolver(cfg: &DnsConfig) -> Result<TokioResolver, DnsError> {
             rc.add_name_server(NameServerConfig::new(addr, Protocol::Tcp));
             TokioResolver::builder_with_config(rc, provider)
         }
-        None => TokioResolver::builder(provider).map_err(DnsError::Resolver)?,
+        None => match TokioResolver::builder(provider) {
+            Ok(b) => b,
+            // No nameserver configured (an empty or missing
+            // /etc/resolv.conf: a machine without network): the hosts file
+            // and `localhost` still answer, every other name fails.
+            Err(e) => {
+                tracing::warn!(
+                    "no usable nameserver in {RESOLV_CONF} ({e}): DNS look-ups answer only from the hosts file and for localhost"
+                );
+                TokioResolver::builder_with_config(
+                    ResolverConfig::new(),
+                    TokioConnectionProvider::default(),
+                )
+            }
+        },
     };
     builder.options_mut().timeout = QUERY_TIMEOUT;
     builder.options_mut().attempts = 2;
     builder.options_mut().cache_size = 0;
+    // Both address families (the default asks AAAA only without an A).
+    builder.options_mut().ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
     Ok(builder.build())
 }
 
@@ -153,7 +339,7 @@ impl Resolvers {
 #[cfg(test)]
 static BUILT: std::sync::Mutex<Vec<DnsConfig>> = std::sync::Mutex::new(Vec::new());
 
-type Answer = Result<Vec<SrvTarget>, DnsError>;
+type SrvAnswer = Result<Vec<SrvTarget>, DnsError>;
 
 /// A look-up to run on the DNS thread with the resolver of its
 /// configuration; it replies by itself.
@@ -199,7 +385,7 @@ fn start() -> Result<UnboundedSender<Job>, DnsError> {
     Ok(tx)
 }
 
-async fn srv(r: &TokioResolver, name: &str) -> Answer {
+async fn srv(r: &TokioResolver, name: &str) -> SrvAnswer {
     let answer = r.srv_lookup(name).await.map_err(|e| {
         if e.is_no_records_found() {
             DnsError::NoRecord(name.to_string())
@@ -241,23 +427,188 @@ async fn ips(r: &TokioResolver, name: &str) -> Result<Vec<IpAddr>, DnsError> {
     Ok(out)
 }
 
+/// What a failed look-up of `q` means: a real answer (NXDOMAIN, NODATA),
+/// an error code from the nameserver, or no answer.
+fn classify(e: ResolveError, q: &Query) -> DnsError {
+    use hickory_resolver::proto::ProtoErrorKind;
+    use hickory_resolver::proto::op::ResponseCode;
+    if let Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) = e.proto().map(|p| p.kind())
+    {
+        let (kind, name) = (q.kind, q.name.clone());
+        return match *response_code {
+            ResponseCode::NXDomain => DnsError::NoSuchName { kind, name },
+            ResponseCode::NoError => DnsError::NoData { kind, name },
+            code => DnsError::Server {
+                code: code.to_string(),
+                name,
+            },
+        };
+    }
+    DnsError::Lookup(e)
+}
+
+/// The records of `q`, sorted, with the answer's TTL.
+async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
+    use hickory_resolver::proto::rr::{RData, RecordType};
+    // A fully qualified name: no search domains.
+    let name = format!("{}.", q.name);
+    let mut ttl = u32::MAX;
+    let records = match q.kind {
+        Kind::Ip => {
+            let l = r
+                .lookup_ip(name.as_str())
+                .await
+                .map_err(|e| classify(e, q))?;
+            for rec in l.as_lookup().records() {
+                ttl = ttl.min(rec.ttl());
+            }
+            let mut v: Vec<IpAddr> = l.iter().collect();
+            v.sort();
+            v.dedup();
+            Records::Ip(v)
+        }
+        Kind::Srv => {
+            let l = r
+                .srv_lookup(name.as_str())
+                .await
+                .map_err(|e| classify(e, q))?;
+            for rec in l.as_lookup().records() {
+                ttl = ttl.min(rec.ttl());
+            }
+            let mut v: Vec<SrvTarget> = l
+                .iter()
+                .map(|srv| SrvTarget {
+                    priority: srv.priority(),
+                    weight: srv.weight(),
+                    target: srv.target().to_utf8().trim_end_matches('.').to_string(),
+                    port: srv.port(),
+                })
+                .collect();
+            v.sort();
+            v.dedup();
+            Records::Srv(v)
+        }
+        Kind::Txt => {
+            let l = r
+                .txt_lookup(name.as_str())
+                .await
+                .map_err(|e| classify(e, q))?;
+            for rec in l.as_lookup().records() {
+                ttl = ttl.min(rec.ttl());
+            }
+            let mut v: Vec<String> = l
+                .iter()
+                .map(|t| {
+                    let bytes: Vec<u8> = t
+                        .txt_data()
+                        .iter()
+                        .flat_map(|s| s.iter().copied())
+                        .collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                })
+                .collect();
+            v.sort();
+            Records::Txt(v)
+        }
+        Kind::Uri => {
+            let l = r
+                .lookup(name.as_str(), RecordType::Unknown(URI_TYPE))
+                .await
+                .map_err(|e| classify(e, q))?;
+            let mut v = Vec::new();
+            for rec in l.records() {
+                // hickory has no URI type: its data comes as opaque bytes,
+                // RFC 7553's priority (16 bits), weight (16 bits), target
+                // (the rest).
+                let RData::Unknown { code, rdata } = rec.data() else {
+                    continue;
+                };
+                if u16::from(*code) != URI_TYPE {
+                    continue;
+                }
+                ttl = ttl.min(rec.ttl());
+                let b = rdata.anything();
+                if b.len() < 4 {
+                    return Err(DnsError::BadUri(q.name.clone(), b.len()));
+                }
+                v.push(UriRecord {
+                    priority: u16::from_be_bytes([b[0], b[1]]),
+                    weight: u16::from_be_bytes([b[2], b[3]]),
+                    target: String::from_utf8_lossy(&b[4..]).into_owned(),
+                });
+            }
+            v.sort();
+            v.dedup();
+            Records::Uri(v)
+        }
+    };
+    if records.is_empty() {
+        return Err(DnsError::NoData {
+            kind: q.kind,
+            name: q.name.clone(),
+        });
+    }
+    Ok(Answer {
+        records,
+        ttl: if ttl == u32::MAX { 0 } else { ttl },
+    })
+}
+
+/// The URI record's type (RFC 7553).
+const URI_TYPE: u16 = 256;
+
+/// Looks `q` up through the nameserver of `cfg`, on the DNS thread.
+pub async fn resolve(cfg: &DnsConfig, q: &Query) -> Result<Answer, DnsError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let q2 = q.clone();
+    submit(
+        cfg,
+        move |r| async move { records(&r, &q2).await },
+        move |a| {
+            let _ = tx.send(a);
+        },
+    )?;
+    rx.await.map_err(|_| DnsError::Dropped)?
+}
+
+/// [`resolve`] from synchronous code (the template functions, on the
+/// render's blocking thread). Never call it on an async worker thread.
+pub fn resolve_blocking(cfg: &DnsConfig, q: &Query) -> Result<Answer, DnsError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let q2 = q.clone();
+    submit(
+        cfg,
+        move |r| async move { records(&r, &q2).await },
+        move |a| {
+            let _ = tx.send(a);
+        },
+    )?;
+    wait(rx)
+}
+
+fn wait<T>(rx: std::sync::mpsc::Receiver<Result<T, DnsError>>) -> Result<T, DnsError> {
+    match rx.recv_timeout(LOOKUP_LIMIT + Duration::from_secs(1)) {
+        Ok(a) => a,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(DnsError::NoAnswer),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(DnsError::Dropped),
+    }
+}
+
 /// Hands a look-up to the DNS thread: `look` runs there with the resolver,
 /// bounded by [`LOOKUP_LIMIT`]; `reply` is called with its answer.
 fn submit<T, F>(
     cfg: &DnsConfig,
-    name: &str,
-    look: fn(Arc<TokioResolver>, String) -> F,
+    look: impl FnOnce(Arc<TokioResolver>) -> F + Send + 'static,
     reply: impl FnOnce(Result<T, DnsError>) + Send + 'static,
 ) -> Result<(), DnsError>
 where
     T: Send + 'static,
     F: std::future::Future<Output = Result<T, DnsError>> + Send + 'static,
 {
-    let name = name.to_string();
     let run: Run = Box::new(move |resolver| {
         Box::pin(async move {
             let answer = match resolver {
-                Ok(r) => match tokio::time::timeout(LOOKUP_LIMIT, look(r, name)).await {
+                Ok(r) => match tokio::time::timeout(LOOKUP_LIMIT, look(r)).await {
                     Ok(a) => a,
                     Err(_) => Err(DnsError::NoAnswer),
                 },
@@ -274,7 +625,7 @@ where
         .map_err(|_| DnsError::Stopped)
 }
 
-async fn srv_job(r: Arc<TokioResolver>, name: String) -> Answer {
+async fn srv_job(r: Arc<TokioResolver>, name: String) -> SrvAnswer {
     srv(&r, &name).await
 }
 
@@ -287,35 +638,29 @@ async fn ip_job(r: Arc<TokioResolver>, name: String) -> Result<Vec<IpAddr>, DnsE
 /// explicit `dns_server`, which the system resolver may not know.
 pub async fn lookup_ip(cfg: &DnsConfig, name: &str) -> Result<Vec<IpAddr>, DnsError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    submit(cfg, name, ip_job, move |a| {
-        let _ = tx.send(a);
-    })?;
+    let name = name.to_string();
+    submit(
+        cfg,
+        move |r| ip_job(r, name),
+        move |a| {
+            let _ = tx.send(a);
+        },
+    )?;
     rx.await.map_err(|_| DnsError::Dropped)?
 }
 
 /// Looks up the SRV records of `name`, sorted by priority, weight, target.
-pub async fn lookup_srv(cfg: &DnsConfig, name: &str) -> Answer {
+pub async fn lookup_srv(cfg: &DnsConfig, name: &str) -> SrvAnswer {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    submit(cfg, name, srv_job, move |a| {
-        let _ = tx.send(a);
-    })?;
+    let name = name.to_string();
+    submit(
+        cfg,
+        move |r| srv_job(r, name),
+        move |a| {
+            let _ = tx.send(a);
+        },
+    )?;
     rx.await.map_err(|_| DnsError::Dropped)?
-}
-
-/// [`lookup_srv`] from synchronous code (the template functions, on the
-/// render's blocking thread): waits for the DNS thread's answer. Never call
-/// it on an async worker thread — it blocks for as long as the look-up
-/// takes (at most [`LOOKUP_LIMIT`]).
-pub fn lookup_srv_blocking(cfg: &DnsConfig, name: &str) -> Answer {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    submit(cfg, name, srv_job, move |a| {
-        let _ = tx.send(a);
-    })?;
-    match rx.recv_timeout(LOOKUP_LIMIT + Duration::from_secs(1)) {
-        Ok(a) => a,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(DnsError::NoAnswer),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(DnsError::Dropped),
-    }
 }
 
 #[cfg(test)]
@@ -359,6 +704,10 @@ mod tests {
         (addr, seen)
     }
 
+    fn lookup_srv_blocking(cfg: &DnsConfig, name: &str) -> Result<Answer, DnsError> {
+        resolve_blocking(cfg, &Query::new(Kind::Srv, name))
+    }
+
     fn builds_of(cfg: &DnsConfig) -> usize {
         BUILT.lock().unwrap().iter().filter(|c| *c == cfg).count()
     }
@@ -372,7 +721,11 @@ mod tests {
         for i in 0..3 {
             let name = format!("_x._tcp.n{i}.example.test");
             let e = lookup_srv_blocking(&cfg, &name).unwrap_err();
-            assert_eq!(e.to_string(), format!("no SRV record for {name}"));
+            assert_eq!(
+                e.to_string(),
+                format!("no SRV record for {name}: the name does not exist (NXDOMAIN)")
+            );
+            assert!(e.is_answer());
         }
         // The same name again is asked again (no cache: a changed record
         // is seen by the next render).

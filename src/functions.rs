@@ -9,7 +9,6 @@
 //! would not re-render when it changes.
 
 use std::cell::RefCell;
-use std::net::ToSocketAddrs;
 
 use globset::GlobBuilder;
 use tera::value::Key;
@@ -28,8 +27,8 @@ pub struct Scope {
     pub prefix: String,
     /// The absolute prefixes the resource watches.
     pub watched: Vec<String>,
-    /// DNS settings for `lookup_srv`.
-    pub dns: crate::dns::DnsConfig,
+    /// How the DNS functions look names up (and record them).
+    pub dns: crate::dnsdeps::Lookups,
 }
 
 thread_local! {
@@ -283,31 +282,89 @@ pub fn getenv(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     }
 }
 
-/// `lookup_ip(host=H)`: the host's addresses, sorted.
-pub fn lookup_ip(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
-    let host: &str = kwargs.must_get("host")?;
-    let addrs = (host, 0)
-        .to_socket_addrs()
-        .map_err(|e| Error::message(format!("lookup_ip({host}): {e}")))?;
-    let mut ips: Vec<std::net::IpAddr> = addrs.map(|a| a.ip()).collect();
-    ips.sort();
-    ips.dedup();
-    if ips.is_empty() {
-        return Err(Error::message(format!("lookup_ip({host}): no address")));
-    }
-    Ok(Value::from(
-        ips.into_iter()
-            .map(|ip| Value::from(ip.to_string()))
-            .collect::<Vec<_>>(),
-    ))
+/// Looks `q` up for the render in progress (through the daemon's DNS
+/// dependencies, which record it, or directly); `func` names the function
+/// in the error.
+fn dns_lookup(func: &str, q: &crate::dns::Query) -> TeraResult<crate::dns::Records> {
+    let lookups = current(|s| s.map(|s| s.dns.clone())).unwrap_or_default();
+    lookups
+        .lookup(q)
+        .map_err(|e| Error::message(format!("{func}({}): {e}", q.name)))
 }
 
-/// `lookup_srv(name=N)`: the SRV targets as `{target, port, priority, weight}`, sorted.
+/// The name of a DNS function: `name=`, or (`lookup_ip`'s older spelling)
+/// `host=`.
+fn dns_name<'a>(func: &str, kwargs: &'a Kwargs) -> TeraResult<&'a str> {
+    match (kwargs.get::<&str>("name")?, kwargs.get::<&str>("host")?) {
+        (Some(n), _) | (None, Some(n)) if !n.is_empty() => Ok(n),
+        _ => Err(Error::message(format!("{func}: give name=\"...\""))),
+    }
+}
+
+/// The addresses of `name` of one family (`v4`: Some(true) IPv4 only,
+/// Some(false) IPv6 only), sorted (IPv4 first); an error when none.
+fn ips(func: &str, kwargs: &Kwargs, v4: Option<bool>) -> TeraResult<Value> {
+    use crate::dns::{Kind, Query, Records};
+    let name = dns_name(func, kwargs)?;
+    let Records::Ip(all) = dns_lookup(func, &Query::new(Kind::Ip, name))? else {
+        return Err(Error::message(format!(
+            "{func}({name}): not an address answer"
+        )));
+    };
+    let ips: Vec<Value> = all
+        .into_iter()
+        .filter(|ip| v4.is_none_or(|v4| ip.is_ipv4() == v4))
+        .map(|ip| Value::from(ip.to_string()))
+        .collect();
+    if ips.is_empty() {
+        let family = if v4 == Some(true) { "IPv4 " } else { "IPv6 " };
+        return Err(Error::message(format!(
+            "{func}({name}): no {family}address"
+        )));
+    }
+    Ok(Value::from(ips))
+}
+
+/// `lookup_ip(name=N)`: the name's addresses (A and AAAA), sorted, IPv4
+/// first; an error when none.
+pub fn lookup_ip(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    ips("lookup_ip", &kwargs, None)
+}
+
+/// `lookup_ipv4(name=N)`: the name's IPv4 addresses, sorted.
+pub fn lookup_ipv4(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    ips("lookup_ipv4", &kwargs, Some(true))
+}
+
+/// `lookup_ipv6(name=N)`: the name's IPv6 addresses, sorted.
+pub fn lookup_ipv6(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    ips("lookup_ipv6", &kwargs, Some(false))
+}
+
+/// `lookup_srv(name=N)` or `lookup_srv(service=S, proto=P, domain=D)`
+/// (`_S._P.D`): the SRV targets as `{target, port, priority, weight}`,
+/// sorted by priority, weight, target, port.
 pub fn lookup_srv(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
-    let name: &str = kwargs.must_get("name")?;
-    let dns = scoped(|s| Ok(s.dns.clone())).unwrap_or_default();
-    let records = crate::dns::lookup_srv_blocking(&dns, name)
-        .map_err(|e| Error::message(format!("lookup_srv({name}): {e}")))?;
+    use crate::dns::{Kind, Query, Records};
+    let name = match kwargs.get::<&str>("name")? {
+        Some(n) => n.to_string(),
+        None => {
+            let part = |k: &str| -> TeraResult<String> {
+                kwargs.get::<&str>(k)?.map(str::to_string).ok_or_else(|| {
+                    Error::message(
+                        "lookup_srv: give name=\"_service._proto.domain\", or service=, proto= and domain=",
+                    )
+                })
+            };
+            let (service, proto, domain) = (part("service")?, part("proto")?, part("domain")?);
+            format!("_{service}._{proto}.{domain}")
+        }
+    };
+    let Records::Srv(records) = dns_lookup("lookup_srv", &Query::new(Kind::Srv, &name))? else {
+        return Err(Error::message(format!(
+            "lookup_srv({name}): not an SRV answer"
+        )));
+    };
     Ok(Value::from(
         records
             .into_iter()
@@ -317,6 +374,45 @@ pub fn lookup_srv(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
                 m.insert("port".into(), Value::from(r.port));
                 m.insert("priority".into(), Value::from(r.priority));
                 m.insert("weight".into(), Value::from(r.weight));
+                Value::from(m)
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `lookup_txt(name=N)`: one string per TXT record (its character-strings
+/// joined), sorted.
+pub fn lookup_txt(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    use crate::dns::{Kind, Query, Records};
+    let name = dns_name("lookup_txt", &kwargs)?;
+    let Records::Txt(records) = dns_lookup("lookup_txt", &Query::new(Kind::Txt, name))? else {
+        return Err(Error::message(format!(
+            "lookup_txt({name}): not a TXT answer"
+        )));
+    };
+    Ok(Value::from(
+        records.into_iter().map(Value::from).collect::<Vec<_>>(),
+    ))
+}
+
+/// `lookup_uri(name=N)`: the URI records (RFC 7553) as `{priority, weight,
+/// target}`, sorted by priority, weight, target.
+pub fn lookup_uri(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    use crate::dns::{Kind, Query, Records};
+    let name = dns_name("lookup_uri", &kwargs)?;
+    let Records::Uri(records) = dns_lookup("lookup_uri", &Query::new(Kind::Uri, name))? else {
+        return Err(Error::message(format!(
+            "lookup_uri({name}): not a URI answer"
+        )));
+    };
+    Ok(Value::from(
+        records
+            .into_iter()
+            .map(|r| {
+                let mut m = tera::Map::new();
+                m.insert("priority".into(), Value::from(r.priority));
+                m.insert("weight".into(), Value::from(r.weight));
+                m.insert("target".into(), Value::from(r.target));
                 Value::from(m)
             })
             .collect::<Vec<_>>(),
@@ -872,7 +968,11 @@ pub fn register(tera: &mut tera::Tera) {
     tera.register_function("tree", tree);
     tera.register_function("getenv", getenv);
     tera.register_function("lookup_ip", lookup_ip);
+    tera.register_function("lookup_ipv4", lookup_ipv4);
+    tera.register_function("lookup_ipv6", lookup_ipv6);
     tera.register_function("lookup_srv", lookup_srv);
+    tera.register_function("lookup_txt", lookup_txt);
+    tera.register_function("lookup_uri", lookup_uri);
     tera.register_filter("json_decode", json_decode);
     tera.register_filter("json_encode", json_encode);
     tera.register_filter("php", php);

@@ -782,17 +782,6 @@ fn not_object(text: &str, want: &str) -> String {
     }
 }
 
-fn lookup_ips(name: &str) -> Vec<String> {
-    use std::net::ToSocketAddrs;
-    let mut ips: Vec<String> = match (name, 0).to_socket_addrs() {
-        Ok(addrs) => addrs.map(|a| a.ip().to_string()).collect(),
-        Err(_) => Vec::new(),
-    };
-    ips.sort();
-    ips.dedup();
-    ips
-}
-
 /// confd's `sort.Sort` by length: Go's exact (unstable) order.
 fn sort_by_len<T>(items: &mut [T], len: impl Fn(&T) -> usize) {
     crate::gosort::sort(items, |a, b| len(a) < len(b));
@@ -1155,27 +1144,52 @@ fn arithmetic_functions(m: &mut FuncMap) {
     });
 }
 
-/// DNS, resolved at render time, as confd does.
+/// Looks `q` up for the render in progress (through the daemon's DNS
+/// dependencies, which record it, or directly). confd renders an empty
+/// list when a look-up fails; liveconf fails the render instead (naming
+/// the function, the name and why), so a daemon never installs a file
+/// emptied by a DNS failure (README: DNS failure policy).
+fn go_dns(func: &str, q: &crate::dns::Query) -> Result<crate::dns::Records, TemplateError> {
+    let lookups = functions::current(|v| v.map(|v| v.dns.clone())).unwrap_or_default();
+    lookups
+        .lookup(q)
+        .map_err(|e| fail(func, format!("{}: {e}", q.name)))
+}
+
+/// confd's `lookupIP`: the addresses as strings, sorted as strings (Go's
+/// `sort.Strings`).
+fn go_ips(func: &str, name: &str) -> Result<Vec<String>, TemplateError> {
+    use crate::dns::{Kind, Query, Records};
+    let mut ips: Vec<String> = match go_dns(func, &Query::new(Kind::Ip, name))? {
+        Records::Ip(v) => v.into_iter().map(|ip| ip.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    ips.sort();
+    Ok(ips)
+}
+
+/// DNS, as confd's functions: the same arguments and output.
 fn dns_functions(m: &mut FuncMap) {
     add(m, "lookupIP", |a| {
         arity("lookupIP", a, 1)?;
-        Ok(strings(lookup_ips(str_arg("lookupIP", a, 0)?)))
+        Ok(strings(go_ips("lookupIP", str_arg("lookupIP", a, 0)?)?))
     });
     add(m, "lookupIPV4", |a| {
         arity("lookupIPV4", a, 1)?;
-        let ips = lookup_ips(str_arg("lookupIPV4", a, 0)?);
+        let ips = go_ips("lookupIPV4", str_arg("lookupIPV4", a, 0)?)?;
         Ok(strings(
             ips.into_iter().filter(|ip| ip.contains('.')).collect(),
         ))
     });
     add(m, "lookupIPV6", |a| {
         arity("lookupIPV6", a, 1)?;
-        let ips = lookup_ips(str_arg("lookupIPV6", a, 0)?);
+        let ips = go_ips("lookupIPV6", str_arg("lookupIPV6", a, 0)?)?;
         Ok(strings(
             ips.into_iter().filter(|ip| ip.contains(':')).collect(),
         ))
     });
     add(m, "lookupSRV", |a| {
+        use crate::dns::{Kind, Query, Records};
         arity("lookupSRV", a, 3)?;
         let (service, proto, name) = (
             str_arg("lookupSRV", a, 0)?,
@@ -1187,13 +1201,14 @@ fn dns_functions(m: &mut FuncMap) {
         } else {
             format!("_{service}._{proto}.{name}")
         };
-        let dns = functions::current(|v| v.map(|v| v.dns.clone())).unwrap_or_default();
-        let mut records: Vec<(String, u16, u16, u16)> =
-            crate::dns::lookup_srv_blocking(&dns, &fqdn)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| (format!("{}.", r.target), r.port, r.priority, r.weight))
-                .collect();
+        let found = match go_dns("lookupSRV", &Query::new(Kind::Srv, &fqdn))? {
+            Records::Srv(v) => v,
+            _ => Vec::new(),
+        };
+        let mut records: Vec<(String, u16, u16, u16)> = found
+            .into_iter()
+            .map(|r| (format!("{}.", r.target), r.port, r.priority, r.weight))
+            .collect();
         // confd sorts by the concatenation target+port+priority+weight.
         records.sort_by_key(|(t, p, pr, w)| format!("{t}{p}{pr}{w}"));
         Ok(Value::List(

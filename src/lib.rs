@@ -12,6 +12,7 @@ pub(crate) mod confdir;
 pub(crate) mod daemon;
 pub mod deps;
 pub(crate) mod dns;
+pub(crate) mod dnsdeps;
 pub mod encode;
 pub(crate) mod explain;
 pub(crate) mod fleet;

@@ -50,6 +50,13 @@ struct ResInfo {
     sha256: String,
 }
 
+/// A DNS dependency: the name a template looked up and the record type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Dep {
+    name: String,
+    r#type: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Build {
     version: String,
@@ -87,6 +94,10 @@ pub struct Metrics {
     events: Counter,
     reconnects: Counter,
     resync_differences: Counter,
+    dns: std::sync::Mutex<Option<Arc<crate::dnsdeps::Tracker>>>,
+    dns_age: Family<Dep, Gauge>,
+    dns_ttl: Family<Dep, Gauge>,
+    dns_failing: Family<Dep, Gauge>,
 }
 
 impl Default for Metrics {
@@ -127,6 +138,10 @@ impl Metrics {
             events: Counter::default(),
             reconnects: Counter::default(),
             resync_differences: Counter::default(),
+            dns: Default::default(),
+            dns_age: Family::default(),
+            dns_ttl: Family::default(),
+            dns_failing: Family::default(),
         };
         m.build_info
             .get_or_create(&Build {
@@ -140,7 +155,59 @@ impl Metrics {
         );
         m.register_resource_metrics(&mut registry);
         m.register_backend_metrics(&mut registry);
+        m.register_dns_metrics(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// Per DNS dependency (the names the renders looked up): three gauges,
+    /// read from the tracker at each scrape.
+    fn register_dns_metrics(&self, r: &mut Registry) {
+        r.register(
+            "dns_answer_age_seconds",
+            "Seconds since the last good answer for a name a template looked up (labels name, type)",
+            self.dns_age.clone(),
+        );
+        r.register(
+            "dns_ttl_seconds",
+            "The TTL of the last answer for a name a template looked up",
+            self.dns_ttl.clone(),
+        );
+        r.register(
+            "dns_failing",
+            "1 while the last look-up of the name failed or its renders fail (NXDOMAIN, no good answer within dns_max_stale), else 0",
+            self.dns_failing.clone(),
+        );
+    }
+
+    /// The DNS dependencies are read from `tracker` at each scrape.
+    pub fn follow_dns(&self, tracker: Arc<crate::dnsdeps::Tracker>) {
+        *self.dns.lock().unwrap_or_else(|e| e.into_inner()) = Some(tracker);
+    }
+
+    /// One set of series per current DNS dependency (a name no render
+    /// uses any more loses its series).
+    fn sync_dns(&self) {
+        let Some(t) = self.dns.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        self.dns_age.clear();
+        self.dns_ttl.clear();
+        self.dns_failing.clear();
+        for d in t.status() {
+            let l = Dep {
+                name: d.name,
+                r#type: d.kind,
+            };
+            if let Some(age) = d.age {
+                self.dns_age
+                    .get_or_create(&l)
+                    .set(i64::try_from(age).unwrap_or(i64::MAX));
+            }
+            self.dns_ttl.get_or_create(&l).set(i64::from(d.ttl));
+            self.dns_failing
+                .get_or_create(&l)
+                .set(i64::from(d.failing || d.error.is_some()));
+        }
     }
 
     /// Per resource: health, content, counters, render time; render time
@@ -453,6 +520,7 @@ impl Metrics {
     /// The text exposition.
     pub fn encode(&self) -> String {
         self.sync_owed();
+        self.sync_dns();
         let last = self.last_event.get();
         if last > 0.0 {
             self.since_last_event

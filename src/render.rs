@@ -16,8 +16,11 @@ pub const MAX_OUTPUT: usize = 64 * 1024 * 1024;
 /// What a render may use besides the snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Env {
-    /// For `lookup_srv`.
+    /// The nameserver of the DNS look-up functions.
     pub dns: DnsConfig,
+    /// The daemon's DNS dependencies: look-ups are answered and recorded
+    /// there (`None`: each look-up asks the nameserver, `render --once`).
+    pub live: Option<crate::dnsdeps::Live>,
     /// Largest output accepted, in bytes.
     pub max_output: usize,
 }
@@ -26,6 +29,7 @@ impl Default for Env {
     fn default() -> Self {
         Env {
             dns: DnsConfig::default(),
+            live: None,
             max_output: MAX_OUTPUT,
         }
     }
@@ -83,12 +87,30 @@ pub fn render(
         return Err(RenderError::Unreadable(why.to_string()));
     }
     // What the template functions read (both engines).
+    let live = env.live.as_ref().map(|l| (l.0.clone(), res.name.clone()));
     let scope = || Scope {
         snapshot: snapshot.clone(),
         prefix: res.prefix.clone(),
         watched: res.watched.clone(),
-        dns: env.dns.clone(),
+        dns: crate::dnsdeps::Lookups {
+            dns: env.dns.clone(),
+            live: live.clone(),
+        },
     };
+    // The look-ups of this render, and only those, are the resource's DNS
+    // dependencies once it ends (failed or not).
+    struct Finish<'a>(Option<&'a crate::dnsdeps::Live>, &'a str);
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            if let Some(l) = self.0 {
+                l.0.finish(self.1);
+            }
+        }
+    }
+    if let Some(l) = &env.live {
+        l.0.begin(&res.name);
+    }
+    let _finish = Finish(env.live.as_ref(), &res.name);
     let out = match &res.source {
         Source::Format(format, decode) => render_format(res, snapshot, *format, *decode)?,
         Source::Template(name, Engine::Go) => gotemplate::render(templates.go(name)?, scope())?,

@@ -169,6 +169,11 @@ pub struct Status {
     pub moved_to: Option<PathBuf>,
     /// Per resource.
     pub resources: BTreeMap<String, ResourceStatus>,
+    /// The DNS names the daemon's renders looked up (their dependencies):
+    /// answer, its age and TTL, the last error. See the README's "DNS as
+    /// live state".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<crate::dnsdeps::DepStatus>,
 }
 
 /// Seconds since the Unix epoch.

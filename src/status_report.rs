@@ -79,6 +79,25 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
         })
         .collect();
     let total = status.resources.len();
+    // DNS names failing to answer while their last good answer still
+    // serves: the files are fine for now (a failing one fails its
+    // resources, counted above).
+    let dns_errors: Vec<String> = status
+        .dns
+        .iter()
+        .filter(|d| !d.failing)
+        .filter_map(|d| {
+            let e = d.error.as_deref()?;
+            Some(format!(
+                "{} {} ({}): {}; last good answer {} old",
+                d.kind,
+                d.name,
+                d.resources.join(", "),
+                first_line(e),
+                ago(d.age.unwrap_or(0))
+            ))
+        })
+        .collect();
     let follows = if status.backend == "file" {
         "the key files"
     } else {
@@ -129,6 +148,10 @@ pub fn evaluate(state_dir: &Path, max_age: Option<Duration>, now: u64) -> Verdic
             ..e.clone()
         };
         parts.push(shown.sentence(status.config_loaded));
+    }
+    if !dns_errors.is_empty() && daemon && stopped.is_none() {
+        code = code.max(1);
+        parts.push(format!("DNS look-ups failing: {}", dns_errors.join("; ")));
     }
     let why = status
         .backend_error
@@ -338,6 +361,26 @@ impl Verdict {
                 ));
                 if let Some(e) = &r.error {
                     out.push_str(&format!("       {}: {}\n", e.step, first_line(&e.message)));
+                }
+            }
+            if !s.dns.is_empty() {
+                out.push_str("DNS dependencies:\n");
+            }
+            for d in &s.dns {
+                let age = d
+                    .age
+                    .map(|a| format!("{} old", ago(a)))
+                    .unwrap_or_else(|| "no answer".into());
+                out.push_str(&format!(
+                    "  {:<4} {:<6} {:<32} {age}, ttl {}s, used by {}\n",
+                    if d.failing { "FAIL" } else if d.error.is_some() { "WARN" } else { "ok" },
+                    d.kind,
+                    d.name,
+                    d.ttl,
+                    d.resources.join(", ")
+                ));
+                if let Some(e) = &d.error {
+                    out.push_str(&format!("       {}\n", first_line(e)));
                 }
             }
         }

@@ -96,6 +96,8 @@ struct Daemon {
     /// Where running batches report.
     batches: UnboundedSender<BatchMsg>,
     backend: Supervisor,
+    /// The DNS names the renders looked up (see [`crate::dnsdeps`]).
+    dns: Arc<crate::dnsdeps::Tracker>,
 }
 
 /// Runs the daemon until `shutdown` resolves; `Ok` after a clean stop.
@@ -114,6 +116,10 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut d = Daemon::new(settings, source, opts, batch_tx, event_tx, stop_rx)?;
     let publisher = d.start_sinks().await?;
+    // DNS answers are looked up again when due; the resources whose
+    // answer changed come back here.
+    let (dns_tx, mut dns_rx) = unbounded_channel::<Vec<String>>();
+    let dns_task = tokio::spawn(crate::dnsdeps::run(d.dns.clone(), dns_tx));
     d.backend.restart(&d.settings, d.watched(), 0);
     // Until it answers, status names what is being tried.
     d.observer.reconnecting(d.backend.backend().describe());
@@ -140,6 +146,7 @@ pub async fn run(
             }
             _ = sleep_until(deadline) => {}
             Some(msg) = batch_rx.recv() => d.on_batch_msg(msg),
+            Some(names) = dns_rx.recv() => d.mark_names(&names),
             _ = heartbeat.tick() => {
                 let current = d.backend.backend().idle_is_current();
                 d.observer.tick(watchdog.is_some(), current);
@@ -165,6 +172,7 @@ pub async fn run(
         d.observer
             .flush(d.mirror.view().is_some(), d.planner.is_settled());
     }
+    dns_task.abort();
     d.stop(stop_tx, batch_rx, controls, publisher).await;
     Ok(())
 }
@@ -204,7 +212,12 @@ impl Daemon {
         // Installs travel on the batches' channel, so each arrives before
         // its batch's end.
         opts.installs = Some(batch::install_hook(batches.clone()));
+        let dns = crate::dnsdeps::Tracker::new(opts.env.dns.clone(), settings.dns_timing());
+        opts.env.live = Some(crate::dnsdeps::Live(dns.clone()));
+        let mut observer = observer;
+        observer.follow_dns(dns.clone());
         let mut d = Daemon {
+            dns,
             backend: Supervisor::new(&settings, events),
             source,
             started_with: settings.clone(),
@@ -350,6 +363,8 @@ impl Daemon {
             })
             .collect();
         self.planner.configure(members, self.settings.wait);
+        self.dns
+            .retain(&self.resources.iter().map(|r| r.name.clone()).collect());
         self.mirror.configure(&self.resources, self.watched());
         self.observer
             .configured(&self.settings, &self.resources, failures, root);
@@ -446,6 +461,17 @@ impl Daemon {
         for i in touched.resources {
             if let Some(r) = self.resources.get(i) {
                 self.planner.mark(&r.name, touched.now, at);
+            }
+        }
+    }
+
+    /// The DNS answer these resources rendered from changed: each renders
+    /// again, as after a change of its keys.
+    fn mark_names(&mut self, names: &[String]) {
+        let at = Instant::now();
+        for n in names {
+            if self.planner.is_member(n) {
+                self.planner.mark(n, false, at);
             }
         }
     }

@@ -109,6 +109,9 @@ pub(crate) struct Observer {
     systemd: Systemd,
     metrics: Option<Arc<Metrics>>,
     report: Option<watch::Sender<Report>>,
+    /// The DNS dependencies, shown in status.json, /metrics and the fleet
+    /// report.
+    dns: Option<Arc<crate::dnsdeps::Tracker>>,
 }
 
 impl Observer {
@@ -144,7 +147,16 @@ impl Observer {
             systemd: Systemd::default(),
             metrics: None,
             report: None,
+            dns: None,
         }
+    }
+
+    /// The DNS dependencies to show from now on.
+    pub(crate) fn follow_dns(&mut self, tracker: Arc<crate::dnsdeps::Tracker>) {
+        if let Some(m) = &self.metrics {
+            m.follow_dns(tracker.clone());
+        }
+        self.dns = Some(tracker);
     }
 
     /// The configuration was (re)loaded: `resources` run, `failures` did
@@ -252,6 +264,9 @@ impl Observer {
     pub(crate) async fn serve_metrics(&mut self, addr: SocketAddr) -> std::io::Result<()> {
         let m = Arc::new(Metrics::new());
         m.follow_owed(self.owed.clone());
+        if let Some(t) = &self.dns {
+            m.follow_dns(t.clone());
+        }
         crate::metrics::serve(addr, m.clone()).await?;
         let names = self.names();
         m.configured(&names.iter().map(String::as_str).collect::<Vec<_>>());
@@ -473,6 +488,9 @@ impl Observer {
         }
         self.file.dirty = false;
         self.file.written = Instant::now();
+        if let Some(t) = &self.dns {
+            self.status.dns = t.status();
+        }
         match self.status.save(&self.file.dir, &self.owed) {
             Ok(()) => self.file.error = None,
             Err(e) => {

@@ -114,6 +114,9 @@ impl Daemon {
             owed_dir,
         } = self.settings.batch(self.opts.noop);
         self.opts.env = env;
+        self.dns
+            .configure(self.opts.env.dns.clone(), self.settings.dns_timing());
+        self.opts.env.live = Some(crate::dnsdeps::Live(self.dns.clone()));
         self.opts.reload_splay = reload_splay;
         self.opts.owed_dir = owed_dir;
         // One line per changed setting, with its old and new value:

@@ -563,14 +563,47 @@ settings! {
     },
     dns_server: SocketAddr => dns_server {
         flag: "--dns-server <ADDR>",
-        help: "Nameserver for SRV look-ups, IP:PORT [default: /etc/resolv.conf]",
+        help: "Nameserver for SRV discovery and the templates' DNS look-ups, IP:PORT [default: /etc/resolv.conf]",
         used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "`/etc/resolv.conf`",
         doc: "`\"IP:PORT\"` of the nameserver for SRV discovery (the record, and its targets' \
-              addresses: without it the system resolver finds them) and `lookup_srv` (a new \
-              value serves `lookup_srv` from the next render)",
+              addresses: without it the system resolver finds them) and the templates' DNS \
+              functions (`lookup_ip`, `lookup_srv`, `lookup_txt`...; a new value serves them \
+              from the next render)",
+    },
+    dns_min_interval: String => dns_min_interval {
+        flag: "--dns-min-interval <DURATION>",
+        help: "Shortest time between two look-ups of a template's DNS name (TTLs below it are raised) [default: 5s]",
+        used_by: [render],
+        confd: None,
+        sighup: Apply,
+        default: "`5s`",
+        doc: "daemon: a name a template looked up is looked up again when its TTL runs out, \
+              but never sooner than this (also the first retry after a failure); see \
+              [DNS as live state](#dns-as-live-state)",
+    },
+    dns_max_interval: String => dns_max_interval {
+        flag: "--dns-max-interval <DURATION>",
+        help: "Longest time between two look-ups of a template's DNS name (TTLs above it are lowered; the longest retry backoff) [default: 5m]",
+        used_by: [render],
+        confd: None,
+        sighup: Apply,
+        default: "`5m`",
+        doc: "daemon: a name a template looked up is looked up again at least this often (TTLs \
+              above it are lowered to it), and failed look-ups back off up to it",
+    },
+    dns_max_stale: String => dns_max_stale {
+        flag: "--dns-max-stale <DURATION>",
+        help: "How long the last good DNS answer serves while look-ups fail before its resources fail [default: 1h]",
+        used_by: [render],
+        confd: None,
+        sighup: Apply,
+        default: "`1h`",
+        doc: "daemon: while look-ups of a name fail (timeout, SERVFAIL, no nameserver), renders \
+              use its last good answer for this long; then the resources using it fail at \
+              render (their files stay)",
     },
     reload_splay: String => reload_splay {
         flag: "--reload-splay <DURATION>",
@@ -872,6 +905,9 @@ mod tests {
             "request_timeout" => "\"9s\"",
             "resync_interval" => "\"1m\"",
             "dns_server" => "\"127.0.0.1:53\"",
+            "dns_min_interval" => "\"1s\"",
+            "dns_max_interval" => "\"1m\"",
+            "dns_max_stale" => "\"10m\"",
             "reload_splay" => "\"5s\"",
             "watch_confdir" => "true",
             "report" => "true",

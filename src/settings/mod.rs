@@ -408,6 +408,9 @@ pub struct Settings {
     pub report: bool,
     pub report_ttl: Duration,
     pub reload_splay: Duration,
+    pub dns_min_interval: Duration,
+    pub dns_max_interval: Duration,
+    pub dns_max_stale: Duration,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_output_bytes: usize,
@@ -438,7 +441,20 @@ impl Settings {
             dns: crate::dns::DnsConfig {
                 nameserver: self.dns_server,
             },
+            live: None,
             max_output: self.max_output_bytes,
+        }
+    }
+
+    /// How the daemon looks a template's DNS names up again
+    /// (`dns_min_interval`, at least 100 ms; `dns_max_interval`, at least
+    /// that; `dns_max_stale`).
+    pub fn dns_timing(&self) -> crate::dnsdeps::Timing {
+        let min = self.dns_min_interval.max(Duration::from_millis(100));
+        crate::dnsdeps::Timing {
+            min,
+            max: self.dns_max_interval.max(min),
+            max_stale: self.dns_max_stale,
         }
     }
 
@@ -691,6 +707,9 @@ impl Settings {
             report: l.report.unwrap_or(false),
             report_ttl: dur!(report_ttl, DEFAULT_REPORT_TTL),
             reload_splay: dur!(reload_splay, Duration::ZERO),
+            dns_min_interval: dur!(dns_min_interval, Duration::from_secs(5)),
+            dns_max_interval: dur!(dns_max_interval, Duration::from_secs(300)),
+            dns_max_stale: dur!(dns_max_stale, Duration::from_secs(3600)),
             connect_timeout: dur!(connect_timeout, Duration::from_secs(5)),
             request_timeout: dur!(request_timeout, Duration::from_secs(10)),
             max_output_bytes: l.max_output_bytes.unwrap_or(crate::render::MAX_OUTPUT),

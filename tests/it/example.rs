@@ -20,6 +20,7 @@ fn readme_demo_renders_the_mediawiki_example() {
     for json in [
         "srv/mediawiki/dbconfig.json",
         "srv/mediawiki/read-only.json",
+        "srv/mediawiki/mcrouter-servers.json",
         "srv/pools/eqiad-appserver.json",
     ] {
         let text = std::fs::read_to_string(o(json)).unwrap();
@@ -31,6 +32,14 @@ fn readme_demo_renders_the_mediawiki_example() {
             "demo output does not list {json}"
         );
     }
+
+    // The resource fed by DNS: "localhost" needs no nameserver.
+    let mc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(o("srv/mediawiki/mcrouter-servers.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(mc["name"], "localhost");
+    assert_eq!(mc["servers"], serde_json::json!(["127.0.0.1:11213"]));
 
     let php = o("srv/mediawiki/wmf-config/dbconfig.php");
     let lint = std::process::Command::new("php")

@@ -1,0 +1,517 @@
+//! DNS as live state, against a real dnsmasq on loopback: a changed record
+//! reaches the file within TTL + `dns_min_interval` + slack; the same
+//! answer, in any order, renders nothing; a stopped nameserver keeps the
+//! file (status names the error) and its return renders nothing when the
+//! answer is unchanged; no good answer for `dns_max_stale` fails the
+//! resource; NXDOMAIN fails only the resources that use the name; TXT and
+//! URI values with hostile content stay data; `render --once` fails
+//! clearly.
+
+use crate::common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Fx;
+use common::etcd::{free_port, http_get_metric, read_or_empty, wait_for};
+use common::hardening::{file_daemon, status};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// What the daemons of these tests use: look-ups every 200 ms (dnsmasq
+/// gives its records TTL 0 or 1 s), retries up to 1 s apart.
+const MIN: &str = "200ms";
+const MAX: &str = "1s";
+
+/// dnsmasq answering for `.test` (NXDOMAIN for any name it has no record
+/// of), on one port across restarts, logging its queries.
+struct Dnsmasq {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    /// Query log lines before the current process (restarts truncate).
+    earlier: String,
+}
+
+impl Dnsmasq {
+    fn start(records: &[String]) -> Dnsmasq {
+        let mut d = Dnsmasq {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            earlier: String::new(),
+        };
+        d.run(records);
+        d
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("dnsmasq.log")
+    }
+
+    fn run(&mut self, records: &[String]) {
+        assert!(
+            std::path::Path::new("/usr/sbin/dnsmasq").exists() || common::have("dnsmasq"),
+            "dnsmasq is required (scripts/ensure-deps dnsmasq installs dnsmasq-base)"
+        );
+        let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+            "/usr/sbin/dnsmasq"
+        } else {
+            "dnsmasq"
+        };
+        self.earlier.push_str(&read_or_empty(&self.log_path()));
+        let _ = std::fs::remove_file(self.log_path());
+        let child = Command::new(bin)
+            .args([
+                "--no-daemon",
+                &format!("--port={}", self.port),
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--conf-file=/dev/null",
+                "--local=/test/",
+                "--local-ttl=1",
+                "--log-queries",
+                &format!("--log-facility={}", self.log_path().display()),
+                &format!("--pid-file={}", self.dir.path().join("pid").display()),
+            ])
+            .args(records)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("dnsmasq listening", LIMIT, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// Stops it (the port then refuses queries).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The same port, new records.
+    fn restart(&mut self, records: &[String]) {
+        self.stop();
+        self.run(records);
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Queries received for `name` (of any type), since the first start.
+    fn queries(&self, name: &str) -> usize {
+        let all = format!("{}{}", self.earlier, read_or_empty(&self.log_path()));
+        all.lines()
+            .filter(|l| l.contains("query[") && l.contains(&format!(" {name} from")))
+            .count()
+    }
+
+    /// Waits until `name` has been asked `n` more times than `since`.
+    fn wait_queries(&self, name: &str, since: usize, n: usize) {
+        wait_for(&format!("{n} more look-ups of {name}"), LIMIT, || {
+            self.queries(name) >= since + n
+        });
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `--dns-rr` of a TXT record holding `text` as one character-string.
+fn txt_rr(name: &str, text: &str) -> String {
+    assert!(text.len() < 256);
+    let mut data = vec![text.len() as u8];
+    data.extend_from_slice(text.as_bytes());
+    format!("--dns-rr={name},16,{}", hex(&data))
+}
+
+/// `--dns-rr` of a URI record (RFC 7553: priority, weight, target).
+fn uri_rr(name: &str, priority: u16, weight: u16, target: &str) -> String {
+    let mut data = priority.to_be_bytes().to_vec();
+    data.extend_from_slice(&weight.to_be_bytes());
+    data.extend_from_slice(target.as_bytes());
+    format!("--dns-rr={name},256,{}", hex(&data))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A daemon on the file backend, asking `dns`, with metrics on a free
+/// port (returned).
+fn daemon(fx: &Fx, dns: &Dnsmasq, stale: &str) -> (common::etcd::Daemon, u16) {
+    let port = free_port();
+    let d = file_daemon(
+        fx,
+        &[
+            "--dns-server",
+            &dns.addr(),
+            "--dns-min-interval",
+            MIN,
+            "--dns-max-interval",
+            MAX,
+            "--dns-max-stale",
+            stale,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    (d, port)
+}
+
+fn renders(port: u16, name: &str) -> f64 {
+    http_get_metric(
+        port,
+        &format!("liveconf_renders_total{{resource=\"{name}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+fn reloads(fx: &Fx) -> usize {
+    read_or_empty(&fx.path("out/reloads")).lines().count()
+}
+
+/// A resource `name` from `tmpl`, with a reload command counting reloads.
+fn resource(fx: &Fx, name: &str, tmpl: &str, body: &str) {
+    fx.template(tmpl, body);
+    fx.resource(
+        name,
+        &format!(
+            "[template]\nsrc = \"{tmpl}\"\ndest = \"{{out}}/{name}.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\nallow_empty = true\nreload_cmd = \"echo {name} >> {{out}}/reloads\"\n"
+        ),
+    );
+}
+
+fn dns_entry(fx: &Fx, name: &str) -> serde_json::Value {
+    status(fx)["dns"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == name).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+const ALL_KINDS: &str = "ip {{ lookup_ip(name=\"svc.live.test\") | join(sep=\",\") }}\n\
+{% for s in lookup_srv(service=\"memcache\", proto=\"tcp\", domain=\"live.test\") %}srv {{ s.priority }} {{ s.weight }} {{ s.target }}:{{ s.port }}\n{% endfor %}\
+{% for t in lookup_txt(name=\"flag.live.test\") %}txt {{ t }}\n{% endfor %}\
+{% for u in lookup_uri(name=\"_api._tcp.live.test\") %}uri {{ u.priority }} {{ u.weight }} {{ u.target }}\n{% endfor %}";
+
+fn records(ip: &str, txt: &[&str], srv_reversed: bool) -> Vec<String> {
+    let mut v = vec![format!("--host-record=svc.live.test,{ip}")];
+    let mut srv = vec![
+        "--srv-host=_memcache._tcp.live.test,mc1.live.test,11211,10,5".to_string(),
+        "--srv-host=_memcache._tcp.live.test,mc2.live.test,11211,10,5".to_string(),
+    ];
+    if srv_reversed {
+        srv.reverse();
+    }
+    v.extend(srv);
+    v.extend(txt.iter().map(|t| txt_rr("flag.live.test", t)));
+    v.push(uri_rr(
+        "_api._tcp.live.test",
+        1,
+        10,
+        "https://api.live.test/v1",
+    ));
+    v
+}
+
+#[test]
+fn a_changed_record_follows_and_the_same_answer_in_any_order_renders_nothing() {
+    let mut dns = Dnsmasq::start(&records("10.0.0.1", &["on", "zone=a"], false));
+    let fx = Fx::new();
+    resource(&fx, "all", "all.tera", ALL_KINDS);
+    let (d, port) = daemon(&fx, &dns, "1h");
+    let first = "ip 10.0.0.1\nsrv 10 5 mc1.live.test:11211\nsrv 10 5 mc2.live.test:11211\ntxt on\ntxt zone=a\nuri 1 10 https://api.live.test/v1\n";
+    wait_for("the first render", LIMIT, || {
+        read_or_empty(&fx.path("out/all.conf")) == first
+    });
+    wait_for("the first reload", LIMIT, || reloads(&fx) == 1);
+    wait_for("the first render counted", LIMIT, || {
+        renders(port, "all") >= 1.0
+    });
+    let r0 = renders(port, "all");
+
+    // Every name is a dependency, listed in status.json.
+    wait_for("four DNS dependencies in status.json", LIMIT, || {
+        status(&fx)["dns"].as_array().map_or(0, |a| a.len()) == 4
+    });
+    let txt = dns_entry(&fx, "flag.live.test");
+    assert_eq!(txt["type"], "TXT", "{txt}");
+    assert_eq!(txt["resources"], serde_json::json!(["all"]), "{txt}");
+    assert_eq!(txt["failing"], false, "{txt}");
+
+    // The same answer, asked again and again: nothing renders.
+    let q = dns.queries("flag.live.test");
+    dns.wait_queries("flag.live.test", q, 3);
+    // The same records in another order (server restarted): nothing renders.
+    dns.restart(&records("10.0.0.1", &["zone=a", "on"], true));
+    let q = dns.queries("flag.live.test");
+    dns.wait_queries("flag.live.test", q, 3);
+    let q = dns.queries("_memcache._tcp.live.test");
+    dns.wait_queries("_memcache._tcp.live.test", q, 2);
+    assert_eq!(
+        renders(port, "all"),
+        r0,
+        "an unchanged answer rendered\n{}",
+        d.log()
+    );
+    assert_eq!(reloads(&fx), 1, "an unchanged answer reloaded");
+
+    // A changed TXT record and address: the file follows within TTL (1 s)
+    // + dns_min_interval (0.2 s) + slack.
+    let changed = Instant::now();
+    dns.restart(&records("10.0.0.2", &["off", "zone=a"], false));
+    let want = first
+        .replace("10.0.0.1", "10.0.0.2")
+        .replace("txt on\n", "txt off\n");
+    wait_for("the changed records in the file", LIMIT, || {
+        read_or_empty(&fx.path("out/all.conf")) == want
+    });
+    let took = changed.elapsed();
+    eprintln!("a changed record reached the file in {took:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}\n{}", d.log());
+    wait_for("the reload of the change", LIMIT, || reloads(&fx) == 2);
+    assert!(
+        d.log().contains("DNS TXT flag.live.test: answer changed"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_stopped_nameserver_keeps_the_file_and_its_return_renders_nothing() {
+    let recs = vec![txt_rr("flag.stop.test", "on")];
+    let mut dns = Dnsmasq::start(&recs);
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "flag",
+        "flag.tera",
+        "flag={{ lookup_txt(name=\"flag.stop.test\") | join(sep=\",\") }}\n",
+    );
+    let (d, port) = daemon(&fx, &dns, "1h");
+    wait_for("the first render", LIMIT, || {
+        read_or_empty(&fx.path("out/flag.conf")) == "flag=on\n"
+    });
+    wait_for("the first reload", LIMIT, || reloads(&fx) == 1);
+    wait_for("the first render counted", LIMIT, || {
+        renders(port, "flag") >= 1.0
+    });
+    let r0 = renders(port, "flag");
+
+    dns.stop();
+    wait_for("the error in status.json", LIMIT, || {
+        dns_entry(&fx, "flag.stop.test")["error"].is_string()
+    });
+    let e = dns_entry(&fx, "flag.stop.test");
+    assert_eq!(
+        e["failing"], false,
+        "the last good answer still serves: {e}"
+    );
+    assert_eq!(status(&fx)["resources"]["flag"]["healthy"], true);
+    assert_eq!(read_or_empty(&fx.path("out/flag.conf")), "flag=on\n");
+    // liveconf status: WARNING, naming the name.
+    let st = fx.run(&["status"]);
+    assert_eq!(st.code, 1, "{}{}", st.stdout, st.stderr);
+    assert!(st.stdout.contains("flag.stop.test"), "{}", st.stdout);
+    // /metrics: the dependency is failing.
+    let failing = http_get_metric(
+        port,
+        "liveconf_dns_failing{name=\"flag.stop.test\",type=\"TXT\"}",
+    );
+    assert_eq!(failing, Some(1.0));
+
+    // Back with the same answer: the error clears, nothing renders.
+    dns.run(&recs);
+    wait_for("the error cleared", LIMIT, || {
+        let e = dns_entry(&fx, "flag.stop.test");
+        e.is_object() && e["error"].is_null()
+    });
+    assert_eq!(renders(port, "flag"), r0, "recovery rendered\n{}", d.log());
+    assert_eq!(reloads(&fx), 1);
+    assert!(d.log().contains("the answer is unchanged"), "{}", d.log());
+}
+
+#[test]
+fn no_good_answer_for_dns_max_stale_fails_the_resource_and_keeps_its_file() {
+    let recs = vec![txt_rr("flag.stale.test", "on")];
+    let mut dns = Dnsmasq::start(&recs);
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "flag",
+        "flag.tera",
+        "flag={{ lookup_txt(name=\"flag.stale.test\") | join(sep=\",\") }}\n",
+    );
+    let (d, _) = daemon(&fx, &dns, "1s");
+    wait_for("the first render", LIMIT, || {
+        read_or_empty(&fx.path("out/flag.conf")) == "flag=on\n"
+    });
+    dns.stop();
+    wait_for("the resource failing at render", LIMIT, || {
+        status(&fx)["resources"]["flag"]["error"]["step"] == "render"
+    });
+    let err = status(&fx)["resources"]["flag"]["error"].clone();
+    assert_eq!(err["step"], "render", "{err}");
+    let msg = err["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("lookup_txt(flag.stale.test)") && msg.contains("no good answer"),
+        "{msg}"
+    );
+    assert_eq!(read_or_empty(&fx.path("out/flag.conf")), "flag=on\n");
+    assert!(d.log().contains("dns_max_stale"), "{}", d.log());
+    // Back: it renders again (same bytes: the file stays) and is healthy.
+    dns.run(&recs);
+    wait_for("healthy again", LIMIT, || {
+        status(&fx)["resources"]["flag"]["healthy"] == true
+    });
+}
+
+#[test]
+fn nxdomain_fails_only_the_resources_that_use_the_name() {
+    let both = vec![txt_rr("a.nx.test", "a1"), txt_rr("b.nx.test", "b1")];
+    let mut dns = Dnsmasq::start(&both);
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "a",
+        "a.tera",
+        "a={{ lookup_txt(name=\"a.nx.test\") | join(sep=\",\") }}\n",
+    );
+    resource(
+        &fx,
+        "b",
+        "b.tera",
+        "b={{ lookup_txt(name=\"b.nx.test\") | join(sep=\",\") }}\n",
+    );
+    let (d, _) = daemon(&fx, &dns, "1h");
+    wait_for("the first renders", LIMIT, || {
+        read_or_empty(&fx.path("out/a.conf")) == "a=a1\n"
+            && read_or_empty(&fx.path("out/b.conf")) == "b=b1\n"
+    });
+    // b.nx.test stops existing; a changes.
+    dns.restart(&[txt_rr("a.nx.test", "a2")]);
+    wait_for("b failing, a following", LIMIT, || {
+        status(&fx)["resources"]["b"]["error"]["step"] == "render"
+            && read_or_empty(&fx.path("out/a.conf")) == "a=a2\n"
+    });
+    let msg = status(&fx)["resources"]["b"]["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.contains("b.nx.test") && msg.contains("NXDOMAIN"),
+        "{msg}"
+    );
+    assert_eq!(
+        read_or_empty(&fx.path("out/b.conf")),
+        "b=b1\n",
+        "b keeps its file"
+    );
+    assert_eq!(status(&fx)["resources"]["a"]["healthy"], true);
+    assert!(
+        d.log().contains("DNS TXT b.nx.test") && d.log().contains("NXDOMAIN"),
+        "{}",
+        d.log()
+    );
+    // The name is back: b renders again.
+    dns.restart(&[txt_rr("a.nx.test", "a2"), txt_rr("b.nx.test", "b2")]);
+    wait_for("b back", LIMIT, || {
+        read_or_empty(&fx.path("out/b.conf")) == "b=b2\n"
+            && status(&fx)["resources"]["b"]["healthy"] == true
+    });
+}
+
+/// Hostile TXT and URI values: quotes, `{{`, PHP and shell metacharacters.
+const HOSTILE: &str =
+    "x'\"{{ 7*7 }}{% raw %}<?php system('id'); ?>$(touch /tmp/liveconf-pwned);`id`\\";
+
+#[test]
+fn hostile_txt_and_uri_values_stay_data() {
+    let dns = Dnsmasq::start(&[
+        txt_rr("evil.hostile.test", HOSTILE),
+        uri_rr("_evil._tcp.hostile.test", 1, 1, HOSTILE),
+    ]);
+    let fx = Fx::new();
+    std::fs::write(
+        fx.path("liveconf.toml"),
+        format!("dns_server = \"{}\"\n", dns.addr()),
+    )
+    .unwrap();
+    // Verbatim, as PHP literals, as JSON.
+    resource(
+        &fx,
+        "raw",
+        "raw.tera",
+        "{% for t in lookup_txt(name=\"evil.hostile.test\") %}{{ t }}{% endfor %}\n{% for u in lookup_uri(name=\"_evil._tcp.hostile.test\") %}{{ u.target }}{% endfor %}\n",
+    );
+    resource(
+        &fx,
+        "php",
+        "php.tera",
+        "{% set u = lookup_uri(name=\"_evil._tcp.hostile.test\") | first %}<?php\nreturn [{{ lookup_txt(name=\"evil.hostile.test\") | first | php }}, {{ u.target | php }}];\n",
+    );
+    resource(
+        &fx,
+        "json",
+        "json.tera",
+        "{% set t = lookup_txt(name=\"evil.hostile.test\") %}{% set u = lookup_uri(name=\"_evil._tcp.hostile.test\") %}{{ {\"txt\": t, \"uri\": u} | json_encode }}\n",
+    );
+    let _ = std::fs::remove_file("/tmp/liveconf-pwned");
+    let run = fx.run(&[
+        "render",
+        "--once",
+        "--config",
+        &fx.path("liveconf.toml").display().to_string(),
+    ]);
+    run.expect_code(0);
+    assert_eq!(fx.read("out/raw.conf"), format!("{HOSTILE}\n{HOSTILE}\n"));
+    let back = common::php(
+        "$v = include $argv[1]; echo $v[0] === $v[1] ? $v[0] : 'differ';",
+        &[fx.path("out/php.conf").to_str().unwrap()],
+    );
+    assert_eq!(back, HOSTILE);
+    let j: serde_json::Value = serde_json::from_str(&fx.read("out/json.conf")).unwrap();
+    assert_eq!(j["txt"][0], HOSTILE);
+    assert_eq!(j["uri"][0]["target"], HOSTILE);
+    assert_eq!(j["uri"][0]["priority"], 1);
+    assert!(!std::path::Path::new("/tmp/liveconf-pwned").exists());
+    // Each reload ran once, the value never reaching its shell.
+    assert_eq!(reloads(&fx), 3);
+}
+
+#[test]
+fn render_once_without_a_nameserver_fails_clearly() {
+    let mut dns = Dnsmasq::start(&[txt_rr("flag.once.test", "on")]);
+    let addr = dns.addr();
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "flag",
+        "flag.tera",
+        "flag={{ lookup_txt(name=\"flag.once.test\") | join(sep=\",\") }}\n",
+    );
+    resource(&fx, "other", "other.tera", "fine\n");
+    let ok = fx.run(&["render", "--once", "--dns-server", &addr]);
+    ok.expect_code(0);
+    assert_eq!(fx.read("out/flag.conf"), "flag=on\n");
+    dns.stop();
+    let run = fx.run(&["render", "--once", "--dns-server", &addr]);
+    // 2: some resources failed.
+    run.expect_code(2);
+    run.expect_stderr(&["flag", "lookup_txt(flag.once.test)"]);
+    assert_eq!(fx.read("out/flag.conf"), "flag=on\n", "the file stays");
+    assert_eq!(fx.read("out/other.conf"), "fine\n");
+}
