@@ -362,6 +362,16 @@ impl Connection {
         self.discovery.is_some()
     }
 
+    /// The SRV record the endpoints are discovered from, if they are.
+    pub fn srv_name(&self) -> Option<String> {
+        self.discovery.as_deref().and_then(srv_name)
+    }
+
+    /// The nameserver discovery asks (`None`: the system's).
+    pub fn dns_server(&self) -> Option<std::net::SocketAddr> {
+        self.discovery.as_ref().and_then(|s| s.dns_server)
+    }
+
     /// Looks the SRV record (and, through an explicit `dns_server`, its
     /// targets) up again: the daemon's watcher does it before each attempt
     /// that follows a failure, so a record or an address fixed in DNS is

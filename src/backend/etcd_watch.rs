@@ -9,6 +9,8 @@
 //! through etcd 3.4's grpc-proxy, an answered count-only read on the same
 //! channel does); a periodic resync compares a
 //! snapshot taken at exactly the delivered revisions with the mirror.
+//! Endpoints are used one at a time, the next after each failure; with SRV
+//! discovery the set follows DNS ([`super::srv`]) while the watch runs.
 
 use std::time::Duration;
 
@@ -33,6 +35,9 @@ enum WatchEnd {
     },
     /// The stream broke: reconnect (with backoff) and resume.
     Broken(String),
+    /// The endpoint in use left the SRV set: connect to the new set and
+    /// resume.
+    Moved,
 }
 
 /// The watcher task: snapshot, then one watch per root prefix (all on one
@@ -60,14 +65,31 @@ pub async fn run(
     let mut reported_down: Option<String> = None;
     // Whether the last attempt failed (discovery is then asked again).
     let mut failed = false;
+    // With SRV discovery: the set last logged, and the task that looks
+    // the record up on its TTL while all is well.
+    let known = conn
+        .srv_name()
+        .map(|name| super::srv::Known::new(name, &conn.endpoints));
+    let mut follower = known
+        .clone()
+        .and_then(|k| super::srv::Follower::start(&conn, k));
     loop {
+        if let Some(f) = follower.as_mut()
+            && f.updates.has_changed().unwrap_or(false)
+        {
+            // A set the follower found while we were not watching.
+            let newer = f.updates.borrow_and_update().clone();
+            if newer.endpoints != conn.endpoints {
+                conn = newer;
+                idx = 0;
+            }
+        }
         if failed && conn.discovers() {
             match conn.rediscover().await {
                 Ok(true) => {
-                    tracing::info!(
-                        endpoints = %conn.endpoints.join(","),
-                        "etcd discovery found other endpoints"
-                    );
+                    if let Some(k) = &known {
+                        k.note(&conn.endpoints);
+                    }
                     idx = 0;
                 }
                 Ok(false) => {}
@@ -122,7 +144,8 @@ pub async fn run(
             continue;
         };
         let end = watch(
-            &conn,
+            &mut conn,
+            follower.as_mut().map(|f| &mut f.updates),
             &mut client,
             &endpoint,
             &live,
@@ -151,6 +174,16 @@ pub async fn run(
                 );
                 seen = None;
                 reason = SnapshotReason::Compacted;
+            }
+            WatchEnd::Moved => {
+                // Our endpoint left the SRV set: the new set's first one,
+                // resuming where the watch was (no outage to report).
+                tracing::info!(
+                    endpoint = %endpoint,
+                    "etcd discovery: the endpoint in use left the SRV record; moving to {}",
+                    conn.endpoints.join(",")
+                );
+                idx = 0;
             }
             WatchEnd::Broken(why) => {
                 disconnected(
@@ -191,7 +224,8 @@ fn disconnected(
 /// events and progress arrive), until the stream ends: why it ended.
 #[allow(clippy::too_many_arguments)]
 async fn watch(
-    conn: &Connection,
+    conn: &mut Connection,
+    mut srv: Option<&mut tokio::sync::watch::Receiver<Connection>>,
     client: &mut Client,
     endpoint: &str,
     roots: &[String],
@@ -233,6 +267,19 @@ async fn watch(
     let mut next_resync = (!resync.is_zero()).then(|| tokio::time::Instant::now() + resync);
     loop {
         tokio::select! {
+            // A new SRV set: kept quietly while our endpoint is in it.
+            Some(newer) = async {
+                match srv.as_mut() {
+                    Some(rx) => rx.changed().await.ok().map(|()| rx.borrow_and_update().clone()),
+                    None => std::future::pending().await,
+                }
+            } => {
+                let stays = newer.endpoints.iter().any(|e| e == endpoint);
+                *conn = newer;
+                if !stays {
+                    return WatchEnd::Moved;
+                }
+            }
             msg = stream.message() => {
                 let resp = match msg {
                     Ok(Some(r)) => r,

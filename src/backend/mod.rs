@@ -18,6 +18,7 @@ use crate::store::{Change, Snapshot};
 pub mod etcd;
 pub mod etcd_watch;
 pub mod file;
+pub(crate) mod srv;
 pub(crate) mod supervise;
 
 /// Why the backend could not be read.

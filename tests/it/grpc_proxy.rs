@@ -552,3 +552,37 @@ fn compaction_behind_a_proxy_takes_a_new_snapshot_through_it() {
     );
     assert!(!h.d.log().contains("RESYNC FOUND"), "{}", h.d.log());
 }
+
+/// A real outage behind a proxy: the proxy stays up but the member it
+/// forwards to is killed (three members, so the cluster keeps its quorum).
+/// The daemon on that proxy sees it within the liveness bound (the read
+/// that proves liveness reaches etcd, not just the proxy), moves to the
+/// next proxy, and a put made meanwhile reaches the file.
+#[test]
+fn a_member_dying_behind_its_proxy_moves_the_daemon_to_the_next_proxy() {
+    let mut etcd = Etcd::cluster(3, &[]);
+    etcd.put("/app/v", "1");
+    let a = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "proxy-a");
+    let b = Proxy::start(&etcd.members[1].url(), etcd.dir.path(), "proxy-b");
+    let (ua, ub) = (a.url(), b.url());
+    let h = Host::start(&format!("{ua},{ub}"), &[]);
+    wait_all(std::slice::from_ref(&h), "1", "the file installed");
+    wait_for("connected through proxy A", LIMIT, || {
+        h.on().as_deref() == Some(ua.as_str())
+    });
+
+    etcd.members[0].stop();
+    let killed = Instant::now();
+    etcd.put_at(&etcd.members[2].url(), "/app/v", "2");
+    wait_for(
+        "connected through proxy B",
+        BOUND + Duration::from_secs(6),
+        || h.on().as_deref() == Some(ub.as_str()),
+    );
+    eprintln!(
+        "moved to proxy B {:?} after member 0 died",
+        killed.elapsed()
+    );
+    wait_all(std::slice::from_ref(&h), "2", "the put made while moving");
+    assert!(h.d.log().contains(&ua), "{}", h.d.log());
+}

@@ -42,5 +42,6 @@ mod properties;
 mod resource_limits;
 mod secrets;
 mod sighup_settings;
+mod srv_follow;
 mod status_metrics;
 mod template_functions;

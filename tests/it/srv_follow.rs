@@ -1,0 +1,179 @@
+//! etcd endpoints discovered through SRV follow DNS while the daemon runs:
+//! a real dnsmasq on loopback serves the record, two real etcd members
+//! stand behind it, and the record is changed under a running daemon
+//! (dnsmasq restarted with new data on the same port).
+
+use crate::common;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::Fx;
+use common::etcd::{Daemon, Etcd, free_port, read_or_empty, wait_for};
+
+/// The record's TTL is 0 (dnsmasq's own records): looked up again every
+/// 5 s, so a change is followed within that and one look-up's time.
+const FOLLOW: Duration = Duration::from_secs(15);
+const LIMIT: Duration = Duration::from_secs(30);
+const RECORD: &str = "_etcd-client._tcp.example.test";
+
+/// dnsmasq on a loopback port serving `--srv-host` records.
+struct Dnsmasq {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    /// Serving RECORD → 127.0.0.1 at each of `ports`, on `port`.
+    fn start(port: u16, ports: &[u16]) -> Dnsmasq {
+        assert!(
+            common::have("dnsmasq") || std::path::Path::new("/usr/sbin/dnsmasq").exists(),
+            "dnsmasq is required (scripts/ensure-deps dnsmasq installs dnsmasq-base)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::fs::File::create(dir.path().join("dnsmasq.log")).expect("log");
+        let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+            "/usr/sbin/dnsmasq"
+        } else {
+            "dnsmasq"
+        };
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--no-daemon",
+            &format!("--port={port}"),
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--conf-file=/dev/null",
+            &format!("--pid-file={}", dir.path().join("pid").display()),
+        ]);
+        for p in ports {
+            cmd.arg(format!("--srv-host={RECORD},127.0.0.1,{p}"));
+        }
+        let child = cmd
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start dnsmasq");
+        let mut d = Dnsmasq { child, port, dir };
+        let log_path = d.dir.path().join("dnsmasq.log");
+        wait_for("dnsmasq listening", LIMIT, || {
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!("dnsmasq exited ({st}): {}", read_or_empty(&log_path));
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        d
+    }
+
+    /// The same port, new records.
+    fn restart(&mut self, ports: &[u16]) {
+        self.stop();
+        *self = Dnsmasq::start(self.port, ports);
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A member added to the SRV record is added to the daemon's endpoints
+/// (logged, the connection kept); the member in use removed from it moves
+/// the daemon to the other (logged, status names it, no outage reported),
+/// and puts through the new member reach the file. No restart, no SIGHUP.
+#[test]
+fn a_daemon_follows_the_srv_set_while_it_runs() {
+    let etcd = Etcd::cluster(2, &[]);
+    let (p0, p1) = (etcd.members[0].client_port, etcd.members[1].client_port);
+    let (m0, m1) = (etcd.members[0].url(), etcd.members[1].url());
+    etcd.put("/app/v", "1");
+    let mut dns = Dnsmasq::start(free_port(), &[p0]);
+
+    let fx = Fx::new();
+    fx.template("app.tera", "v={{ getv(key=\"/app/v\") }}\n");
+    fx.resource(
+        "app",
+        "[template]\nsrc = \"app.tera\"\ndest = \"{out}/app.conf\"\nkeys = [\"/app\"]\n",
+    );
+    let confdir = fx.dir.path().display().to_string();
+    let state = fx.path("state").display().to_string();
+    let dns_addr = dns.addr();
+    let d = Daemon::start(
+        &[
+            "--confdir",
+            &confdir,
+            "--srv-domain",
+            "example.test",
+            "--srv-record",
+            "_etcd-client._tcp",
+            "--dns-server",
+            &dns_addr,
+            "--state-dir",
+            &state,
+            "--wait",
+            "0s",
+        ],
+        &fx.path("daemon.log"),
+    );
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&read_or_empty(&fx.path("state/status.json"))).unwrap_or_default()
+    };
+    let file = || read_or_empty(&fx.path("out/app.conf"));
+    wait_for("the file installed", LIMIT, || file() == "v=1\n");
+    wait_for("connected to member 0", LIMIT, || {
+        status()["connected"] == true && status()["endpoint"] == m0.as_str()
+    });
+
+    // Member 1 added to DNS: added to the endpoints, the connection kept.
+    dns.restart(&[p0, p1]);
+    wait_for("the added endpoint logged", FOLLOW, || {
+        d.log()
+            .lines()
+            .any(|l| l.contains("endpoint added") && l.contains(&m1))
+    });
+    assert_eq!(status()["endpoint"], m0.as_str(), "{}", d.log());
+    etcd.put_at(&m0, "/app/v", "2");
+    wait_for("a put after the addition", LIMIT, || file() == "v=2\n");
+
+    // Member 0 removed from DNS: the daemon moves to member 1.
+    dns.restart(&[p1]);
+    wait_for("the removed endpoint logged", FOLLOW, || {
+        d.log()
+            .lines()
+            .any(|l| l.contains("endpoint removed") && l.contains(&m0))
+    });
+    wait_for("status names member 1", LIMIT, || {
+        status()["connected"] == true && status()["endpoint"] == m1.as_str()
+    });
+    etcd.put_at(&m1, "/app/v", "3");
+    wait_for("a put through the new member", LIMIT, || file() == "v=3\n");
+
+    let log = d.log();
+    assert!(!log.contains("backend unavailable"), "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("endpoint added")).count(),
+        1,
+        "one line per change:\n{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("endpoint removed"))
+            .count(),
+        1,
+        "one line per change:\n{log}"
+    );
+}
