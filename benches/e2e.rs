@@ -134,6 +134,23 @@ fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Resident memory of a process in MiB: (total, anonymous, file-backed),
+/// from /proc/PID/smaps_rollup.
+fn rss_split(pid: u32) -> (f64, f64, f64) {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    };
+    let (rss, anon) = (field("Rss:"), field("Anonymous:"));
+    (rss, anon, rss - anon)
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     if v.is_empty() {
@@ -369,9 +386,10 @@ fn propagation(etcd: &Etcd, keys: usize, iterations: usize, engine: Engine) -> P
     }
 }
 
-fn rss_at(etcd: &Etcd, keys: usize) -> f64 {
+/// RSS of an idle daemon over `keys` keys: (total, anonymous, file-backed) MiB.
+fn rss_at(etcd: &Etcd, keys: usize) -> (f64, f64, f64) {
     let rt = rt();
-    prepare(&rt, etcd, keys, Some("ready"));
+    let c = prepare(&rt, etcd, keys, Some("ready"));
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("mkdir");
@@ -388,7 +406,16 @@ fn rss_at(etcd: &Etcd, keys: usize) -> f64 {
         wait_content(&rx, &dest, "ready", Duration::from_secs(600)),
         "initial render"
     );
-    let rss = rss_mib(d.id());
+    // Idle after some work: 20 changes propagated, then a quiet second.
+    let mut c = c;
+    for i in 0..20 {
+        let v = format!("idle{i}");
+        rt.block_on(c.put("/bench/target", v.clone(), None))
+            .expect("put");
+        assert!(wait_content(&rx, &dest, &v, Duration::from_secs(10)));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = rss_split(d.id());
     let _ = d.kill();
     let _ = d.wait();
     rss
@@ -526,6 +553,158 @@ fn once(etcd: &Etcd, keys: usize) -> (Duration, f64) {
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         .expect("rusage");
     (wall, usage.max_rss() as f64 / 1024.0)
+}
+
+/// A command `once2glob` times: its name, how to make it, the file it writes.
+type Tool<'a> = (&'static str, Box<dyn Fn() -> Command + 'a>, Option<PathBuf>);
+
+/// The runs of one tool: wall times and peak RSS (MiB).
+struct Runs {
+    name: &'static str,
+    walls: Vec<Duration>,
+    rss: Vec<f64>,
+}
+
+/// One run of a child process: wall time and peak RSS (MiB, from wait4's
+/// rusage), and whether it exited 0.
+fn timed(cmd: &mut Command) -> (Duration, f64, bool) {
+    let t = Instant::now();
+    let child = cmd.spawn().expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet reaped; both pointers are valid.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = t.elapsed();
+    assert_eq!(r, pid, "wait4");
+    // The child is reaped: forget the handle so nothing waits for it again.
+    std::mem::forget(child);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (wall, usage.ru_maxrss as f64 / 1024.0, ok)
+}
+
+/// Min and median of `v`.
+fn min_median(v: &mut [Duration]) -> (Duration, Duration) {
+    v.sort();
+    (v[0], v[v.len() / 2])
+}
+
+/// `render --once` of a template listing every key of /bench with two
+/// `gets` globs (`/*` and `/*/*`), in Tera and as a Go template, against
+/// reading the same keys with `etcdctl get --prefix /bench -w protobuf`
+/// and against confd `-onetime` with the same Go template (when
+/// LIVECONF_BENCH_CONFD, default /tmp/confd, exists). The tools run in
+/// turn, `reps` rounds, so each ratio compares runs made at the same time.
+/// Returns each tool's runs.
+fn once2glob(etcd: &Etcd, keys: usize, reps: usize) -> Vec<Runs> {
+    prepare(&rt(), etcd, keys, None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tera = dir.path().join("tera");
+    let go = dir.path().join("go");
+    let confd = dir.path().join("confd");
+    let out = |d: &Path| d.join("all.conf");
+    confdir(
+        &tera,
+        &out(&tera),
+        "{% for kv in gets(pattern=\"/*\") %}{{ kv.key }} {{ kv.value }}\n{% endfor %}\
+         {% for kv in gets(pattern=\"/*/*\") %}{{ kv.key }} {{ kv.value }}\n{% endfor %}",
+        "",
+    );
+    let go_template = "{{range gets \"/*\"}}{{.Key}} {{.Value}}\n{{end}}\
+                       {{range gets \"/*/*\"}}{{.Key}} {{.Value}}\n{{end}}";
+    confdir_src(&go, &out(&go), "t.tmpl", go_template, "");
+    confdir_src(&confd, &out(&confd), "t.tmpl", go_template, "");
+    let confd_bin = std::env::var("LIVECONF_BENCH_CONFD").unwrap_or_else(|_| "/tmp/confd".into());
+    let has_confd = Path::new(&confd_bin).is_file();
+    if !has_confd {
+        println!("  (no confd at {confd_bin}: confd skipped; set LIVECONF_BENCH_CONFD)");
+    }
+    let liveconf = |d: &Path| {
+        let mut c = Command::new(BIN);
+        c.args(["render", "--once", "--confdir"])
+            .arg(d)
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .args(["--endpoints", &etcd.url, "--log-level", "warn"]);
+        c
+    };
+    let mut tools: Vec<Tool> = vec![
+        (
+            "etcdctl get --prefix /bench -w protobuf",
+            Box::new(|| {
+                let mut c = Command::new("/usr/bin/etcdctl");
+                c.env("ETCDCTL_API", "3")
+                    .args([
+                        "--endpoints",
+                        &etcd.url,
+                        "get",
+                        "--prefix",
+                        "/bench",
+                        "-w",
+                        "protobuf",
+                    ])
+                    .stdout(Stdio::null());
+                c
+            }),
+            None,
+        ),
+        (
+            "liveconf render --once (Tera)",
+            Box::new(|| liveconf(&tera)),
+            Some(out(&tera)),
+        ),
+        (
+            "liveconf render --once (Go template)",
+            Box::new(|| liveconf(&go)),
+            Some(out(&go)),
+        ),
+    ];
+    if has_confd {
+        tools.push((
+            "confd -onetime (Go template)",
+            Box::new(|| {
+                let mut c = Command::new(&confd_bin);
+                c.args([
+                    "-onetime", "-backend", "etcdv3", "-node", &etcd.url, "-confdir",
+                ])
+                .arg(&confd)
+                .args(["-log-level", "error"]);
+                c
+            }),
+            Some(out(&confd)),
+        ));
+    }
+    let mut results: Vec<Runs> = tools
+        .iter()
+        .map(|(name, _, _)| Runs {
+            name,
+            walls: Vec::new(),
+            rss: Vec::new(),
+        })
+        .collect();
+    for _ in 0..reps {
+        for (i, (name, cmd, dest)) in tools.iter().enumerate() {
+            if let Some(d) = dest {
+                let _ = std::fs::remove_file(d);
+            }
+            let (wall, rss, ok) = timed(&mut cmd());
+            assert!(ok, "{name} failed");
+            if let Some(d) = dest {
+                assert_eq!(count_lines(d), keys, "{name} output");
+            }
+            results[i].walls.push(wall);
+            results[i].rss.push(rss);
+        }
+    }
+    // Every renderer wrote the same bytes.
+    let outputs: Vec<Vec<u8>> = tools
+        .iter()
+        .filter_map(|(_, _, d)| d.as_ref())
+        .map(|d| std::fs::read(d).expect("output"))
+        .collect();
+    assert!(outputs.windows(2).all(|w| w[0] == w[1]), "outputs differ");
+    results
 }
 
 fn fleet(etcd: &Etcd, n: usize, puts: usize) -> (Duration, Duration, Duration, f64, usize) {
@@ -680,9 +859,19 @@ fn main() {
             );
         }
     }
+    if want("idle") {
+        for keys in [1_000, 100_000] {
+            let (rss, anon, file) = rss_at(&etcd, keys);
+            println!(
+                "| idle daemon RSS, {keys} keys (after 20 changes and 1 s) | {rss:.1} MiB | anonymous {anon:.1} MiB | file-backed {file:.1} MiB |"
+            );
+        }
+    }
     if want("rss1m") {
-        let rss = rss_at(&etcd, 1_000_000);
-        println!("| RSS after initial sync, 1,000,000 keys | {rss:.1} MiB |");
+        let (rss, anon, file) = rss_at(&etcd, 1_000_000);
+        println!(
+            "| RSS after initial sync, 1,000,000 keys | {rss:.1} MiB | anonymous {anon:.1} MiB | file-backed {file:.1} MiB |"
+        );
     }
     if want("burst") {
         let (converge, replacements, reloads) = burst(&etcd, 2000);
@@ -696,6 +885,43 @@ fn main() {
         println!(
             "| render --once, 100,000 keys, template iterating all | {} wall | peak RSS {rss:.1} MiB |",
             ms(wall)
+        );
+    }
+    if want("once2glob") {
+        let reps: usize = std::env::var("LIVECONF_BENCH_REPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "  (load average before: {})",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let mut results = once2glob(&etcd, 100_000, reps);
+        let (base_min, base) = min_median(&mut results[0].walls.clone());
+        for Runs { name, walls, rss } in &mut results {
+            let (min, med) = min_median(walls);
+            rss.sort_by(f64::total_cmp);
+            println!(
+                "| {name}, 100,000 keys, {reps} runs | wall min {} median {} | {:.2}× / {:.2}× etcdctl (min / median) | peak RSS median {:.1} MiB (max {:.1}) |",
+                ms(min),
+                ms(med),
+                min.as_secs_f64() / base_min.as_secs_f64(),
+                med.as_secs_f64() / base.as_secs_f64(),
+                rss[rss.len() / 2],
+                rss[rss.len() - 1],
+            );
+        }
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "  (load average after: {})",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     if want("fleet") {

@@ -93,14 +93,19 @@ impl Scope {
     }
 
     /// Keys under the absolute `dir` that are also watched, in order.
-    fn keys_below<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+    fn keys_below<'a, 'd>(
+        &'a self,
+        dir: &'d str,
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a, 'd> {
         self.snapshot
             .subtree(dir)
             .filter(move |(k, _)| self.watched.iter().any(|w| is_at_or_below(k, w)))
             .map(|(k, v)| (&**k, &**v))
     }
 
-    fn glob(&self, pattern: &str) -> TeraResult<Vec<(String, String)>> {
+    /// The (relative key, value) pairs whose relative key matches the glob
+    /// `pattern`, in key order, borrowed from the snapshot.
+    fn glob(&self, pattern: &str) -> TeraResult<Vec<(&str, &str)>> {
         let rel_pattern = if pattern.starts_with('/') {
             pattern.to_string()
         } else {
@@ -112,15 +117,21 @@ impl Scope {
             .build()
             .map_err(|e| Error::message(format!("invalid pattern {pattern:?}: {e}")))?
             .compile_matcher();
+        // With `/` matched only by a literal `/`, a pattern without `**`,
+        // alternatives or classes matches only keys with as many `/` as it
+        // has (an escaped `\/` is one too): the others are not matched.
+        let slashes = (!rel_pattern.contains("**") && !rel_pattern.contains(['{', '[']))
+            .then(|| slash_count(&rel_pattern));
         let dir = self.abs(keypath::glob_literal_dir(&rel_pattern));
         let dir = dir.trim_end_matches('/');
         let mut out = Vec::new();
         for (k, v) in self.keys_below(dir) {
             let rel = self.rel(k);
-            if matcher.is_match(rel) {
-                let s = encode::value_str(rel, v).map_err(|e| Error::message(e.to_string()))?;
-                out.push((rel.to_string(), s.to_string()));
+            if slashes.is_some_and(|n| slash_count(rel) != n) || !matcher.is_match(rel) {
+                continue;
             }
+            let s = encode::value_str(rel, v).map_err(|e| Error::message(e.to_string()))?;
+            out.push((rel, s));
         }
         Ok(out)
     }
@@ -197,10 +208,36 @@ pub fn gets(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     let pattern: &str = kwargs.must_get("pattern")?;
     scoped(|s| {
         let items = s.glob(pattern)?;
-        Ok(Value::from(
-            items.iter().map(|(k, v)| pair(k, v)).collect::<Vec<_>>(),
-        ))
+        // Each `{key, value}` map built once, in place (a `pair` per item
+        // built every map twice: `Value::from` copies a map).
+        Value::try_from_serializable(&Pairs(&items))
     })
+}
+
+/// `gets`'s answer: a list of `{key, value}` maps, in this order.
+struct Pairs<'a>(&'a [(&'a str, &'a str)]);
+
+/// One `{key, value}` map of [`Pairs`].
+#[derive(serde::Serialize)]
+struct Pair<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+impl serde::Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = ser.serialize_seq(Some(self.0.len()))?;
+        for &(key, value) in self.0 {
+            seq.serialize_element(&Pair { key, value })?;
+        }
+        seq.end()
+    }
+}
+
+/// The number of `/` in `s`.
+fn slash_count(s: &str) -> usize {
+    s.bytes().filter(|&b| b == b'/').count()
 }
 
 /// `getvs(pattern=GLOB)`: values sorted by key.
@@ -996,6 +1033,55 @@ mod tests {
         t.add_raw_template("t", src).map_err(|e| format!("{e:?}"))?;
         t.render("t", &tera::Context::new())
             .map_err(|e| format!("{e:?}"))
+    }
+
+    fn render_keys(src: &str, pairs: &[(&str, &str)]) -> Result<String, String> {
+        let scope = super::Scope {
+            snapshot: crate::store::Snapshot::from_pairs(
+                1,
+                pairs.iter().map(|(k, v)| {
+                    (
+                        crate::store::Key::from(*k),
+                        crate::store::Val::from(v.as_bytes()),
+                    )
+                }),
+            ),
+            prefix: "/p".into(),
+            watched: vec!["/p".into()],
+            dns: Default::default(),
+        };
+        super::with_scope(scope, || render(src))
+    }
+
+    #[test]
+    fn gets_matches_by_depth_and_across_slashes_with_double_stars_and_alternatives() {
+        let keys = [
+            ("/p/a", "1"),
+            ("/p/a/b", "2"),
+            ("/p/a/b/c", "3"),
+            ("/p/z", "4"),
+        ];
+        let list = |pattern: &str| {
+            render_keys(
+                &format!(
+                    r#"{{% for kv in gets(pattern="{pattern}") %}}{{{{ kv.key }}}}={{{{ kv.value }}}} {{% endfor %}}"#
+                ),
+                &keys,
+            )
+            .unwrap()
+        };
+        assert_eq!(list("/*"), "/a=1 /z=4 ");
+        assert_eq!(list("/*/*"), "/a/b=2 ");
+        assert_eq!(list("/a/**"), "/a/b=2 /a/b/c=3 ");
+        assert_eq!(list("/{z,a/b}"), "/a/b=2 /z=4 ");
+        assert_eq!(
+            render_keys(
+                r#"{{ gets(pattern="/a/*") | json_encode }} {{ getvs(pattern="/*") | join(sep=",") }}"#,
+                &keys
+            )
+            .unwrap(),
+            r#"[{"key":"/a/b","value":"2"}] 1,4"#
+        );
     }
 
     #[test]

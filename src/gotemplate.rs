@@ -91,6 +91,17 @@ impl View {
     /// `dir` (`"/"` for all), in no particular order. Only the watched
     /// subtrees that meet `dir` are scanned.
     fn entries_under(&self, dir: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.each_under(dir, |k, v| {
+            out.push((k.to_string(), String::from_utf8_lossy(v).into_owned()));
+        });
+        out
+    }
+
+    /// Calls `f` with each (store key, value) whose store key lies under the
+    /// store path `dir`, as [`View::entries_under`] lists them, without
+    /// copying a key or value that `f` does not keep.
+    fn each_under(&self, dir: &str, mut f: impl FnMut(&str, &[u8])) {
         let clean = gopath::clean(dir);
         let abs_dir = if clean == "/" || !clean.starts_with('/') {
             self.prefix.clone()
@@ -115,26 +126,53 @@ impl View {
                 roots.push(root);
             }
         }
-        let mut out = Vec::new();
         for root in roots {
             for (k, v) in self.snapshot.subtree(root) {
-                out.push((self.store_key(k), String::from_utf8_lossy(v).into_owned()));
+                f(&self.store_key_cow(k), v);
             }
         }
-        out
+    }
+
+    /// [`View::store_key`], borrowed from `abs` when the key below the
+    /// prefix is already a clean path (as etcd keys almost always are).
+    fn store_key_cow<'a>(&self, abs: &'a str) -> std::borrow::Cow<'a, str> {
+        let rest = abs.strip_prefix(self.prefix.as_str()).unwrap_or(abs);
+        if is_clean_rooted(rest) {
+            std::borrow::Cow::Borrowed(rest)
+        } else {
+            std::borrow::Cow::Owned(self.store_key(abs))
+        }
     }
 
     /// memkv's `GetAll`: pairs whose key matches `pattern`, sorted by key.
-    fn get_all(&self, pattern: &str) -> Result<Vec<(String, String)>, BadPattern> {
-        let dir = literal_dir(pattern);
-        let mut out = Vec::new();
-        for (k, v) in self.entries_under(dir) {
-            if path_match(pattern, &k)? {
-                out.push((k, v));
-            }
-        }
-        // Validate the pattern even when nothing was there to match.
+    /// Only the pairs that match are copied out of the snapshot.
+    fn get_all(&self, pattern: &str) -> Result<KvPairs, BadPattern> {
+        // Validate the pattern even when nothing is there to match.
         path_match(pattern, "")?;
+        let dir = literal_dir(pattern);
+        // `*` and `?` never match `/`: without a class (which may), a key
+        // matches only with as many `/` as the pattern (an escaped `\/`
+        // is one too).
+        let slashes =
+            (!pattern.contains('[')).then(|| pattern.bytes().filter(|&b| b == b'/').count());
+        let mut out: KvPairs = Vec::new();
+        let mut bad = None;
+        self.each_under(dir, |k, v| {
+            if bad.is_some()
+                || slashes.is_some_and(|n| k.bytes().filter(|&b| b == b'/').count() != n)
+            {
+                return;
+            }
+            match path_match(pattern, k) {
+                Ok(true) => out.push((Arc::from(k), Arc::from(String::from_utf8_lossy(v)))),
+                Ok(false) => {}
+                Err(e) => bad = Some(e),
+            }
+        });
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        // Keys come in order from one root; sorting sorted input is one pass.
         out.sort();
         out.dedup_by(|a, b| a.0 == b.0);
         Ok(out)
@@ -173,6 +211,9 @@ impl View {
         names.into_iter().collect()
     }
 }
+
+/// (store key, value) pairs, as `gets` hands them to the template.
+type KvPairs = Vec<(Arc<str>, Arc<str>)>;
 
 /// Go's `path.ErrBadPattern`: a malformed glob given to `gets`/`getvs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -372,8 +413,21 @@ fn literal_dir(pattern: &str) -> &str {
     }
 }
 
+/// Whether `p` is what `path.Clean` makes of it and starts with `/`: no
+/// empty, `.` or `..` element and no trailing `/` (except the root "/").
+fn is_clean_rooted(p: &str) -> bool {
+    if p == "/" {
+        return true;
+    }
+    let Some(rest) = p.strip_prefix('/') else {
+        return false;
+    };
+    rest.split('/')
+        .all(|e| !e.is_empty() && e != "." && e != "..")
+}
+
 /// A `memkv.KVPair`.
-fn kv_pair(key: String, value: String) -> Value {
+fn kv_pair(key: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Value {
     Value::Struct(Arc::new(Struct {
         type_name: "memkv.KVPair",
         fields: vec![
@@ -856,14 +910,14 @@ fn key_functions(m: &mut FuncMap) {
         arity("getvs", a, 1)?;
         let pattern = str_arg("getvs", a, 0)?;
         with_view("getvs", |v| {
-            let mut values: Vec<String> = v
+            let mut values: Vec<Arc<str>> = v
                 .get_all(pattern)
                 .map_err(|e| fail("getvs", e))?
                 .into_iter()
                 .map(|(_, v)| v)
                 .collect();
             values.sort();
-            Ok(strings(values))
+            Ok(Value::List(values.into_iter().map(Value::String).collect()))
         })
     });
     add(m, "ls", |a| {
@@ -1309,6 +1363,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "1 2 false d [b] [{/b 2}]");
+    }
+
+    #[test]
+    fn gets_matches_by_depth_and_classes_may_match_a_slash() {
+        let v = view(
+            "/p",
+            &["/p"],
+            &[
+                ("/p/a", "1"),
+                ("/p/a/b", "2"),
+                ("/p/a/b/c", "3"),
+                ("/p/x//y", "4"),
+            ],
+        );
+        let out = run(
+            v,
+            r#"{{gets "/*"}} {{gets "/*/*"}} {{gets "/a[/]b"}} {{gets `/a\/b`}} {{gets "/x/y"}}"#,
+        )
+        .unwrap();
+        // `/x//y` is stored as confd names it, path.Clean'd: `/x/y`.
+        assert_eq!(
+            out,
+            "[{/a 1}] [{/a/b 2} {/x/y 4}] [{/a/b 2}] [{/a/b 2}] [{/x/y 4}]"
+        );
     }
 
     #[test]

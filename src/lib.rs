@@ -29,6 +29,7 @@ pub mod keypath;
 pub(crate) mod keys;
 pub(crate) mod logging;
 pub(crate) mod manpages;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod once;
 pub(crate) mod owed;

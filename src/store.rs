@@ -72,6 +72,14 @@ impl Snapshot {
         }
     }
 
+    /// Adds `(key, value)` pairs (a later value for the same key wins), e.g.
+    /// one page of a range read.
+    pub fn extend(&mut self, pairs: impl IntoIterator<Item = (Key, Val)>) {
+        for (k, v) in pairs {
+            self.keys.insert(k, v);
+        }
+    }
+
     /// Records that `prefix` could not be read, and why.
     pub fn mark_unreadable(&mut self, prefix: &str, why: String) {
         std::sync::Arc::make_mut(&mut self.unreadable).insert(prefix.to_string(), why);
@@ -132,7 +140,10 @@ impl Snapshot {
 
     /// Every key at or below `prefix` in key order: the key itself and the
     /// keys under `prefix/`. `prefix` "/" (or "") means everything.
-    pub fn subtree<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a Key, &'a Val)> + 'a {
+    pub fn subtree<'a, 'p>(
+        &'a self,
+        prefix: &'p str,
+    ) -> impl Iterator<Item = (&'a Key, &'a Val)> + use<'a, 'p> {
         let base = prefix.trim_end_matches('/');
         self.keys
             .range::<_, str>((std::ops::Bound::Included(base), std::ops::Bound::Unbounded))

@@ -535,6 +535,15 @@ impl Connection {
 
     /// Reads every key at or below each of `prefixes`, at one revision
     /// (`at`, or the current one when `None`).
+    ///
+    /// Pages are pipelined: while one page's keys go into the snapshot (on
+    /// the blocking pool), the next page is already being requested and
+    /// decoded. The first page is [`PAGE`] keys; the next ones are sized
+    /// from the average size of the keys read so far to about
+    /// [`PAGE_BYTES`], so a prefix of small values takes a few large pages
+    /// (etcd 3.4 walks its index over the whole rest of the range for every
+    /// page, so many small pages cost it quadratic time) and one of large
+    /// values stays within the message limit.
     pub async fn snapshot(
         &self,
         client: &mut Client,
@@ -542,7 +551,6 @@ impl Connection {
         at: Option<i64>,
     ) -> Result<Snapshot, EtcdError> {
         let mut revision = at.unwrap_or(0);
-        let mut pairs: Vec<(Key, Val)> = Vec::new();
         let roots = roots(prefixes);
         if roots.is_empty() {
             // Nothing watched: still learn the revision, so a watch can start there.
@@ -558,7 +566,13 @@ impl Connection {
         }
         let mut unreadable: Vec<(String, String)> = Vec::new();
         let mut page = PAGE;
+        // Bytes of key and value read so far, and how many keys: the
+        // average sizes the next page.
+        let (mut bytes, mut count) = (0usize, 0usize);
+        // The snapshot being filled, or the blocking task filling it.
+        let mut filling = Filling::Idle(Snapshot::new(0));
         'roots: for root in roots {
+            let root: Arc<str> = Arc::from(root);
             let (mut start, end) = range_of(&root);
             loop {
                 let opts = GetOptions::new().with_range(end.clone()).with_limit(page);
@@ -577,7 +591,7 @@ impl Connection {
                             .as_deref()
                             .map(|u| format!(" as user {u}"))
                             .unwrap_or_default();
-                        unreadable.push((root.clone(), format!(
+                        unreadable.push((root.to_string(), format!(
                             "etcd refused to read {root}{user} ({why}); the role must allow reading the range [{root}, {root}0)"
                         )));
                         continue 'roots;
@@ -589,30 +603,46 @@ impl Connection {
                 }
                 let more = resp.more();
                 let kvs = resp.take_kvs();
-                let last = kvs.last().map(|kv| kv.key().to_vec());
-                for kv in kvs {
-                    let Ok(k) = std::str::from_utf8(kv.key()) else {
-                        tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "skipping a key that is not UTF-8");
-                        continue;
-                    };
-                    if is_at_or_below(k, &root) {
-                        pairs.push((Key::from(k), Val::from(kv.value())));
-                    }
+                for kv in &kvs {
+                    bytes += kv.key().len() + kv.value().len();
                 }
-                match (more, last) {
-                    (true, Some(mut l)) => {
+                count += kvs.len();
+                let next = match (more, kvs.last()) {
+                    (true, Some(last)) => {
+                        let mut l = last.key().to_vec();
                         l.push(0);
-                        start = l;
+                        Some(l)
                     }
-                    _ => break,
+                    _ => None,
+                };
+                // The previous page is in by now (it had the whole round trip
+                // of this one); this one goes in while the next is fetched.
+                let mut snap = filling.settle().await.ok_or_else(|| self.interrupted())?;
+                let under = root.clone();
+                filling = Filling::Busy(tokio::task::spawn_blocking(move || {
+                    add_page(&mut snap, &under, kvs);
+                    snap
+                }));
+                match next {
+                    Some(n) => start = n,
+                    None => break,
+                }
+                if page >= PAGE {
+                    page = next_page(bytes, count);
                 }
             }
         }
-        let mut snap = Snapshot::from_pairs(revision, pairs);
+        let mut snap = filling.settle().await.ok_or_else(|| self.interrupted())?;
+        snap.set_revision(revision);
         for (root, why) in unreadable {
             snap.mark_unreadable(&root, why);
         }
         Ok(snap)
+    }
+
+    /// The snapshot was interrupted by the runtime shutting down.
+    fn interrupted(&self) -> EtcdError {
+        self.unavailable("interrupted: shutting down".to_string())
     }
 
     async fn get(
@@ -670,6 +700,60 @@ pub fn range_of(prefix: &str) -> (Vec<u8>, Vec<u8>) {
     let mut end = start.clone();
     end.push(b'0');
     (start, end)
+}
+
+/// About how many bytes of keys and values one range page after the first
+/// carries (see [`Connection::snapshot`]).
+pub const PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most keys one page asks for.
+const MAX_PAGE: i64 = 1_000_000;
+
+/// The size of the next page, from `bytes` of keys and values in `count`
+/// keys read so far: about [`PAGE_BYTES`], never fewer than [`PAGE`] keys.
+fn next_page(bytes: usize, count: usize) -> i64 {
+    // Each key also costs its revisions and framing in the answer.
+    let per_key = (bytes / count.max(1)).max(1) + 32;
+    ((PAGE_BYTES / per_key) as i64).clamp(PAGE, MAX_PAGE)
+}
+
+/// A snapshot being built from pages: idle, or a blocking task adding a
+/// page to it.
+enum Filling {
+    Idle(Snapshot),
+    Busy(tokio::task::JoinHandle<Snapshot>),
+}
+
+impl Filling {
+    /// The snapshot, once the page being added is in (`None` if the
+    /// runtime is shutting down).
+    async fn settle(self) -> Option<Snapshot> {
+        match self {
+            Filling::Idle(s) => Some(s),
+            Filling::Busy(task) => match task.await {
+                Ok(s) => Some(s),
+                // Adding keys to a map does not fail; a panic is a bug and
+                // stays one.
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(_) => None,
+                },
+            },
+        }
+    }
+}
+
+/// Adds one page of a range read below `root` to `snap`: keys that are not
+/// UTF-8 are skipped (and logged), and so are keys such as `root!x` that the
+/// range covers but that are not below `root`.
+fn add_page(snap: &mut Snapshot, root: &str, kvs: Vec<etcd_client::KeyValue>) {
+    snap.extend(kvs.into_iter().filter_map(|kv| {
+        let Ok(k) = std::str::from_utf8(kv.key()) else {
+            tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "skipping a key that is not UTF-8");
+            return None;
+        };
+        is_at_or_below(k, root).then(|| (Key::from(k), Val::from(kv.value())))
+    }));
 }
 
 /// `render --once` against etcd: connect, one snapshot, done.

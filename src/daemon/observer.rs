@@ -520,6 +520,10 @@ impl Observer {
             states.push(sd_notify::NotifyState::Ready);
         }
         let _ = sd_notify::notify(&states);
+        if !self.systemd.ready_sent {
+            // Up: what starting touched need not stay resident.
+            crate::memory::after_initial_sync();
+        }
         self.systemd.ready_sent = true;
     }
 
