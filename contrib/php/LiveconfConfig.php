@@ -95,13 +95,17 @@ final class LiveconfConfig
         $sha = null;
         if ($apcu) {
             $seen = apcu_fetch(self::PREFIX . 'php:' . $path);
-            if (is_array($seen) && $seen['key'] === $key && $seen['verified'] > $st['mtime']) {
+            $same = is_array($seen) && $seen['key'] === $key;
+            if ($same && $seen['verified'] > $st['mtime']) {
                 $sha = $seen['sha256'];
             } else {
-                if (function_exists('opcache_invalidate')) {
-                    @opcache_invalidate($path, true);
-                }
+                // A new file, or a racy entry (see load()): compare the bytes.
                 $sha = @hash_file('sha256', $path) ?: null;
+                if (!$same || $sha !== $seen['sha256']) {
+                    if (function_exists('opcache_invalidate')) {
+                        @opcache_invalidate($path, true);
+                    }
+                }
                 apcu_store(self::PREFIX . 'php:' . $path, [
                     'key' => $key, 'sha256' => $sha, 'verified' => time(),
                 ]);
