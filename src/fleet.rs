@@ -108,6 +108,46 @@ pub struct Report {
     pub revision: i64,
     /// Per resource.
     pub resources: BTreeMap<String, ResourceReport>,
+    /// The DNS names this host's renders use that fail to answer (absent
+    /// from older reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<DnsReport>,
+}
+
+/// A DNS name a host's renders use whose last look-up failed (or whose
+/// answer fails them: NXDOMAIN, no good answer within `dns_max_stale`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsReport {
+    /// The name.
+    pub name: String,
+    /// The record type ("A/AAAA", "SRV", "TXT", "URI").
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The resources whose renders use it.
+    pub resources: Vec<String>,
+    /// The last error, one line.
+    pub error: String,
+    /// Its resources fail (otherwise the last good answer still serves).
+    pub failing: bool,
+}
+
+impl DnsReport {
+    /// "dns: TYPE NAME (resources): ERROR; what follows", as `liveconf
+    /// fleet` names the host.
+    pub(crate) fn problem(&self) -> String {
+        format!(
+            "dns: {} {} ({}): {}; {}",
+            self.kind,
+            self.name,
+            self.resources.join(", "),
+            self.error,
+            if self.failing {
+                "its resources fail (files kept)"
+            } else {
+                "the last good answer still serves"
+            }
+        )
+    }
 }
 
 /// Publishes the latest report (from `rx`) under a lease, re-publishing on
@@ -256,6 +296,11 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
         );
     }
     failing_and_missing(&reports, &mut problem);
+    for (node, r) in &reports {
+        for d in &r.dns {
+            problem(node, d.problem());
+        }
+    }
     diverging(&reports, &latest, &mut problem);
     Ok(hosts
         .into_iter()
@@ -574,6 +619,7 @@ mod tests {
             node: node.into(),
             revision: 10,
             resources: BTreeMap::new(),
+            dns: Vec::new(),
         };
         r.resources.insert(
             "x".into(),

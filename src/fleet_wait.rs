@@ -647,6 +647,7 @@ mod tests {
                             node: n.into(),
                             revision: 0,
                             resources: rs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                            dns: Vec::new(),
                         },
                     )
                 })

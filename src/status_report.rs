@@ -373,7 +373,13 @@ impl Verdict {
                     .unwrap_or_else(|| "no answer".into());
                 out.push_str(&format!(
                     "  {:<4} {:<6} {:<32} {age}, ttl {}s, used by {}\n",
-                    if d.failing { "FAIL" } else if d.error.is_some() { "WARN" } else { "ok" },
+                    if d.failing {
+                        "FAIL"
+                    } else if d.error.is_some() {
+                        "WARN"
+                    } else {
+                        "ok"
+                    },
                     d.kind,
                     d.name,
                     d.ttl,

@@ -269,20 +269,25 @@ fn a_changed_record_follows_and_the_same_answer_in_any_order_renders_nothing() {
     );
     assert_eq!(reloads(&fx), 1, "an unchanged answer reloaded");
 
-    // A changed TXT record and address: the file follows within TTL (1 s)
-    // + dns_min_interval (0.2 s) + slack.
+    // A changed TXT record: the file follows within TTL (1 s) +
+    // dns_min_interval (0.2 s) + slack, one render, one reload.
     let changed = Instant::now();
-    dns.restart(&records("10.0.0.2", &["off", "zone=a"], false));
-    let want = first
-        .replace("10.0.0.1", "10.0.0.2")
-        .replace("txt on\n", "txt off\n");
-    wait_for("the changed records in the file", LIMIT, || {
+    dns.restart(&records("10.0.0.1", &["off", "zone=a"], false));
+    let want = first.replace("txt on\n", "txt off\n");
+    wait_for("the changed TXT record in the file", LIMIT, || {
         read_or_empty(&fx.path("out/all.conf")) == want
     });
     let took = changed.elapsed();
     eprintln!("a changed record reached the file in {took:?}");
     assert!(took < Duration::from_secs(4), "took {took:?}\n{}", d.log());
     wait_for("the reload of the change", LIMIT, || reloads(&fx) == 2);
+    // A changed address too.
+    dns.restart(&records("10.0.0.2", &["off", "zone=a"], false));
+    let want = want.replace("10.0.0.1", "10.0.0.2");
+    wait_for("the changed address in the file", LIMIT, || {
+        read_or_empty(&fx.path("out/all.conf")) == want
+    });
+    wait_for("the reload of the address", LIMIT, || reloads(&fx) == 3);
     assert!(
         d.log().contains("DNS TXT flag.live.test: answer changed"),
         "{}",
@@ -514,4 +519,74 @@ fn render_once_without_a_nameserver_fails_clearly() {
     run.expect_stderr(&["flag", "lookup_txt(flag.once.test)"]);
     assert_eq!(fx.read("out/flag.conf"), "flag=on\n", "the file stays");
     assert_eq!(fx.read("out/other.conf"), "fine\n");
+}
+
+#[test]
+fn the_fleet_report_names_a_host_that_cannot_resolve() {
+    use common::etcd::{Daemon, Etcd};
+    let etcd = Etcd::start();
+    etcd.put("/app/x", "1");
+    let recs = vec![txt_rr("flag.fleet.test", "on")];
+    let mut dns = Dnsmasq::start(&recs);
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "flag",
+        "flag.tera",
+        "flag={{ lookup_txt(name=\"flag.fleet.test\") | join(sep=\",\") }}\n",
+    );
+    let (confdir, state) = (
+        fx.dir.path().display().to_string(),
+        fx.path("state").display().to_string(),
+    );
+    let d = Daemon::start(
+        &[
+            "--confdir",
+            &confdir,
+            "--endpoints",
+            &etcd.endpoints(),
+            "--state-dir",
+            &state,
+            "--dns-server",
+            &dns.addr(),
+            "--dns-min-interval",
+            MIN,
+            "--dns-max-interval",
+            MAX,
+            "--report",
+            "--node-name",
+            "h1",
+            "--wait",
+            "0s",
+        ],
+        &fx.path("daemon.log"),
+    );
+    wait_for("the first render", LIMIT, || {
+        read_or_empty(&fx.path("out/flag.conf")) == "flag=on\n"
+    });
+    let fleet = || {
+        common::Run::from(
+            Command::new(env!("CARGO_BIN_EXE_liveconf"))
+                .args(["fleet", "--endpoints", &etcd.endpoints()])
+                .env_remove("RUST_LOG")
+                .output()
+                .expect("run liveconf fleet"),
+        )
+    };
+    dns.stop();
+    let mut last = String::new();
+    wait_for("liveconf fleet naming h1's DNS failure", LIMIT, || {
+        let r = fleet();
+        last = format!("{}{}", r.stdout, r.stderr);
+        r.code != 0 && last.contains("h1") && last.contains("dns: TXT flag.fleet.test (flag)")
+    });
+    assert!(last.contains("the last good answer still serves"), "{last}");
+    // Answering again: the host is fine again.
+    dns.run(&recs);
+    wait_for("liveconf fleet content again", LIMIT, || {
+        let r = fleet();
+        last = format!("{}{}", r.stdout, r.stderr);
+        r.code == 0
+    });
+    drop(d);
 }
