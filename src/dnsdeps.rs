@@ -381,15 +381,27 @@ impl Tracker {
             let view = e.view(now, max_stale);
             if view != e.shown {
                 let users: Vec<String> = e.resources.iter().cloned().collect();
-                tracing::error!(
-                    dns = %q.name,
-                    "DNS {} {}: no good answer for {} (dns_max_stale): {}: {} fail(s) at render, keeping their files",
-                    q.kind,
-                    q.name,
-                    secs(max_stale),
-                    e.error.as_ref().map(|(m, _)| m.to_string()).unwrap_or_default(),
-                    users.join(", ")
-                );
+                if view == View::Stale {
+                    tracing::error!(
+                        dns = %q.name,
+                        "DNS {} {}: no good answer for {} (dns_max_stale): {}: {} fail(s) at render, keeping their files",
+                        q.kind,
+                        q.name,
+                        secs(max_stale),
+                        e.error.as_ref().map(|(m, _)| m.to_string()).unwrap_or_default(),
+                        users.join(", ")
+                    );
+                } else {
+                    // A longer dns_max_stale (SIGHUP) made an old answer good again.
+                    tracing::info!(
+                        dns = %q.name,
+                        "DNS {} {}: the last good answer serves again (dns_max_stale {}): rendering {} again",
+                        q.kind,
+                        q.name,
+                        secs(max_stale),
+                        users.join(", ")
+                    );
+                }
                 e.shown = view;
                 out.stale.extend(users);
             }

@@ -262,7 +262,7 @@ impl Observer {
 
     /// Serves the metrics on `addr`, starting from what is known now.
     pub(crate) async fn serve_metrics(&mut self, addr: SocketAddr) -> std::io::Result<()> {
-        let m = Arc::new(Metrics::new(&self.status.node));
+        let m = Arc::new(Metrics::new());
         m.follow_owed(self.owed.clone());
         if let Some(t) = &self.dns {
             m.follow_dns(t.clone());
@@ -270,7 +270,6 @@ impl Observer {
         crate::metrics::serve(addr, m.clone()).await?;
         let names = self.names();
         m.configured(&names.iter().map(String::as_str).collect::<Vec<_>>());
-        m.on_record(&self.status);
         m.record(&self.configured.failures, crate::status::now() as f64);
         m.heard(self.status.last_event.or(self.status.started).unwrap_or(0) as f64);
         m.config_load_failed(self.status.config_error.is_some());
@@ -490,9 +489,12 @@ impl Observer {
         self.file.dirty = false;
         self.file.written = Instant::now();
         if let Some(t) = &self.dns {
+            let before = dns_reports(&self.status.dns);
             self.status.dns = t.status();
             // A name failing (or answering again) reaches the fleet report.
-            self.publish_report();
+            if dns_reports(&self.status.dns) != before {
+                self.publish_report();
+            }
         }
         match self.status.save(&self.file.dir, &self.owed) {
             Ok(()) => self.file.error = None,
@@ -575,20 +577,7 @@ impl Observer {
             resources: BTreeMap::new(),
             // Only what changes with a failure (not the answers' ages): the
             // report is published again only when it changes.
-            dns: self
-                .status
-                .dns
-                .iter()
-                .filter_map(|d| {
-                    Some(crate::fleet::DnsReport {
-                        name: d.name.clone(),
-                        kind: d.kind.clone(),
-                        resources: d.resources.clone(),
-                        error: crate::logging::one_line(d.error.as_deref()?).to_string(),
-                        failing: d.failing,
-                    })
-                })
-                .collect(),
+            dns: dns_reports(&self.status.dns),
         };
         for (name, watched) in &self.configured.resources {
             // A resource not attempted yet has nothing to report.
@@ -626,6 +615,23 @@ impl Observer {
             });
         }
     }
+}
+
+/// The DNS names whose last look-up failed, as the fleet report carries
+/// them: only what changes with a failure (not the answers' ages), so the
+/// report is published again only when a name fails or recovers.
+fn dns_reports(deps: &[crate::dnsdeps::DepStatus]) -> Vec<crate::fleet::DnsReport> {
+    deps.iter()
+        .filter_map(|d| {
+            Some(crate::fleet::DnsReport {
+                name: d.name.clone(),
+                kind: d.kind.clone(),
+                resources: d.resources.clone(),
+                error: crate::logging::one_line(d.error.as_deref()?).to_string(),
+                failing: d.failing,
+            })
+        })
+        .collect()
 }
 
 /// One line per resource that changed or failed (an unchanged one at

@@ -590,3 +590,41 @@ fn the_fleet_report_names_a_host_that_cannot_resolve() {
     });
     drop(d);
 }
+
+#[test]
+fn go_templates_keep_confds_functions_and_follow_a_change() {
+    let recs = |ip: &str| {
+        vec![
+            format!("--host-record=svc.go.test,{ip}"),
+            "--srv-host=_memcache._tcp.go.test,mc2.go.test,11212,10,5".to_string(),
+            "--srv-host=_memcache._tcp.go.test,mc1.go.test,11211,20,5".to_string(),
+        ]
+    };
+    let mut dns = Dnsmasq::start(&recs("10.0.0.9"));
+    let fx = Fx::new();
+    // confd's signatures; lookupSRV sorted by target+port+priority+weight,
+    // targets with their trailing dot; lookupIP a sorted []string.
+    resource(
+        &fx,
+        "go",
+        "go.tmpl",
+        "{{lookupIP \"svc.go.test\"}} {{lookupIPV4 \"svc.go.test\"}} {{lookupIPV6 \"svc.go.test\"}}\n\
+         {{range lookupSRV \"memcache\" \"tcp\" \"go.test\"}}{{.Target}} {{.Port}} {{.Priority}} {{.Weight}}\n{{end}}",
+    );
+    let (d, _) = daemon(&fx, &dns, "1h");
+    let first = "[10.0.0.9] [10.0.0.9] []\nmc1.go.test. 11211 20 5\nmc2.go.test. 11212 10 5\n";
+    wait_for("the Go render", LIMIT, || {
+        read_or_empty(&fx.path("out/go.conf")) == first
+    });
+    // The Go engine's look-ups are dependencies too.
+    dns.restart(&recs("10.0.0.10"));
+    let want = first.replace("10.0.0.9", "10.0.0.10");
+    wait_for("the changed address in the Go render", LIMIT, || {
+        read_or_empty(&fx.path("out/go.conf")) == want
+    });
+    assert!(
+        d.log().contains("DNS A/AAAA svc.go.test: answer changed"),
+        "{}",
+        d.log()
+    );
+}

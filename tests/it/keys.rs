@@ -126,7 +126,7 @@ fn the_example_imported_into_etcd_renders_what_the_file_backend_renders() {
     );
     render(&from_file, &["--backend", "file", "--file", keys]);
     let (a, b) = (tree(&from_etcd), tree(&from_file));
-    assert_eq!(a.len(), 6, "{:?}", a.keys());
+    assert_eq!(a.len(), 7, "{:?}", a.keys());
     assert_eq!(a, b, "etcd and the key file rendered different files");
 }
 
