@@ -60,6 +60,9 @@ struct Dep {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Build {
     version: String,
+    /// The host's `node_name`, as `liveconf fleet` and status name it, so
+    /// alerts can name the host the same way (an `instance` is an address).
+    node: String,
 }
 
 type FGauge = Gauge<f64, AtomicU64>;
@@ -102,13 +105,14 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new("")
     }
 }
 
 impl Metrics {
-    /// A registry with every metric registered.
-    pub fn new() -> Metrics {
+    /// A registry with every metric registered, for the host `node`
+    /// (its `node_name`; `liveconf_build_info`'s `node` label).
+    pub fn new(node: &str) -> Metrics {
         let mut registry = Registry::with_prefix("liveconf");
         let m = Metrics {
             registry: Registry::default(),
@@ -146,11 +150,12 @@ impl Metrics {
         m.build_info
             .get_or_create(&Build {
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                node: node.to_string(),
             })
             .set(1);
         registry.register(
             "build_info",
-            "The running liveconf's version (label version); always 1",
+            "The running liveconf's version and node name (labels version, node); always 1",
             m.build_info.clone(),
         );
         m.register_resource_metrics(&mut registry);
@@ -385,17 +390,47 @@ impl Metrics {
     /// The content series of `o`'s installed file: one per resource.
     fn content(&self, o: &Outcome) {
         let Some(sha) = &o.sha256 else { return };
+        self.set_content(&o.name, &o.dest.display().to_string(), sha);
+    }
+
+    fn set_content(&self, name: &str, dest: &str, sha256: &str) {
         let keep = ResInfo {
-            resource: o.name.clone(),
-            dest: o.dest.display().to_string(),
-            sha256: sha.clone(),
+            resource: name.to_string(),
+            dest: dest.to_string(),
+            sha256: sha256.to_string(),
         };
         let mut current = self.info_current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.get(&o.name) != Some(&keep) {
-            if let Some(old) = current.insert(o.name.clone(), keep.clone()) {
+        if current.get(name) != Some(&keep) {
+            if let Some(old) = current.insert(name.to_string(), keep.clone()) {
                 self.info.remove(&old);
             }
             self.info.get_or_create(&keep).set(1);
+        }
+    }
+
+    /// The installed files on record (status.json of the previous run),
+    /// until this run renders them: their revision and content series exist
+    /// from the start, so a restart does not make a host vanish from the
+    /// fleet comparisons (or look like a host that never rendered) while it
+    /// waits for its first snapshot. Only for configured resources that
+    /// have no series yet.
+    pub fn on_record(&self, status: &crate::status::Status) {
+        let known = self.configured.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, r) in &status.resources {
+            let (Some(rev), Some(sha)) = (r.revision, &r.sha256) else {
+                continue;
+            };
+            if !known.contains(name) {
+                continue;
+            }
+            let l = Res {
+                resource: name.clone(),
+            };
+            if self.revision.get(&l).is_some() {
+                continue;
+            }
+            self.revision.get_or_create(&l).set(rev);
+            self.set_content(name, &r.dest.display().to_string(), sha);
         }
     }
 
@@ -596,7 +631,7 @@ mod tests {
     /// Series (sample lines) of a scrape of a host with `n` resources, all
     /// rendered and installed; and its size in bytes.
     fn scrape(n: usize) -> (usize, usize) {
-        let m = Metrics::new();
+        let m = Metrics::new("n1");
         let names: Vec<String> = (0..n).map(|i| format!("resource-{i:03}")).collect();
         m.configured(&names.iter().map(String::as_str).collect::<Vec<_>>());
         m.record(&names.iter().map(|n| installed(n)).collect::<Vec<_>>(), 1.0);
@@ -625,18 +660,61 @@ mod tests {
     }
 
     #[test]
-    fn build_info_names_the_version() {
-        let text = Metrics::new().encode();
+    fn build_info_names_the_version_and_the_node() {
+        let text = Metrics::new("n1").encode();
         let want = format!(
-            "liveconf_build_info{{version=\"{}\"}} 1",
+            "liveconf_build_info{{version=\"{}\",node=\"n1\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
         assert!(text.contains(&want), "{text}");
     }
 
+    /// A restarted daemon exports the revision and content of the files on
+    /// record before its first render, and only for configured resources;
+    /// a render replaces them.
+    #[test]
+    fn files_on_record_have_their_series_until_the_first_render() {
+        let m = Metrics::new("n1");
+        m.configured(&["a", "b"]);
+        let mut status = crate::status::Status::default();
+        for (name, rev) in [("a", 7), ("gone", 9)] {
+            status.resources.insert(
+                name.to_string(),
+                crate::status::ResourceStatus {
+                    dest: format!("/etc/{name}").into(),
+                    healthy: true,
+                    revision: Some(rev),
+                    sha256: Some(format!("sha-{name}")),
+                    ..Default::default()
+                },
+            );
+        }
+        m.on_record(&status);
+        let text = m.encode();
+        assert!(
+            text.contains("liveconf_resource_revision{resource=\"a\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "liveconf_resource_content{resource=\"a\",dest=\"/etc/a\",sha256=\"sha-a\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("gone"), "{text}");
+        assert!(!text.contains("resource_revision{resource=\"b\""), "{text}");
+        m.record(&[installed("a")], 1.0);
+        let text = m.encode();
+        assert!(!text.contains("sha-a"), "{text}");
+        assert!(
+            !text.contains("resource_revision{resource=\"a\"} 7"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn owed_reloads_and_paid_reloads_come_from_owed() {
-        let m = Metrics::new();
+        let m = Metrics::new("n1");
         let owed = crate::owed::Owed::open(None, Default::default());
         m.follow_owed(owed.clone());
         m.configured(&["a", "b"]);
@@ -674,7 +752,7 @@ mod tests {
 
     #[test]
     fn render_time_is_one_histogram_per_host_and_a_sum_per_resource() {
-        let m = Metrics::new();
+        let m = Metrics::new("n1");
         m.configured(&["a", "b"]);
         m.record(&[installed("a"), installed("b"), installed("a")], 1.0);
         let text = m.encode();
@@ -702,7 +780,7 @@ mod tests {
 
     #[test]
     fn configured_resources_have_series_from_the_start_and_lose_them_when_removed() {
-        let m = Metrics::new();
+        let m = Metrics::new("n1");
         m.configured(&["a", "b"]);
         let text = m.encode();
         assert!(

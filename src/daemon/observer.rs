@@ -262,7 +262,7 @@ impl Observer {
 
     /// Serves the metrics on `addr`, starting from what is known now.
     pub(crate) async fn serve_metrics(&mut self, addr: SocketAddr) -> std::io::Result<()> {
-        let m = Arc::new(Metrics::new());
+        let m = Arc::new(Metrics::new(&self.status.node));
         m.follow_owed(self.owed.clone());
         if let Some(t) = &self.dns {
             m.follow_dns(t.clone());
@@ -270,6 +270,7 @@ impl Observer {
         crate::metrics::serve(addr, m.clone()).await?;
         let names = self.names();
         m.configured(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        m.on_record(&self.status);
         m.record(&self.configured.failures, crate::status::now() as f64);
         m.heard(self.status.last_event.or(self.status.started).unwrap_or(0) as f64);
         m.config_load_failed(self.status.config_error.is_some());
