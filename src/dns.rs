@@ -747,6 +747,24 @@ mod tests {
         assert_eq!(builds_of(&cfg), 1);
     }
 
+    /// The MediaWiki example's DNS-fed resource looks up `localhost`: it
+    /// must answer on a machine whose nameserver never does (no network).
+    #[test]
+    fn localhost_answers_without_asking_the_nameserver() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let cfg = DnsConfig {
+            nameserver: Some(silent.local_addr().unwrap()),
+        };
+        let t = Instant::now();
+        let a = resolve_blocking(&cfg, &Query::new(Kind::Ip, "localhost")).unwrap();
+        assert!(t.elapsed() < QUERY_TIMEOUT, "took {:?}", t.elapsed());
+        let Records::Ip(ips) = a.records else {
+            panic!("{a:?}")
+        };
+        assert!(ips.contains(&"127.0.0.1".parse().unwrap()), "{ips:?}");
+        drop(silent);
+    }
+
     #[test]
     fn a_nameserver_that_never_answers_is_bounded_and_holds_up_no_other_look_up() {
         // Bound, never read: queries go unanswered.
