@@ -8,7 +8,44 @@
 //! are page cache, shared and reclaimable, but they count in the process's
 //! RSS, which is what operators read. [`after_initial_sync`] unmaps them and
 //! hands free heap pages back: the code that runs again is mapped back on
-//! its first use, from the page cache (a minor fault, no I/O).
+//! its first use, from the page cache (a minor fault, no I/O). The same is
+//! done again whenever the daemon has been quiet for [`IDLE_RELEASE`] after
+//! some work ([`idle_tick`]), so a change does not leave its pages behind.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long the daemon stays quiet (no batch) after some work before the
+/// pages that work mapped are released again ([`idle_tick`]).
+pub const IDLE_RELEASE: Duration = Duration::from_secs(30);
+
+/// When the last batch ended, if one did since the last release.
+static WORKED: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// A batch ended: its code pages may be released once the daemon is quiet.
+pub fn worked() {
+    if let Ok(mut w) = WORKED.lock() {
+        *w = Some(Instant::now());
+    }
+}
+
+/// Periodic (the daemon's heartbeat): once [`IDLE_RELEASE`] has passed
+/// since the last batch, release what it mapped. The next change maps back
+/// the code it runs (some hundreds of minor faults: a fraction of a
+/// millisecond, once per quiet spell); changes closer together than
+/// [`IDLE_RELEASE`] never pay it.
+pub fn idle_tick() {
+    let due = match WORKED.lock() {
+        Ok(mut w) if w.is_some_and(|t| t.elapsed() >= IDLE_RELEASE) => {
+            *w = None;
+            true
+        }
+        _ => false,
+    };
+    if due {
+        after_initial_sync();
+    }
+}
 
 /// Unmaps the executable's read-only segments and trims the heap. Cheap
 /// (a few system calls); safe at any time: read-only file pages that are

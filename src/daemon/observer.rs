@@ -416,6 +416,7 @@ impl Observer {
             m.record(outcomes, crate::status::now() as f64);
         }
         self.publish_report();
+        crate::memory::worked();
     }
 
     /// Periodic: the watchdog, and status.json kept fresh (its age is what
@@ -435,6 +436,7 @@ impl Observer {
         if self.file.written.elapsed() >= HEARTBEAT - Duration::from_millis(100) {
             self.file.dirty = true;
         }
+        crate::memory::idle_tick();
     }
 
     /// After each turn of the loop: status.json if anything changed, and
