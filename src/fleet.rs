@@ -60,6 +60,15 @@ pub enum FleetError {
     /// etcd let the report's lease expire (the keep-alives came too late).
     #[error("the report's lease expired")]
     LeaseExpired,
+    /// A request got no answer in time: the endpoint hangs (a stopped
+    /// proxy, say); the publisher moves to the next one.
+    #[error("no answer to the {what} within {}s", .after.as_secs_f64())]
+    NoAnswer {
+        /// Which request.
+        what: &'static str,
+        /// How long it waited.
+        after: Duration,
+    },
 }
 
 impl From<etcd_client::Error> for FleetError {
@@ -159,6 +168,13 @@ pub async fn publish(
     mut rx: watch::Receiver<Report>,
 ) {
     let ttl_secs = ttl.as_secs().max(2) as i64;
+    // A keep-alive is sent every third of the TTL; one unanswered for a
+    // third of the TTL (or the request timeout, if shorter) leaves a third
+    // to re-publish through the next endpoint before the report lapses.
+    let keep_alive_bound = conn
+        .request_timeout
+        .min(Duration::from_secs(ttl_secs as u64) / 3)
+        .max(Duration::from_millis(500));
     let report_key = format!("{REPORT_PREFIX}{node}");
     let registry_key = format!("{REGISTRY_PREFIX}{node}");
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -211,8 +227,19 @@ pub async fn publish(
                         return Ok(());
                     },
                     _ = ticker.tick() => {
-                        keeper.keep_alive().await?;
-                        match responses.message().await {
+                        // Bounded: an endpoint that hangs (a stopped proxy)
+                        // must not hold the report until the lease lapses;
+                        // the next endpoint gets a new lease in time.
+                        let answer = tokio::time::timeout(keep_alive_bound, async {
+                            keeper.keep_alive().await?;
+                            responses.message().await
+                        })
+                        .await
+                        .map_err(|_| FleetError::NoAnswer {
+                            what: "lease keep-alive",
+                            after: keep_alive_bound,
+                        })?;
+                        match answer {
                             Ok(Some(r)) if r.ttl() > 0 => {}
                             Ok(_) => return Err(FleetError::LeaseExpired),
                             Err(e) => return Err(e.into()),

@@ -206,7 +206,7 @@ fn settings_section(roff: &mut Roff) {
 fn files_section(roff: &mut Roff) {
     use crate::settings::{DEFAULT_CONFDIR, DEFAULT_STATE_DIR, OWED_DIR};
     roff.control("SH", ["FILES"]);
-    let files: [(String, &str); 8] = [
+    let files: [(String, &str); 9] = [
         (
             format!("{DEFAULT_CONFDIR}/liveconf.toml"),
             "Settings (see SETTINGS FILE above); --confdir DIR reads DIR/liveconf.toml, or DIR/confd.toml when there is no liveconf.toml.",
@@ -238,6 +238,10 @@ fn files_section(roff: &mut Roff) {
         (
             "/usr/share/liveconf/grafana/liveconf.json".into(),
             "A Grafana dashboard for the same metrics.",
+        ),
+        (
+            "/usr/share/liveconf/php/LiveconfConfig.php".into(),
+            "Reference PHP code for MediaWiki to read liveconf's files: JSON cached in APCu, or a PHP include with opcache.",
         ),
     ];
     for (path, text) in files {

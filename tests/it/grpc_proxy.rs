@@ -586,3 +586,47 @@ fn a_member_dying_behind_its_proxy_moves_the_daemon_to_the_next_proxy() {
     wait_all(std::slice::from_ref(&h), "2", "the put made while moving");
     assert!(h.d.log().contains(&ua), "{}", h.d.log());
 }
+
+/// Found while testing the proxy path: a proxy that hangs (SIGSTOP, not
+/// killed) held the fleet report's lease keep-alive until HTTP/2 keep-alive
+/// dropped the connection (~13 s), so a report with a short `report_ttl`
+/// lapsed and `fleet` called a healthy host gone. The keep-alive's answer
+/// is bounded: the report moves to the next proxy before its lease ends.
+#[test]
+fn a_hung_proxy_does_not_let_the_fleet_report_lapse() {
+    let etcd = Etcd::start();
+    etcd.put("/app/v", "1");
+    let stuck = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "stuck");
+    let other = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "other");
+    let endpoints = format!("{},{}", stuck.url(), other.url());
+    let host = Host::start(
+        &endpoints,
+        &["--report", "--node-name", "h1", "--report-ttl", "6s"],
+    );
+    wait_all(std::slice::from_ref(&host), "1", "the file installed");
+    let direct = etcd.members[0].url();
+    let reported = || {
+        let (code, hosts, _) = fleet(&direct);
+        code == 0 && hosts.len() == 1 && hosts[0].1.is_empty()
+    };
+    wait_for("fleet names h1 in sync", LIMIT, reported);
+    nix::sys::signal::kill(stuck.pid(), nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    // Three lease lifetimes with the first proxy hung: the report never
+    // lapses (read from etcd directly, not through either proxy).
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(18) {
+        let (code, hosts, out) = fleet(&direct);
+        assert!(
+            code == 0 && hosts.len() == 1 && hosts[0].1.is_empty(),
+            "the report lapsed {:.1}s after the proxy hung:\n{out}\n{}",
+            start.elapsed().as_secs_f64(),
+            host.d.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        host.d.log().contains("no answer to the lease keep-alive"),
+        "{}",
+        host.d.log()
+    );
+}
