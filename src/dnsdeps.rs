@@ -133,7 +133,11 @@ impl Entry {
             View::Good(r) => Ok(r),
             View::Negative(_) => Err(self.negative.clone().unwrap_or(DnsError::NoAnswer)),
             View::Stale => Err(DnsError::Stale {
-                age: secs(self.good.as_ref().map_or(Duration::ZERO, |g| now - g.at)),
+                age: secs(
+                    self.good
+                        .as_ref()
+                        .map_or(Duration::ZERO, |g| now.saturating_duration_since(g.at)),
+                ),
                 limit: secs(max_stale),
                 last: last(),
             }),
@@ -373,7 +377,7 @@ impl Tracker {
                 None => {}
             }
             if let Some(g) = &e.good {
-                let stale_at = g.at + max_stale + Duration::from_millis(1);
+                let stale_at = later(g.at, max_stale.saturating_add(Duration::from_millis(1)));
                 if stale_at > now {
                     soonest(stale_at);
                 }
@@ -488,6 +492,13 @@ fn set_uses(s: &mut State, resource: &str, used: BTreeSet<Query>) {
     }
 }
 
+/// `t` + `d`, or far in the future when that is past what an `Instant`
+/// holds (a setting of a thousand years must not panic the daemon).
+fn later(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
+}
+
 /// `answer` into `e`, and when to look it up next.
 fn update(e: &mut Entry, answer: Result<Answer, DnsError>, now: Instant, t: &Timing) {
     let clamp = |ttl: u32| Duration::from_secs(ttl.into()).clamp(t.min, t.max.max(t.min));
@@ -501,14 +512,14 @@ fn update(e: &mut Entry, answer: Result<Answer, DnsError>, now: Instant, t: &Tim
             e.negative = None;
             e.error = None;
             e.failures = 0;
-            e.due = Some(now + clamp(a.ttl));
+            e.due = Some(later(now, clamp(a.ttl)));
         }
         Err(err) if err.is_answer() => {
             e.ttl = 0;
             e.negative = Some(err);
             e.error = None;
             e.failures = 0;
-            e.due = Some(now + clamp(0));
+            e.due = Some(later(now, clamp(0)));
         }
         Err(err) => {
             e.failures = e.failures.saturating_add(1);
@@ -517,10 +528,10 @@ fn update(e: &mut Entry, answer: Result<Answer, DnsError>, now: Instant, t: &Tim
                 .min
                 .saturating_mul(1u32 << e.failures.saturating_sub(1).min(16))
                 .min(t.max.max(t.min));
-            let mut next = now + backoff;
+            let mut next = later(now, backoff);
             // Never past the moment the good answer turns stale.
             if let Some(g) = &e.good {
-                let stale_at = g.at + t.max_stale + Duration::from_millis(10);
+                let stale_at = later(g.at, t.max_stale.saturating_add(Duration::from_millis(10)));
                 if stale_at > now {
                     next = next.min(stale_at);
                 }
@@ -663,6 +674,28 @@ mod tests {
         assert_eq!(e.view(later, t.max_stale), View::Stale);
         let err = e.result(later, t.max_stale).unwrap_err().to_string();
         assert!(err.contains("no answer") && err.contains("1h"), "{err}");
+    }
+
+    #[test]
+    fn intervals_of_a_thousand_years_never_panic() {
+        let huge = Duration::from_secs(1000 * 365 * 24 * 3600);
+        let t = Timing {
+            min: huge,
+            max: huge,
+            max_stale: huge,
+        };
+        let now = Instant::now();
+        let mut e = entry();
+        update(&mut e, txt(&["a"], u32::MAX), now, &t);
+        assert!(e.due.unwrap() > now);
+        for _ in 0..40 {
+            update(&mut e, Err(DnsError::NoAnswer), now, &t);
+        }
+        assert!(e.due.unwrap() > now);
+        let tr = Tracker::new(DnsConfig::default(), t);
+        tr.lock().entries.insert(Query::new(Kind::Txt, "x"), e);
+        let due = tr.take_due(now);
+        assert!(due.queries.is_empty() && due.next.is_some());
     }
 
     #[test]
