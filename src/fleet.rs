@@ -168,13 +168,12 @@ pub async fn publish(
     mut rx: watch::Receiver<Report>,
 ) {
     let ttl_secs = ttl.as_secs().max(2) as i64;
-    // A keep-alive is sent every third of the TTL; one unanswered for a
-    // third of the TTL (or the request timeout, if shorter) leaves a third
-    // to re-publish through the next endpoint before the report lapses.
-    let keep_alive_bound = conn
-        .request_timeout
-        .min(Duration::from_secs(ttl_secs as u64) / 3)
-        .max(Duration::from_millis(500));
+    // A keep-alive is sent every third of the TTL. Answers need not pair
+    // with requests (etcd's grpc-proxy answers at its own pace), so the
+    // lease counts as kept while any answer came within two periods; after
+    // that (an endpoint that hangs: a stopped proxy) a third of the TTL is
+    // left to re-publish through the next endpoint before the report lapses.
+    let silence = (Duration::from_secs(ttl_secs as u64) * 2 / 3).max(Duration::from_secs(1));
     let report_key = format!("{REPORT_PREFIX}{node}");
     let registry_key = format!("{REGISTRY_PREFIX}{node}");
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -197,17 +196,22 @@ pub async fn publish(
             let mut ticker =
                 tokio::time::interval(Duration::from_millis((ttl_secs as u64 * 1000 / 3).max(500)));
             let mut last_sent: Option<String> = None;
+            let mut last_answer = tokio::time::Instant::now();
             loop {
                 let body =
                     serde_json::to_string(&*rx.borrow_and_update()).map_err(FleetError::Encode)?;
                 if last_sent.as_deref() != Some(&body) {
-                    client
-                        .put(
-                            report_key.as_str(),
-                            body.clone(),
-                            Some(PutOptions::new().with_lease(lease)),
-                        )
+                    let put = client.put(
+                        report_key.as_str(),
+                        body.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    );
+                    tokio::time::timeout(silence, put)
                         .await
+                        .map_err(|_| FleetError::NoAnswer {
+                            what: "report's put",
+                            after: silence,
+                        })?
                         .map_err(|error| FleetError::Publish {
                             key: report_key.clone(),
                             error,
@@ -227,24 +231,18 @@ pub async fn publish(
                         return Ok(());
                     },
                     _ = ticker.tick() => {
-                        // Bounded: an endpoint that hangs (a stopped proxy)
-                        // must not hold the report until the lease lapses;
-                        // the next endpoint gets a new lease in time.
-                        let answer = tokio::time::timeout(keep_alive_bound, async {
-                            keeper.keep_alive().await?;
-                            responses.message().await
-                        })
-                        .await
-                        .map_err(|_| FleetError::NoAnswer {
-                            what: "lease keep-alive",
-                            after: keep_alive_bound,
-                        })?;
-                        match answer {
-                            Ok(Some(r)) if r.ttl() > 0 => {}
-                            Ok(_) => return Err(FleetError::LeaseExpired),
-                            Err(e) => return Err(e.into()),
+                        if last_answer.elapsed() > silence {
+                            return Err(FleetError::NoAnswer { what: "lease keep-alive", after: silence });
                         }
+                        tokio::time::timeout(silence, keeper.keep_alive())
+                            .await
+                            .map_err(|_| FleetError::NoAnswer { what: "lease keep-alive", after: silence })??;
                     }
+                    answer = responses.message() => match answer {
+                        Ok(Some(r)) if r.ttl() > 0 => last_answer = tokio::time::Instant::now(),
+                        Ok(_) => return Err(FleetError::LeaseExpired),
+                        Err(e) => return Err(e.into()),
+                    },
                 }
             }
         }
