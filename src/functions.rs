@@ -97,9 +97,12 @@ impl Scope {
         &'a self,
         dir: &'d str,
     ) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a, 'd> {
+        // Under a watched prefix, every key below `dir` is watched: no
+        // per-key check (two passes over 100,000 keys for two `gets`).
+        let covered = self.watched.iter().any(|w| is_at_or_below(dir, w));
         self.snapshot
             .subtree(dir)
-            .filter(move |(k, _)| self.watched.iter().any(|w| is_at_or_below(k, w)))
+            .filter(move |(k, _)| covered || self.watched.iter().any(|w| is_at_or_below(k, w)))
             .map(|(k, v)| (&**k, &**v))
     }
 
@@ -122,12 +125,18 @@ impl Scope {
         // has (an escaped `\/` is one too): the others are not matched.
         let slashes = (!rel_pattern.contains("**") && !rel_pattern.contains(['{', '[']))
             .then(|| slash_count(&rel_pattern));
+        // `/*`, `/a/*/b`: matched segment by segment, without the regex.
+        let simple = simple_glob(&rel_pattern, &['?', '[', '{', '\\']);
         let dir = self.abs(keypath::glob_literal_dir(&rel_pattern));
         let dir = dir.trim_end_matches('/');
         let mut out = Vec::new();
         for (k, v) in self.keys_below(dir) {
             let rel = self.rel(k);
-            if slashes.is_some_and(|n| slash_count(rel) != n) || !matcher.is_match(rel) {
+            let matched = match &simple {
+                Some(segs) => simple_match(segs, rel),
+                None => slashes.is_none_or(|n| slash_count(rel) == n) && matcher.is_match(rel),
+            };
+            if !matched {
                 continue;
             }
             let s = encode::value_str(rel, v).map_err(|e| Error::message(e.to_string()))?;
@@ -210,8 +219,47 @@ pub fn gets(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
         let items = s.glob(pattern)?;
         // Each `{key, value}` map built once, in place (a `pair` per item
         // built every map twice: `Value::from` copies a map).
-        Value::try_from_serializable(&Pairs(&items))
+        let v = Value::try_from_serializable(&Pairs(&items))?;
+        // The list is an `Arc`: kept, the template dropping it frees nothing.
+        keep(items.len(), || v.clone());
+        Ok(v)
     })
+}
+
+/// Whether template values are being kept ([`keep_values`]).
+static KEEPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Template values kept alive until [`forget_kept`], and how many items they hold.
+static KEPT: std::sync::Mutex<(Vec<Box<dyn std::any::Any + Send>>, usize)> =
+    std::sync::Mutex::new((Vec::new(), 0));
+/// The most items kept: past it, values are freed as usual (peak memory).
+const KEEP_ITEMS: usize = 400_000;
+
+/// `render --once`: keeps the lists `gets` returns (both engines) alive
+/// until [`forget_kept`], so the end of a template does not free them item
+/// by item (at 100,000 keys, ~10 % of the run) just before the process
+/// exits anyway. Off in the daemon, which frees them as it goes.
+pub fn keep_values(on: bool) {
+    KEEPING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Keeps `value()` (a cheap clone of a list of `items` items) when keeping.
+pub(crate) fn keep<T: std::any::Any + Send>(items: usize, value: impl FnOnce() -> T) {
+    if !KEEPING.load(std::sync::atomic::Ordering::Relaxed) || items < 64 {
+        return;
+    }
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.1 + items <= KEEP_ITEMS {
+        kept.1 += items;
+        kept.0.push(Box::new(value()));
+    }
+}
+
+/// Forgets the kept values without freeing them: the process exits next.
+pub fn forget_kept() {
+    KEEPING.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    std::mem::forget(std::mem::take(&mut kept.0));
+    kept.1 = 0;
 }
 
 /// `gets`'s answer: a list of `{key, value}` maps, in this order.
@@ -233,6 +281,30 @@ impl serde::Serialize for Pairs<'_> {
         }
         seq.end()
     }
+}
+
+/// The segments of a glob whose only wildcards are whole-segment `*`s
+/// (`/*`, `/a/*/b`), or `None` when it has any other (`metas`, `**`, `a*`).
+/// Such a pattern matches a key with as many segments, each equal to the
+/// pattern's or matched by its `*` (anything without a `/`, empty too),
+/// which is what both glob engines (globset with a literal separator, Go's
+/// `path.Match`) decide for it.
+pub(crate) fn simple_glob<'p>(pattern: &'p str, metas: &[char]) -> Option<Vec<&'p str>> {
+    if pattern.contains(metas) {
+        return None;
+    }
+    let segs: Vec<&str> = pattern.split('/').collect();
+    segs.iter()
+        .all(|s| *s == "*" || !s.contains('*'))
+        .then_some(segs)
+}
+
+/// Whether `key` matches the segments of a [`simple_glob`].
+pub(crate) fn simple_match(segs: &[&str], key: &str) -> bool {
+    let mut parts = key.split('/');
+    segs.iter()
+        .all(|s| parts.next().is_some_and(|p| *s == "*" || *s == p))
+        && parts.next().is_none()
 }
 
 /// The number of `/` in `s`.
@@ -1027,6 +1099,35 @@ pub fn register(tera: &mut tera::Tera) {
 
 #[cfg(test)]
 mod tests {
+    /// The segment matcher decides as globset does (and as Go's
+    /// `path.Match`, see gotemplate's tests) for the patterns it takes.
+    #[test]
+    fn simple_globs_match_as_globset_does() {
+        let keys = [
+            "", "/", "/a", "/a/", "/a/b", "/a/b/c", "//", "/ab", "/a/bc", "/b/b", "a", "/a.b/c",
+        ];
+        for p in [
+            "/*", "/*/*", "/a/*", "/*/b", "/a", "/*/*/*", "/a/*/c", "*", "/",
+        ] {
+            let segs = super::simple_glob(p, &['?', '[', '{', '\\']).expect(p);
+            let m = globset::GlobBuilder::new(p)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .unwrap()
+                .compile_matcher();
+            for k in keys {
+                assert_eq!(super::simple_match(&segs, k), m.is_match(k), "{p} {k:?}");
+            }
+        }
+        for p in ["/a*", "/**", "/a/**/b", "/?", "/[ab]", "/{a,b}", "/a\\*"] {
+            assert!(
+                super::simple_glob(p, &['?', '[', '{', '\\']).is_none(),
+                "{p}"
+            );
+        }
+    }
+
     fn render(src: &str) -> Result<String, String> {
         let mut t = tera::Tera::default();
         super::register(&mut t);

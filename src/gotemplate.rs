@@ -155,9 +155,17 @@ impl View {
         // is one too).
         let slashes =
             (!pattern.contains('[')).then(|| pattern.bytes().filter(|&b| b == b'/').count());
+        // `/*`, `/a/*/b`: matched segment by segment.
+        let simple = functions::simple_glob(pattern, &['?', '[', '\\']);
         let mut out: KvPairs = Vec::new();
         let mut bad = None;
         self.each_under(dir, |k, v| {
+            if let Some(segs) = &simple {
+                if functions::simple_match(segs, k) {
+                    out.push((Arc::from(k), Arc::from(String::from_utf8_lossy(v))));
+                }
+                return;
+            }
             if bad.is_some()
                 || slashes.is_some_and(|n| k.bytes().filter(|&b| b == b'/').count() != n)
             {
@@ -901,9 +909,12 @@ fn key_functions(m: &mut FuncMap) {
         let pattern = str_arg("gets", a, 0)?;
         with_view("gets", |v| {
             let pairs = v.get_all(pattern).map_err(|e| fail("gets", e))?;
-            Ok(Value::List(
-                pairs.into_iter().map(|(k, v)| kv_pair(k, v)).collect(),
-            ))
+            let n = pairs.len();
+            let list = Value::List(pairs.into_iter().map(|(k, v)| kv_pair(k, v)).collect());
+            // Kept (`render --once`): the list is an `Arc`, so the template
+            // dropping it frees nothing.
+            functions::keep(n, || list.clone());
+            Ok(list)
         })
     });
     add(m, "getvs", |a| {

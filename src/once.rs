@@ -51,6 +51,10 @@ pub async fn render(
     exit_code_flag: bool,
     status_dir: Option<&Path>,
 ) -> Result<Verdict, RunError> {
+    mark("start");
+    // The lists `gets` hands the templates are kept (not freed item by
+    // item when a template is done with them) and forgotten at exit.
+    crate::functions::keep_values(true);
     // Hooks a killed liveconf left running end before any of ours runs.
     if let Some(dir) = status_dir.filter(|_| !opts.noop) {
         crate::hooks::adopt_state_dir(dir);
@@ -64,7 +68,9 @@ pub async fn render(
             tracing::warn!("{}", unused_broken(&templates, &name, &p));
         }
     }
+    mark("loaded");
     let mut snap = backend::snapshot(s, &confdir::watched(&loaded.resources)).await?;
+    mark("snapshot");
     apply_overlay(&mut snap, overlay, &loaded.resources);
     let recorder = Recorder::new(status_dir.filter(|_| !opts.noop));
     // A reload that failed (or never ran) in an earlier run is still owed,
@@ -75,6 +81,7 @@ pub async fn render(
     run_opts.installs = recorder.install_hook(&owed);
     let refs: Vec<&Resource> = loaded.resources.iter().collect();
     let mut outcomes = apply::apply(&refs, &snap, &templates, &run_opts, &owed).await;
+    mark("applied");
     drop(run_opts);
     for e in &loaded.failed {
         outcomes.push(Outcome::load_failure(
@@ -89,7 +96,21 @@ pub async fn render(
     // The process ends next: freeing the snapshot key by key (tens of
     // milliseconds at 100,000 keys) would only delay the exit.
     std::mem::forget(snap);
+    crate::functions::forget_kept();
+    mark("done");
     Ok(verdict(&outcomes, exit_code_flag))
+}
+
+/// With `LIVECONF_TIMING` set, prints to stderr how long after the first
+/// mark `what` happened: a phase profile of a one-shot run (connect, each
+/// page received and added, render, install).
+pub fn mark(what: &str) {
+    static T0: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+    if let Some(t0) =
+        T0.get_or_init(|| std::env::var_os("LIVECONF_TIMING").map(|_| std::time::Instant::now()))
+    {
+        eprintln!("{:>8.1} ms  {what}", t0.elapsed().as_secs_f64() * 1e3);
+    }
 }
 
 /// `--force NAME`: each NAME must be a resource of this run.

@@ -83,6 +83,7 @@ pub fn render(
     templates: &TemplateSet,
     env: &Env,
 ) -> Result<Vec<u8>, RenderError> {
+    crate::once::mark("render start");
     if let Some(why) = snapshot.unreadable_among(&res.watched) {
         return Err(RenderError::Unreadable(why.to_string()));
     }
@@ -125,6 +126,7 @@ pub fn render(
                 .map_err(|e| RenderError::Tera(templates::describe(&e)))?
         }
     };
+    crate::once::mark("rendered");
     if out.len() > env.max_output {
         return Err(RenderError::TooLarge {
             size: out.len(),

@@ -598,6 +598,7 @@ impl Connection {
                     }
                     Err(e) => return Err(e),
                 };
+                crate::once::mark("page received");
                 if revision == 0 {
                     revision = resp.header().map(|h| h.revision()).unwrap_or(0);
                 }
@@ -621,6 +622,7 @@ impl Connection {
                 let under = root.clone();
                 filling = Filling::Busy(tokio::task::spawn_blocking(move || {
                     add_page(&mut snap, &under, kvs);
+                    crate::once::mark("page added");
                     snap
                 }));
                 match next {
@@ -858,6 +860,7 @@ impl super::Backend for EtcdBackend {
 pub async fn snapshot_once(s: &Settings, prefixes: &[String]) -> Result<Snapshot, EtcdError> {
     let conn = Connection::from_settings(s).await?;
     let mut client = conn.connect().await?;
+    crate::once::mark("connected");
     conn.snapshot(&mut client, prefixes, None).await
 }
 
