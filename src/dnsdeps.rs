@@ -63,6 +63,9 @@ struct Good {
     records: Records,
     /// When it was (last) received.
     at: Instant,
+    /// When it is due to be looked up again (its TTL, clamped): staleness
+    /// counts from here at the latest.
+    expires: Instant,
 }
 
 /// One look-up, shared by the resources whose last render asked for it.
@@ -77,6 +80,9 @@ struct Entry {
     error: Option<(DnsError, std::time::SystemTime)>,
     /// Consecutive failures to get an answer (the backoff).
     failures: u32,
+    /// The first failure to get an answer since the last good one:
+    /// staleness counts from here (or from the good answer's expiry).
+    failing_since: Option<Instant>,
     /// When to look it up again; `None` while a look-up is under way.
     due: Option<Instant>,
     /// The resources whose last render used it.
@@ -102,44 +108,57 @@ impl Entry {
             negative: None,
             error: None,
             failures: 0,
+            failing_since: None,
             due: None,
             resources: BTreeSet::new(),
             shown: View::Unresolved,
         }
     }
 
+    /// Since when the good answer has not been renewed: the first failed
+    /// look-up since it came, or its expiry (a look-up hung past it),
+    /// whichever is earlier. Never while look-ups succeed.
+    fn unrenewed_since(&self) -> Option<Instant> {
+        let g = self.good.as_ref()?;
+        Some(self.failing_since.map_or(g.expires, |f| f.min(g.expires)))
+    }
+
+    /// When the good answer turns stale.
+    fn stale_at(&self, max_stale: Duration) -> Option<Instant> {
+        self.unrenewed_since().map(|t| later(t, max_stale))
+    }
+
     fn view(&self, now: Instant, max_stale: Duration) -> View {
         if let Some(n) = &self.negative {
             return View::Negative(n.to_string());
         }
-        match &self.good {
-            Some(g) if now.saturating_duration_since(g.at) <= max_stale => {
-                View::Good(g.records.clone())
-            }
-            Some(_) => View::Stale,
-            None => View::Unresolved,
+        match (&self.good, self.stale_at(max_stale)) {
+            (Some(g), Some(t)) if now <= t => View::Good(g.records.clone()),
+            (Some(_), _) => View::Stale,
+            (None, _) => View::Unresolved,
         }
+    }
+
+    /// The last failure to get an answer, in words (never empty).
+    fn last_error(&self) -> String {
+        self.error
+            .as_ref()
+            .map(|(e, _)| e.to_string())
+            .unwrap_or_else(|| "the look-up has not answered".into())
     }
 
     /// What a render gets.
     fn result(&self, now: Instant, max_stale: Duration) -> Result<Records, DnsError> {
-        let last = || {
-            self.error
-                .as_ref()
-                .map(|(e, _)| e.to_string())
-                .unwrap_or_else(|| "no answer".into())
-        };
         match self.view(now, max_stale) {
             View::Good(r) => Ok(r),
             View::Negative(_) => Err(self.negative.clone().unwrap_or(DnsError::NoAnswer)),
             View::Stale => Err(DnsError::Stale {
                 age: secs(
-                    self.good
-                        .as_ref()
-                        .map_or(Duration::ZERO, |g| now.saturating_duration_since(g.at)),
+                    self.unrenewed_since()
+                        .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
                 ),
                 limit: secs(max_stale),
-                last: last(),
+                last: self.last_error(),
             }),
             View::Unresolved => Err(self
                 .error
@@ -376,10 +395,9 @@ impl Tracker {
                 Some(t) => soonest(t),
                 None => {}
             }
-            if let Some(g) = &e.good {
-                let stale_at = later(g.at, max_stale.saturating_add(Duration::from_millis(1)));
-                if stale_at > now {
-                    soonest(stale_at);
+            if let Some(t) = e.stale_at(max_stale.saturating_add(Duration::from_millis(1))) {
+                if t > now {
+                    soonest(t);
                 }
             }
             let view = e.view(now, max_stale);
@@ -392,7 +410,7 @@ impl Tracker {
                         q.kind,
                         q.name,
                         secs(max_stale),
-                        e.error.as_ref().map(|(m, _)| m.to_string()).unwrap_or_default(),
+                        e.last_error(),
                         users.join(", ")
                     );
                 } else {
@@ -432,7 +450,11 @@ impl Tracker {
         let had_error = e.error.as_ref().map(|(m, _)| m.to_string());
         let failures = e.failures;
         let good_age = e.good.as_ref().map(|g| now.saturating_duration_since(g.at));
+        let before_records = e.good.as_ref().map(|g| g.records.clone());
         update(e, answer, now, &timing);
+        let unrenewed = e
+            .unrenewed_since()
+            .map(|t| now.saturating_duration_since(t));
         let after = e.view(now, timing.max_stale);
         let resources: Vec<String> = e.resources.iter().cloned().collect();
         let what = format!("DNS {} {}", q.kind, q.name);
@@ -440,6 +462,11 @@ impl Tracker {
         let changed = before != after;
         e.shown = after.clone();
         match (&after, &e.error) {
+            (View::Good(r), None) if changed && before_records.as_ref() == Some(r) => {
+                tracing::info!(
+                    dns = %q.name, "{what}: answered again after {} failed look-up(s), the answer unchanged ({}): rendering {users} again", failures, r.summary()
+                )
+            }
             (View::Good(r), None) if changed => tracing::info!(
                 dns = %q.name, "{what}: answer changed to {}: rendering {users} again", r.summary()
             ),
@@ -452,7 +479,7 @@ impl Tracker {
             (View::Stale, Some((err, _))) if changed => tracing::error!(
                 dns = %q.name,
                 "{what}: no good answer for {} (dns_max_stale {}): {err}: {users} fail(s) at render, keeping their files",
-                secs(good_age.unwrap_or_default()), secs(timing.max_stale)
+                secs(unrenewed.unwrap_or_default()), secs(timing.max_stale)
             ),
             (_, Some((err, _))) if had_error.as_deref() != Some(&err.to_string()) => {
                 tracing::warn!(
@@ -505,24 +532,29 @@ fn update(e: &mut Entry, answer: Result<Answer, DnsError>, now: Instant, t: &Tim
     match answer {
         Ok(a) => {
             e.ttl = a.ttl;
+            let due = later(now, clamp(a.ttl));
             e.good = Some(Good {
                 records: a.records,
                 at: now,
+                expires: due,
             });
             e.negative = None;
             e.error = None;
             e.failures = 0;
-            e.due = Some(later(now, clamp(a.ttl)));
+            e.failing_since = None;
+            e.due = Some(due);
         }
         Err(err) if err.is_answer() => {
             e.ttl = 0;
             e.negative = Some(err);
             e.error = None;
             e.failures = 0;
+            e.failing_since = None;
             e.due = Some(later(now, clamp(0)));
         }
         Err(err) => {
             e.failures = e.failures.saturating_add(1);
+            e.failing_since.get_or_insert(now);
             e.error = Some((err, std::time::SystemTime::now()));
             let backoff = t
                 .min
@@ -530,8 +562,9 @@ fn update(e: &mut Entry, answer: Result<Answer, DnsError>, now: Instant, t: &Tim
                 .min(t.max.max(t.min));
             let mut next = later(now, backoff);
             // Never past the moment the good answer turns stale.
-            if let Some(g) = &e.good {
-                let stale_at = later(g.at, t.max_stale.saturating_add(Duration::from_millis(10)));
+            if let Some(stale_at) =
+                e.stale_at(t.max_stale.saturating_add(Duration::from_millis(10)))
+            {
                 if stale_at > now {
                     next = next.min(stale_at);
                 }
@@ -667,7 +700,7 @@ mod tests {
         );
         // Near staleness the next look-up is at the moment it turns stale.
         let old = now - t.max_stale + Duration::from_secs(2);
-        e.good.as_mut().unwrap().at = old;
+        e.failing_since = Some(old);
         update(&mut e, Err(DnsError::NoAnswer), now, &t);
         assert!(e.due.unwrap() - now <= Duration::from_secs(3));
         let later = now + Duration::from_secs(3);
@@ -786,7 +819,7 @@ mod tests {
         {
             let mut s = tr.lock();
             let mut e = entry();
-            update(&mut e, txt(&["a"], 30), now - Duration::from_secs(20), &t);
+            update(&mut e, txt(&["a"], 5), now - Duration::from_secs(20), &t);
             e.shown = View::Good(Records::Txt(vec!["a".into()]));
             e.due = None; // a look-up under way, hung
             e.resources.insert("r".into());
@@ -796,5 +829,53 @@ mod tests {
         assert!(due.queries.is_empty());
         assert_eq!(due.stale, ["r"]);
         assert!(tr.take_due(now).stale.is_empty(), "said once");
+    }
+
+    /// Finding 1 of issue 12: a `dns_max_stale` shorter than the refresh
+    /// interval must not fail a name whose look-ups all succeed.
+    #[test]
+    fn a_short_max_stale_never_fails_a_name_whose_look_ups_succeed() {
+        let t = Timing {
+            min: Duration::from_secs(5),
+            max: Duration::from_secs(30),
+            max_stale: Duration::from_secs(15),
+        };
+        let tr = Tracker::new(DnsConfig::default(), t);
+        let q = Query::new(Kind::Txt, "flag.svc.test");
+        let dns = DnsConfig::default();
+        let t0 = Instant::now() - Duration::from_secs(100);
+        {
+            let mut s = tr.lock();
+            let mut e = entry();
+            update(&mut e, txt(&["readonly=true"], 100), t0, &t);
+            e.shown = e.view(t0, t.max_stale);
+            e.resources.insert("r".into());
+            s.entries.insert(q.clone(), e);
+        }
+        // 16 s after the good answer, before its refresh (at 30 s): good.
+        let at16 = t0 + Duration::from_secs(16);
+        assert!(tr.take_due(at16).stale.is_empty());
+        assert!(tr.lock().entries[&q].result(at16, t.max_stale).is_ok());
+        // The refresh, the same answer: nothing to render.
+        assert_eq!(tr.answered(&q, &dns, txt(&["readonly=true"], 100)), None);
+        // Look-ups fail: good for max_stale from the first failure, then stale.
+        let mut s = tr.lock();
+        let e = s.entries.get_mut(&q).unwrap();
+        let f = Instant::now();
+        update(e, Err(DnsError::NoAnswer), f, &t);
+        update(e, Err(DnsError::NoAnswer), f + Duration::from_secs(10), &t);
+        assert!(e.result(f + Duration::from_secs(14), t.max_stale).is_ok());
+        let err = e
+            .result(f + Duration::from_secs(16), t.max_stale)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no good answer for 16s"), "{err}");
+        // A hung look-up (no error at all) still says something.
+        e.error = None;
+        let err = e
+            .result(f + Duration::from_secs(16), t.max_stale)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.ends_with(": "), "{err}");
     }
 }
