@@ -93,6 +93,12 @@ pub struct ResourceReport {
     /// The last error, if failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its file is installed and its reload has not succeeded since (the
+    /// reload is running, waiting out its splay, or failed): the service
+    /// does not run this file yet. Absent when false (and from older
+    /// reports).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reload_owed: bool,
 }
 
 impl ResourceReport {
@@ -263,7 +269,7 @@ pub async fn publish(
 pub struct HostState {
     /// The node.
     pub node: String,
-    /// Each problem, starting with "stale", "failing", "missing", "diverging" or "gone".
+    /// Each problem, starting with "stale", "failing", "reload owed", "missing", "diverging", "dns" or "gone".
     pub problems: Vec<String>,
 }
 
@@ -387,9 +393,11 @@ fn behind(
 }
 
 impl ResourceReport {
-    /// "failing: NAME (STEP: ERROR)" when its last attempt failed, and
-    /// "missing: NAME has never been installed on this host" when it has
-    /// no file: what `fleet` and `fleet wait` say about resource `name`.
+    /// "failing: NAME (STEP: ERROR)" when its last attempt failed,
+    /// "reload owed: NAME ..." when its file is installed but its reload
+    /// has not run (yet), and "missing: NAME has never been installed on
+    /// this host" when it has no file: what `fleet` and `fleet wait` say
+    /// about resource `name`.
     pub(crate) fn failing_and_missing(&self, name: &str) -> Vec<String> {
         let mut out = Vec::new();
         if !self.healthy {
@@ -399,6 +407,10 @@ impl ResourceReport {
                     .as_deref()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
+            ));
+        } else if self.reload_owed {
+            out.push(format!(
+                "reload owed: {name} (its file is installed, its reload has not run yet)"
             ));
         }
         if self.sha256.is_none() {
@@ -652,6 +664,7 @@ mod tests {
                 revision: Some(10),
                 sha256: Some(sha.into()),
                 healthy: true,
+                reload_owed: false,
                 updated: None,
                 watched: vec!["/app/x".into()],
                 error: None,

@@ -630,6 +630,7 @@ mod tests {
             updated: None,
             watched: vec!["/app/x".into()],
             error: error.map(str::to_string),
+            reload_owed: false,
         }
     }
 

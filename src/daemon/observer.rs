@@ -599,6 +599,8 @@ impl Observer {
                         .error
                         .as_ref()
                         .map(|e| format!("{}: {}", e.step, e.message)),
+                    // From the one owner of that fact, as status.json's.
+                    reload_owed: self.owed.is_owed(name),
                 },
             );
         }

@@ -34,7 +34,19 @@ impl Host {
 /// Starts `liveconf render --report` as NAME, rendering `v={{/app/x/v}}`
 /// into out/x.conf, with the resource's `extra` lines.
 fn start_host(etcd: &Etcd, name: &str, ttl: &str, extra: &str) -> Host {
+    start_host_with(etcd, name, ttl, extra, |_| {})
+}
+
+/// `start_host`, with `more` (other resources) added to its confdir first.
+fn start_host_with(
+    etcd: &Etcd,
+    name: &str,
+    ttl: &str,
+    extra: &str,
+    more: impl FnOnce(&Fx),
+) -> Host {
     let fx = Fx::new();
+    more(&fx);
     fx.template("x.tera", "v={{ getv(key=\"/v\") }}\n");
     fx.resource(
         "x",
@@ -356,4 +368,56 @@ fn a_host_whose_report_disappears_mid_wait_is_named_gone() {
     }
     assert_eq!(hosts[0].file(), "v=2\n");
     assert_eq!(hosts[2].file(), "v=2\n");
+}
+
+#[test]
+fn fleet_wait_waits_for_each_hosts_reload_and_names_a_failing_one() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    // host3's reload takes 2 s, then copies the file it reloaded; it
+    // fails (exit 3) once the value is "fail".
+    let reload = "reload_cmd = \"sleep 2; if grep -q fail {{dest}}; then echo 'reload refused' >&2; exit 3; fi; cp {{dest}} {{dest}}.reloaded\"\n";
+    // host3 also renders the key into a resource without a reload, in a
+    // batch of its own that ends (and publishes the report) first.
+    let hosts = [
+        start_host(&etcd, "host1", "30s", ""),
+        start_host(&etcd, "host2", "30s", ""),
+        start_host_with(&etcd, "host3", "30s", reload, |fx| {
+            fx.template("y.tera", "y={{ getv(key=\"/v\") }}\n");
+            fx.resource(
+                "y",
+                "[template]\nsrc = \"y.tera\"\ndest = \"{out}/y.conf\"\nprefix = \"/app/x\"\nkeys = [\"/\"]\n",
+            );
+        }),
+    ];
+    wait_for("three fleet reports", LIMIT, || {
+        etcd.ctl(&["get", "/liveconf/fleet/", "--prefix", "--keys-only"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+            == 3
+    });
+    fleet_wait(&etcd, &["--timeout", "20s"]).0.expect_code(0);
+    let reloaded = hosts[2].fx.path("out/x.conf.reloaded");
+    assert_eq!(read_or_empty(&reloaded), "v=1\n");
+
+    // When the wait returns, host3's reload of the new file has run.
+    write(&etcd, &["put", "/app/x/v", "2"]);
+    let (r, took) = fleet_wait(&etcd, &["--timeout", "20s"]);
+    r.expect_code(0);
+    assert_eq!(read_or_empty(&reloaded), "v=2\n", "after {took:?}");
+    assert!(took >= Duration::from_secs(1), "took {took:?}");
+
+    // A failing reload fails the wait, naming the reload's error.
+    write(&etcd, &["put", "/app/x/v", "fail"]);
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "6s"]);
+    r.expect_code(1);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("host3: failing: x (reload: ") && l.contains("reload refused")),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(read_or_empty(&reloaded), "v=2\n");
 }
