@@ -1225,12 +1225,30 @@ fn go_dns(func: &str, q: &crate::dns::Query) -> Result<crate::dns::Records, Temp
 /// `sort.Strings`).
 fn go_ips(func: &str, name: &str) -> Result<Vec<String>, TemplateError> {
     use crate::dns::{Kind, Query, Records};
+    if name.is_empty() {
+        return Err(fail(func, "give a name to look up (the name is empty)"));
+    }
     let mut ips: Vec<String> = match go_dns(func, &Query::new(Kind::Ip, name))? {
         Records::Ip(v) => v.into_iter().map(|ip| ip.to_string()).collect(),
         _ => Vec::new(),
     };
     ips.sort();
     Ok(ips)
+}
+
+/// confd's `lookupIPV4` / `lookupIPV6`: the addresses of one family. confd
+/// gives an empty list when the name has none of that family; liveconf
+/// fails the render (as Tera's `lookup_ipv4` / `lookup_ipv6` do), so no
+/// file is installed with the list emptied.
+fn go_family(func: &str, name: &str, family: &str, mark: char) -> Result<Value, TemplateError> {
+    let ips: Vec<String> = go_ips(func, name)?
+        .into_iter()
+        .filter(|ip| ip.contains(mark))
+        .collect();
+    if ips.is_empty() {
+        return Err(fail(func, format!("{name}: no {family} address")));
+    }
+    Ok(strings(ips))
 }
 
 /// DNS, as confd's functions: the same arguments and output.
@@ -1241,17 +1259,13 @@ fn dns_functions(m: &mut FuncMap) {
     });
     add(m, "lookupIPV4", |a| {
         arity("lookupIPV4", a, 1)?;
-        let ips = go_ips("lookupIPV4", str_arg("lookupIPV4", a, 0)?)?;
-        Ok(strings(
-            ips.into_iter().filter(|ip| ip.contains('.')).collect(),
-        ))
+        let name = str_arg("lookupIPV4", a, 0)?;
+        go_family("lookupIPV4", name, "IPv4", '.')
     });
     add(m, "lookupIPV6", |a| {
         arity("lookupIPV6", a, 1)?;
-        let ips = go_ips("lookupIPV6", str_arg("lookupIPV6", a, 0)?)?;
-        Ok(strings(
-            ips.into_iter().filter(|ip| ip.contains(':')).collect(),
-        ))
+        let name = str_arg("lookupIPV6", a, 0)?;
+        go_family("lookupIPV6", name, "IPv6", ':')
     });
     add(m, "lookupSRV", |a| {
         use crate::dns::{Kind, Query, Records};

@@ -608,11 +608,11 @@ fn go_templates_keep_confds_functions_and_follow_a_change() {
         &fx,
         "go",
         "go.tmpl",
-        "{{lookupIP \"svc.go.test\"}} {{lookupIPV4 \"svc.go.test\"}} {{lookupIPV6 \"svc.go.test\"}}\n\
+        "{{lookupIP \"svc.go.test\"}} {{lookupIPV4 \"svc.go.test\"}}\n\
          {{range lookupSRV \"memcache\" \"tcp\" \"go.test\"}}{{.Target}} {{.Port}} {{.Priority}} {{.Weight}}\n{{end}}",
     );
     let (d, _) = daemon(&fx, &dns, "1h");
-    let first = "[10.0.0.9] [10.0.0.9] []\nmc1.go.test. 11211 20 5\nmc2.go.test. 11212 10 5\n";
+    let first = "[10.0.0.9] [10.0.0.9]\nmc1.go.test. 11211 20 5\nmc2.go.test. 11212 10 5\n";
     wait_for("the Go render", LIMIT, || {
         read_or_empty(&fx.path("out/go.conf")) == first
     });
@@ -627,4 +627,53 @@ fn go_templates_keep_confds_functions_and_follow_a_change() {
         "{}",
         d.log()
     );
+}
+
+/// Issue 12, findings 2 and 6: Go's `lookupIPV4` / `lookupIPV6` of a name
+/// with only the other family fail the render (as Tera's do) instead of
+/// installing an emptied list; `lookupIP ""` is refused without a query.
+#[test]
+fn go_lookups_of_a_missing_family_or_an_empty_name_fail_the_render() {
+    let dns = Dnsmasq::start(&[
+        "--host-record=v6only.svc.test,fd00::9".to_string(),
+        "--host-record=v4only.svc.test,10.0.0.7".to_string(),
+    ]);
+    let addr = dns.addr();
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "v4",
+        "v4.tmpl",
+        "{{range lookupIPV4 \"v6only.svc.test\"}}server {{.}}\n{{end}}",
+    );
+    resource(
+        &fx,
+        "v6",
+        "v6.tmpl",
+        "{{range lookupIPV6 \"v4only.svc.test\"}}server {{.}}\n{{end}}",
+    );
+    resource(&fx, "empty", "empty.tmpl", "{{lookupIP \"\"}}\n");
+    resource(
+        &fx,
+        "good",
+        "good.tmpl",
+        "{{lookupIPV6 \"v6only.svc.test\"}} {{lookupIPV4 \"v4only.svc.test\"}}\n",
+    );
+    let run = fx.run(&["render", "--once", "--dns-server", &addr]);
+    run.expect_code(2);
+    run.expect_stderr(&[
+        "lookupIPV4",
+        "v6only.svc.test: no IPv4 address",
+        "lookupIPV6",
+        "v4only.svc.test: no IPv6 address",
+        "lookupIP",
+        "the name is empty",
+    ]);
+    for r in ["v4", "v6", "empty"] {
+        assert!(
+            !fx.path(&format!("out/{r}.conf")).exists(),
+            "{r}: no file installed"
+        );
+    }
+    assert_eq!(fx.read("out/good.conf"), "[fd00::9] [10.0.0.7]\n");
 }
