@@ -191,6 +191,11 @@ struct State {
     uses: HashMap<String, BTreeSet<Query>>,
     /// What each render under way has looked up so far.
     rendering: HashMap<String, BTreeSet<Query>>,
+    /// The look-ups whose answer each resource's last render could not use
+    /// (no address of the family it asked for: NODATA for it), and why.
+    unusable: HashMap<String, BTreeMap<Query, String>>,
+    /// The same, for each render under way.
+    unusable_rendering: HashMap<String, BTreeMap<Query, String>>,
 }
 
 /// The daemon's DNS dependencies (see the module documentation).
@@ -262,6 +267,7 @@ impl Tracker {
         if s.dns != dns {
             s.entries.clear();
             s.uses.clear();
+            s.unusable.clear();
         }
         s.dns = dns;
         s.timing = timing;
@@ -280,23 +286,55 @@ impl Tracker {
             .collect();
         for n in gone {
             set_uses(&mut s, &n, BTreeSet::new());
+            s.unusable.remove(&n);
         }
     }
 
     /// A render of `resource` starts: what it looks up replaces what its
     /// last render did once it [`finish`](Tracker::finish)es.
     pub fn begin(&self, resource: &str) {
-        self.lock()
-            .rendering
-            .insert(resource.to_string(), BTreeSet::new());
+        let mut s = self.lock();
+        s.rendering.insert(resource.to_string(), BTreeSet::new());
+        s.unusable_rendering
+            .insert(resource.to_string(), BTreeMap::new());
     }
 
-    /// The render of `resource` ended (well or not): its look-ups are its
-    /// dependencies now.
-    pub fn finish(&self, resource: &str) {
+    /// The render of `resource` ended: when `ok`, its look-ups are its
+    /// dependencies now; when it failed, they are added to its previous
+    /// ones (a render stopped by one failing name did not get to ask for
+    /// the others: they stay its dependencies until a render succeeds).
+    pub fn finish(&self, resource: &str, ok: bool) {
         let mut s = self.lock();
-        let used = s.rendering.remove(resource).unwrap_or_default();
+        let mut used = s.rendering.remove(resource).unwrap_or_default();
+        let mut unusable = s.unusable_rendering.remove(resource).unwrap_or_default();
+        if !ok {
+            if let Some(old) = s.uses.get(resource) {
+                used.extend(old.iter().cloned());
+            }
+            if let Some(old) = s.unusable.get(resource) {
+                for (q, why) in old {
+                    unusable.entry(q.clone()).or_insert_with(|| why.clone());
+                }
+            }
+        }
+        unusable.retain(|q, _| used.contains(q));
+        if unusable.is_empty() {
+            s.unusable.remove(resource);
+        } else {
+            s.unusable.insert(resource.to_string(), unusable);
+        }
         set_uses(&mut s, resource, used);
+    }
+
+    /// The render of `resource` could not use the answer to `q` (`why`:
+    /// no address of the family it asked for): the dependency shows it
+    /// failing until a render of `resource` uses it well.
+    pub fn unusable(&self, resource: &str, q: &Query, why: &str) {
+        let mut s = self.lock();
+        s.unusable_rendering
+            .entry(resource.to_string())
+            .or_default()
+            .insert(q.clone(), why.to_string());
     }
 
     /// `q` for a render of `resource`: the entry's answer, or (a name no
@@ -344,9 +382,14 @@ impl Tracker {
             .iter()
             .map(|(q, e)| {
                 let view = e.view(now, s.timing.max_stale);
+                let unusable = e
+                    .resources
+                    .iter()
+                    .find_map(|r| s.unusable.get(r).and_then(|m| m.get(q)));
                 let error = e.error.as_ref().map(|(err, at)| (err.to_string(), *at));
                 let (error, error_at) = match (&e.negative, error) {
                     (Some(n), _) => (Some(n.to_string()), None),
+                    (None, None) if unusable.is_some() => (unusable.cloned(), None),
                     (None, Some((m, at))) => (
                         Some(m),
                         at.duration_since(std::time::UNIX_EPOCH)
@@ -365,7 +408,7 @@ impl Tracker {
                         .as_ref()
                         .map(|g| now.saturating_duration_since(g.at).as_secs()),
                     ttl: e.ttl,
-                    failing: !matches!(view, View::Good(_)),
+                    failing: !matches!(view, View::Good(_)) || unusable.is_some(),
                     error,
                     error_at,
                 }
@@ -635,6 +678,14 @@ impl Lookups {
             None => dns::resolve_blocking(&self.dns, q).map(|a| a.records),
         }
     }
+
+    /// The render could not use the answer to `q` (`why`): recorded on the
+    /// dependency (the daemon; nothing for `render --once`).
+    pub fn unusable(&self, q: &Query, why: &str) {
+        if let Some((t, resource)) = &self.live {
+            t.unusable(resource, q, why);
+        }
+    }
 }
 
 /// The tracker a render uses (in [`crate::render::Env`]); equal when it is
@@ -773,13 +824,13 @@ mod tests {
         for r in ["a", "b"] {
             tr.begin(r);
             assert_eq!(tr.lookup(r, &q).unwrap(), Records::Txt(vec!["v".into()]));
-            tr.finish(r);
+            tr.finish(r, true);
         }
         assert_eq!(tr.asked(), 0, "answered from the entry");
         assert_eq!(tr.status()[0].resources, ["a", "b"]);
         // a renders without it: b keeps it.
         tr.begin("a");
-        tr.finish("a");
+        tr.finish("a", true);
         assert_eq!(tr.status()[0].resources, ["b"]);
         tr.retain(&BTreeSet::new());
         assert!(tr.status().is_empty());
@@ -877,5 +928,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.ends_with(": "), "{err}");
+    }
+
+    /// Issue 12, finding 3: a render failing on one name keeps the
+    /// resource's other names as its dependencies until a render succeeds.
+    #[test]
+    fn a_failed_render_keeps_the_previous_dependencies() {
+        let tr = Tracker::new(DnsConfig::default(), timing());
+        let (a, b) = (
+            Query::new(Kind::Txt, "a.test"),
+            Query::new(Kind::Txt, "b.test"),
+        );
+        {
+            let mut s = tr.lock();
+            for q in [&a, &b] {
+                let mut e = entry();
+                update(&mut e, txt(&["v"], 30), Instant::now(), &timing());
+                s.entries.insert(q.clone(), e);
+            }
+        }
+        let names =
+            |tr: &Tracker| -> Vec<String> { tr.status().into_iter().map(|d| d.name).collect() };
+        tr.begin("r");
+        tr.lookup("r", &a).unwrap();
+        tr.lookup("r", &b).unwrap();
+        tr.finish("r", true);
+        assert_eq!(names(&tr), ["a.test", "b.test"]);
+        // Fails on a: b was not asked for, and stays.
+        tr.begin("r");
+        tr.lookup("r", &a).unwrap();
+        tr.finish("r", false);
+        assert_eq!(names(&tr), ["a.test", "b.test"]);
+        assert_eq!(tr.status()[1].resources, ["r"]);
+        // A good render without b drops it.
+        tr.begin("r");
+        tr.lookup("r", &a).unwrap();
+        tr.finish("r", true);
+        assert_eq!(names(&tr), ["a.test"]);
+    }
+
+    /// Issue 12, finding 4: an answer the render could not use (no address
+    /// of the family asked for) shows the dependency failing.
+    #[test]
+    fn an_unusable_answer_shows_the_dependency_failing_until_a_good_render() {
+        let tr = Tracker::new(DnsConfig::default(), timing());
+        let q = Query::new(Kind::Ip, "v4only.test");
+        {
+            let mut s = tr.lock();
+            let mut e = entry();
+            let a = Answer {
+                records: Records::Ip(vec!["10.0.0.1".parse().unwrap()]),
+                ttl: 30,
+            };
+            update(&mut e, Ok(a), Instant::now(), &timing());
+            s.entries.insert(q.clone(), e);
+        }
+        tr.begin("r");
+        tr.lookup("r", &q).unwrap();
+        tr.unusable("r", &q, "no IPv6 address for v4only.test");
+        tr.finish("r", false);
+        let d = &tr.status()[0];
+        assert!(d.failing, "{d:?}");
+        assert_eq!(d.error.as_deref(), Some("no IPv6 address for v4only.test"));
+        tr.begin("r");
+        tr.lookup("r", &q).unwrap();
+        tr.finish("r", true);
+        let d = &tr.status()[0];
+        assert!(!d.failing && d.error.is_none(), "{d:?}");
     }
 }

@@ -427,6 +427,12 @@ fn ips(func: &str, kwargs: &Kwargs, v4: Option<bool>) -> TeraResult<Value> {
         .collect();
     if ips.is_empty() {
         let family = if v4 == Some(true) { "IPv4 " } else { "IPv6 " };
+        if let Some(l) = current(|s| s.map(|s| s.dns.clone())) {
+            l.unusable(
+                &Query::new(Kind::Ip, name),
+                &format!("no {family}address for {name} (NODATA)"),
+            );
+        }
         return Err(Error::message(format!(
             "{func}({name}): no {family}address"
         )));

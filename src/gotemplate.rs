@@ -1246,6 +1246,12 @@ fn go_family(func: &str, name: &str, family: &str, mark: char) -> Result<Value, 
         .filter(|ip| ip.contains(mark))
         .collect();
     if ips.is_empty() {
+        if let Some(l) = functions::current(|v| v.map(|v| v.dns.clone())) {
+            l.unusable(
+                &crate::dns::Query::new(crate::dns::Kind::Ip, name),
+                &format!("no {family} address for {name} (NODATA)"),
+            );
+        }
         return Err(fail(func, format!("{name}: no {family} address")));
     }
     Ok(strings(ips))

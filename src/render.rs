@@ -98,20 +98,21 @@ pub fn render(
             live: live.clone(),
         },
     };
-    // The look-ups of this render, and only those, are the resource's DNS
-    // dependencies once it ends (failed or not).
-    struct Finish<'a>(Option<&'a crate::dnsdeps::Live>, &'a str);
+    // The look-ups of this render are the resource's DNS dependencies once
+    // it ends: only those when it succeeded, added to the previous ones
+    // when it failed (it may have stopped before asking for the others).
+    struct Finish<'a>(Option<&'a crate::dnsdeps::Live>, &'a str, bool);
     impl Drop for Finish<'_> {
         fn drop(&mut self) {
             if let Some(l) = self.0 {
-                l.0.finish(self.1);
+                l.0.finish(self.1, self.2);
             }
         }
     }
     if let Some(l) = &env.live {
         l.0.begin(&res.name);
     }
-    let _finish = Finish(env.live.as_ref(), &res.name);
+    let mut finish = Finish(env.live.as_ref(), &res.name, false);
     let out = match &res.source {
         Source::Format(format, decode) => render_format(res, snapshot, *format, *decode)?,
         Source::Template(name, Engine::Go) => gotemplate::render(templates.go(name)?, scope())?,
@@ -127,6 +128,7 @@ pub fn render(
         }
     };
     crate::once::mark("rendered");
+    finish.2 = true;
     if out.len() > env.max_output {
         return Err(RenderError::TooLarge {
             size: out.len(),

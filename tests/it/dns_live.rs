@@ -677,3 +677,70 @@ fn go_lookups_of_a_missing_family_or_an_empty_name_fail_the_render() {
     }
     assert_eq!(fx.read("out/good.conf"), "[fd00::9] [10.0.0.7]\n");
 }
+
+/// Issue 12, findings 3 and 4: while a resource fails on its first name,
+/// its second name stays its dependency (status.json, /metrics), and a
+/// look-up whose answer has no address of the family asked for (NODATA
+/// for AAAA) shows its dependency failing.
+#[test]
+fn a_failing_name_keeps_the_others_and_a_missing_family_shows_failing() {
+    let both = vec![
+        txt_rr("a.keep.test", "a1"),
+        txt_rr("b.keep.test", "b1"),
+        "--host-record=v4.keep.test,10.0.0.5".to_string(),
+    ];
+    let mut dns = Dnsmasq::start(&both);
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "ab",
+        "ab.tera",
+        "a={{ lookup_txt(name=\"a.keep.test\") | join(sep=\",\") }}\n\
+         b={{ lookup_txt(name=\"b.keep.test\") | join(sep=\",\") }}\n",
+    );
+    resource(
+        &fx,
+        "v6",
+        "v6.tera",
+        "{% for ip in lookup_ipv6(name=\"v4.keep.test\") %}{{ ip }}\n{% endfor %}",
+    );
+    let (_d, port) = daemon(&fx, &dns, "1h");
+    wait_for("the first render", LIMIT, || {
+        read_or_empty(&fx.path("out/ab.conf")) == "a=a1\nb=b1\n"
+    });
+    wait_for("the AAAA dependency failing", LIMIT, || {
+        dns_entry(&fx, "v4.keep.test")["failing"] == true
+    });
+    let e = dns_entry(&fx, "v4.keep.test");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no IPv6 address"),
+        "{e}"
+    );
+    wait_for(
+        "liveconf_dns_failing 1 for the AAAA dependency",
+        LIMIT,
+        || {
+            http_get_metric(
+                port,
+                "liveconf_dns_failing{name=\"v4.keep.test\",type=\"A/AAAA\"}",
+            ) == Some(1.0)
+        },
+    );
+    // a.keep.test stops existing: ab fails on it, b.keep.test stays its
+    // dependency.
+    dns.restart(&[
+        txt_rr("b.keep.test", "b1"),
+        "--host-record=v4.keep.test,10.0.0.5".to_string(),
+    ]);
+    wait_for("ab failing", LIMIT, || {
+        status(&fx)["resources"]["ab"]["error"]["step"] == "render"
+    });
+    // Several refreshes later b is still there.
+    std::thread::sleep(Duration::from_secs(3));
+    let b = dns_entry(&fx, "b.keep.test");
+    assert_eq!(b["resources"], serde_json::json!(["ab"]), "{b}");
+    assert_eq!(dns_entry(&fx, "a.keep.test")["failing"], true);
+}
