@@ -103,7 +103,7 @@ pub mod exit {
         ),
         (
             CHANGES,
-            "--timeout passed with hosts behind, failing or missing a file, or a host went away during the wait (each host and resource is listed)",
+            "--timeout passed with hosts behind, failing, owing a reload or missing a file, or a host went away during the wait, or was already gone when it began (without --allow-gone); each host and resource is listed",
         ),
         (
             CONFIG,
@@ -303,6 +303,9 @@ pub struct FleetWaitArgs {
     /// Only the hosts whose node name matches this glob (mw14*).
     #[arg(long, value_name = "GLOB")]
     pub hosts: Option<String>,
+    /// Accept hosts already gone (registered, without a live report) when the wait begins: without it they fail the wait, named, once every live host is there (their files may be stale). A host removed on purpose is better forgotten: liveconf fleet --forget NODE.
+    #[arg(long)]
+    pub allow_gone: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FleetFormat::Text)]
     pub format: FleetFormat,
@@ -958,13 +961,14 @@ async fn fleet_wait_cmd(args: FleetWaitArgs) -> Result<u8, Exit> {
         timeout,
         resources: args.resource,
         hosts: args.hosts,
+        allow_gone: args.allow_gone,
     };
     let w = match crate::fleet_wait::wait(&conn, &what).await {
         Ok(w) => w,
         Err(WaitError::Fleet(e)) => return Err(backend_err(anyhow!(e))),
         Err(e) => return Err(config_err(e)),
     };
-    if !w.not_waited_for.is_empty() {
+    if args.allow_gone && !w.not_waited_for.is_empty() {
         tracing::warn!(
             "not waited for (registered, without a live report when the wait began; liveconf fleet lists them as gone): {}",
             w.not_waited_for.join(", ")

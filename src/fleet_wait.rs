@@ -49,6 +49,9 @@ pub struct WaitFor {
     pub resources: Vec<String>,
     /// Only the hosts whose node name matches this glob.
     pub hosts: Option<String>,
+    /// Hosts already gone when the wait begins are accepted (otherwise
+    /// they fail it, named, once every live host is there).
+    pub allow_gone: bool,
 }
 
 /// Why `fleet wait` could not wait.
@@ -122,7 +125,8 @@ pub struct Waited {
     /// when it is there).
     pub hosts: Vec<HostWait>,
     /// Registered hosts without a live report when the wait began: not
-    /// waited for (`liveconf fleet` lists them as gone).
+    /// waited for; unless `--allow-gone`, also among `hosts` as gone (and
+    /// the wait is not ok).
     pub not_waited_for: Vec<String>,
 }
 
@@ -382,6 +386,23 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
             state: HostState { node, problems },
         })
         .collect();
+    let mut hosts = hosts;
+    if !what.allow_gone {
+        // Their files may be stale (a daemon killed keeps the service on
+        // its last files): named, not waited for.
+        for node in &not_waited_for {
+            hosts.push(HostWait {
+                state: HostState {
+                    node: node.clone(),
+                    problems: vec![format!(
+                        "gone: no live report when the wait began (its daemon stopped, or lost etcd for longer than report_ttl): its files may be stale; --allow-gone accepts it, liveconf fleet --forget {node} forgets a host removed on purpose"
+                    )],
+                },
+                seconds: None,
+            });
+        }
+        hosts.sort_by(|a, b| a.state.node.cmp(&b.state.node));
+    }
     let ok = hosts.iter().all(|h| h.state.problems.is_empty());
     let slowest = hosts
         .iter()

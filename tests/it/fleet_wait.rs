@@ -421,3 +421,45 @@ fn fleet_wait_waits_for_each_hosts_reload_and_names_a_failing_one() {
     );
     assert_eq!(read_or_empty(&reloaded), "v=2\n");
 }
+
+#[test]
+fn a_host_already_gone_fails_the_wait_unless_allowed() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let hosts = three_hosts(&etcd, "30s", "");
+    fleet_wait(&etcd, &["--timeout", "20s"]).0.expect_code(0);
+
+    // host2's daemon stops (its report withdrawn, its registration kept):
+    // its files stay as they were, stale after the put.
+    hosts[1].d.signal(Signal::SIGTERM);
+    wait_for("host2's report withdrawn", LIMIT, || {
+        etcd.ctl(&["get", "/liveconf/fleet/host2", "--keys-only"])
+            .trim()
+            .is_empty()
+    });
+    write(&etcd, &["put", "/app/x/v", "2"]);
+    let (r, took) = fleet_wait(&etcd, &["--timeout", "20s"]);
+    r.expect_code(1);
+    // Named once the live hosts are there, not at the timeout.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("host2: gone: ")
+            && l.contains("--allow-gone")
+            && l.contains("liveconf fleet --forget host2")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("1 of 3 hosts not at revision ")),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(hosts[0].file(), "v=2\n");
+    assert_eq!(hosts[1].file(), "v=1\n");
+    // Accepted: the wait passes, still warning about host2.
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "20s", "--allow-gone"]);
+    r.expect_code(0);
+    assert!(r.stderr.contains("host2"), "{}", r.stderr);
+}
