@@ -19,8 +19,10 @@
 //! - no good answer for longer than `dns_max_stale`: the render fails;
 //! - no good answer yet (the first look-up failed): the render fails.
 //!
-//! `render --once` and `check` have no tracker: their renders look each
-//! name up directly ([`Lookups`] without `live`), once.
+//! `render --once` and `check` have a tracker of their own for the run
+//! ([`Live::one_shot`]), with no task looking names up again: each name and
+//! type is asked once per run, its answer (or failure) shared by every
+//! render of the run.
 //!
 //! Never decides what to render beyond naming resources; never blocks a
 //! runtime worker (the lock is held for map operations only).
@@ -692,6 +694,23 @@ impl Lookups {
 /// the same tracker.
 #[derive(Clone, Debug)]
 pub struct Live(pub Arc<Tracker>);
+
+impl Live {
+    /// The answers of one `render --once` or `check` run: each name and
+    /// type is looked up once (its answer or its failure serves every
+    /// render of the run), never again: nothing looks entries up again.
+    pub fn one_shot(dns: &DnsConfig) -> Live {
+        const RUN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        Live(Tracker::new(
+            dns.clone(),
+            Timing {
+                min: RUN,
+                max: RUN,
+                max_stale: RUN,
+            },
+        ))
+    }
+}
 
 impl PartialEq for Live {
     fn eq(&self, other: &Live) -> bool {

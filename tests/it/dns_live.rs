@@ -744,3 +744,64 @@ fn a_failing_name_keeps_the_others_and_a_missing_family_shows_failing() {
     assert_eq!(b["resources"], serde_json::json!(["ab"]), "{b}");
     assert_eq!(dns_entry(&fx, "a.keep.test")["failing"], true);
 }
+
+/// Issue 12, finding 5: `render --once` and `check` look each name and
+/// type up once per run, whatever the number of resources and functions
+/// using it; with the nameserver down the run waits for one time-out per
+/// name, not one per resource.
+#[test]
+fn a_one_shot_run_looks_each_name_up_once() {
+    let mut dns = Dnsmasq::start(&[
+        txt_rr("flag.shared.test", "on"),
+        "--host-record=svc.shared.test,10.0.0.3,fd00::3".to_string(),
+    ]);
+    let addr = dns.addr();
+    let fx = Fx::new();
+    for i in 0..5 {
+        resource(
+            &fx,
+            &format!("r{i}"),
+            &format!("r{i}.tera"),
+            "flag={{ lookup_txt(name=\"flag.shared.test\") | join(sep=\",\") }}\n",
+        );
+    }
+    resource(
+        &fx,
+        "ips",
+        "ips.tera",
+        "{{ lookup_ip(name=\"svc.shared.test\") | join(sep=\",\") }} \
+         {{ lookup_ipv4(name=\"svc.shared.test\") | join(sep=\",\") }} \
+         {{ lookup_ipv6(name=\"svc.shared.test\") | join(sep=\",\") }}\n",
+    );
+    let (txt0, ip0) = (
+        dns.queries("flag.shared.test"),
+        dns.queries("svc.shared.test"),
+    );
+    fx.run(&["render", "--once", "--dns-server", &addr])
+        .expect_code(0);
+    assert_eq!(fx.read("out/r4.conf"), "flag=on\n");
+    assert_eq!(
+        fx.read("out/ips.conf"),
+        "10.0.0.3,fd00::3 10.0.0.3 fd00::3\n"
+    );
+    assert_eq!(dns.queries("flag.shared.test") - txt0, 1, "one TXT query");
+    assert_eq!(
+        dns.queries("svc.shared.test") - ip0,
+        2,
+        "one A and one AAAA"
+    );
+    let txt1 = dns.queries("flag.shared.test");
+    fx.run(&["check", "--dns-server", &addr]).expect_code(0);
+    assert_eq!(
+        dns.queries("flag.shared.test") - txt1,
+        1,
+        "check: one query"
+    );
+    // The nameserver down: one time-out for the name, not five.
+    dns.stop();
+    let start = Instant::now();
+    let run = fx.run(&["render", "--once", "--dns-server", &addr]);
+    run.expect_code(2);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
