@@ -3,12 +3,22 @@
  * Reads a configuration file that liveconf keeps up to date, for
  * MediaWiki (or any PHP application). Reference code: copy it, adapt it.
  *
- * Two ways, the two of the design (see contrib/php/README.md and the
- * README's "MediaWiki: reading liveconf's files" section):
+ * Two ways, the two of the design (see the README's "MediaWiki: reading
+ * liveconf's files" section, /usr/share/doc/liveconf/README.md):
  *
  *   $cfg = LiveconfConfig::load('/srv/mediawiki/dbconfig.json');      // JSON + APCu
  *   $cfg = LiveconfConfig::includePhp('/srv/mediawiki/wmf-config/dbconfig.php'); // PHP + opcache
  *   header('X-Config-Sha256: ' . LiveconfConfig::meta($path)['sha256']);
+ *   header('X-Config-Revision: ' . LiveconfConfig::meta($path)['revision']);
+ *
+ * The revision: when it parses a new file (only then: a request that finds
+ * the file unchanged costs one stat), it looks up the resource whose dest
+ * is this path in liveconf's status.json (LiveconfConfig::setStatusFile(),
+ * default /var/lib/liveconf/status.json, the state_dir's) and takes its
+ * resources.NAME.revision when that entry's sha256 is the file's. A file
+ * read before liveconf recorded it, or a status.json that cannot be read,
+ * gives the document's own top-level "revision" (when the template writes
+ * one), else null.
  *
  * JSON + APCu, per request: one stat() of the file and one apcu_fetch().
  * The file is read and parsed only when its identity changed (device,
@@ -44,6 +54,15 @@ final class LiveconfConfig
 
     /** What the last call in this request served, per path (meta()). */
     private static $meta = [];
+
+    /** liveconf's status.json (STATE_DIR/status.json). */
+    private static $statusFile = '/var/lib/liveconf/status.json';
+
+    /** Where liveconf's status.json is (its state_dir, when not the default). */
+    public static function setStatusFile(string $path): void
+    {
+        self::$statusFile = $path;
+    }
 
     /**
      * The decoded JSON document at $path (an array), parsed only when the
@@ -93,11 +112,13 @@ final class LiveconfConfig
         $key = self::key($st);
         $apcu = self::apcu();
         $sha = null;
+        $revision = null;
         if ($apcu) {
             $seen = apcu_fetch(self::PREFIX . 'php:' . $path);
             $same = is_array($seen) && $seen['key'] === $key;
             if ($same && $seen['verified'] > $st['mtime']) {
                 $sha = $seen['sha256'];
+                $revision = $seen['revision'] ?? null;
             } else {
                 // A new file, or a racy entry (see load()): compare the bytes.
                 $sha = @hash_file('sha256', $path) ?: null;
@@ -105,9 +126,12 @@ final class LiveconfConfig
                     if (function_exists('opcache_invalidate')) {
                         @opcache_invalidate($path, true);
                     }
+                    $revision = self::recordedRevision($path, $sha);
+                } else {
+                    $revision = $seen['revision'] ?? self::recordedRevision($path, $sha);
                 }
                 apcu_store(self::PREFIX . 'php:' . $path, [
-                    'key' => $key, 'sha256' => $sha, 'verified' => time(),
+                    'key' => $key, 'sha256' => $sha, 'verified' => time(), 'revision' => $revision,
                 ]);
             }
         }
@@ -119,7 +143,7 @@ final class LiveconfConfig
         }
         self::$meta[$path] = [
             'sha256' => $sha,
-            'revision' => self::revisionOf($data),
+            'revision' => $revision ?? self::revisionOf($data),
             'error' => null,
         ];
         return $data;
@@ -129,9 +153,11 @@ final class LiveconfConfig
      * What the last load()/includePhp() of $path in this request served:
      * 'sha256' (of the file's bytes: the sha256 `liveconf status` and
      * `liveconf fleet` show for the resource; null for includePhp without
-     * APCu), 'revision' (the document's top-level "revision", when the
-     * template writes one; else null) and 'error' (why the file on disk is
-     * not the one served, or null).
+     * APCu), 'revision' (the etcd revision liveconf's status.json records
+     * for the file served — see the top of this file; failing that the
+     * document's top-level "revision", when the template writes one; else
+     * null; for includePhp, from status.json only with APCu) and 'error'
+     * (why the file on disk is not the one served, or null).
      */
     public static function meta(string $path): ?array
     {
@@ -190,6 +216,7 @@ final class LiveconfConfig
             'sha256' => $sha,
             'verified' => $now,
             'data' => $data,
+            'revision' => self::recordedRevision($path, $sha) ?? self::revisionOf($data),
             'error' => null,
         ];
     }
@@ -207,6 +234,7 @@ final class LiveconfConfig
             'sha256' => $previous['sha256'] ?? null,
             'verified' => time(),
             'data' => $previous['data'] ?? null,
+            'revision' => $previous['revision'] ?? null,
             'error' => $error,
         ];
     }
@@ -215,7 +243,7 @@ final class LiveconfConfig
     {
         self::$meta[$path] = [
             'sha256' => $entry['sha256'],
-            'revision' => is_array($entry['data']) ? self::revisionOf($entry['data']) : null,
+            'revision' => $entry['revision'] ?? (is_array($entry['data']) ? self::revisionOf($entry['data']) : null),
             'error' => $entry['error'],
         ];
         if ($entry['error'] !== null) {
@@ -232,6 +260,40 @@ final class LiveconfConfig
             }
         }
         return $entry['data'];
+    }
+
+    /**
+     * The revision liveconf's status.json records for the resource whose
+     * dest is $path, when its sha256 is $sha (the file's): null when there
+     * is no such resource, the file is not (yet) the one recorded, or
+     * status.json cannot be read.
+     */
+    private static function recordedRevision(string $path, ?string $sha): ?int
+    {
+        if ($sha === null) {
+            return null;
+        }
+        $bytes = @file_get_contents(self::$statusFile);
+        if ($bytes === false) {
+            return null;
+        }
+        $status = json_decode($bytes, true);
+        if (!is_array($status) || !is_array($status['resources'] ?? null)) {
+            return null;
+        }
+        $real = realpath($path) ?: $path;
+        foreach ($status['resources'] as $res) {
+            if (!is_array($res) || !is_string($res['dest'] ?? null)) {
+                continue;
+            }
+            if ($res['dest'] !== $path && (realpath($res['dest']) ?: $res['dest']) !== $real) {
+                continue;
+            }
+            if (($res['sha256'] ?? null) === $sha && is_int($res['revision'] ?? null)) {
+                return $res['revision'];
+            }
+        }
+        return null;
     }
 
     private static function revisionOf(array $data): ?int

@@ -28,6 +28,7 @@ use serde_json::Value;
 /// The php side: one command per line, one JSON answer per line.
 const DRIVER: &str = r#"<?php
 require $argv[1];
+LiveconfConfig::setStatusFile($argv[2]);
 echo json_encode([
     'apcu' => function_exists('apcu_enabled') && apcu_enabled(),
     'opcache' => function_exists('opcache_get_status') && opcache_get_status(false) !== false,
@@ -86,6 +87,7 @@ impl Php {
         let mut child = cmd
             .arg(&driver)
             .arg(&lib)
+            .arg(fx.path("state/status.json"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -163,6 +165,14 @@ fn serial(v: &Value) -> &Value {
     &v["data"]["serial"]
 }
 
+/// The revision status.json records for `resource`.
+fn status_revision(fx: &Fx, resource: &str) -> i64 {
+    let v: Value = serde_json::from_str(&fx.read("state/status.json")).expect("status.json");
+    v["resources"][resource]["revision"]
+        .as_i64()
+        .expect("revision in status.json")
+}
+
 /// The sha256 status.json records for `resource`.
 fn status_sha(fx: &Fx, resource: &str) -> String {
     let v: Value = serde_json::from_str(&fx.read("state/status.json")).expect("status.json");
@@ -197,6 +207,14 @@ fn json_apcu_sees_each_install_on_the_next_read_and_keeps_the_last_good_copy() {
         assert_eq!(serial(&r), n.to_string().as_str(), "{r}");
         assert_eq!(r["meta"]["sha256"], status_sha(&fx, "db-json"), "{r}");
         assert_eq!(r["meta"]["error"], Value::Null, "{r}");
+        // The revision liveconf recorded for this file (the template
+        // writes none).
+        assert_eq!(r["data"]["revision"], Value::Null, "{r}");
+        assert_eq!(
+            r["meta"]["revision"],
+            status_revision(&fx, "db-json"),
+            "{r}"
+        );
     }
     let good = php.ask("json", &path)["data"].clone();
 
@@ -307,6 +325,7 @@ fn php_include_sees_each_install_under_the_documented_opcache_settings() {
         let r = php.ask("php", &path);
         assert_eq!(serial(&r), n.to_string().as_str(), "{r}");
         assert_eq!(r["meta"]["sha256"], status_sha(&fx, "db-php"), "{r}");
+        assert_eq!(r["meta"]["revision"], status_revision(&fx, "db-php"), "{r}");
     }
     drop(php);
 
