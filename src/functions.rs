@@ -404,7 +404,14 @@ fn dns_lookup(func: &str, q: &crate::dns::Query) -> TeraResult<crate::dns::Recor
 /// The name of a DNS function: `name=`, or (`lookup_ip`'s older spelling)
 /// `host=`.
 fn dns_name<'a>(func: &str, kwargs: &'a Kwargs) -> TeraResult<&'a str> {
-    match (kwargs.get::<&str>("name")?, kwargs.get::<&str>("host")?) {
+    fn arg<'a>(func: &str, kwargs: &'a Kwargs, k: &'static str) -> TeraResult<Option<&'a str>> {
+        kwargs.get::<&str>(k).map_err(|_| {
+            Error::message(format!(
+                "{func}: {k}= must be a string (the name to look up)"
+            ))
+        })
+    }
+    match (arg(func, kwargs, "name")?, arg(func, kwargs, "host")?) {
         (Some(n), _) | (None, Some(n)) if !n.is_empty() => Ok(n),
         _ => Err(Error::message(format!("{func}: give name=\"...\""))),
     }
@@ -1140,6 +1147,14 @@ mod tests {
         t.add_raw_template("t", src).map_err(|e| format!("{e:?}"))?;
         t.render("t", &tera::Context::new())
             .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Issue 12, finding 6: a DNS function's argument of the wrong type
+    /// is named with the function.
+    #[test]
+    fn a_dns_name_that_is_not_a_string_names_the_function_and_argument() {
+        let err = render("{{ lookup_txt(name=42) }}").unwrap_err();
+        assert!(err.contains("lookup_txt: name= must be a string"), "{err}");
     }
 
     fn render_keys(src: &str, pairs: &[(&str, &str)]) -> Result<String, String> {
