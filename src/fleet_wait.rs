@@ -119,7 +119,7 @@ pub struct Waited {
     /// How long the command waited, in seconds.
     pub elapsed_seconds: f64,
     /// The host that got there last and when (seconds after the wait
-    /// began; 0 for a host already there).
+    /// began); none when every host was already there.
     pub slowest: Option<Slowest>,
     /// Every host waited for, with what keeps it from the revision (none
     /// when it is there).
@@ -235,13 +235,17 @@ impl Fleet {
         out
     }
 
-    /// Follows every live host in scope; records when each got there.
+    /// Follows every live host in scope (with `--resource`, the hosts
+    /// reporting one of them); records when each got there.
     fn update(&mut self, elapsed: Duration) -> BTreeMap<String, Vec<String>> {
         let live: Vec<String> = self
             .reports
-            .keys()
-            .filter(|n| self.in_scope(n))
-            .cloned()
+            .iter()
+            .filter(|(n, r)| {
+                self.in_scope(n)
+                    && (self.resources.is_empty() || r.resources.keys().any(|k| self.wanted(k)))
+            })
+            .map(|(n, _)| n.clone())
             .collect();
         for node in live {
             self.tracked
@@ -294,7 +298,14 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
         newest: BTreeMap::new(),
         tracked: BTreeMap::new(),
     };
-    check_scope(&fleet)?;
+    check_scope(&fleet).map_err(|e| match e {
+        WaitError::NoHosts(m) => WaitError::NoHosts(m.replacen(
+            "--hosts",
+            &format!("--hosts {:?}", what.hosts.as_deref().unwrap_or_default()),
+            1,
+        )),
+        e => e,
+    })?;
     let not_waited_for = gone_before(&mut client, &fleet).await?;
     learn_newest(&mut client, &mut fleet, what.revision.is_some()).await?;
     let mut judged = fleet.update(Duration::ZERO);
@@ -408,6 +419,8 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
         .iter()
         .filter_map(|h| h.seconds.map(|s| (h, s)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
+        // All there when the wait began: nobody was slow.
+        .filter(|(_, s)| *s > 0.0)
         .map(|(h, s)| Slowest {
             node: h.state.node.clone(),
             seconds: s,
@@ -721,6 +734,12 @@ mod tests {
         );
         f.hosts = Some(globset::Glob::new("mw*").unwrap().compile_matcher());
         f.resources = vec!["y".into()];
+        let j = f.update(Duration::ZERO);
+        assert_eq!(j.keys().collect::<Vec<_>>(), ["mw1"]);
+        assert!(settled(&j), "{j:?}");
+        // A host without the resource is not counted among those waited for.
+        f.hosts = None;
+        f.tracked.clear();
         let j = f.update(Duration::ZERO);
         assert_eq!(j.keys().collect::<Vec<_>>(), ["mw1"]);
         assert!(settled(&j), "{j:?}");
