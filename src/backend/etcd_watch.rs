@@ -256,6 +256,7 @@ async fn watch(
         backoff,
         reported_down,
         created: 0,
+        suspect_rewind: None,
     };
     // The first progress request waits a period: right after (re)creating
     // the watches they may still be catching up.
@@ -290,6 +291,18 @@ async fn watch(
                 if let Some(end) = w.response(resp) {
                     return end;
                 }
+                // A watch confirmed at a revision behind ours: a grpc-proxy
+                // answers with its coalesced watcher's revision, which can
+                // lag etcd's. Only etcd's own answer says it went back.
+                if let Some(newest) = w.suspect_rewind.take() {
+                    match alive(conn, client, &roots[0]).await {
+                        Some(current) if current > 0 && current < newest => {
+                            return WatchEnd::Rewound { current, seen: newest };
+                        }
+                        Some(_) => {}
+                        None => return WatchEnd::Broken("no answer to a read".into()),
+                    }
+                }
             }
             _ = ticker.tick() => {
                 // Two progress requests unanswered: a proxy that does not
@@ -298,10 +311,14 @@ async fn watch(
                 // which; only its failure too ends the stream, still within
                 // `stall` of the last answer (plus one tick, as before).
                 if last_message.elapsed() > PROGRESS_EVERY * 2 {
-                    if !alive(conn, client, &roots[0]).await {
+                    let Some(revision) = alive(conn, client, &roots[0]).await else {
                         return WatchEnd::Broken(format!("no answer for {}s", stall.as_secs()));
-                    }
+                    };
                     last_message = tokio::time::Instant::now();
+                    // Heard from etcd: status.json's last event and
+                    // `--max-age` move as they do with progress
+                    // notifications (which a grpc-proxy never answers).
+                    let _ = tx.send(Event::Progress { revision });
                 }
                 if let Err(e) = stream.request_progress().await {
                     return WatchEnd::Broken(describe(&e));
@@ -327,16 +344,20 @@ async fn watch(
 /// request timeout: a count-only read of `root`'s own key, the cheapest
 /// request every etcd (and grpc-proxy) answers. The liveness fallback when
 /// progress requests go unanswered.
-async fn alive(conn: &Connection, client: &mut Client, root: &str) -> bool {
+///
+/// Returns etcd's current revision (the answer's header: a linearizable
+/// read, which the grpc-proxy forwards to etcd rather than serving from a
+/// cache), or None without an answer.
+async fn alive(conn: &Connection, client: &mut Client, root: &str) -> Option<i64> {
     let opts = etcd_client::GetOptions::new().with_count_only();
     let key = range_of(root).0;
     match tokio::time::timeout(conn.request_timeout, client.get(key, Some(opts))).await {
-        Ok(Ok(_)) => true,
+        Ok(Ok(r)) => Some(r.header().map(|h| h.revision()).unwrap_or(0)),
         Ok(Err(e)) => {
             tracing::debug!(error = %describe(&e), "etcd liveness probe failed");
-            false
+            None
         }
-        Err(_) => false,
+        Err(_) => None,
     }
 }
 
@@ -391,6 +412,9 @@ struct Watching<'a> {
     reported_down: &'a mut Option<String>,
     /// How many of the watches etcd has confirmed.
     created: usize,
+    /// A watch was confirmed at a revision behind the newest seen (this
+    /// one): etcd may have gone back, to be confirmed by a read.
+    suspect_rewind: Option<i64>,
 }
 
 impl Watching<'_> {
@@ -441,10 +465,7 @@ impl Watching<'_> {
         let current = resp.header().map(|h| h.revision()).unwrap_or(0);
         let newest = self.seen.iter().copied().max().unwrap_or(0);
         if current > 0 && current < newest {
-            return Some(WatchEnd::Rewound {
-                current,
-                seen: newest,
-            });
+            self.suspect_rewind = Some(newest);
         }
         self.created += 1;
         if self.created == self.roots.len() {

@@ -160,6 +160,20 @@ fn quiet_spell_through_grpc_proxy_is_not_an_outage() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(status(&fx)["connected"], true, "{}", d.log());
+    // Found by a new-user trial: behind a proxy the last event stopped
+    // moving in a quiet spell, so `liveconf status --max-age` went WARNING
+    // and CRITICAL. The liveness read counts as hearing from etcd.
+    let out = Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .args(["status", "--state-dir", &state, "--max-age", "15s"])
+        .output()
+        .expect("run liveconf status");
+    assert!(
+        out.status.success(),
+        "status after {}s of quiet through a proxy: {}{}",
+        QUIET.as_secs(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     etcd.put("/app/v", "2");
     wait_for("the put after the quiet spell", LIMIT, || {
