@@ -81,7 +81,10 @@ pub async fn render(
     run_opts.installs = recorder.install_hook(&owed);
     // One look-up per DNS name and type for the whole run.
     let dns = run_opts.env.dns.clone();
-    run_opts.env.live.get_or_insert_with(|| crate::dnsdeps::Live::one_shot(&dns));
+    run_opts
+        .env
+        .live
+        .get_or_insert_with(|| crate::dnsdeps::Live::one_shot(&dns));
     let refs: Vec<&Resource> = loaded.resources.iter().collect();
     let mut outcomes = apply::apply(&refs, &snap, &templates, &run_opts, &owed).await;
     mark("applied");
@@ -353,7 +356,8 @@ pub async fn check(
     let snap = backend::snapshot(s, &confdir::watched(&loaded.resources)).await?;
     // One look-up per DNS name and type for the whole run.
     let mut env = env.clone();
-    env.live.get_or_insert_with(|| crate::dnsdeps::Live::one_shot(&env.dns));
+    env.live
+        .get_or_insert_with(|| crate::dnsdeps::Live::one_shot(&env.dns));
     let env = &env;
     let mut failed: Vec<&str> = Vec::new();
     for e in &loaded.failed {
