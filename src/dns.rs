@@ -447,6 +447,15 @@ fn classify(e: ResolveError, q: &Query) -> DnsError {
     DnsError::Lookup(e)
 }
 
+/// The lowest TTL of an answer's records (the answer's TTL).
+fn lowest_ttl(l: &hickory_resolver::lookup::Lookup) -> u32 {
+    l.records()
+        .iter()
+        .map(|r| r.ttl())
+        .min()
+        .unwrap_or(u32::MAX)
+}
+
 /// The records of `q`, sorted, with the answer's TTL.
 async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
     use hickory_resolver::proto::rr::{RData, RecordType};
@@ -459,9 +468,7 @@ async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
                 .lookup_ip(name.as_str())
                 .await
                 .map_err(|e| classify(e, q))?;
-            for rec in l.as_lookup().records() {
-                ttl = ttl.min(rec.ttl());
-            }
+            ttl = ttl.min(lowest_ttl(l.as_lookup()));
             let mut v: Vec<IpAddr> = l.iter().collect();
             v.sort();
             v.dedup();
@@ -472,9 +479,7 @@ async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
                 .srv_lookup(name.as_str())
                 .await
                 .map_err(|e| classify(e, q))?;
-            for rec in l.as_lookup().records() {
-                ttl = ttl.min(rec.ttl());
-            }
+            ttl = ttl.min(lowest_ttl(l.as_lookup()));
             let mut v: Vec<SrvTarget> = l
                 .iter()
                 .map(|srv| SrvTarget {
@@ -493,9 +498,7 @@ async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
                 .txt_lookup(name.as_str())
                 .await
                 .map_err(|e| classify(e, q))?;
-            for rec in l.as_lookup().records() {
-                ttl = ttl.min(rec.ttl());
-            }
+            ttl = ttl.min(lowest_ttl(l.as_lookup()));
             let mut v: Vec<String> = l
                 .iter()
                 .map(|t| {

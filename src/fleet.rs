@@ -347,7 +347,6 @@ fn waiting_line(
     latest: &BTreeMap<String, i64>,
     max_lag: Duration,
 ) -> String {
-    const SHOWN: usize = 5;
     let mut by_node: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (node, name) in stale {
         let res = &reports[node].resources[name];
@@ -357,22 +356,31 @@ fn waiting_line(
             res.newest_change(latest)
         ));
     }
-    let mut hosts: Vec<String> = by_node
-        .iter()
-        .take(SHOWN)
-        .map(|(node, what)| format!("{node} ({})", what.join(", ")))
-        .collect();
-    if by_node.len() > SHOWN {
+    let hosts = shown_hosts(
+        by_node
+            .iter()
+            .map(|(node, what)| format!("{node} ({})", what.join(", "))),
+        by_node.len(),
+    );
+    format!(
+        "waiting up to {} (--max-lag) for {hosts} to catch up...",
+        humantime::format_duration(max_lag),
+    )
+}
+
+/// The first few of `total` hosts described by `each`, then "N more
+/// hosts": how the "waiting up to ..." lines of `fleet` and `fleet wait`
+/// name the hosts they wait for.
+pub(crate) fn shown_hosts(each: impl Iterator<Item = String>, total: usize) -> String {
+    const SHOWN: usize = 5;
+    let mut hosts: Vec<String> = each.take(SHOWN).collect();
+    if total > SHOWN {
         hosts.push(format!(
             "{} more",
-            crate::logging::count(by_node.len() - SHOWN, "host")
+            crate::logging::count(total - SHOWN, "host")
         ));
     }
-    format!(
-        "waiting up to {} (--max-lag) for {} to catch up...",
-        humantime::format_duration(max_lag),
-        hosts.join(", ")
-    )
+    hosts.join(", ")
 }
 
 /// (node, resource) of every resource whose revision is behind the newest

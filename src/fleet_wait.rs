@@ -447,24 +447,17 @@ fn settled(judged: &BTreeMap<String, Vec<String>>) -> bool {
 /// "waiting up to 60s (--timeout) for host2 (behind: x at ...), ... to
 /// reflect revision 130...": what the wait is for, on one line (stderr).
 fn waiting_line(judged: &BTreeMap<String, Vec<String>>, target: i64, timeout: Duration) -> String {
-    const SHOWN: usize = 5;
     let pending: Vec<(&String, &Vec<String>)> =
         judged.iter().filter(|(_, p)| !p.is_empty()).collect();
-    let mut hosts: Vec<String> = pending
-        .iter()
-        .take(SHOWN)
-        .map(|(node, p)| format!("{node} ({})", p.join("; ")))
-        .collect();
-    if pending.len() > SHOWN {
-        hosts.push(format!(
-            "{} more",
-            crate::logging::count(pending.len() - SHOWN, "host")
-        ));
-    }
+    let hosts = crate::fleet::shown_hosts(
+        pending
+            .iter()
+            .map(|(node, p)| format!("{node} ({})", p.join("; "))),
+        pending.len(),
+    );
     format!(
-        "waiting up to {} (--timeout) for {} to reflect revision {target}...",
+        "waiting up to {} (--timeout) for {hosts} to reflect revision {target}...",
         humantime::format_duration(timeout),
-        hosts.join(", ")
     )
 }
 
