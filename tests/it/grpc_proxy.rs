@@ -587,6 +587,10 @@ fn a_member_dying_behind_its_proxy_moves_the_daemon_to_the_next_proxy() {
 
     etcd.members[0].stop();
     let killed = Instant::now();
+    // The two others keep a quorum once they have elected a leader; a put
+    // before that fails with "request timed out, possibly due to previous
+    // leader failure".
+    etcd.wait_healthy();
     etcd.put_at(&etcd.members[2].url(), "/app/v", "2");
     wait_for(
         "connected through proxy B",

@@ -81,6 +81,11 @@ fn a_write_that_fails_midway_leaves_the_destination_and_no_stage_file_and_is_ret
         "status.json does not name the cause: {message}"
     );
     assert_eq!(st["resources"]["big-file"]["healthy"], false);
+    // status.json and the log line are written by the same event, in no
+    // promised order: wait for the line rather than read the log at once.
+    common::etcd::wait_for("a log line naming the cause", LIMIT, || {
+        d.log().contains("File too large")
+    });
     let log = d.log();
     let line = log
         .lines()
