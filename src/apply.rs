@@ -257,7 +257,28 @@ async fn apply_one(
     opts: &Options,
     owed: &Owed,
 ) -> Outcome {
-    let (rendered, render_time) = render_off_runtime(res, snapshot, templates, opts).await;
+    // From its install on, the reload is owed (until it succeeds).
+    let owes = (res.reload_cmd.is_some() && reloads_run(opts)).then(|| owed.clone());
+    let job = Front {
+        res: res.clone(),
+        target: t.clone(),
+        snapshot: snapshot.clone(),
+        templates: templates.clone(),
+        env: opts.env.clone(),
+        popts: PrepareOpts {
+            noop: opts.noop,
+            diff: opts.diff,
+            preview: opts.dest_root.is_some(),
+        },
+        forced: opts.force.contains(&res.name),
+        // Without a check nothing comes between staging and the rename:
+        // the same trip to the blocking pool does both.
+        commit: res.check_cmd.is_none().then(|| owes.clone()),
+    };
+    let (front, render_time) = match off_runtime("rendering", move || job.run()).await {
+        Ok(r) => r,
+        Err(e) => (Err(failed(Step::Render)(e)), Duration::ZERO),
+    };
     let mut out = Outcome {
         name: res.name.clone(),
         dest: t.dest.clone(),
@@ -268,30 +289,17 @@ async fn apply_one(
         result: Ok(Action::Unchanged),
         render_time,
     };
-    // The empty guard's finding (cheap: one range look-up per prefix).
-    let empty = crate::guard::empty_prefixes(res, snapshot);
-    let (content, sha256) = match rendered {
-        Ok(c) => c,
-        Err(mut f) => {
-            // A missing key is most likely the keys being absent: say so.
-            if let Some(p) = &empty
-                && snapshot.unreadable_among(&res.watched).is_none()
-            {
-                f.message.push_str(&crate::guard::empty_hint(p));
-            }
+    let (sha256, prepared) = match front {
+        Ok(r) => r,
+        Err(f) => {
             out.result = Err(f);
             return out;
         }
     };
     out.sha256 = Some(sha256);
-    // From its install on, the reload is owed (until it succeeds).
-    let owes = (res.reload_cmd.is_some() && reloads_run(opts)).then(|| owed.clone());
-    let guard = Guard {
-        res: res.clone(),
-        empty,
-        forced: opts.force.contains(&res.name),
-    };
-    out.result = install_one(res, t, content, opts, owes, guard, &mut out).await;
+    out.changed = prepared.changed;
+    out.diff = prepared.diff;
+    out.result = install_rest(res, t, prepared.next, owes).await;
     if out.result == Ok(Action::Installed) {
         // Logged here, before any reload runs, so the log reads in the
         // order things happened.
@@ -484,34 +492,70 @@ fn failed<E: std::fmt::Display>(step: Step) -> impl Fn(E) -> Failure {
     }
 }
 
-/// Renders `res` on the blocking pool: the content and its sha256, or the
-/// render's error; and how long the render took.
-async fn render_off_runtime(
-    res: &Resource,
-    snapshot: &Snapshot,
-    templates: &Arc<TemplateSet>,
-    opts: &Options,
-) -> (Result<(Vec<u8>, String), Failure>, Duration) {
-    let (res, snapshot, templates, env) = (
-        res.clone(),
-        snapshot.clone(),
-        templates.clone(),
-        opts.env.clone(),
-    );
-    let work = off_runtime("rendering", move || {
+/// What one resource's apply does on the blocking pool, in one trip:
+/// render, the empty guard, compare and stage, and (`commit`) the rename.
+struct Front {
+    res: Resource,
+    target: Target,
+    snapshot: Snapshot,
+    templates: Arc<TemplateSet>,
+    env: crate::render::Env,
+    popts: PrepareOpts,
+    /// `--force` for this resource.
+    forced: bool,
+    /// `Some(owes)`: no check runs, so commit here and mark the reload
+    /// owed to `owes`; `None`: stop at the stage file (a check comes next).
+    commit: Option<Option<Owed>>,
+}
+
+impl Front {
+    /// The content's sha256 and where its install stands, or the render's
+    /// failure; and how long the render took.
+    fn run(self) -> (Result<(String, Prepared), Failure>, Duration) {
         let start = std::time::Instant::now();
-        let rendered = render::render(&res, &snapshot, &templates, &env);
+        let rendered = render::render(&self.res, &self.snapshot, &self.templates, &self.env);
         let took = start.elapsed();
-        let rendered = rendered.map_err(failed(Step::Render)).map(|c| {
-            let sha = hex::encode(Sha256::digest(&c));
-            (c, sha)
-        });
-        (rendered, took)
-    });
-    match work.await {
-        Ok(r) => r,
-        Err(e) => (Err(failed(Step::Render)(e)), Duration::ZERO),
+        // The empty guard's finding (cheap: one range look-up per prefix).
+        let empty = crate::guard::empty_prefixes(&self.res, &self.snapshot);
+        let content = match rendered {
+            Ok(c) => c,
+            Err(e) => {
+                let mut f = failed(Step::Render)(e);
+                // A missing key is most likely the keys being absent: say so.
+                if let Some(p) = &empty
+                    && self.snapshot.unreadable_among(&self.res.watched).is_none()
+                {
+                    f.message.push_str(&crate::guard::empty_hint(p));
+                }
+                return (Err(f), took);
+            }
+        };
+        let sha256 = hex::encode(Sha256::digest(&content));
+        let guard = Guard {
+            res: self.res,
+            empty,
+            forced: self.forced,
+        };
+        let mut prepared = prepare(&guard.res.name, &self.target, &content, &self.popts, &guard);
+        if let Some(owes) = self.commit
+            && matches!(prepared.next, Ok(Next::Stage(_)))
+        {
+            let next = std::mem::replace(&mut prepared.next, Ok(Next::Unchanged));
+            if let Ok(Next::Stage(staged)) = next {
+                prepared.next = commit(staged, &guard.res.name, owes).map(|()| Next::Installed);
+            }
+        }
+        (Ok((sha256, prepared)), took)
     }
+}
+
+/// Renames the stage file into place; once it is, the reload is owed.
+fn commit(staged: Staged, name: &str, owes: Option<Owed>) -> Result<(), Failure> {
+    let done = staged.commit().map_err(failed(Step::Install));
+    if let (Ok(()), Some(owed)) = (&done, owes) {
+        owed.mark(&[name.to_string()]);
+    }
+    done
 }
 
 /// The disk steps of an install before its check: compare, and (noop) the
@@ -528,7 +572,10 @@ struct Prepared {
 enum Next {
     Unchanged,
     WouldChange,
+    /// Staged, waiting for the check and the rename.
     Stage(Staged),
+    /// Renamed into place already (no check to run).
+    Installed,
 }
 
 /// What the guards need to judge a change ([`crate::guard`]).
@@ -618,33 +665,19 @@ struct PrepareOpts {
     preview: bool,
 }
 
-/// Installs `content` for `res` (compare, stage, check, rename); once the
-/// file is in place, its reload is owed to `owes`, if given.
-async fn install_one(
+/// The rest of an install once [`Front`] has run: the check and the
+/// rename of a staged file; once the file is in place, its reload is owed
+/// to `owes`, if given.
+async fn install_rest(
     res: &Resource,
     t: &Target,
-    content: Vec<u8>,
-    opts: &Options,
+    next: Result<Next, Failure>,
     owes: Option<Owed>,
-    guard: Guard,
-    out: &mut Outcome,
 ) -> Result<Action, Failure> {
-    let (name, target) = (res.name.clone(), t.clone());
-    let popts = PrepareOpts {
-        noop: opts.noop,
-        diff: opts.diff,
-        preview: opts.dest_root.is_some(),
-    };
-    let prepared = off_runtime("installing", move || {
-        prepare(&name, &target, &content, &popts, &guard)
-    })
-    .await
-    .map_err(failed(Step::Install))?;
-    out.changed = prepared.changed;
-    out.diff = prepared.diff;
-    let staged = match prepared.next? {
+    let staged = match next? {
         Next::Unchanged => return Ok(Action::Unchanged),
         Next::WouldChange => return Ok(Action::WouldChange),
+        Next::Installed => return Ok(Action::Installed),
         Next::Stage(staged) => staged,
     };
     if let Some(check) = &res.check_cmd {
@@ -657,15 +690,9 @@ async fn install_one(
         }
     }
     let name = res.name.clone();
-    off_runtime("installing", move || {
-        let done = staged.commit().map_err(failed(Step::Install));
-        if let (Ok(()), Some(owed)) = (&done, owes) {
-            owed.mark(&[name]);
-        }
-        done
-    })
-    .await
-    .map_err(failed(Step::Install))??;
+    off_runtime("installing", move || commit(staged, &name, owes))
+        .await
+        .map_err(failed(Step::Install))??;
     Ok(Action::Installed)
 }
 

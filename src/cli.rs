@@ -605,11 +605,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
             say_error(&format!("cannot start the async runtime: {e}"));
@@ -626,6 +622,28 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The async runtime `command` runs on.
+///
+/// The daemon runs on one thread: its work is waiting (for etcd, timers,
+/// hooks) and its blocking steps (a render with its install, a status
+/// write...) go to tokio's blocking pool anyway. A change then crosses
+/// threads once (to the blocking pool and back), where a multi-threaded
+/// scheduler also moved it between its workers: 20 context switches per
+/// change instead of 28, about 15 % less CPU per change, which is what a
+/// fleet of daemons sharing a machine's CPUs pays (BENCHMARKS.md, "Fleet
+/// simulation"). The other commands keep two workers: `render --once`
+/// decodes a whole snapshot while the next page arrives.
+fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = if matches!(command, Command::Render(r) if !r.once) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    b.enable_all().build()
 }
 
 /// Prints `liveconf: MESSAGE` on stderr; a closed stderr loses the line but

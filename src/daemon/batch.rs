@@ -66,10 +66,13 @@ pub(crate) fn spawn(group: String, held: Vec<String>, resources: Vec<Resource>, 
             owed,
             tx,
         } = cx;
-        let work = tokio::spawn(async move {
+        // On this task, not one of its own: the installs and the end are
+        // then sent in the same turn when nothing comes between them, and
+        // the daemon handles them as one (one status.json write).
+        let work = CatchPanic(Box::pin(async move {
             let refs: Vec<&Resource> = resources.iter().collect();
             apply::apply(&refs, &mirror, &templates, &opts, &owed).await
-        });
+        }));
         let outcomes = match work.await {
             Ok(o) => o,
             // Never expected; if it happens the daemon records the
@@ -85,6 +88,30 @@ pub(crate) fn spawn(group: String, held: Vec<String>, resources: Vec<Resource>, 
             outcomes,
         }));
     });
+}
+
+/// A future whose panic comes back as an error (the panic's message)
+/// instead of unwinding through the task that awaits it.
+struct CatchPanic<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(p) => std::task::Poll::Ready(Err(p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string()))),
+        }
+    }
 }
 
 fn internal_error(
@@ -105,5 +132,27 @@ fn internal_error(
             message: format!("internal error: {e}"),
         }),
         render_time: Duration::ZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CatchPanic;
+
+    /// A batch that panics comes back as an error naming the panic, and
+    /// the task that awaited it carries on.
+    #[tokio::test]
+    async fn a_panic_in_a_batch_is_an_error_not_an_unwind() {
+        let panicked = CatchPanic(Box::pin(async {
+            tokio::task::yield_now().await;
+            if std::env::var_os("PATH").is_some() {
+                panic!("boom in a batch");
+            }
+            7
+        }))
+        .await;
+        assert_eq!(panicked, Err("boom in a batch".to_string()));
+        let fine = CatchPanic(Box::pin(async { 7 })).await;
+        assert_eq!(fine, Ok(7));
     }
 }

@@ -145,7 +145,13 @@ pub async fn run(
                 }
             }
             _ = sleep_until(deadline) => {}
-            Some(msg) = batch_rx.recv() => d.on_batch_msg(msg),
+            Some(msg) = batch_rx.recv() => {
+                d.on_batch_msg(msg);
+                // A batch's installs and its end often come together.
+                while let Ok(msg) = batch_rx.try_recv() {
+                    d.on_batch_msg(msg);
+                }
+            }
             Some(names) = dns_rx.recv() => d.mark_names(&names),
             _ = heartbeat.tick() => {
                 let current = d.backend.backend().idle_is_current();
