@@ -394,8 +394,8 @@ impl Connection {
         }
     }
 
-    /// Adds what a closed TLS connection usually means to `message`.
-    fn explain(&self, mut message: String) -> String {
+    /// Adds what a closed connection usually means to `message`.
+    pub(crate) fn explain(&self, mut message: String) -> String {
         // With TLS 1.3 a server that rejects our certificate just closes the
         // connection after the handshake: say what that usually means.
         // The words are matched in the transport's message because there is
@@ -417,6 +417,17 @@ impl Connection {
             Some(true) if closed => message.push_str(
                 " (TLS handshake done but the connection was closed: etcd probably rejected the client certificate; is it signed by a CA in etcd's --trusted-ca-file?)",
             ),
+            // Plain text: the peer went away mid-stream (an etcd member or
+            // a grpc-proxy stopped or restarted); h2's own words for it
+            // ("stream closed because of a broken pipe") say nothing of that.
+            None if ["broken pipe", "connection reset", "connection closed"]
+                .iter()
+                .any(|m| message.contains(m)) =>
+            {
+                message.push_str(
+                    " (the connection was lost: the etcd member or proxy at this endpoint stopped, restarted or closed it)",
+                )
+            }
             _ => {}
         }
         message

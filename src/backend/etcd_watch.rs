@@ -189,7 +189,7 @@ pub async fn run(
                 disconnected(
                     &tx,
                     &mut reported_down,
-                    format!("etcd at {endpoint}: {why}"),
+                    format!("etcd at {endpoint}: {}", conn.explain(why)),
                 );
                 idx += 1;
                 failed = true;

@@ -359,6 +359,13 @@ fn daemons_behind_two_proxies_ride_out_quiet_and_fail_over_when_one_dies() {
                 "the lost proxy is not named:\n{}",
                 h.d.log()
             );
+            // Said in an operator's words, not only h2's ("stream closed
+            // because of a broken pipe").
+            assert!(
+                h.d.log().contains("the connection was lost"),
+                "the outage line does not say the connection was lost:\n{}",
+                h.d.log()
+            );
         } else {
             assert!(
                 !unavailable(&h.d),
