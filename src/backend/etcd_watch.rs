@@ -9,7 +9,8 @@
 //! through etcd 3.4's grpc-proxy, an answered count-only read on the same
 //! channel does); a periodic resync compares a
 //! snapshot taken at exactly the delivered revisions with the mirror.
-//! Endpoints are used one at a time, the next after each failure; with SRV
+//! Endpoints are used one at a time, the next after each failure, and the
+//! first again once it answers ([`HOME_EVERY`]); with SRV
 //! discovery the set follows DNS ([`super::srv`]) while the watch runs.
 
 use std::time::Duration;
@@ -38,7 +39,18 @@ enum WatchEnd {
     /// The endpoint in use left the SRV set: connect to the new set and
     /// resume.
     Moved,
+    /// The first endpoint answers again while we use another: go back to
+    /// it and resume.
+    Home,
 }
+
+/// While the watch runs on another endpoint than the first, how often (on
+/// average; each wait is drawn between half and one and a half times it)
+/// the first one is tried again. Hosts list their preferred endpoint (a
+/// proxy near them) first; after a failover they go back once it answers,
+/// so a restarted proxy gets its hosts back instead of the others keeping
+/// them for good, and the draw spreads their return over a minute.
+pub const HOME_EVERY: Duration = Duration::from_secs(30);
 
 /// The watcher task: snapshot, then one watch per root prefix (all on one
 /// gRPC stream), resuming from the last revision seen after any failure,
@@ -185,6 +197,13 @@ pub async fn run(
                 );
                 idx = 0;
             }
+            WatchEnd::Home => {
+                tracing::info!(
+                    "etcd at {} answers again: moving back to it from {endpoint}",
+                    conn.endpoints.first().map_or("", String::as_str)
+                );
+                idx = 0;
+            }
             WatchEnd::Broken(why) => {
                 disconnected(
                     &tx,
@@ -266,8 +285,20 @@ async fn watch(
     let mut last_message = tokio::time::Instant::now();
     let stall = PROGRESS_EVERY * 2 + conn.request_timeout;
     let mut next_resync = (!resync.is_zero()).then(|| tokio::time::Instant::now() + resync);
+    let away = conn
+        .endpoints
+        .first()
+        .is_some_and(|first| first != endpoint);
+    let mut home_check = tokio::time::Instant::now() + home_wait();
     loop {
         tokio::select! {
+            // On another endpoint than the first: is the first back?
+            _ = tokio::time::sleep_until(home_check), if away => {
+                home_check = tokio::time::Instant::now() + home_wait();
+                if first_answers(conn, &roots[0]).await {
+                    return WatchEnd::Home;
+                }
+            }
             // A new SRV set: kept quietly while our endpoint is in it.
             Some(newer) = async {
                 match srv.as_mut() {
@@ -337,6 +368,25 @@ async fn watch(
                 }
             }
         }
+    }
+}
+
+/// How long to wait before trying the first endpoint again: [`HOME_EVERY`]
+/// drawn between half and one and a half times.
+fn home_wait() -> Duration {
+    HOME_EVERY.mul_f64(0.5 + rand::random::<f64>())
+}
+
+/// Whether the first endpoint answers a read of `root` (one the watch
+/// reads, so one the user may read), on a connection of its own (dropped
+/// after the answer), within the connect and request timeouts.
+async fn first_answers(conn: &Connection, root: &str) -> bool {
+    let Some(first) = conn.endpoints.first() else {
+        return false;
+    };
+    match conn.connect_to(first).await {
+        Ok(mut client) => alive(conn, &mut client, root).await.is_some(),
+        Err(_) => false,
     }
 }
 

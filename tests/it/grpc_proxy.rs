@@ -655,3 +655,57 @@ fn a_hung_proxy_does_not_let_the_fleet_report_lapse() {
         host.d.log()
     );
 }
+
+/// Found by the issue-11 trial: after a failover a host stayed on the
+/// second proxy for good, so a restarted proxy never got its hosts back
+/// (and the survivor kept twice its share). A host goes back to its first
+/// endpoint once that answers again, without an outage line, and loses no
+/// put on the way.
+#[test]
+fn a_host_goes_back_to_its_first_proxy_once_it_answers_again() {
+    let etcd = Etcd::start();
+    etcd.put("/app/v", "1");
+    let mut a = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "proxy-a");
+    let b = Proxy::start(&etcd.members[0].url(), etcd.dir.path(), "proxy-b");
+    let (ua, ub) = (a.url(), b.url());
+    let h = Host::start(&format!("{ua},{ub}"), &[]);
+    wait_all(std::slice::from_ref(&h), "1", "the file installed");
+    wait_for("connected through proxy A", LIMIT, || {
+        h.on().as_deref() == Some(ua.as_str())
+    });
+
+    a.kill();
+    etcd.put("/app/v", "2");
+    wait_all(
+        std::slice::from_ref(&h),
+        "2",
+        "the put made while A is down",
+    );
+    wait_for("connected through proxy B", BOUND, || {
+        h.on().as_deref() == Some(ub.as_str())
+    });
+    let outages = h.d.count("backend unavailable");
+
+    a.restart();
+    let back = Instant::now();
+    // HOME_EVERY (30 s) drawn between half and one and a half times.
+    wait_for("back on proxy A", Duration::from_secs(45) + LIMIT, || {
+        h.on().as_deref() == Some(ua.as_str())
+    });
+    eprintln!("back on proxy A {:?} after it restarted", back.elapsed());
+    assert!(
+        h.d.log().contains(&format!(
+            "etcd at {ua} answers again: moving back to it from {ub}"
+        )),
+        "the move back is not logged:\n{}",
+        h.d.log()
+    );
+    assert_eq!(
+        h.d.count("backend unavailable"),
+        outages,
+        "the move back was taken for an outage:\n{}",
+        h.d.log()
+    );
+    etcd.put("/app/v", "3");
+    wait_all(std::slice::from_ref(&h), "3", "a put after the move back");
+}
