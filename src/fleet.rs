@@ -165,8 +165,57 @@ impl DnsReport {
     }
 }
 
+/// The first wait before publishing again after a failed attempt; it
+/// doubles with each failure, up to [`retry_cap`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+
+/// The longest wait between two attempts to publish: a sixth of the
+/// report's TTL (5 s with the default 30 s), between 1 s and 30 s. A host
+/// whose endpoint comes back has its report published again well before
+/// the old lease lapses (a report that did lapse is back within this), and
+/// a new report ends the wait at once anyway (see [`publish`]).
+fn retry_cap(ttl: Duration) -> Duration {
+    (ttl / 6).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+/// Puts the report under `lease`, bounded by `limit`.
+async fn put_report(
+    client: &mut Client,
+    key: &str,
+    body: String,
+    lease: i64,
+    limit: Duration,
+) -> Result<(), FleetError> {
+    let put = client.put(key, body, Some(PutOptions::new().with_lease(lease)));
+    tokio::time::timeout(limit, put)
+        .await
+        .map_err(|_| FleetError::NoAnswer {
+            what: "report's put",
+            after: limit,
+        })?
+        .map_err(|error| FleetError::Publish {
+            key: key.to_string(),
+            error,
+        })?;
+    Ok(())
+}
+
+/// The report as published.
+fn encode(rx: &mut watch::Receiver<Report>) -> Result<String, FleetError> {
+    serde_json::to_string(&*rx.borrow_and_update()).map_err(FleetError::Encode)
+}
+
 /// Publishes the latest report (from `rx`) under a lease, re-publishing on
-/// change and after reconnecting. Runs until aborted.
+/// change and after reconnecting. Runs until `rx`'s sender is dropped (it
+/// then revokes the lease: the host is gone at once) or it is aborted.
+///
+/// After a failed attempt it waits (backing off up to [`retry_cap`]) and
+/// tries the next endpoint, but a new report ends the wait at once: the
+/// daemon rendered, so etcd answers it again, and the report must follow
+/// the file. (Found by a new-user trial: behind a grpc-proxy that had been
+/// away, files were right as soon as the daemon reconnected while the
+/// report waited out its own backoff, up to 30 s: `fleet wait` took that
+/// long, or called the host gone when its lease lapsed meanwhile.)
 pub async fn publish(
     conn: Connection,
     node: String,
@@ -182,13 +231,32 @@ pub async fn publish(
     let silence = (Duration::from_secs(ttl_secs as u64) * 2 / 3).max(Duration::from_secs(1));
     let report_key = format!("{REPORT_PREFIX}{node}");
     let registry_key = format!("{REGISTRY_PREFIX}{node}");
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut backoff = Backoff::new(RETRY_FIRST, retry_cap(ttl));
     let mut idx = 0usize;
+    // Failed attempts since the report was last published, and the last
+    // error logged (a repeat is logged at debug only).
+    let mut failed = 0u32;
+    let mut last_error = String::new();
     loop {
         let endpoint = conn.endpoints[idx % conn.endpoints.len().max(1)].clone();
         let result: Result<(), FleetError> = async {
             let mut client = conn.connect_to(&endpoint).await?;
             let lease = client.lease_grant(ttl_secs, None).await?.id();
+            // The report first: through a grpc-proxy the keep-alive
+            // stream's first answer takes up to half a second (the proxy
+            // keeps leases alive at its own pace), and the lease has its
+            // whole TTL ahead of it.
+            let mut last_sent = encode(&mut rx)?;
+            put_report(&mut client, &report_key, last_sent.clone(), lease, silence).await?;
+            backoff.reset();
+            if failed > 0 {
+                tracing::info!(
+                    "fleet report: published again through {endpoint} after {failed} failed attempt{}",
+                    if failed == 1 { "" } else { "s" }
+                );
+                failed = 0;
+                last_error.clear();
+            }
             let reg =
                 serde_json::json!({"node": node, "registered": crate::status::now()}).to_string();
             client
@@ -201,40 +269,27 @@ pub async fn publish(
             let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
             let mut ticker =
                 tokio::time::interval(Duration::from_millis((ttl_secs as u64 * 1000 / 3).max(500)));
-            let mut last_sent: Option<String> = None;
             let mut last_answer = tokio::time::Instant::now();
             loop {
-                let body =
-                    serde_json::to_string(&*rx.borrow_and_update()).map_err(FleetError::Encode)?;
-                if last_sent.as_deref() != Some(&body) {
-                    let put = client.put(
-                        report_key.as_str(),
-                        body.clone(),
-                        Some(PutOptions::new().with_lease(lease)),
-                    );
-                    tokio::time::timeout(silence, put)
-                        .await
-                        .map_err(|_| FleetError::NoAnswer {
-                            what: "report's put",
-                            after: silence,
-                        })?
-                        .map_err(|error| FleetError::Publish {
-                            key: report_key.clone(),
-                            error,
-                        })?;
-                    last_sent = Some(body);
-                    backoff.reset();
-                }
                 tokio::select! {
-                    changed = rx.changed() => if changed.is_err() {
-                        // The daemon is stopping: drop the report now, so the
-                        // host shows as gone at once, not after the lease.
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(2),
-                            client.lease_revoke(lease),
-                        )
-                        .await;
-                        return Ok(());
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            // The daemon is stopping: drop the report now, so
+                            // the host shows as gone at once, not after the
+                            // lease.
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(2),
+                                client.lease_revoke(lease),
+                            )
+                            .await;
+                            return Ok(());
+                        }
+                        let body = encode(&mut rx)?;
+                        if body != last_sent {
+                            put_report(&mut client, &report_key, body.clone(), lease, silence)
+                                .await?;
+                            last_sent = body;
+                        }
                     },
                     _ = ticker.tick() => {
                         if last_answer.elapsed() > silence {
@@ -253,12 +308,29 @@ pub async fn publish(
             }
         }
         .await;
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!("fleet report: {e}; retrying");
-                idx += 1;
-                tokio::time::sleep(backoff.next_delay()).await;
+        let Err(e) = result else { return };
+        failed = failed.saturating_add(1);
+        let said = format!("fleet report: {e} (through {endpoint}); retrying");
+        if said != last_error {
+            tracing::warn!("{said}");
+            last_error = said;
+        } else {
+            tracing::debug!("{said} (failed attempt {failed})");
+        }
+        idx += 1;
+        // The report as it is now goes out with the next attempt: only a
+        // newer one (the daemon rendered: etcd answers it) ends the wait
+        // early, and not sooner than a fraction of a second after this
+        // failure.
+        rx.mark_unchanged();
+        let failed_at = tokio::time::Instant::now();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::time::sleep_until(failed_at + RETRY_FIRST / 2).await;
             }
         }
     }
@@ -658,6 +730,14 @@ pub async fn forget(conn: &Connection, node: &str) -> Result<Forgotten, FleetErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publishing_again_waits_at_most_a_sixth_of_the_ttl() {
+        let s = Duration::from_secs;
+        assert_eq!(retry_cap(s(30)), s(5));
+        assert_eq!(retry_cap(s(2)), s(1));
+        assert_eq!(retry_cap(s(3600)), s(30));
+    }
 
     fn report(node: &str, sha: &str) -> (String, Report) {
         let mut r = Report {

@@ -709,3 +709,75 @@ fn a_host_goes_back_to_its_first_proxy_once_it_answers_again() {
     etcd.put("/app/v", "3");
     wait_all(std::slice::from_ref(&h), "3", "a put after the move back");
 }
+
+/// The revision resource `app` is at in `node`'s fleet report, read from
+/// etcd at `endpoint` (none: no report, or no such resource yet).
+fn reported_revision(etcd: &Etcd, endpoint: &str, node: &str) -> Option<i64> {
+    let out = etcd.ctl_at(
+        endpoint,
+        &[
+            "get",
+            &format!("/liveconf/fleet/{node}"),
+            "--print-value-only",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+    v["resources"]["app"]["revision"].as_i64()
+}
+
+/// Found by a new-user trial (reports 2–10 s behind the files behind a
+/// proxy, `etcdctl put && liveconf fleet wait` ~10 s): after its proxy was
+/// away (restarted, or not up yet when the daemons started), a daemon's
+/// file was right as soon as it reconnected, but its fleet report came
+/// seconds later: the report's publisher waited out its own reconnection
+/// backoff (up to 30 s), blind to the daemon having reached etcd again —
+/// and the report's lease could lapse meanwhile, so `fleet wait` called a
+/// healthy host gone. A new report to publish ends that wait: the report
+/// follows the file within a second.
+#[test]
+fn a_report_follows_the_file_at_once_when_its_proxy_comes_back() {
+    let etcd = Etcd::start();
+    etcd.put("/app/v", "1");
+    let direct = etcd.members[0].url();
+    let mut proxy = Proxy::start(&direct, etcd.dir.path(), "proxy");
+    let h = Host::start(&proxy.url(), &["--report", "--node-name", "h1"]);
+    wait_all(std::slice::from_ref(&h), "1", "the file installed");
+    let first = etcd.revision_at(&direct);
+    wait_for("h1's report", LIMIT, || {
+        reported_revision(&etcd, &direct, "h1").is_some()
+    });
+
+    proxy.kill();
+    wait_for("status connected=false", LIMIT, || {
+        h.status()["connected"] == false
+    });
+    etcd.put_at(&direct, "/app/v", "2");
+    let changed = etcd.revision_at(&direct);
+    assert!(changed > first);
+    // Long enough for a publisher that backs off on its own to be in a
+    // wait of 8 s or more (0.5 s doubling each failed attempt); shorter
+    // than the report's lease (30 s).
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(h.file() == "v=1\n" && reported_revision(&etcd, &direct, "h1") < Some(changed));
+
+    proxy.restart();
+    // The daemon connects again at once (its own backoff is not under
+    // test here).
+    h.d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_all(
+        std::slice::from_ref(&h),
+        "2",
+        "the change installed once the proxy is back",
+    );
+    let installed = Instant::now();
+    wait_for("the report at the change's revision", LIMIT, || {
+        reported_revision(&etcd, &direct, "h1") >= Some(changed)
+    });
+    let lag = installed.elapsed();
+    eprintln!("the report followed the file after {lag:?}");
+    assert!(
+        lag < Duration::from_secs(1),
+        "the report came {lag:?} after the file:\n{}",
+        h.d.log()
+    );
+}
