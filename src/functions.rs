@@ -103,7 +103,6 @@ impl Scope {
         self.snapshot
             .subtree(dir)
             .filter(move |(k, _)| covered || self.watched.iter().any(|w| is_at_or_below(k, w)))
-            .map(|(k, v)| (&**k, &**v))
     }
 
     /// The (relative key, value) pairs whose relative key matches the glob
@@ -549,7 +548,7 @@ pub fn json_decode(input: &str, _: Kwargs, _: &State) -> TeraResult<Value> {
             let origin = scoped(|s| {
                 Ok(s.snapshot
                     .subtree(&s.prefix)
-                    .find(|(_, v)| &***v == input.as_bytes())
+                    .find(|(_, v)| *v == input.as_bytes())
                     .map(|(k, _)| s.rel(k).to_string()))
             })
             .ok()

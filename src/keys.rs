@@ -122,7 +122,7 @@ pub fn read_files(files: &[PathBuf], prefix: &str) -> Result<BTreeMap<Key, Val>,
             let key: Key = if prefix.is_empty() {
                 k.clone()
             } else {
-                Key::from(crate::keypath::absolute(prefix, k))
+                Key::from(crate::keypath::absolute(prefix, &k))
             };
             (key, v.clone())
         })
@@ -228,8 +228,8 @@ pub fn plan(
     for (k, v) in wanted {
         match current.get(k) {
             None => p.add.push((k.clone(), v.clone())),
-            Some(old) if old == v => p.unchanged += 1,
-            Some(old) => p.change.push((k.clone(), old.clone(), v.clone())),
+            Some(old) if *old == **v => p.unchanged += 1,
+            Some(old) => p.change.push((k.clone(), Val::from(old), v.clone())),
         }
     }
     for (k, v) in current.under(scope) {

@@ -2,10 +2,13 @@
 //!
 //! A [`Snapshot`] is an immutable, ordered map from absolute key
 //! (`/conftool/v1/pools/eqiad/appserver/mw1001`) to the value's bytes, tagged
-//! with the backend revision it reflects. It is built on a persistent B-tree
-//! ([`imbl::OrdMap`]): cloning a snapshot is O(1) and applying one event is
-//! O(log n), so the daemon can hand renderers a consistent view while the
-//! watcher keeps updating its own copy. Nothing here does I/O.
+//! with the backend revision it reflects. The daemon's is built on a
+//! persistent B-tree ([`imbl::OrdMap`]): cloning a snapshot is O(1) and
+//! applying one event is O(log n), so the daemon can hand renderers a
+//! consistent view while the watcher keeps updating its own copy. A one-shot
+//! run's (`render --once`, `check`) is a sorted list made from the decoded
+//! range answer without copying a key or value ([`Snapshot::from_sorted`]);
+//! its first change turns it into a tree. Nothing here does I/O.
 
 use std::sync::Arc;
 
@@ -16,14 +19,65 @@ pub type Key = Arc<str>;
 /// A value exactly as stored (etcd values are bytes; templates see them as UTF-8).
 pub type Val = Arc<[u8]>;
 
+/// One key and its value in a [`Snapshot::from_sorted`] list.
+pub type Entry = (Box<str>, Box<[u8]>);
+
 /// One consistent view of the keyspace at one revision.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Snapshot {
     revision: i64,
-    keys: OrdMap<Key, Val>,
+    keys: Keys,
     /// Prefixes the backend refused to read (prefix → why), e.g. outside
     /// the etcd user's role. Resources depending on them fail; others render.
     unreadable: std::sync::Arc<std::collections::BTreeMap<String, String>>,
+}
+
+/// The keys of a snapshot: a tree, or a sorted list that never changes.
+#[derive(Clone)]
+enum Keys {
+    /// Persistent B-tree: O(1) clones, O(log n) changes.
+    Tree(OrdMap<Key, Val>),
+    /// Sorted by key, each key once; turned into a tree by the first change.
+    Flat(Arc<Vec<Entry>>),
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::Tree(OrdMap::new())
+    }
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.revision == other.revision
+            && self.unreadable == other.unreadable
+            && self.len() == other.len()
+            && self.entries().eq(other.entries())
+    }
+}
+
+impl Eq for Snapshot {}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Entries<'a>(&'a Snapshot);
+        impl std::fmt::Debug for Entries<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map()
+                    .entries(
+                        self.0
+                            .entries()
+                            .map(|(k, v)| (k, String::from_utf8_lossy(v))),
+                    )
+                    .finish()
+            }
+        }
+        f.debug_struct("Snapshot")
+            .field("revision", &self.revision)
+            .field("keys", &Entries(self))
+            .field("unreadable", &self.unreadable)
+            .finish()
+    }
 }
 
 /// One change to apply to a snapshot (what a watch event or `--set` says).
@@ -44,12 +98,32 @@ impl Change {
     }
 }
 
+/// Keys and values of a snapshot in key order, borrowed.
+pub struct Entries<'a>(EntriesOf<'a>);
+
+enum EntriesOf<'a> {
+    Tree(imbl::ordmap::RangedIter<'a, Key, Val, imbl::shared_ptr::DefaultSharedPtr>),
+    Flat(std::slice::Iter<'a, Entry>),
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            EntriesOf::Tree(i) => i.next().map(|(k, v)| (&**k, &**v)),
+            EntriesOf::Flat(i) => i.next().map(|(k, v)| (&**k, &**v)),
+        }
+    }
+}
+
 impl Snapshot {
     /// An empty snapshot at `revision`.
     pub fn new(revision: i64) -> Self {
         Snapshot {
             revision,
-            keys: OrdMap::new(),
+            keys: Keys::default(),
             unreadable: Default::default(),
         }
     }
@@ -67,16 +141,57 @@ impl Snapshot {
             .collect();
         Snapshot {
             revision,
-            keys,
+            keys: Keys::Tree(keys),
             unreadable: Default::default(),
+        }
+    }
+
+    /// A snapshot of `entries` as they are, without a tree or a copy of
+    /// any key or value: for a snapshot read once and rendered (a one-shot
+    /// run). Entries in key order (as a range read returns them) are taken
+    /// as they are; others are sorted, a later value for the same key
+    /// winning. The first change ([`Snapshot::apply`]) turns it into a tree.
+    pub fn from_sorted(revision: i64, mut entries: Vec<Entry>) -> Self {
+        if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+            // Stable: among equal keys, the later stays later.
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut unique: Vec<Entry> = Vec::with_capacity(entries.len());
+            for e in entries {
+                match unique.last_mut() {
+                    Some(last) if last.0 == e.0 => *last = e,
+                    _ => unique.push(e),
+                }
+            }
+            entries = unique;
+        }
+        Snapshot {
+            revision,
+            keys: Keys::Flat(Arc::new(entries)),
+            unreadable: Default::default(),
+        }
+    }
+
+    /// The tree of keys, made from the sorted list first if need be.
+    fn tree(&mut self) -> &mut OrdMap<Key, Val> {
+        if let Keys::Flat(f) = &self.keys {
+            let tree = f
+                .iter()
+                .map(|(k, v)| (Key::from(&**k), Val::from(&**v)))
+                .collect();
+            self.keys = Keys::Tree(tree);
+        }
+        match &mut self.keys {
+            Keys::Tree(t) => t,
+            Keys::Flat(_) => unreachable!("made a tree just above"),
         }
     }
 
     /// Adds `(key, value)` pairs (a later value for the same key wins), e.g.
     /// one page of a range read.
     pub fn extend(&mut self, pairs: impl IntoIterator<Item = (Key, Val)>) {
+        let tree = self.tree();
         for (k, v) in pairs {
-            self.keys.insert(k, v);
+            tree.insert(k, v);
         }
     }
 
@@ -114,28 +229,56 @@ impl Snapshot {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        match &self.keys {
+            Keys::Tree(t) => t.len(),
+            Keys::Flat(f) => f.len(),
+        }
     }
 
     /// Whether there is no key at all.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     /// The value of `key`, if it exists.
-    pub fn get(&self, key: &str) -> Option<&Val> {
-        self.keys.get(key)
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        match &self.keys {
+            Keys::Tree(t) => t.get(key).map(|v| &**v),
+            Keys::Flat(f) => f
+                .binary_search_by(|(k, _)| (**k).cmp(key))
+                .ok()
+                .map(|i| &*f[i].1),
+        }
     }
 
     /// Applies one change; returns whether the snapshot actually changed.
     pub fn apply(&mut self, change: Change) -> bool {
+        let tree = self.tree();
         match change {
-            Change::Put(k, v) => match self.keys.insert(k, v.clone()) {
+            Change::Put(k, v) => match tree.insert(k, v.clone()) {
                 Some(old) => old != v,
                 None => true,
             },
-            Change::Delete(k) => self.keys.remove(&*k).is_some(),
+            Change::Delete(k) => tree.remove(&*k).is_some(),
         }
+    }
+
+    /// Every key from `from` on, in key order.
+    fn entries_from(&self, from: &str) -> Entries<'_> {
+        Entries(match &self.keys {
+            Keys::Tree(t) => EntriesOf::Tree(
+                t.range::<_, str>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded)),
+            ),
+            Keys::Flat(f) => {
+                let at = f.partition_point(|(k, _)| &**k < from);
+                EntriesOf::Flat(f[at..].iter())
+            }
+        })
+    }
+
+    /// Every key and value, in key order.
+    pub fn entries(&self) -> Entries<'_> {
+        self.entries_from("")
     }
 
     /// Every key at or below `prefix` in key order: the key itself and the
@@ -143,10 +286,9 @@ impl Snapshot {
     pub fn subtree<'a, 'p>(
         &'a self,
         prefix: &'p str,
-    ) -> impl Iterator<Item = (&'a Key, &'a Val)> + use<'a, 'p> {
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a, 'p> {
         let base = prefix.trim_end_matches('/');
-        self.keys
-            .range::<_, str>((std::ops::Bound::Included(base), std::ops::Bound::Unbounded))
+        self.entries_from(base)
             .take_while(move |(k, _)| k.starts_with(base))
             .filter(move |(k, _)| is_at_or_below(k, base))
     }
@@ -157,21 +299,26 @@ impl Snapshot {
         &'a self,
         roots: &'a [String],
     ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        roots
-            .iter()
-            .flat_map(move |r| self.subtree(r))
-            .map(|(k, v)| (&**k, &**v))
+        roots.iter().flat_map(move |r| self.subtree(r))
     }
 
-    /// Every key, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Val)> {
-        self.keys.iter()
+    /// Every key, in order, with its value (shared with a tree snapshot's,
+    /// copied from a sorted list's).
+    pub fn iter(&self) -> impl Iterator<Item = (Key, Val)> + '_ {
+        let (tree, flat) = match &self.keys {
+            Keys::Tree(t) => (Some(t.iter().map(|(k, v)| (k.clone(), v.clone()))), None),
+            Keys::Flat(f) => (
+                None,
+                Some(f.iter().map(|(k, v)| (Key::from(&**k), Val::from(&**v)))),
+            ),
+        };
+        tree.into_iter().flatten().chain(flat.into_iter().flatten())
     }
 
     /// The keys that differ between `self` and `other`, restricted to keys
     /// at or below one of `prefixes`: what a resync found missed.
     pub fn diff_under(&self, other: &Snapshot, prefixes: &[String]) -> Vec<Key> {
-        let mut out = Vec::new();
+        let mut out: Vec<Key> = Vec::new();
         for p in prefixes {
             let mine: Vec<_> = self.subtree(p).collect();
             let theirs: Vec<_> = other.subtree(p).collect();
@@ -180,25 +327,25 @@ impl Snapshot {
                 match (mine.get(i), theirs.get(j)) {
                     (Some(a), Some(b)) if a.0 == b.0 => {
                         if a.1 != b.1 {
-                            out.push(a.0.clone());
+                            out.push(a.0.into());
                         }
                         i += 1;
                         j += 1;
                     }
                     (Some(a), Some(b)) if a.0 < b.0 => {
-                        out.push(a.0.clone());
+                        out.push(a.0.into());
                         i += 1;
                     }
                     (Some(_), Some(b)) => {
-                        out.push(b.0.clone());
+                        out.push(b.0.into());
                         j += 1;
                     }
                     (Some(a), None) => {
-                        out.push(a.0.clone());
+                        out.push(a.0.into());
                         i += 1;
                     }
                     (None, Some(b)) => {
-                        out.push(b.0.clone());
+                        out.push(b.0.into());
                         j += 1;
                     }
                     (None, None) => break,
@@ -260,9 +407,9 @@ mod tests {
             ("/a/bc", "3"),
             ("/a/c", "4"),
         ]);
-        let got: Vec<&str> = s.subtree("/a/b").map(|(k, _)| &**k).collect();
+        let got: Vec<&str> = s.subtree("/a/b").map(|(k, _)| k).collect();
         assert_eq!(got, ["/a/b", "/a/b/c"]);
-        let all: Vec<&str> = s.subtree("/").map(|(k, _)| &**k).collect();
+        let all: Vec<&str> = s.subtree("/").map(|(k, _)| k).collect();
         assert_eq!(all.len(), 4);
     }
 
@@ -278,8 +425,69 @@ mod tests {
         let frozen = s.clone();
         assert!(s.apply(Change::Put("/a".into(), Val::from(&b"2"[..]))));
         assert!(!s.apply(Change::Put("/a".into(), Val::from(&b"2"[..]))));
-        assert_eq!(&**frozen.get("/a").unwrap(), b"1");
-        assert_eq!(&**s.get("/a").unwrap(), b"2");
+        assert_eq!(frozen.get("/a").unwrap(), b"1");
+        assert_eq!(s.get("/a").unwrap(), b"2");
+    }
+
+    fn flat(pairs: &[(&str, &str)]) -> Snapshot {
+        Snapshot::from_sorted(
+            1,
+            pairs
+                .iter()
+                .map(|(k, v)| (Box::from(*k), Box::from(v.as_bytes())))
+                .collect(),
+        )
+    }
+
+    /// A sorted list answers as the tree of the same keys does, and its
+    /// first change makes it one.
+    #[test]
+    fn a_sorted_list_reads_as_the_tree_and_changes_into_one() {
+        let pairs = [
+            ("/a/b", "1"),
+            ("/a/b/c", "2"),
+            ("/a/bc", "3"),
+            ("/a/c", "4"),
+            ("/b", "5"),
+        ];
+        let (t, mut f) = (snap(&pairs), flat(&pairs));
+        assert_eq!(t, f);
+        for p in [
+            "/", "", "/a", "/a/b", "/a/b/", "/a/bc", "/b", "/c", "/a/b/c/d",
+        ] {
+            let a: Vec<_> = t.subtree(p).collect();
+            let b: Vec<_> = f.subtree(p).collect();
+            assert_eq!(a, b, "{p}");
+        }
+        for k in ["/a/b", "/a/bc", "/b", "/a", "/c", ""] {
+            assert_eq!(t.get(k), f.get(k), "{k}");
+        }
+        assert_eq!(f.len(), 5);
+        assert_eq!(t.iter().collect::<Vec<_>>(), f.iter().collect::<Vec<_>>());
+        assert_eq!(
+            t.diff_under(&flat(&pairs[1..]), &["/a".to_string()]),
+            [Key::from("/a/b")]
+        );
+        let frozen = f.clone();
+        assert!(f.apply(Change::Put("/a/c".into(), Val::from(&b"9"[..]))));
+        assert!(f.apply(Change::Delete("/b".into())));
+        assert_eq!(f.get("/a/c").unwrap(), b"9");
+        assert_eq!(f.get("/b"), None);
+        assert_eq!(frozen.get("/a/c").unwrap(), b"4");
+        assert_eq!(f.len(), 4);
+    }
+
+    /// Entries out of order (nested roots read one after the other: `/a`
+    /// then `/a!b`, whose keys sort between `/a` and `/a/x`) are sorted, a
+    /// later value for a key winning.
+    #[test]
+    fn a_list_out_of_order_is_sorted() {
+        let f = flat(&[("/a", "1"), ("/a/x", "2"), ("/a!b", "3"), ("/a/x", "4")]);
+        let all: Vec<(&str, &[u8])> = f.entries().collect();
+        assert_eq!(
+            all,
+            [("/a", &b"1"[..]), ("/a!b", &b"3"[..]), ("/a/x", &b"4"[..])]
+        );
     }
 
     #[test]

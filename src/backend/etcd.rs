@@ -17,7 +17,7 @@ use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, Tls
 use crate::dns::{self, DnsConfig};
 use crate::settings::Settings;
 pub use crate::store::roots;
-use crate::store::{Key, Snapshot, Val, is_at_or_below};
+use crate::store::{Entry, Key, Snapshot, Val, is_at_or_below};
 
 /// Keys fetched per range request (halved, down to one, when a page of
 /// large values exceeds the message size limit).
@@ -561,6 +561,30 @@ impl Connection {
         prefixes: &[String],
         at: Option<i64>,
     ) -> Result<Snapshot, EtcdError> {
+        self.read(client, prefixes, at, false).await
+    }
+
+    /// [`Connection::snapshot`] at the current revision for a run that
+    /// reads it once (`render --once`, `check`): the decoded keys and
+    /// values become a sorted list ([`Snapshot::from_sorted`]) where they
+    /// are, without a tree or a copy of each (at 100,000 keys, ~40 ms of
+    /// the run and ~15 MiB).
+    pub async fn snapshot_once(
+        &self,
+        client: &mut Client,
+        prefixes: &[String],
+    ) -> Result<Snapshot, EtcdError> {
+        self.read(client, prefixes, None, true).await
+    }
+
+    /// [`Connection::snapshot`], as a sorted list when `flat`.
+    async fn read(
+        &self,
+        client: &mut Client,
+        prefixes: &[String],
+        at: Option<i64>,
+        flat: bool,
+    ) -> Result<Snapshot, EtcdError> {
         let mut revision = at.unwrap_or(0);
         let roots = roots(prefixes);
         if roots.is_empty() {
@@ -591,6 +615,8 @@ impl Connection {
         let (mut bytes, mut count) = (0usize, 0usize);
         // The snapshot being filled, or the blocking task filling it.
         let mut filling = Filling::Idle(Snapshot::new(0));
+        // Or, `flat`, the keys read so far.
+        let mut entries: Vec<Entry> = Vec::new();
         'roots: for root in roots {
             let root: Arc<str> = Arc::from(root);
             let (mut start, end) = range_of(&root);
@@ -636,15 +662,22 @@ impl Connection {
                     }
                     _ => None,
                 };
-                // The previous page is in by now (it had the whole round trip
-                // of this one); this one goes in while the next is fetched.
-                let mut snap = filling.settle().await.ok_or_else(|| self.interrupted())?;
-                let under = root.clone();
-                filling = Filling::Busy(tokio::task::spawn_blocking(move || {
-                    add_page(&mut snap, &under, kvs);
+                if flat {
+                    // Moved, not copied: cheap enough not to leave this thread.
+                    flat_page(&mut entries, &root, kvs);
                     crate::once::mark("page added");
-                    snap
-                }));
+                } else {
+                    // The previous page is in by now (it had the whole round
+                    // trip of this one); this one goes in while the next is
+                    // fetched.
+                    let mut snap = filling.settle().await.ok_or_else(|| self.interrupted())?;
+                    let under = root.clone();
+                    filling = Filling::Busy(tokio::task::spawn_blocking(move || {
+                        add_page(&mut snap, &under, kvs);
+                        crate::once::mark("page added");
+                        snap
+                    }));
+                }
                 match next {
                     Some(n) => start = n,
                     None => break,
@@ -654,7 +687,12 @@ impl Connection {
                 }
             }
         }
-        let mut snap = filling.settle().await.ok_or_else(|| self.interrupted())?;
+        let mut snap = if flat {
+            entries.shrink_to_fit();
+            Snapshot::from_sorted(revision, entries)
+        } else {
+            filling.settle().await.ok_or_else(|| self.interrupted())?
+        };
         snap.set_revision(revision);
         for (root, why) in unreadable {
             snap.mark_unreadable(&root, why);
@@ -791,6 +829,32 @@ fn add_page(snap: &mut Snapshot, root: &str, kvs: Vec<etcd_client::KeyValue>) {
     }));
 }
 
+/// Adds one page of a range read below `root` to the sorted list `out`,
+/// as [`add_page`] does to a tree, moving each key and value (the page's
+/// list becomes `out` when it is the first).
+fn flat_page(out: &mut Vec<Entry>, root: &str, kvs: Vec<etcd_client::KeyValue>) {
+    // Collected in place: the page's own allocation holds the entries.
+    let page: Vec<Entry> = kvs
+        .into_iter()
+        .filter_map(|kv| {
+            let (k, v) = kv.into_key_value();
+            match String::from_utf8(k) {
+                Ok(k) => is_at_or_below(&k, root)
+                    .then(|| (k.into_boxed_str(), v.into_boxed_slice())),
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(e.as_bytes()), "skipping a key that is not UTF-8");
+                    None
+                }
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        *out = page;
+    } else {
+        out.extend(page);
+    }
+}
+
 /// `render --once` against etcd: connect, one snapshot, done.
 /// etcd as a [`super::Backend`]: the settings that make its connection.
 pub struct EtcdBackend {
@@ -894,7 +958,7 @@ pub async fn snapshot_once(s: &Settings, prefixes: &[String]) -> Result<Snapshot
     let conn = Connection::from_settings(s).await?;
     let mut client = conn.connect().await?;
     crate::once::mark("connected");
-    conn.snapshot(&mut client, prefixes, None).await
+    conn.snapshot_once(&mut client, prefixes).await
 }
 
 #[cfg(test)]
@@ -985,6 +1049,48 @@ mod tests {
         );
         let now = conn.snapshot(&mut client, &prefixes, None).await.unwrap();
         assert_eq!(now.revision(), revs[2]);
+    }
+
+    /// A one-shot run's snapshot (a sorted list) holds what the daemon's
+    /// (a tree) does: prefixes whose ranges interleave (`/a` then `/a!b`,
+    /// whose keys sort between `/a` and `/a/x`), keys the range covers but
+    /// that are not below the prefix, a key that is not UTF-8.
+    #[tokio::test]
+    async fn a_one_shot_snapshot_holds_what_the_tree_does() {
+        let etcd = start_etcd();
+        let dir = tempfile::tempdir().unwrap();
+        let layer = crate::settings::Layer {
+            confdir: Some(dir.path().to_path_buf()),
+            endpoints: Some(vec![etcd.2.clone()]),
+            ..Default::default()
+        };
+        let settings = Settings::load(None, layer).unwrap();
+        let conn = Connection::from_settings(&settings).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut client = loop {
+            match conn.connect().await {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() > deadline => panic!("etcd: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        for k in [
+            "/a", "/a/x", "/a/y/z", "/a!b", "/a!b/c", "/a!bc", "/ab", "/b",
+        ] {
+            client.put(k, format!("v{k}"), None).await.unwrap();
+        }
+        client
+            .put(b"/a/\xff".to_vec(), "not utf-8", None)
+            .await
+            .unwrap();
+        let prefixes = vec!["/a".to_string(), "/a!b".to_string()];
+        let tree = conn.snapshot(&mut client, &prefixes, None).await.unwrap();
+        let flat = conn.snapshot_once(&mut client, &prefixes).await.unwrap();
+        assert_eq!(tree, flat);
+        let keys: Vec<&str> = flat.entries().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["/a", "/a!b", "/a!b/c", "/a/x", "/a/y/z"]);
+        assert_eq!(flat.get("/a!b/c"), Some(&b"v/a!b/c"[..]));
+        assert!(flat.revision() > 0);
     }
 
     #[test]
