@@ -52,6 +52,7 @@ pub async fn render(
     status_dir: Option<&Path>,
 ) -> Result<Verdict, RunError> {
     mark("start");
+    huge_heap();
     // The lists `gets` hands the templates are kept (not freed item by
     // item when a template is done with them) and forgotten at exit.
     crate::functions::keep_values(true);
@@ -105,6 +106,57 @@ pub async fn render(
     crate::functions::forget_kept();
     mark("done");
     Ok(verdict(&outcomes, exit_code_flag))
+}
+
+/// Backs what a one-shot run allocates with transparent huge pages.
+///
+/// A one-shot run touches its memory once, fresh from the kernel: at
+/// 100,000 keys, ~80 MiB (the range answer, the decoded keys, one map per
+/// key for a template, the output), and a 4 KiB page fault each (~3 µs in
+/// a VM) was a third of its CPU. Here the C heap gets 256 MiB of address
+/// space at its top at once, advised `MADV_HUGEPAGE` (the kernel then maps
+/// 2 MiB at a time; only what is touched counts, at most 2 MiB more), and
+/// serves buffers up to 32 MiB itself rather than from `mmap` (which would
+/// not be advised); nothing is given back before the exit. When THP is off
+/// (`never`) or the heap cannot grow, this only costs the `mallopt`s.
+fn huge_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt, mallinfo2, malloc, free, sbrk(0) and madvise are
+    // called as glibc documents them: the block is written within its size
+    // and freed once, and MADV_HUGEPAGE changes no memory's contents (on a
+    // range that is not all mapped it fails, harmlessly).
+    unsafe {
+        const PAD: usize = 256 << 20;
+        const HUGE: usize = 2 << 20;
+        // Never shrink the heap: what came back would not be advised.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TOP_PAD, PAD as libc::c_int);
+        // One request larger than all the heap's free memory, served from
+        // the heap: it grows by the request and the pad.
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        let free = libc::mallinfo2().fordblks;
+        let block = libc::malloc(free + 4096);
+        libc::mallopt(libc::M_MMAP_MAX, 65536);
+        if block.is_null() {
+            return;
+        }
+        // Used, so that the compiler keeps the malloc and free.
+        std::ptr::write_volatile(block.cast::<u8>(), 0);
+        let end = libc::sbrk(0) as usize;
+        libc::free(block);
+        // The pad's whole huge pages: glibc wrote its block's headers
+        // below `end - PAD`, nothing touched the rest.
+        let start = (end.saturating_sub(PAD) + HUGE - 1) & !(HUGE - 1);
+        let stop = end & !(HUGE - 1);
+        if stop > start {
+            libc::madvise(
+                start as *mut libc::c_void,
+                stop - start,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
 }
 
 /// With `LIVECONF_TIMING` set, prints to stderr how long after the first
@@ -351,6 +403,7 @@ pub async fn check(
     only: &[String],
     env: &crate::render::Env,
 ) -> Result<Verdict, RunError> {
+    huge_heap();
     let loaded = confdir::load(s, only)?;
     let templates = TemplateSet::load(&s.templates_dir());
     let snap = backend::snapshot(s, &confdir::watched(&loaded.resources)).await?;
