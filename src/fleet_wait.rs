@@ -397,6 +397,12 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
             state: HostState { node, problems },
         })
         .collect();
+    // A host gone when the wait began whose report came back during it was
+    // followed like any other (and judged above): it is no longer gone.
+    let not_waited_for: Vec<String> = not_waited_for
+        .into_iter()
+        .filter(|n| !fleet.tracked.contains_key(n))
+        .collect();
     let mut hosts = hosts;
     if !what.allow_gone {
         // Their files may be stale (a daemon killed keeps the service on

@@ -54,10 +54,20 @@ fn start_host_with(
             "[template]\nsrc = \"x.tera\"\ndest = \"{{out}}/x.conf\"\nprefix = \"/app/x\"\nkeys = [\"/\"]\n{extra}"
         ),
     );
+    Host {
+        d: run_daemon(etcd, &fx, name, ttl),
+        name: name.to_string(),
+        fx,
+    }
+}
+
+/// `liveconf render --report` as NAME on the host whose confdir and state
+/// are in `fx`.
+fn run_daemon(etcd: &Etcd, fx: &Fx, name: &str, ttl: &str) -> Daemon {
     let confdir = fx.dir.path().display().to_string();
     let state = fx.path("state").display().to_string();
     let endpoints = etcd.endpoints();
-    let d = Daemon::start(
+    Daemon::start(
         &[
             "--confdir",
             &confdir,
@@ -74,12 +84,7 @@ fn start_host_with(
             "0s",
         ],
         &fx.path("daemon.log"),
-    );
-    Host {
-        d,
-        name: name.to_string(),
-        fx,
-    }
+    )
 }
 
 /// The check host3 runs: refuses a file holding "bad", saying why.
@@ -463,4 +468,58 @@ fn a_host_already_gone_fails_the_wait_unless_allowed() {
     let (r, _) = fleet_wait(&etcd, &["--timeout", "20s", "--allow-gone"]);
     r.expect_code(0);
     assert!(r.stderr.contains("host2"), "{}", r.stderr);
+}
+
+/// Found by the proxy trial: a host gone when the wait began whose daemon
+/// came back during the wait (its proxy back, its report published again)
+/// and rendered the change was printed twice, "host2: reflects revision N"
+/// and "host2: gone: no live report when the wait began ... its files may
+/// be stale", and failed the wait. A host back during the wait is waited
+/// for like any other: here the wait passes.
+#[test]
+fn a_host_gone_when_the_wait_began_and_back_during_it_is_waited_for() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let mut hosts = three_hosts(&etcd, "30s", "");
+    fleet_wait(&etcd, &["--timeout", "20s"]).0.expect_code(0);
+
+    hosts[1].d.stop();
+    wait_for("host2's report withdrawn", LIMIT, || {
+        etcd.ctl(&["get", "/liveconf/fleet/host2", "--keys-only"])
+            .trim()
+            .is_empty()
+    });
+    // host3 held back, so the wait is still on when host2 is back.
+    hosts[2].d.signal(Signal::SIGSTOP);
+    let rev = write(&etcd, &["put", "/app/x/v", "2"]);
+    let mut waiter = wait_cmd(&etcd, &["--timeout", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fleet wait");
+    let mut said = String::new();
+    BufReader::new(waiter.stderr.take().expect("stderr"))
+        .read_line(&mut said)
+        .expect("read fleet wait's stderr");
+    assert!(said.contains("host3 (behind: x at revision "), "{said}");
+    assert!(!said.contains("host2"), "{said}");
+
+    hosts[1].d = run_daemon(&etcd, &hosts[1].fx, "host2", "30s");
+    wait_for("host2's file and report at the put", LIMIT, || {
+        let report: serde_json::Value = serde_json::from_str(
+            etcd.ctl(&["get", "/liveconf/fleet/host2", "--print-value-only"])
+                .trim(),
+        )
+        .unwrap_or_default();
+        hosts[1].file() == "v=2\n" && report["resources"]["x"]["revision"].as_i64() >= Some(rev)
+    });
+    hosts[2].d.signal(Signal::SIGCONT);
+    let r = Run::from(waiter.wait_with_output().expect("fleet wait"));
+    assert!(!r.stdout.contains("gone"), "{}", r.stdout);
+    r.expect_code(0);
+    assert!(
+        r.stdout.starts_with("3 hosts reflect revision "),
+        "{}",
+        r.stdout
+    );
 }
