@@ -5,7 +5,9 @@
 //!     LIVECONF_BENCH_FLEET=200 cargo bench --bench e2e -- fleet
 //!
 //! Scenarios: floor (bare watch), prop (put → file, 1k and 100k keys,
-//! CPU per change, RSS, etcd Range requests and bytes per change), rss1m
+//! CPU per change, RSS, etcd Range requests and bytes per change), idle
+//! (an idle daemon's RSS at 1k and 100k keys, just after start and after
+//! some changes; LIVECONF_BENCH_SMAPS=1 prints it by mapping too), rss1m
 //! (RSS at 1,000,000 keys), burst (2,000 puts, default wait), once
 //! (`render --once` over 100k keys), fleet (N daemons, one etcd).
 //! Results are printed as Markdown rows for BENCHMARKS.md.
@@ -386,10 +388,58 @@ fn propagation(etcd: &Etcd, keys: usize, iterations: usize, engine: Engine) -> P
     }
 }
 
-/// RSS of an idle daemon over `keys` keys, 40 s after 20 changes: (total,
-/// anonymous, file-backed) MiB; and the put → file time of the change that
-/// follows.
-fn rss_at(etcd: &Etcd, keys: usize) -> ((f64, f64, f64), Duration) {
+/// Resident memory of a process by mapping, from /proc/PID/smaps: one line
+/// per object (file name, or `[heap]`, `[stack]`, `[anon]`...) and
+/// permissions, largest first, in KiB (resident, of which anonymous).
+fn rss_by_mapping(pid: u32) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by: Vec<((String, String), (u64, u64))> = Vec::new();
+    let mut cur: Option<usize> = None;
+    for line in smaps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let kb = || f.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        match f.first() {
+            Some(&"Rss:") => cur.iter().for_each(|&i| by[i].1.0 += kb()),
+            Some(&"Anonymous:") => cur.iter().for_each(|&i| by[i].1.1 += kb()),
+            Some(r) if r.contains('-') && f.len() >= 5 && !r.ends_with(':') => {
+                let name = f.get(5..).map(|p| p.join(" ")).unwrap_or_default();
+                let name = match name.rsplit('/').next() {
+                    Some(n) if !n.is_empty() => n.to_string(),
+                    _ => "[anon]".to_string(),
+                };
+                let key = (name, f[1].to_string());
+                cur = Some(by.iter().position(|(k, _)| *k == key).unwrap_or_else(|| {
+                    by.push((key, (0, 0)));
+                    by.len() - 1
+                }));
+            }
+            _ => {}
+        }
+    }
+    by.retain(|(_, (rss, _))| *rss > 0);
+    by.sort_by_key(|(_, (rss, _))| std::cmp::Reverse(*rss));
+    by.iter()
+        .map(|((name, perms), (rss, anon))| {
+            format!("    {rss:>6} KiB (anon {anon:>5})  {perms}  {name}\n")
+        })
+        .collect()
+}
+
+/// What `idle` measures of one daemon: RSS (total, anonymous, file-backed,
+/// MiB) 10 s after its initial render and 40 s after 20 changes, the put →
+/// file time of the change that follows, and (with LIVECONF_BENCH_SMAPS
+/// set) both RSS by mapping.
+struct IdleRss {
+    start: (f64, f64, f64),
+    after: (f64, f64, f64),
+    first: Duration,
+    by_mapping: Option<(String, String)>,
+}
+
+/// RSS of an idle daemon over `keys` keys, just after start (10 s after
+/// the initial render: READY's release and two heartbeats) and 40 s after
+/// 20 changes.
+fn rss_at(etcd: &Etcd, keys: usize) -> IdleRss {
     let rt = rt();
     let c = prepare(&rt, etcd, keys, Some("ready"));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -408,7 +458,11 @@ fn rss_at(etcd: &Etcd, keys: usize) -> ((f64, f64, f64), Duration) {
         wait_content(&rx, &dest, "ready", Duration::from_secs(600)),
         "initial render"
     );
-    // Idle after some work: 20 changes propagated, then a quiet second.
+    let smaps = std::env::var_os("LIVECONF_BENCH_SMAPS").is_some();
+    std::thread::sleep(Duration::from_secs(10));
+    let start = rss_split(d.id());
+    let start_map = smaps.then(|| rss_by_mapping(d.id()));
+    // Idle after some work: 20 changes propagated.
     let mut c = c;
     for i in 0..20 {
         let v = format!("idle{i}");
@@ -419,7 +473,8 @@ fn rss_at(etcd: &Etcd, keys: usize) -> ((f64, f64, f64), Duration) {
     // Quiet for longer than liveconf::memory::IDLE_RELEASE (30 s) plus a
     // heartbeat (5 s): what the changes mapped is released again.
     std::thread::sleep(Duration::from_secs(40));
-    let rss = rss_split(d.id());
+    let after = rss_split(d.id());
+    let by_mapping = start_map.map(|s| (s, rss_by_mapping(d.id())));
     // The first change after the release maps its code back in.
     let t = Instant::now();
     rt.block_on(c.put("/bench/target", "after-idle", None))
@@ -433,7 +488,12 @@ fn rss_at(etcd: &Etcd, keys: usize) -> ((f64, f64, f64), Duration) {
     let first = t.elapsed();
     let _ = d.kill();
     let _ = d.wait();
-    (rss, first)
+    IdleRss {
+        start,
+        after,
+        first,
+        by_mapping,
+    }
 }
 
 fn burst(etcd: &Etcd, puts: usize) -> (Duration, usize, usize) {
@@ -872,15 +932,21 @@ fn main() {
     }
     if want("idle") {
         for keys in [1_000, 100_000] {
-            let ((rss, anon, file), first) = rss_at(&etcd, keys);
+            let r = rss_at(&etcd, keys);
+            let ((s, sa, sf), (a, aa, af)) = (r.start, r.after);
             println!(
-                "| idle daemon RSS, {keys} keys (40 s after 20 changes) | {rss:.1} MiB | anonymous {anon:.1} MiB | file-backed {file:.1} MiB | next change put → file {} |",
-                ms(first)
+                "| idle daemon RSS, {keys} keys | 10 s after start {s:.1} MiB (anonymous {sa:.1}, file-backed {sf:.1}) | 40 s after 20 changes {a:.1} MiB (anonymous {aa:.1}, file-backed {af:.1}) | next change put → file {} |",
+                ms(r.first)
             );
+            if let Some((start, after)) = r.by_mapping {
+                println!(
+                    "  by mapping, 10 s after start:\n{start}  by mapping, 40 s after 20 changes:\n{after}"
+                );
+            }
         }
     }
     if want("rss1m") {
-        let ((rss, anon, file), _) = rss_at(&etcd, 1_000_000);
+        let (rss, anon, file) = rss_at(&etcd, 1_000_000).after;
         println!(
             "| RSS after initial sync, 1,000,000 keys | {rss:.1} MiB | anonymous {anon:.1} MiB | file-backed {file:.1} MiB |"
         );
