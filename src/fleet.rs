@@ -473,7 +473,8 @@ fn behind(
 }
 
 impl ResourceReport {
-    /// "failing: NAME (STEP: ERROR)" when its last attempt failed,
+    /// "failing: NAME (STEP: ERROR)" when its last attempt failed
+    /// ("failing: NAME (not rendered yet)" before its first attempt),
     /// "reload owed: NAME ..." when its file is installed but its reload
     /// has not run (yet), and "missing: NAME has never been installed on
     /// this host" when it has no file: what `fleet` and `fleet wait` say
@@ -481,12 +482,12 @@ impl ResourceReport {
     pub(crate) fn failing_and_missing(&self, name: &str) -> Vec<String> {
         let mut out = Vec::new();
         if !self.healthy {
+            // No error: its daemon lists it from the start, unhealthy until
+            // its first render (a daemon that never reaches etcd must not
+            // look fine); said as `liveconf status` says it.
             out.push(format!(
-                "failing: {name}{}",
-                self.error
-                    .as_deref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
+                "failing: {name} ({})",
+                self.error.as_deref().unwrap_or("not rendered yet")
             ));
         } else if self.reload_owed {
             out.push(format!(
@@ -737,6 +738,34 @@ mod tests {
         assert_eq!(retry_cap(s(30)), s(5));
         assert_eq!(retry_cap(s(2)), s(1));
         assert_eq!(retry_cap(s(3600)), s(30));
+    }
+
+    #[test]
+    fn a_resource_its_daemon_has_not_rendered_yet_is_said_so() {
+        let res = ResourceReport {
+            revision: None,
+            sha256: None,
+            healthy: false,
+            reload_owed: false,
+            updated: None,
+            watched: vec!["/app/x".into()],
+            error: None,
+        };
+        assert_eq!(
+            res.failing_and_missing("x"),
+            [
+                "failing: x (not rendered yet)",
+                "missing: x has never been installed on this host"
+            ]
+        );
+        let res = ResourceReport {
+            error: Some("check: `false` exited with status 1".into()),
+            ..res
+        };
+        assert_eq!(
+            res.failing_and_missing("x")[0],
+            "failing: x (check: `false` exited with status 1)"
+        );
     }
 
     fn report(node: &str, sha: &str) -> (String, Report) {
