@@ -113,27 +113,35 @@ impl Scope {
         } else {
             format!("/{pattern}")
         };
-        let matcher = GlobBuilder::new(&rel_pattern)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| Error::message(format!("invalid pattern {pattern:?}: {e}")))?
-            .compile_matcher();
-        // With `/` matched only by a literal `/`, a pattern without `**`,
-        // alternatives or classes matches only keys with as many `/` as it
-        // has (an escaped `\/` is one too): the others are not matched.
-        let slashes = (!rel_pattern.contains("**") && !rel_pattern.contains(['{', '[']))
-            .then(|| slash_count(&rel_pattern));
-        // `/*`, `/a/*/b`: matched segment by segment, without the regex.
-        let simple = simple_glob(&rel_pattern, &['?', '[', '{', '\\']);
+        // `/*`, `/a/*/b`: matched segment by segment, without the regex
+        // (and not compiled: anything globset could refuse goes to it).
+        let matcher = match simple_glob(&rel_pattern, &['?', '[', ']', '{', '}', '\\']) {
+            Some(segs) => Match::Simple(segs),
+            None => Match::Glob(
+                GlobBuilder::new(&rel_pattern)
+                    .literal_separator(true)
+                    .backslash_escape(true)
+                    .build()
+                    .map_err(|e| Error::message(format!("invalid pattern {pattern:?}: {e}")))?
+                    .compile_matcher(),
+                // With `/` matched only by a literal `/`, a pattern without
+                // `**`, alternatives or classes matches only keys with as
+                // many `/` as it has (an escaped `\/` is one too): the
+                // others are not matched.
+                (!rel_pattern.contains("**") && !rel_pattern.contains(['{', '[']))
+                    .then(|| slash_count(&rel_pattern)),
+            ),
+        };
         let dir = self.abs(keypath::glob_literal_dir(&rel_pattern));
         let dir = dir.trim_end_matches('/');
         let mut out = Vec::new();
         for (k, v) in self.keys_below(dir) {
             let rel = self.rel(k);
-            let matched = match &simple {
-                Some(segs) => simple_match(segs, rel),
-                None => slashes.is_none_or(|n| slash_count(rel) == n) && matcher.is_match(rel),
+            let matched = match &matcher {
+                Match::Simple(segs) => simple_match(segs, rel),
+                Match::Glob(m, slashes) => {
+                    slashes.is_none_or(|n| slash_count(rel) == n) && m.is_match(rel)
+                }
             };
             if !matched {
                 continue;
@@ -282,6 +290,15 @@ impl serde::Serialize for Pairs<'_> {
     }
 }
 
+/// How [`Scope::glob`] matches a relative key.
+enum Match<'p> {
+    /// The segments of a [`simple_glob`].
+    Simple(Vec<&'p str>),
+    /// globset's matcher, and the number of `/` a key must have to match,
+    /// when that is known from the pattern.
+    Glob(globset::GlobMatcher, Option<usize>),
+}
+
 /// The segments of a glob whose only wildcards are whole-segment `*`s
 /// (`/*`, `/a/*/b`), or `None` when it has any other (`metas`, `**`, `a*`).
 /// Such a pattern matches a key with as many segments, each equal to the
@@ -300,10 +317,21 @@ pub(crate) fn simple_glob<'p>(pattern: &'p str, metas: &[char]) -> Option<Vec<&'
 
 /// Whether `key` matches the segments of a [`simple_glob`].
 pub(crate) fn simple_match(segs: &[&str], key: &str) -> bool {
-    let mut parts = key.split('/');
-    segs.iter()
-        .all(|s| parts.next().is_some_and(|p| *s == "*" || *s == p))
-        && parts.next().is_none()
+    // On bytes: called for every key under the glob's directory.
+    let mut rest = key.as_bytes();
+    let Some((last, inner)) = segs.split_last() else {
+        return false;
+    };
+    for s in inner {
+        let Some(at) = rest.iter().position(|&b| b == b'/') else {
+            return false;
+        };
+        if *s != "*" && s.as_bytes() != &rest[..at] {
+            return false;
+        }
+        rest = &rest[at + 1..];
+    }
+    !rest.contains(&b'/') && (*last == "*" || last.as_bytes() == rest)
 }
 
 /// The number of `/` in `s`.

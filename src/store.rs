@@ -302,6 +302,17 @@ impl Snapshot {
         roots.iter().flat_map(move |r| self.subtree(r))
     }
 
+    /// The bytes of the keys and values at or below `roots` (disjoint, see
+    /// [`roots`]) of a sorted-list snapshot (a one-shot run's), `None` for
+    /// a tree (it would cost the daemon a scan per render): what a
+    /// template listing them writes, about.
+    pub fn bytes_under(&self, roots: &[String]) -> Option<usize> {
+        match &self.keys {
+            Keys::Tree(_) => None,
+            Keys::Flat(_) => Some(self.under(roots).map(|(k, v)| k.len() + v.len()).sum()),
+        }
+    }
+
     /// Every key, in order, with its value (shared with a tree snapshot's,
     /// copied from a sorted list's).
     pub fn iter(&self) -> impl Iterator<Item = (Key, Val)> + '_ {
@@ -475,6 +486,11 @@ mod tests {
         assert_eq!(f.get("/b"), None);
         assert_eq!(frozen.get("/a/c").unwrap(), b"4");
         assert_eq!(f.len(), 4);
+        // Only a sorted list says how many bytes it holds (a tree would scan).
+        assert_eq!(frozen.bytes_under(&["/a/b".to_string()]), Some(12));
+        assert_eq!(frozen.bytes_under(&["/".to_string()]), Some(26));
+        assert_eq!(t.bytes_under(&["/".to_string()]), None);
+        assert_eq!(f.bytes_under(&["/".to_string()]), None);
     }
 
     /// Entries out of order (nested roots read one after the other: `/a`
