@@ -64,7 +64,7 @@ pub fn idle_tick() {
 }
 
 /// Trims the heap and unmaps the loaded objects' never-written pages.
-/// Cheap (reading /proc/self/smaps, a few system calls: under a
+/// Cheap (reading /proc/self/smaps, a few dozen system calls: about a
 /// millisecond); safe at any time: what is dropped reads back unchanged
 /// (see the module's documentation).
 pub fn after_initial_sync() {
