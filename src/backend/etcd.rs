@@ -417,6 +417,11 @@ impl Connection {
             Some(true) if closed => message.push_str(
                 " (TLS handshake done but the connection was closed: etcd probably rejected the client certificate; is it signed by a CA in etcd's --trusted-ca-file?)",
             ),
+            // etcd's grpc-proxy passes its own client's state through when
+            // it cannot reach etcd: gRPC's words for it name neither.
+            _ if message.contains("SubConns are in TransientFailure") => message.push_str(
+                " (a grpc-proxy at this endpoint answered, but cannot reach etcd behind it)",
+            ),
             // Plain text: the peer went away mid-stream (an etcd member or
             // a grpc-proxy stopped or restarted); h2's own words for it
             // ("stream closed because of a broken pipe") say nothing of that.

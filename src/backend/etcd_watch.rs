@@ -44,6 +44,13 @@ enum WatchEnd {
     Home,
 }
 
+/// The longest wait between two attempts to reach etcd (each is drawn
+/// between half and all of it): a host reconnects within this of etcd
+/// answering again. Short, because a fleet waits on its slowest host
+/// (`fleet wait`); 1,000 hosts retrying a dead endpoint at this pace make
+/// a few hundred connection attempts a second, nothing for a listener.
+pub const RECONNECT_CAP: Duration = Duration::from_secs(10);
+
 /// While the watch runs on another endpoint than the first, how often (on
 /// average; each wait is drawn between half and one and a half times it)
 /// the first one is tried again. Hosts list their preferred endpoint (a
@@ -67,7 +74,8 @@ pub async fn run(
 ) {
     use super::{Backoff, Event, SnapshotReason};
     let roots = roots(&prefixes);
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    // At most RECONNECT_CAP apart: a host is back within that of etcd.
+    let mut backoff = Backoff::new(Duration::from_millis(200), RECONNECT_CAP);
     // Per root: the revision up to which events were delivered.
     let mut seen: Option<Vec<i64>> = None;
     // The roots actually watched: those the snapshot could read.
@@ -283,7 +291,6 @@ async fn watch(
         tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_message = tokio::time::Instant::now();
-    let stall = PROGRESS_EVERY * 2 + conn.request_timeout;
     let mut next_resync = (!resync.is_zero()).then(|| tokio::time::Instant::now() + resync);
     let away = conn
         .endpoints
@@ -340,10 +347,16 @@ async fn watch(
                 // forward them (etcd 3.4's grpc-proxy), or a dead
                 // connection. One unary request on the same channel tells
                 // which; only its failure too ends the stream, still within
-                // `stall` of the last answer (plus one tick, as before).
+                // two periods plus the request timeout of the last answer
+                // (plus one tick, as before).
                 if last_message.elapsed() > PROGRESS_EVERY * 2 {
                     let Some(revision) = alive(conn, client, &roots[0]).await else {
-                        return WatchEnd::Broken(format!("no answer for {}s", stall.as_secs()));
+                        // How long it has really been silent: at most two
+                        // periods plus the request timeout, plus one tick.
+                        return WatchEnd::Broken(format!(
+                            "no answer for {}s",
+                            last_message.elapsed().as_secs()
+                        ));
                     };
                     last_message = tokio::time::Instant::now();
                     // Heard from etcd: status.json's last event and
@@ -398,7 +411,7 @@ async fn first_answers(conn: &Connection, root: &str) -> bool {
 /// Returns etcd's current revision (the answer's header: a linearizable
 /// read, which the grpc-proxy forwards to etcd rather than serving from a
 /// cache), or None without an answer.
-async fn alive(conn: &Connection, client: &mut Client, root: &str) -> Option<i64> {
+pub(crate) async fn alive(conn: &Connection, client: &mut Client, root: &str) -> Option<i64> {
     let opts = etcd_client::GetOptions::new().with_count_only();
     let key = range_of(root).0;
     match tokio::time::timeout(conn.request_timeout, client.get(key, Some(opts))).await {

@@ -346,7 +346,15 @@ impl Observer {
         tracing::info!(%endpoint, "connected");
         self.set_connected(true);
         self.status.endpoint = Some(endpoint);
-        self.status.connected_at = Some(crate::status::now());
+        let now = crate::status::now();
+        self.status.connected_at = Some(now);
+        // A watch etcd confirmed is hearing from etcd: after a failover
+        // through a grpc-proxy (no progress answers) the last event would
+        // otherwise stay as old as the last change or liveness read.
+        self.status.last_event = Some(now);
+        if let Some(m) = &self.metrics {
+            m.heard(now as f64);
+        }
         self.status.backend_error = None;
     }
 
