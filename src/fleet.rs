@@ -178,6 +178,20 @@ fn retry_cap(ttl: Duration) -> Duration {
     (ttl / 6).clamp(Duration::from_secs(1), Duration::from_secs(30))
 }
 
+/// The shortest lease of a report, in seconds.
+const MIN_LEASE_SECS: u64 = 2;
+
+/// The report's lease in whole seconds (etcd's unit): `report_ttl` rounded
+/// up, at least [`MIN_LEASE_SECS`]. (It was rounded down, and below 2 s
+/// silently raised: `--report-ttl 2500ms` gave a 2 s lease, shorter than
+/// asked.)
+fn lease_secs(ttl: Duration) -> i64 {
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    i64::try_from(secs.max(MIN_LEASE_SECS)).unwrap_or(i64::MAX)
+}
+
 /// Puts the report under `lease`, bounded by `limit`.
 async fn put_report(
     client: &mut Client,
@@ -222,16 +236,24 @@ pub async fn publish(
     ttl: Duration,
     mut rx: watch::Receiver<Report>,
 ) {
-    let ttl_secs = ttl.as_secs().max(2) as i64;
+    let ttl_secs = lease_secs(ttl);
+    let lease_ttl = Duration::from_secs(ttl_secs.unsigned_abs());
+    if lease_ttl != ttl {
+        // Said once: the lease is not what was asked for.
+        tracing::warn!(
+            "report_ttl {}: the report's lease is {ttl_secs}s (etcd leases are whole seconds, at least {MIN_LEASE_SECS})",
+            humantime::format_duration(ttl)
+        );
+    }
     // A keep-alive is sent every third of the TTL. Answers need not pair
     // with requests (etcd's grpc-proxy answers at its own pace), so the
     // lease counts as kept while any answer came within two periods; after
     // that (an endpoint that hangs: a stopped proxy) a third of the TTL is
     // left to re-publish through the next endpoint before the report lapses.
-    let silence = (Duration::from_secs(ttl_secs as u64) * 2 / 3).max(Duration::from_secs(1));
+    let silence = (lease_ttl / 3 * 2).max(Duration::from_secs(1));
     let report_key = format!("{REPORT_PREFIX}{node}");
     let registry_key = format!("{REGISTRY_PREFIX}{node}");
-    let mut backoff = Backoff::new(RETRY_FIRST, retry_cap(ttl));
+    let mut backoff = Backoff::new(RETRY_FIRST, retry_cap(lease_ttl));
     let mut idx = 0usize;
     // Failed attempts since the report was last published, and the last
     // error logged (a repeat is logged at debug only).
@@ -267,8 +289,7 @@ pub async fn publish(
                     error,
                 })?;
             let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
-            let mut ticker =
-                tokio::time::interval(Duration::from_millis((ttl_secs as u64 * 1000 / 3).max(500)));
+            let mut ticker = tokio::time::interval((lease_ttl / 3).max(Duration::from_millis(500)));
             let mut last_answer = tokio::time::Instant::now();
             loop {
                 tokio::select! {
@@ -731,6 +752,16 @@ pub async fn forget(conn: &Connection, node: &str) -> Result<Forgotten, FleetErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_is_report_ttl_rounded_up_to_whole_seconds_at_least_two() {
+        let ms = Duration::from_millis;
+        assert_eq!(lease_secs(ms(30_000)), 30);
+        assert_eq!(lease_secs(ms(2500)), 3);
+        assert_eq!(lease_secs(ms(1000)), 2);
+        assert_eq!(lease_secs(ms(0)), 2);
+        assert_eq!(lease_secs(Duration::MAX), i64::MAX);
+    }
 
     #[test]
     fn publishing_again_waits_at_most_a_sixth_of_the_ttl() {
