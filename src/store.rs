@@ -302,15 +302,31 @@ impl Snapshot {
         roots.iter().flat_map(move |r| self.subtree(r))
     }
 
-    /// The bytes of the keys and values at or below `roots` (disjoint, see
-    /// [`roots`]) of a sorted-list snapshot (a one-shot run's), `None` for
-    /// a tree (it would cost the daemon a scan per render): what a
-    /// template listing them writes, about.
+    /// About the bytes of the keys and values at or below `roots`
+    /// (disjoint, see [`roots`]) of a sorted-list snapshot (a one-shot
+    /// run's): those of the keys in each root's range (which also holds
+    /// keys such as `root!x`), summed from the lengths alone, without
+    /// reading a key. `None` for a tree (it would cost the daemon a scan per
+    /// render). What a template listing the keys writes, about.
     pub fn bytes_under(&self, roots: &[String]) -> Option<usize> {
-        match &self.keys {
-            Keys::Tree(_) => None,
-            Keys::Flat(_) => Some(self.under(roots).map(|(k, v)| k.len() + v.len()).sum()),
-        }
+        let Keys::Flat(f) = &self.keys else {
+            return None;
+        };
+        let bytes = |r: &String| -> usize {
+            let base = r.trim_end_matches('/');
+            let lo = f.partition_point(|(k, _)| &**k < base);
+            let hi = if base.is_empty() {
+                f.len()
+            } else {
+                let end = format!("{base}0");
+                f.partition_point(|(k, _)| **k < *end)
+            };
+            f[lo..hi.max(lo)]
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum()
+        };
+        Some(roots.iter().map(bytes).sum())
     }
 
     /// Every key, in order, with its value (shared with a tree snapshot's,
