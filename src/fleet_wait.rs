@@ -26,7 +26,8 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::backend::etcd::{Connection, range_of};
+use crate::backend::etcd::{Connection, EtcdError, describe, range_of};
+use crate::backend::etcd_watch::{PROGRESS_EVERY, alive};
 use crate::fleet::{
     FleetError, HostState, REGISTRY_PREFIX, REPORT_PREFIX, Report, ResourceReport, newest_put,
     parse_report, report_node,
@@ -99,7 +100,16 @@ pub enum WaitError {
         /// ", known: a, b" (empty when nothing is known).
         known: String,
     },
+    /// The endpoint in use failed (no answer within the request timeout,
+    /// a closed watch): the wait moves to the next one. Never returned by
+    /// [`wait`], which names the endpoints when none is left.
+    #[error("{0}")]
+    Lost(String),
 }
+
+/// How long to pause between two rounds of the endpoints when none
+/// answered.
+const ROUND_PAUSE: Duration = Duration::from_millis(500);
 
 impl From<etcd_client::Error> for WaitError {
     fn from(e: etcd_client::Error) -> WaitError {
@@ -283,8 +293,8 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
                 })
         })
         .transpose()?;
-    let mut client = conn.connect().await.map_err(FleetError::from)?;
-    let (reports, current) = read_reports(&mut client).await?;
+    let (mut link, reports, current) = Link::open(conn).await?;
+    let limit = conn.request_timeout;
     let target = match what.revision {
         Some(n) if n > current => return Err(WaitError::Future { asked: n, current }),
         Some(n) => n,
@@ -306,13 +316,31 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
         )),
         e => e,
     })?;
-    let not_waited_for = gone_before(&mut client, &fleet).await?;
-    learn_newest(&mut client, &mut fleet, what.revision.is_some()).await?;
+    // Each step through the endpoint is bounded; one that fails moves the
+    // wait to the next endpoint (the watch below resumes from the revision
+    // reached, so nothing read now is lost).
+    let not_waited_for = loop {
+        match bounded(limit, gone_before(&mut link.client, &fleet)).await {
+            Ok(v) => break v,
+            Err(e) => {
+                link.recover(e, deadline).await?;
+            }
+        }
+    };
+    loop {
+        let explicit = what.revision.is_some();
+        match learn_newest(&mut link.client, &mut fleet, explicit, limit).await {
+            Ok(()) => break,
+            Err(e) => {
+                link.recover(e, deadline).await?;
+            }
+        }
+    }
     let mut judged = fleet.update(Duration::ZERO);
     let mut said = false;
     let mut watch_from = current + 1;
     let mut timed_out = false;
-    'wait: loop {
+    loop {
         if settled(&judged) {
             break;
         }
@@ -320,70 +348,29 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
             eprintln!("{}", waiting_line(&judged, target, what.timeout));
             said = true;
         }
-        let mut stream = client
-            .watch(
-                REPORT_PREFIX,
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(watch_from),
-                ),
-            )
-            .await?;
-        loop {
-            let msg = tokio::select! {
-                m = stream.message() => m,
-                _ = tokio::time::sleep_until(deadline) => {
-                    timed_out = true;
-                    break 'wait;
-                }
-            };
-            let resp = match msg {
-                Ok(Some(resp)) => resp,
-                Ok(None) | Err(_) => {
-                    // The stream ended (an endpoint went away): read the
-                    // reports again and watch from there.
-                    tracing::debug!("fleet wait: the watch ended; reading the reports again");
-                    let (reports, rev) = read_reports(&mut client).await?;
-                    fleet.reports = reports;
-                    watch_from = rev + 1;
-                    break;
-                }
-            };
-            if resp.canceled() {
-                // Compacted past the resume point: read again.
-                let (reports, rev) = read_reports(&mut client).await?;
-                fleet.reports = reports;
-                watch_from = rev + 1;
+        let mut follow = Follow {
+            fleet: &mut fleet,
+            watch_from: &mut watch_from,
+            judged: &mut judged,
+            started,
+            deadline,
+        };
+        match follow.run(&mut link).await {
+            Ok(Followed::Settled) => break,
+            Ok(Followed::TimedOut) => {
+                timed_out = true;
                 break;
             }
-            for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                watch_from = watch_from.max(kv.mod_revision() + 1);
-                match ev.event_type() {
-                    EventType::Put => {
-                        if let Some((node, r)) = parse_report(kv.key(), kv.value()) {
-                            fleet.reports.insert(node, r);
-                        }
-                    }
-                    EventType::Delete => {
-                        if let Some(node) = report_node(kv.key()) {
-                            fleet.reports.remove(&node);
-                        }
-                    }
-                }
-            }
-            if resp.events().is_empty() {
-                continue;
-            }
-            learn_newest(&mut client, &mut fleet, false).await?;
-            judged = fleet.update(started.elapsed());
-            if settled(&judged) {
-                break 'wait;
+            Ok(Followed::Again) => {}
+            Err(e) => {
+                // Another endpoint (or none before the deadline: an
+                // error naming them): the reports as they are now, and
+                // the watch from there.
+                let (reports, rev) = link.recover(e, deadline).await?;
+                fleet.reports = reports;
+                watch_from = rev + 1;
             }
         }
-        learn_newest(&mut client, &mut fleet, false).await?;
-        judged = fleet.update(started.elapsed());
     }
     let hosts: Vec<HostWait> = judged
         .into_iter()
@@ -440,6 +427,299 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
         hosts,
         not_waited_for,
     })
+}
+
+/// How one watch of the reports ended.
+enum Followed {
+    /// Nothing more can happen (see [`settled`]).
+    Settled,
+    /// `--timeout` expired.
+    TimedOut,
+    /// The watch was cancelled (compacted past its start): the reports
+    /// were read again, watch again from there.
+    Again,
+}
+
+/// One watch of the reports, from `watch_from`, judging each report as it
+/// comes.
+struct Follow<'f> {
+    fleet: &'f mut Fleet,
+    watch_from: &'f mut i64,
+    judged: &'f mut BTreeMap<String, Vec<String>>,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl Follow<'_> {
+    /// Errors: the endpoint failed ([`WaitError::Lost`], or what etcd
+    /// said), or the wait cannot go on.
+    async fn run(&mut self, link: &mut Link<'_>) -> Result<Followed, WaitError> {
+        let conn = link.conn;
+        let limit = conn.request_timeout;
+        learn_newest(&mut link.client, self.fleet, false, limit).await?;
+        *self.judged = self.fleet.update(self.started.elapsed());
+        if settled(self.judged) {
+            return Ok(Followed::Settled);
+        }
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(*self.watch_from);
+        let watched = tokio::time::timeout(limit, link.client.watch(REPORT_PREFIX, Some(opts)));
+        let mut stream = match watched.await {
+            Ok(r) => r?,
+            Err(_) => return Err(no_answer(limit)),
+        };
+        // A quiet watch is asked nothing (etcd 3.4's grpc-proxy never
+        // answers progress requests): a read on the same connection, as
+        // the daemon's watcher does, tells a quiet fleet from a dead or
+        // hung endpoint.
+        let mut ticker = tokio::time::interval_at(Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_message = Instant::now();
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = tokio::time::sleep_until(self.deadline) => return Ok(Followed::TimedOut),
+                _ = ticker.tick() => {
+                    if last_message.elapsed() >= PROGRESS_EVERY {
+                        if alive(conn, &mut link.client, REPORT_PREFIX).await.is_none() {
+                            return Err(WaitError::Lost(format!(
+                                "the watch was quiet for {}s and a read got no answer within {}",
+                                last_message.elapsed().as_secs(),
+                                humantime::format_duration(limit)
+                            )));
+                        }
+                        last_message = Instant::now();
+                    }
+                    continue;
+                }
+            };
+            last_message = Instant::now();
+            let resp = match msg {
+                Ok(Some(resp)) => resp,
+                Ok(None) => return Err(WaitError::Lost("the watch stream was closed".into())),
+                Err(e) => return Err(WaitError::Lost(conn.explain(describe(&e)))),
+            };
+            if resp.canceled() {
+                // Compacted past the resume point: read again.
+                let (reports, rev) = bounded(limit, read_reports(&mut link.client)).await?;
+                self.fleet.reports = reports;
+                *self.watch_from = rev + 1;
+                return Ok(Followed::Again);
+            }
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                *self.watch_from = (*self.watch_from).max(kv.mod_revision() + 1);
+                match ev.event_type() {
+                    EventType::Put => {
+                        if let Some((node, r)) = parse_report(kv.key(), kv.value()) {
+                            self.fleet.reports.insert(node, r);
+                        }
+                    }
+                    EventType::Delete => {
+                        if let Some(node) = report_node(kv.key()) {
+                            self.fleet.reports.remove(&node);
+                        }
+                    }
+                }
+            }
+            if resp.events().is_empty() {
+                continue;
+            }
+            learn_newest(&mut link.client, self.fleet, false, limit).await?;
+            *self.judged = self.fleet.update(self.started.elapsed());
+            if settled(self.judged) {
+                return Ok(Followed::Settled);
+            }
+        }
+    }
+}
+
+/// The endpoint the wait reads through. When it fails, the wait moves to
+/// the next one of the list, round-robin (as the daemon does), until one
+/// answers or `--timeout` expires.
+struct Link<'c> {
+    conn: &'c Connection,
+    /// Index of the endpoint in use in `conn.endpoints`.
+    idx: usize,
+    client: Client,
+}
+
+impl<'c> Link<'c> {
+    /// The first endpoint, in the order given, that answers a read of the
+    /// reports; that read and its revision.
+    async fn open(
+        conn: &'c Connection,
+    ) -> Result<(Link<'c>, BTreeMap<String, Report>, i64), WaitError> {
+        let mut failures: Vec<(String, String)> = Vec::new();
+        for (idx, endpoint) in conn.endpoints.iter().enumerate() {
+            match reach(conn, endpoint).await {
+                Ok((client, reports, rev)) => {
+                    if !failures.is_empty() {
+                        tracing::warn!(
+                            "etcd: using {endpoint}; unreachable: {}",
+                            listed(&failures)
+                        );
+                    }
+                    return Ok((Link { conn, idx, client }, reports, rev));
+                }
+                Err(e) => match endpoint_failure(conn, &e) {
+                    Some(why) => failures.push((endpoint.clone(), why)),
+                    None => return Err(e),
+                },
+            }
+        }
+        Err(WaitError::Fleet(FleetError::Connect(
+            match failures.len() {
+                1 => {
+                    let (endpoints, message) = failures.remove(0);
+                    EtcdError::Unavailable { endpoints, message }
+                }
+                _ => EtcdError::Unavailable {
+                    endpoints: conn.endpoints.join(","),
+                    message: format!("no endpoint answered ({})", listed(&failures)),
+                },
+            },
+        )))
+    }
+
+    fn endpoint(&self) -> &str {
+        self.conn
+            .endpoints
+            .get(self.idx)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// After `e`: when it is the endpoint's failure, moves to the next
+    /// endpoint that answers (round-robin, the failed one last), logging
+    /// one line, and returns the reports read there and their revision;
+    /// tries again until `deadline`, then fails naming every endpoint and
+    /// what it did. Any other error is returned as it is.
+    async fn recover(
+        &mut self,
+        e: WaitError,
+        deadline: Instant,
+    ) -> Result<(BTreeMap<String, Report>, i64), WaitError> {
+        let Some(why) = endpoint_failure(self.conn, &e) else {
+            return Err(e);
+        };
+        let failed = self.endpoint().to_string();
+        tracing::debug!("fleet wait: {failed}: {why}");
+        let mut failures = vec![(failed.clone(), why.clone())];
+        let n = self.conn.endpoints.len();
+        loop {
+            for k in 1..=n {
+                let idx = (self.idx + k) % n;
+                let endpoint = self.conn.endpoints[idx].clone();
+                match tokio::time::timeout_at(deadline, reach(self.conn, &endpoint)).await {
+                    Err(_) => return Err(gave_up(self.conn, &failures)),
+                    Ok(Ok((client, reports, rev))) => {
+                        tracing::warn!(
+                            "fleet wait: {failed}: {why}; moving to {endpoint} (resuming the watch of the reports from revision {rev})"
+                        );
+                        self.idx = idx;
+                        self.client = client;
+                        return Ok((reports, rev));
+                    }
+                    Ok(Err(e)) => match endpoint_failure(self.conn, &e) {
+                        Some(m) => {
+                            failures.retain(|(f, _)| *f != endpoint);
+                            failures.push((endpoint, m));
+                        }
+                        None => return Err(e),
+                    },
+                }
+            }
+            if Instant::now() + ROUND_PAUSE >= deadline {
+                return Err(gave_up(self.conn, &failures));
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+    }
+}
+
+/// Connects to `endpoint` and reads the reports there (bounded by the
+/// request timeout): only an answer proves the endpoint is there.
+async fn reach(
+    conn: &Connection,
+    endpoint: &str,
+) -> Result<(Client, BTreeMap<String, Report>, i64), WaitError> {
+    let mut client = conn.connect_to(endpoint).await.map_err(FleetError::from)?;
+    let (reports, rev) = bounded(conn.request_timeout, read_reports(&mut client)).await?;
+    Ok((client, reports, rev))
+}
+
+/// "a: why; b: why".
+fn listed(failures: &[(String, String)]) -> String {
+    failures
+        .iter()
+        .map(|(e, m)| format!("{e}: {m}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// No endpoint answered until `--timeout`: each one and what it did last.
+fn gave_up(conn: &Connection, failures: &[(String, String)]) -> WaitError {
+    WaitError::Fleet(FleetError::Connect(EtcdError::Unavailable {
+        endpoints: conn.endpoints.join(","),
+        message: format!(
+            "fleet wait lost etcd and no endpoint answered again before --timeout ({})",
+            listed(failures)
+        ),
+    }))
+}
+
+/// Why the endpoint failed, when `e` is its failure (no answer, a lost
+/// connection, etcd unavailable there) rather than the request's.
+fn endpoint_failure(conn: &Connection, e: &WaitError) -> Option<String> {
+    use etcd_client::Error as E;
+    match e {
+        WaitError::Lost(why) => Some(why.clone()),
+        WaitError::Fleet(FleetError::Connect(EtcdError::Unavailable { message, .. })) => {
+            Some(message.clone())
+        }
+        WaitError::Fleet(FleetError::Request(err)) => match err {
+            E::GRpcStatus(st)
+                if !matches!(
+                    st.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Aborted
+                        | tonic::Code::Internal
+                ) =>
+            {
+                None
+            }
+            E::GRpcStatus(_)
+            | E::TransportError(_)
+            | E::IoError(_)
+            | E::WatchError(_)
+            | E::EndpointError(_) => Some(conn.explain(describe(err))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// "no answer within 1s", as an endpoint failure.
+fn no_answer(limit: Duration) -> WaitError {
+    WaitError::Lost(format!(
+        "no answer within {}",
+        humantime::format_duration(limit)
+    ))
+}
+
+/// `f`, or [`no_answer`] after `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, WaitError>>,
+) -> Result<T, WaitError> {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| Err(no_answer(limit)))
 }
 
 /// Nothing more can happen: every host present is there (a gone host
@@ -553,6 +833,7 @@ async fn learn_newest(
     client: &mut Client,
     fleet: &mut Fleet,
     explicit: bool,
+    limit: Duration,
 ) -> Result<(), WaitError> {
     let prefixes = fleet.unknown_prefixes();
     if prefixes.is_empty() {
@@ -560,7 +841,8 @@ async fn learn_newest(
     }
     let mut puts = BTreeMap::new();
     for w in &prefixes {
-        let rev = match newest_put(client, w, Some(fleet.target)).await {
+        let put = tokio::time::timeout(limit, newest_put(client, w, Some(fleet.target)));
+        let rev = match put.await.map_err(|_| no_answer(limit))? {
             Ok(rev) => rev,
             Err(e) if explicit && e.to_string().contains("compacted") => {
                 return Err(WaitError::Compacted {
@@ -572,7 +854,7 @@ async fn learn_newest(
         puts.insert(w.clone(), rev);
     }
     let floor = puts.values().copied().min().unwrap_or(0);
-    let deletes = newest_deletes(client, &prefixes, floor, fleet.target).await?;
+    let deletes = newest_deletes(client, &prefixes, floor, fleet.target, limit).await?;
     for (w, put) in puts {
         let del = deletes.get(&w).copied().unwrap_or(0);
         fleet.newest.insert(w, put.max(del));
@@ -593,6 +875,7 @@ async fn newest_deletes(
     prefixes: &[String],
     floor: i64,
     target: i64,
+    limit: Duration,
 ) -> Result<BTreeMap<String, i64>, WaitError> {
     let mut out = BTreeMap::new();
     let from = (floor + 1).max(target - DELETE_WINDOW + 1).max(1);
@@ -600,16 +883,12 @@ async fn newest_deletes(
         return Ok(out);
     }
     let ranges: Vec<(&String, KeyRange)> = prefixes.iter().map(|w| (w, range_of(w))).collect();
-    let mut stream = client
-        .watch(
-            vec![0u8],
-            Some(
-                WatchOptions::new()
-                    .with_all_keys()
-                    .with_start_revision(from),
-            ),
-        )
-        .await?;
+    let opts = WatchOptions::new()
+        .with_all_keys()
+        .with_start_revision(from);
+    let mut stream = tokio::time::timeout(limit, client.watch(vec![0u8], Some(opts)))
+        .await
+        .map_err(|_| no_answer(limit))??;
     // Bounded: history replays at once; a stream that says nothing for
     // this long leaves deletes unknown rather than the wait stuck.
     const QUIET: Duration = Duration::from_secs(5);

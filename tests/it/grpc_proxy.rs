@@ -781,3 +781,167 @@ fn a_report_follows_the_file_at_once_when_its_proxy_comes_back() {
         h.d.log()
     );
 }
+
+/// A host behind `endpoint` as NODE whose resource `app` has a check that
+/// takes `check_secs` seconds, reporting to the fleet.
+fn slow_host(endpoint: &str, node: &str, check_secs: u64) -> Host {
+    let fx = Fx::new();
+    fx.template("app.tera", "v={{ getv(key=\"/app/v\") }}\n");
+    fx.resource(
+        "app",
+        &format!(
+            "[template]\nsrc = \"app.tera\"\ndest = \"{{out}}/app.conf\"\nkeys = [\"/app\"]\ncheck_cmd = \"sleep {check_secs}\"\n"
+        ),
+    );
+    let confdir = fx.dir.path().display().to_string();
+    let state = fx.path("state").display().to_string();
+    let d = Daemon::start(
+        &[
+            "--confdir",
+            &confdir,
+            "--endpoints",
+            endpoint,
+            "--state-dir",
+            &state,
+            "--wait",
+            "0s",
+            "--request-timeout",
+            REQUEST_TIMEOUT,
+            "--report",
+            "--node-name",
+            node,
+        ],
+        &fx.path("daemon.log"),
+    );
+    Host { d, fx }
+}
+
+/// `fleet wait --endpoints B,A` while B dies (`freeze`: SIGSTOP, else
+/// SIGKILL) mid-wait, with the hosts behind A: the wait moves to A, says
+/// so once, and ends 0 when the hosts are there.
+fn fleet_wait_survives_losing_its_endpoint(freeze: bool) {
+    let etcd = Etcd::start();
+    etcd.put("/app/v", "1");
+    let direct = etcd.members[0].url();
+    let a = Proxy::start(&direct, etcd.dir.path(), "proxy-a");
+    let mut b = Proxy::start(&direct, etcd.dir.path(), "proxy-b");
+    // The check takes 6 s: the wait is still running when B goes.
+    let hosts = [slow_host(&a.url(), "h1", 6), slow_host(&a.url(), "h2", 6)];
+    wait_all(&hosts, "1", "the file installed");
+    wait_for("both reports", LIMIT, || {
+        ["h1", "h2"]
+            .iter()
+            .all(|n| reported_revision(&etcd, &direct, n).is_some())
+    });
+    etcd.put_at(&direct, "/app/v", "2");
+    let start = Instant::now();
+    let waiter = Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .args([
+            "fleet",
+            "wait",
+            "--endpoints",
+            &format!("{},{}", b.url(), a.url()),
+            "--timeout",
+            "60s",
+            "--request-timeout",
+            REQUEST_TIMEOUT,
+        ])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fleet wait");
+    std::thread::sleep(Duration::from_secs(2));
+    if freeze {
+        nix::sys::signal::kill(b.pid(), nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    } else {
+        b.kill();
+    }
+    let r = common::Run::from(waiter.wait_with_output().expect("fleet wait"));
+    let took = start.elapsed();
+    b.kill(); // SIGCONT first when frozen
+    eprintln!("fleet wait took {took:?}:\n{}\n{}", r.stdout, r.stderr);
+    r.expect_code(0);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    for h in &hosts {
+        assert_eq!(h.file(), "v=2\n");
+    }
+    assert_eq!(
+        r.stderr.matches("moving to").count(),
+        1,
+        "one line when moving to A:\n{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains(&a.url()), "{}", r.stderr);
+}
+
+/// Found by a new-user trial: `fleet wait --endpoints B,A` exited 4 within
+/// a second of proxy B being killed (`tcp connect error ... Connection
+/// refused`, no endpoint named), though A answered and the hosts got
+/// there. The wait moves to A and goes on.
+#[test]
+fn fleet_wait_moves_to_the_next_endpoint_when_its_proxy_dies() {
+    fleet_wait_survives_losing_its_endpoint(false);
+}
+
+/// The same with B frozen (SIGSTOP): it exited 4 after 25 s (`Timeout
+/// expired: transport error`). The silent endpoint is found out by a
+/// bounded read and the wait moves to A.
+#[test]
+fn fleet_wait_moves_to_the_next_endpoint_when_its_proxy_hangs() {
+    fleet_wait_survives_losing_its_endpoint(true);
+}
+
+/// Both endpoints of `fleet wait` gone mid-wait: it tries them until
+/// `--timeout`, then exits 4 naming each one and what failed.
+#[test]
+fn fleet_wait_names_its_endpoints_when_none_answers_again() {
+    let etcd = Etcd::start();
+    etcd.put("/app/v", "1");
+    let direct = etcd.members[0].url();
+    let mut a = Proxy::start(&direct, etcd.dir.path(), "proxy-a");
+    let mut b = Proxy::start(&direct, etcd.dir.path(), "proxy-b");
+    let host = slow_host(&direct, "h1", 6);
+    wait_all(std::slice::from_ref(&host), "1", "the file installed");
+    wait_for("h1's report", LIMIT, || {
+        reported_revision(&etcd, &direct, "h1").is_some()
+    });
+    etcd.put_at(&direct, "/app/v", "2");
+    let (ua, ub) = (a.url(), b.url());
+    let start = Instant::now();
+    let waiter = Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .args([
+            "fleet",
+            "wait",
+            "--endpoints",
+            &format!("{ub},{ua}"),
+            "--timeout",
+            "8s",
+            "--request-timeout",
+            REQUEST_TIMEOUT,
+        ])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fleet wait");
+    std::thread::sleep(Duration::from_secs(2));
+    b.kill();
+    a.kill();
+    let r = common::Run::from(waiter.wait_with_output().expect("fleet wait"));
+    let took = start.elapsed();
+    eprintln!("fleet wait took {took:?}:\n{}\n{}", r.stdout, r.stderr);
+    r.expect_code(4);
+    assert!(
+        took >= Duration::from_secs(7) && took < Duration::from_secs(15),
+        "took {took:?}"
+    );
+    let last = r.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("{ua}: ")) && last.contains(&format!("{ub}: ")),
+        "{}",
+        r.stderr
+    );
+}
