@@ -571,7 +571,10 @@ fn etcd_down_is_a_warning_and_an_old_last_event_becomes_critical() {
     // outage's age (found behind a grpc-proxy, which answers no progress
     // requests: `--max-age` warned for 15-20 s after each failover).
     let (code, a, j) = age(&["--max-age", "2s"]);
-    assert_eq!(code, 0, "last event {a}s old right after reconnecting: {j:#}");
+    assert_eq!(
+        code, 0,
+        "last event {a}s old right after reconnecting: {j:#}"
+    );
     let r = status_cmd(&state, &["--max-age", "1m", "--format", "nagios"]);
     r.expect_code(0);
     wait_scrape(port, "backend connected again", |s| {
