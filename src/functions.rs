@@ -135,8 +135,15 @@ impl Scope {
         let dir = self.abs(keypath::glob_literal_dir(&rel_pattern));
         let dir = dir.trim_end_matches('/');
         let mut out = Vec::new();
+        // Every key below `dir` is below the prefix: its relative key is
+        // the rest, as `keypath::relative` would say (`/` for the prefix).
+        let at = self.prefix.len();
         for (k, v) in self.keys_below(dir) {
-            let rel = self.rel(k);
+            let rel = match k.as_bytes().get(at) {
+                None if k.len() == at => "/",
+                Some(b'/') => &k[at..],
+                _ => self.rel(k),
+            };
             let matched = match &matcher {
                 Match::Simple(segs) => simple_match(segs, rel),
                 Match::Glob(m, slashes) => {

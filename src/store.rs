@@ -290,7 +290,11 @@ impl Snapshot {
         let base = prefix.trim_end_matches('/');
         self.entries_from(base)
             .take_while(move |(k, _)| k.starts_with(base))
-            .filter(move |(k, _)| is_at_or_below(k, base))
+            // As `is_at_or_below`, for a key known to start with `base`.
+            .filter(move |(k, _)| match k.as_bytes().get(base.len()) {
+                None => !base.is_empty(),
+                Some(&b) => b == b'/',
+            })
     }
 
     /// Every key at or below one of `roots` (disjoint prefixes, see
