@@ -195,7 +195,10 @@ fn quiet_spell_through_grpc_proxy_is_not_an_outage() {
         d.log()
     );
     assert!(d.log().contains(&proxy_url), "{}", d.log());
-    assert_eq!(status(&fx)["connected"], false, "{}", d.log());
+    // The log line comes first; status.json at the end of the same turn.
+    wait_for("status.json saying not connected", LIMIT, || {
+        status(&fx)["connected"] == false
+    });
     drop(proxy);
 }
 
