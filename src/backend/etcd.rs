@@ -1020,8 +1020,9 @@ mod tests {
         Etcd(child, dir, url)
     }
 
-    #[tokio::test]
-    async fn a_read_at_a_compacted_revision_is_compaction_not_too_large() {
+    /// A started etcd, the confdir its settings name, a connection and a
+    /// client that has reached it (bounded wait).
+    async fn connected_etcd() -> (Etcd, tempfile::TempDir, Connection, Client) {
         let etcd = start_etcd();
         let dir = tempfile::tempdir().unwrap();
         let layer = crate::settings::Layer {
@@ -1032,13 +1033,19 @@ mod tests {
         let settings = Settings::load(None, layer).unwrap();
         let conn = Connection::from_settings(&settings).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let mut client = loop {
+        let client = loop {
             match conn.connect().await {
                 Ok(c) => break c,
                 Err(e) if std::time::Instant::now() > deadline => panic!("etcd: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
+        (etcd, dir, conn, client)
+    }
+
+    #[tokio::test]
+    async fn a_read_at_a_compacted_revision_is_compaction_not_too_large() {
+        let (_etcd, _dir, conn, mut client) = connected_etcd().await;
         let mut revs = Vec::new();
         for i in 0..3 {
             let r = client.put("/a/k", format!("{i}"), None).await.unwrap();
@@ -1062,23 +1069,7 @@ mod tests {
     /// that are not below the prefix, a key that is not UTF-8.
     #[tokio::test]
     async fn a_one_shot_snapshot_holds_what_the_tree_does() {
-        let etcd = start_etcd();
-        let dir = tempfile::tempdir().unwrap();
-        let layer = crate::settings::Layer {
-            confdir: Some(dir.path().to_path_buf()),
-            endpoints: Some(vec![etcd.2.clone()]),
-            ..Default::default()
-        };
-        let settings = Settings::load(None, layer).unwrap();
-        let conn = Connection::from_settings(&settings).await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let mut client = loop {
-            match conn.connect().await {
-                Ok(c) => break c,
-                Err(e) if std::time::Instant::now() > deadline => panic!("etcd: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
+        let (_etcd, _dir, conn, mut client) = connected_etcd().await;
         for k in [
             "/a", "/a/x", "/a/y/z", "/a!b", "/a!b/c", "/a!bc", "/ab", "/b",
         ] {
