@@ -838,23 +838,7 @@ fn fleet_wait_survives_losing_its_endpoint(freeze: bool) {
     });
     etcd.put_at(&direct, "/app/v", "2");
     let start = Instant::now();
-    let waiter = Command::new(env!("CARGO_BIN_EXE_liveconf"))
-        .args([
-            "fleet",
-            "wait",
-            "--endpoints",
-            &format!("{},{}", b.url(), a.url()),
-            "--timeout",
-            "60s",
-            "--request-timeout",
-            REQUEST_TIMEOUT,
-        ])
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fleet wait");
+    let waiter = spawn_fleet_wait(&format!("{},{}", b.url(), a.url()), "60s");
     std::thread::sleep(Duration::from_secs(2));
     if freeze {
         nix::sys::signal::kill(b.pid(), nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
@@ -913,23 +897,7 @@ fn fleet_wait_names_its_endpoints_when_none_answers_again() {
     etcd.put_at(&direct, "/app/v", "2");
     let (ua, ub) = (a.url(), b.url());
     let start = Instant::now();
-    let waiter = Command::new(env!("CARGO_BIN_EXE_liveconf"))
-        .args([
-            "fleet",
-            "wait",
-            "--endpoints",
-            &format!("{ub},{ua}"),
-            "--timeout",
-            "8s",
-            "--request-timeout",
-            REQUEST_TIMEOUT,
-        ])
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fleet wait");
+    let waiter = spawn_fleet_wait(&format!("{ub},{ua}"), "8s");
     std::thread::sleep(Duration::from_secs(2));
     b.kill();
     a.kill();
@@ -947,4 +915,26 @@ fn fleet_wait_names_its_endpoints_when_none_answers_again() {
         "{}",
         r.stderr
     );
+}
+
+/// `liveconf fleet wait --endpoints ENDPOINTS --timeout TIMEOUT`, started
+/// (stdout and stderr piped).
+fn spawn_fleet_wait(endpoints: &str, timeout: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_liveconf"))
+        .args([
+            "fleet",
+            "wait",
+            "--endpoints",
+            endpoints,
+            "--timeout",
+            timeout,
+            "--request-timeout",
+            REQUEST_TIMEOUT,
+        ])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fleet wait")
 }
