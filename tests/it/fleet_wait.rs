@@ -189,15 +189,7 @@ fn a_put_then_fleet_wait_returns_when_every_host_has_the_change() {
     // it waits for, and returns once that host's report says it caught up.
     hosts[2].d.signal(Signal::SIGSTOP);
     write(&etcd, &["put", "/app/x/v", "3"]);
-    let mut waiter = wait_cmd(&etcd, &["--timeout", "20s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fleet wait");
-    let mut said = String::new();
-    BufReader::new(waiter.stderr.take().expect("stderr"))
-        .read_line(&mut said)
-        .expect("read fleet wait's stderr");
+    let (waiter, said) = wait_saying(&etcd);
     // (host1 and host2 may not have rendered the put yet either.)
     assert!(
         said.starts_with("waiting up to 20s (--timeout) for ")
@@ -492,15 +484,7 @@ fn a_host_gone_when_the_wait_began_and_back_during_it_is_waited_for() {
     // host3 held back, so the wait is still on when host2 is back.
     hosts[2].d.signal(Signal::SIGSTOP);
     let rev = write(&etcd, &["put", "/app/x/v", "2"]);
-    let mut waiter = wait_cmd(&etcd, &["--timeout", "20s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fleet wait");
-    let mut said = String::new();
-    BufReader::new(waiter.stderr.take().expect("stderr"))
-        .read_line(&mut said)
-        .expect("read fleet wait's stderr");
+    let (waiter, said) = wait_saying(&etcd);
     assert!(said.contains("host3 (behind: x at revision "), "{said}");
     assert!(!said.contains("host2"), "{said}");
 
@@ -522,4 +506,19 @@ fn a_host_gone_when_the_wait_began_and_back_during_it_is_waited_for() {
         "{}",
         r.stdout
     );
+}
+
+/// `fleet wait --timeout 20s`, started, and the first line it says on
+/// stderr (what it waits for).
+fn wait_saying(etcd: &Etcd) -> (std::process::Child, String) {
+    let mut waiter = wait_cmd(etcd, &["--timeout", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fleet wait");
+    let mut said = String::new();
+    BufReader::new(waiter.stderr.take().expect("stderr"))
+        .read_line(&mut said)
+        .expect("read fleet wait's stderr");
+    (waiter, said)
 }
