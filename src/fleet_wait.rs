@@ -869,7 +869,8 @@ type KeyRange = (Vec<u8>, Vec<u8>);
 /// most [`DELETE_WINDOW`] revisions back), read from etcd's history: a
 /// watch of the whole keyspace from there, which ends at the first event
 /// at or after `target` (every revision is some write's, so one is there).
-/// History compacted away is not looked for.
+/// History compacted away is not looked for: the read starts again from
+/// the compaction revision.
 async fn newest_deletes(
     client: &mut Client,
     prefixes: &[String],
@@ -878,11 +879,40 @@ async fn newest_deletes(
     limit: Duration,
 ) -> Result<BTreeMap<String, i64>, WaitError> {
     let mut out = BTreeMap::new();
-    let from = (floor + 1).max(target - DELETE_WINDOW + 1).max(1);
-    if from > target {
-        return Ok(out);
-    }
+    let mut from = (floor + 1).max(target - DELETE_WINDOW + 1).max(1);
     let ranges: Vec<(&String, KeyRange)> = prefixes.iter().map(|w| (w, range_of(w))).collect();
+    while from <= target {
+        match deletes_from(client, &ranges, from, target, limit, &mut out).await? {
+            History::Read => break,
+            History::CompactedAt(at) if at > from => {
+                tracing::debug!(
+                    "fleet wait: etcd's history is compacted at {at}; deletes before it not looked for"
+                );
+                from = at;
+            }
+            History::CompactedAt(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// How a read of etcd's history ended.
+enum History {
+    /// Read up to the target (or given up on, quietly: deletes unknown).
+    Read,
+    /// Refused: compacted up to this revision.
+    CompactedAt(i64),
+}
+
+/// [`newest_deletes`]'s read of the history from `from`, into `out`.
+async fn deletes_from(
+    client: &mut Client,
+    ranges: &[(&String, KeyRange)],
+    from: i64,
+    target: i64,
+    limit: Duration,
+    out: &mut BTreeMap<String, i64>,
+) -> Result<History, WaitError> {
     let opts = WatchOptions::new()
         .with_all_keys()
         .with_start_revision(from);
@@ -897,15 +927,11 @@ async fn newest_deletes(
             Ok(Ok(Some(resp))) => resp,
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
                 tracing::debug!("fleet wait: etcd's history from {from} could not be read whole");
-                return Ok(out);
+                return Ok(History::Read);
             }
         };
         if resp.canceled() {
-            tracing::debug!(
-                "fleet wait: etcd's history from {from} is compacted (at {}); deletes before not looked for",
-                resp.compact_revision()
-            );
-            return Ok(out);
+            return Ok(History::CompactedAt(resp.compact_revision()));
         }
         let mut reached = false;
         for ev in resp.events() {
@@ -917,7 +943,7 @@ async fn newest_deletes(
             if rev > target || ev.event_type() != EventType::Delete {
                 continue;
             }
-            for (w, (start, end)) in &ranges {
+            for (w, (start, end)) in ranges {
                 if kv.key() >= start.as_slice() && kv.key() < end.as_slice() {
                     let e = out.entry((*w).clone()).or_insert(0);
                     *e = (*e).max(rev);
@@ -925,7 +951,7 @@ async fn newest_deletes(
             }
         }
         if reached {
-            return Ok(out);
+            return Ok(History::Read);
         }
     }
 }

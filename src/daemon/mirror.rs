@@ -68,10 +68,13 @@ impl Mirror {
         let mirror = self.view.as_mut()?;
         let mut touched = Touched::default();
         for c in changes {
-            let key = c.key().to_string();
-            if mirror.apply(c) {
-                self.deps.affected(&key, &mut touched.resources);
-            }
+            // A put of the value a key already holds touches its resources
+            // too: etcd moved the key's mod revision, so `fleet` and
+            // `fleet wait` expect their files to reflect it. Their render
+            // comes out unchanged (no install, no reload) and records the
+            // revision.
+            self.deps.affected(c.key(), &mut touched.resources);
+            mirror.apply(c);
         }
         if revision > mirror.revision() {
             mirror.set_revision(revision);

@@ -508,6 +508,55 @@ fn a_host_gone_when_the_wait_began_and_back_during_it_is_waited_for() {
     );
 }
 
+/// Found by the fleet wait trial. A put of the value a key already holds
+/// moves its mod revision: the hosts' files were never re-rendered for
+/// it, so every wait after it timed out with every host "behind" (until
+/// the next real change). And a delete after a compaction was not looked
+/// for when the resource's other keys were older than the compaction (its
+/// history read was refused whole): the wait passed at once while a host
+/// still had the deleted key in its file.
+#[test]
+fn a_put_of_the_same_value_and_a_delete_after_a_compaction_are_waited_for() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let hosts = three_hosts(&etcd, "30s", "");
+    fleet_wait(&etcd, &["--timeout", "20s"]).0.expect_code(0);
+
+    let same = write(&etcd, &["put", "/app/x/v", "1"]);
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "20s"]);
+    r.expect_code(0);
+    assert!(r.stdout.starts_with("3 hosts reflect revision "), "{}", r.stdout);
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(hosts[0].fx.path("state/status.json")).expect("status.json"),
+    )
+    .expect("status.json is JSON");
+    assert!(
+        status["resources"]["x"]["revision"].as_i64() >= Some(same),
+        "{status}"
+    );
+
+    let extra = write(&etcd, &["put", "/app/x/extra", "1"]);
+    fleet_wait(&etcd, &["--timeout", "20s"]).0.expect_code(0);
+    etcd.ctl(&["compact", &etcd.revision().to_string()]);
+    hosts[1].d.signal(Signal::SIGSTOP);
+    let del = write(&etcd, &["del", "/app/x/extra"]);
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "2s"]);
+    hosts[1].d.signal(Signal::SIGCONT);
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains(&format!(
+            "host2: behind: x at revision {extra}, its keys changed at {del}"
+        )),
+        "{}",
+        r.stdout
+    );
+    let (r, _) = fleet_wait(&etcd, &["--timeout", "20s"]);
+    r.expect_code(0);
+    for h in &hosts {
+        assert_eq!(h.file(), "v=1\n", "{}", h.name);
+    }
+}
+
 /// `fleet wait --timeout 20s`, started, and the first line it says on
 /// stderr (what it waits for).
 fn wait_saying(etcd: &Etcd) -> (std::process::Child, String) {
