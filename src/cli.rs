@@ -996,15 +996,20 @@ async fn fleet_wait_cmd(args: FleetWaitArgs) -> Result<u8, Exit> {
         outln!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
     } else if w.ok {
         let hosts = crate::logging::count(w.hosts.len(), "host");
+        let reflect = if w.hosts.len() == 1 {
+            "reflects"
+        } else {
+            "reflect"
+        };
         match &w.slowest {
             Some(sl) if sl.seconds > 0.0 => outln!(
-                "{hosts} reflect revision {}; the slowest, {}, after {:.3}s",
+                "{hosts} {reflect} revision {}; the slowest, {}, after {:.3}s",
                 w.revision,
                 sl.node,
                 sl.seconds
             ),
             _ => outln!(
-                "{hosts} reflect revision {} (all there when the wait began)",
+                "{hosts} {reflect} revision {} (all there when the wait began)",
                 w.revision
             ),
         }

@@ -32,14 +32,39 @@ pub struct ResourceError {
     pub message: String,
 }
 
-/// A duration that does not parse (`wait`, `command_timeout`, flags).
+/// A duration that does not parse (`wait`, `command_timeout`, flags), in
+/// plain words: what was written, how to write one, and what is wrong when
+/// that can be said (the parser's own words, "expected number at 0", say
+/// nothing to people).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid duration {input:?}: {source} (e.g. \"30s\", \"100ms\", \"5m\")")]
+#[error(
+    "{input:?} is not a duration{}: write a number and a unit, like \"30s\", \"100ms\", \"5m\" or \"1h30m\"",
+    self.what()
+)]
 pub struct DurationError {
     /// The text given.
     input: String,
     /// What humantime said.
     source: humantime::DurationError,
+}
+
+impl DurationError {
+    /// The text that did not parse.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// What is wrong, when it can be said: " (...)", or nothing.
+    fn what(&self) -> String {
+        match &self.source {
+            _ if self.input.trim().starts_with('-') => " (it cannot be negative)".to_string(),
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!(" ({unit:?} is not a unit: use ms, s, m, h or d)")
+            }
+            humantime::DurationError::NumberOverflow => " (too large)".to_string(),
+            _ => String::new(),
+        }
+    }
 }
 
 /// A coalescing window (`wait`) that does not parse.

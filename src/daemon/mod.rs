@@ -77,15 +77,23 @@ pub enum DaemonError {
     Config(anyhow::Error),
 }
 
+/// A running batch, as a stop names it.
+struct Running {
+    /// The resources it applies.
+    names: Vec<String>,
+    /// How many of them are through their own steps (render, check,
+    /// install): all of them, and the batch is at its reload.
+    applied: usize,
+}
+
 struct Daemon {
     source: Source,
     settings: Settings,
     /// The settings the daemon started with: what a setting that needs a
     /// restart still has, whatever reloads loaded since.
     started_with: Settings,
-    /// The batches running: their reload group, and the resources each
-    /// holds (what a stop waits for).
-    running: BTreeMap<String, Vec<String>>,
+    /// The batches running, by reload group (what a stop waits for).
+    running: BTreeMap<String, Running>,
     opts: Options,
     resources: Vec<Resource>,
     templates: Arc<TemplateSet>,
@@ -325,16 +333,23 @@ impl Daemon {
         self.observer.stopped();
     }
 
-    /// What the running batches are doing, to name them: "the reload of x,
-    /// y (`cmd`)" for a group that shares a reload command, "the render of
-    /// z" for a resource on its own (its own reload, if any, included).
+    /// What the running batches are doing, to name them: "the render,
+    /// check and install of x, y" until each of a batch's resources is
+    /// through its own steps, then "the reload of x, y (`cmd`)" for a group
+    /// that shares a reload command, "the batch of z" otherwise.
     fn describe_running(&self) -> String {
         let parts: Vec<String> = self
             .running
             .iter()
-            .map(|(group, names)| match group.strip_prefix("cmd:") {
-                Some(cmd) => format!("the reload of {} (`{cmd}`)", names.join(", ")),
-                None => format!("the batch of {}", names.join(", ")),
+            .map(|(group, r)| {
+                let names = r.names.join(", ");
+                match group.strip_prefix("cmd:") {
+                    _ if r.applied < r.names.len() => {
+                        format!("the render, check and install of {names}")
+                    }
+                    Some(cmd) => format!("the reload of {names} (`{cmd}`)"),
+                    None => format!("the batch of {names}"),
+                }
             })
             .collect();
         if parts.is_empty() {
@@ -501,7 +516,13 @@ impl Daemon {
                 .filter_map(|n| self.resources.iter().find(|r| &r.name == n))
                 .cloned()
                 .collect();
-            self.running.insert(b.group.clone(), b.names.clone());
+            self.running.insert(
+                b.group.clone(),
+                Running {
+                    names: b.names.clone(),
+                    applied: 0,
+                },
+            );
             let cx = batch::Context {
                 mirror: mirror.clone(),
                 templates: self.templates.clone(),
@@ -515,7 +536,16 @@ impl Daemon {
 
     fn on_batch_msg(&mut self, msg: BatchMsg) {
         match msg {
-            BatchMsg::Installed(o) => self.observer.installed(&o),
+            BatchMsg::Installed(o) => {
+                if let Some(r) = self
+                    .running
+                    .values_mut()
+                    .find(|r| r.names.contains(&o.name))
+                {
+                    r.applied += 1;
+                }
+                self.observer.installed(&o)
+            }
             BatchMsg::Done(done) => self.on_batch_done(done),
         }
     }

@@ -307,32 +307,19 @@ fn at_line(line: Option<usize>, message: String) -> String {
     }
 }
 
-/// A duration setting that does not parse, in plain words: what was
-/// written, how to write one, and the unit when that is what is wrong (the
-/// parser's own words, "expected number at 0", say nothing to people).
+/// A duration setting that does not parse: its key (and its whole value,
+/// when the duration was a part of it), then the error's own plain words.
 fn bad_duration(
     key: &str,
     value: &str,
     e: &crate::resource::DurationError,
     line: Option<usize>,
 ) -> String {
-    let unit = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<humantime::DurationError>())
-        .and_then(|h| match h {
-            humantime::DurationError::UnknownUnit { unit, .. } => {
-                Some(format!(" ({unit:?} is not a unit: use ms, s, m, h or d)"))
-            }
-            humantime::DurationError::NumberOverflow => Some(" (too large)".to_string()),
-            _ => None,
-        })
-        .unwrap_or_default();
-    at_line(
-        line,
-        format!(
-            "{key} = {value:?} is not a duration{unit}: write a number and a unit, like \
-             \"30s\", \"100ms\", \"5m\" or \"1h30m\""
-        ),
-    )
+    if e.input() == value {
+        at_line(line, format!("{key} = {e}"))
+    } else {
+        at_line(line, format!("{key} = {value:?}: {e}"))
+    }
 }
 
 /// The directory relative paths in the settings file at `path` start from.
@@ -768,9 +755,14 @@ mod tests {
                 "connect_timeout = \"5sek\" is not a duration (\"sek\" is not a unit",
             ),
             (
+                "file = [\"k.yaml\"]\nreload_splay = \"-5s\"\n",
+                2,
+                "reload_splay = \"-5s\" is not a duration (it cannot be negative)",
+            ),
+            (
                 "wait = \"x:1s\"\nfile = [\"k.yaml\"]\n",
                 1,
-                "wait = \"x:1s\" is not a duration",
+                "wait = \"x:1s\": \"x\" is not a duration",
             ),
             (
                 "wait = \"2s:1s\"\nfile = [\"k.yaml\"]\n",

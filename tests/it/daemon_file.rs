@@ -476,6 +476,37 @@ fn a_stop_during_a_reload_says_what_it_waits_for() {
     assert_eq!(read_or_empty(&fx.path("reloads")), "reloaded\n");
 }
 
+/// Found by the fleet wait trial: SIGTERM while a check runs named "the
+/// reload of x"; the stop names the step the batch is in.
+#[test]
+fn a_stop_during_a_check_names_the_check_not_the_reload() {
+    use nix::sys::signal::Signal;
+    let fx = Fx::new();
+    fx.keys("app:\n  name: alpha\n");
+    fx.template("x.tera", "name={{ getv(key=\"/name\") }}\n");
+    fx.resource(
+        "x",
+        &format!(
+            "[template]\nsrc = \"x.tera\"\ndest = \"{{out}}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\ncommand_timeout = \"60s\"\ncheck_cmd = \"touch {started}; while [ ! -e {release} ]; do sleep 0.02; done\"\nreload_cmd = \"true\"\n",
+            started = fx.path("started").display(),
+            release = fx.path("release").display(),
+        ),
+    );
+    let mut d = start(&fx, &[]);
+    wait_for("the check running", LIMIT, || fx.path("started").exists());
+    d.signal(Signal::SIGTERM);
+    wait_for("the stop says what it waits for", LIMIT, || {
+        d.log().lines().any(|l| {
+            l.contains("stopping: waiting for the render, check and install of x to finish")
+        })
+    });
+    assert!(!d.log().contains("the reload of x"), "{}", d.log());
+    std::fs::write(fx.path("release"), "").unwrap();
+    wait_for("the stop", LIMIT, || d.exited().is_some());
+    assert_eq!(d.exited(), Some(Some(0)), "{}", d.log());
+    assert_eq!(read_or_empty(&fx.path("out/x.conf")), "name=alpha\n");
+}
+
 /// The lines a SIGHUP logs about settings: each changed one with its old
 /// and new value; a restart-only setting compared with the value the
 /// daemon runs with (changed back: no restart needed any more; still

@@ -525,7 +525,11 @@ fn a_put_of_the_same_value_and_a_delete_after_a_compaction_are_waited_for() {
     let same = write(&etcd, &["put", "/app/x/v", "1"]);
     let (r, _) = fleet_wait(&etcd, &["--timeout", "20s"]);
     r.expect_code(0);
-    assert!(r.stdout.starts_with("3 hosts reflect revision "), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("3 hosts reflect revision "),
+        "{}",
+        r.stdout
+    );
     let status: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(hosts[0].fx.path("state/status.json")).expect("status.json"),
     )
