@@ -11,16 +11,23 @@
  *   header('X-Config-Sha256: ' . LiveconfConfig::meta($path)['sha256']);
  *   header('X-Config-Revision: ' . LiveconfConfig::meta($path)['revision']);
  *
- * The revision: when it parses a new file (only then: a request that finds
- * the file unchanged costs one stat), it looks up the resource whose dest
- * is this path in liveconf's status.json (LiveconfConfig::setStatusFile(),
+ * The revision: when it parses a new file, it looks up the resource whose
+ * dest is this path in liveconf's status.json (LiveconfConfig::setStatusFile(),
  * default /var/lib/liveconf/status.json, the state_dir's) and takes its
- * resources.NAME.revision when that entry's sha256 is the file's. A file
- * read before liveconf recorded it, or a status.json that cannot be read,
- * gives the document's own top-level "revision" (when the template writes
- * one), else null.
+ * resources.NAME.revision when that entry's sha256 is the file's. liveconf
+ * writes status.json a few ms after it renames the file into place: a file
+ * read in between is not recorded yet. While the revision is unknown, each
+ * read also stats status.json (one extra stat) and looks again only when
+ * status.json's identity changed since the last look (the daemon replaces
+ * it by rename, at least every 5 s); the revision found goes into the APCu
+ * entry, so every later request has it at no extra cost. Until then (or
+ * for a file status.json never records, or an unreadable status.json) the
+ * revision is the document's own top-level "revision" (when the template
+ * writes one), else null.
  *
- * JSON + APCu, per request: one stat() of the file and one apcu_fetch().
+ * JSON + APCu, per request: one stat() of the file and one apcu_fetch()
+ * (and, while the file's revision is not known yet, one stat() of
+ * status.json).
  * The file is read and parsed only when its identity changed (device,
  * inode, size, mtime, ctime): liveconf installs by rename(2), so every new
  * version is a new inode. A stat key cannot tell two versions apart when
@@ -78,9 +85,16 @@ final class LiveconfConfig
         if ($st !== false && is_array($entry) && $entry['key'] === self::key($st)) {
             $now = time();
             if ($entry['verified'] > $st['mtime'] || self::sameBytes($path, $entry)) {
+                $changed = false;
                 if ($entry['verified'] <= $st['mtime'] && $now > $st['mtime']) {
                     // Checked against the bytes in a later second: trusted from now on.
                     $entry['verified'] = $now;
+                    $changed = true;
+                }
+                if (self::refreshRevision($path, $entry)) {
+                    $changed = true;
+                }
+                if ($changed) {
                     apcu_store(self::PREFIX . $path, $entry);
                 }
                 return self::serve($path, $entry, $onError);
@@ -114,26 +128,30 @@ final class LiveconfConfig
         $sha = null;
         $revision = null;
         if ($apcu) {
-            $seen = apcu_fetch(self::PREFIX . 'php:' . $path);
-            $same = is_array($seen) && $seen['key'] === $key;
-            if ($same && $seen['verified'] > $st['mtime']) {
-                $sha = $seen['sha256'];
-                $revision = $seen['revision'] ?? null;
-            } else {
+            $entry = apcu_fetch(self::PREFIX . 'php:' . $path);
+            $same = is_array($entry) && $entry['key'] === $key;
+            $changed = false;
+            if (!$same || $entry['verified'] <= $st['mtime']) {
                 // A new file, or a racy entry (see load()): compare the bytes.
                 $sha = @hash_file('sha256', $path) ?: null;
-                if (!$same || $sha !== $seen['sha256']) {
+                if (!$same || $sha !== $entry['sha256']) {
                     if (function_exists('opcache_invalidate')) {
                         @opcache_invalidate($path, true);
                     }
-                    $revision = self::recordedRevision($path, $sha);
-                } else {
-                    $revision = $seen['revision'] ?? self::recordedRevision($path, $sha);
+                    [$revision, $status] = self::recordedRevision($path, $sha);
+                    $entry = ['key' => $key, 'sha256' => $sha, 'revision' => $revision, 'status' => $status];
                 }
-                apcu_store(self::PREFIX . 'php:' . $path, [
-                    'key' => $key, 'sha256' => $sha, 'verified' => time(), 'revision' => $revision,
-                ]);
+                $entry['verified'] = time();
+                $changed = true;
             }
+            if (self::refreshRevision($path, $entry)) {
+                $changed = true;
+            }
+            if ($changed) {
+                apcu_store(self::PREFIX . 'php:' . $path, $entry);
+            }
+            $sha = $entry['sha256'];
+            $revision = $entry['revision'] ?? null;
         }
         $data = (static function (string $p) {
             return include $p;
@@ -154,9 +172,11 @@ final class LiveconfConfig
      * 'sha256' (of the file's bytes: the sha256 `liveconf status` and
      * `liveconf fleet` show for the resource; null for includePhp without
      * APCu), 'revision' (the etcd revision liveconf's status.json records
-     * for the file served — see the top of this file; failing that the
-     * document's top-level "revision", when the template writes one; else
-     * null; for includePhp, from status.json only with APCu) and 'error'
+     * for the file served — see the top of this file: null for the few ms
+     * between liveconf's rename and its status.json write, filled in on the
+     * next read after that; failing that the document's top-level
+     * "revision", when the template writes one; else null; for includePhp,
+     * from status.json only with APCu) and 'error'
      * (why the file on disk is not the one served, or null).
      */
     public static function meta(string $path): ?array
@@ -210,13 +230,17 @@ final class LiveconfConfig
         if (!is_array($data)) {
             return self::failed($previous, $key, $sha, "$path: holds a JSON " . gettype($data) . ', not an object or array');
         }
+        [$revision, $status] = self::recordedRevision($path, $sha);
         return [
             'key' => $key,
             'file_sha256' => $sha,
             'sha256' => $sha,
             'verified' => $now,
             'data' => $data,
-            'revision' => self::recordedRevision($path, $sha) ?? self::revisionOf($data),
+            // Recorded in status.json, or null (serve() falls back to the document's).
+            'revision' => $revision,
+            // status.json's identity when the revision was looked up.
+            'status' => $status,
             'error' => null,
         ];
     }
@@ -235,6 +259,7 @@ final class LiveconfConfig
             'verified' => time(),
             'data' => $previous['data'] ?? null,
             'revision' => $previous['revision'] ?? null,
+            'status' => $previous['status'] ?? null,
             'error' => $error,
         ];
     }
@@ -263,23 +288,62 @@ final class LiveconfConfig
     }
 
     /**
-     * The revision liveconf's status.json records for the resource whose
-     * dest is $path, when its sha256 is $sha (the file's): null when there
-     * is no such resource, the file is not (yet) the one recorded, or
-     * status.json cannot be read.
+     * The identity of status.json as it is now ('' when it cannot be
+     * stat'ed): the look-up's answer holds for as long as it is unchanged.
      */
-    private static function recordedRevision(string $path, ?string $sha): ?int
+    private static function statusKey(): string
+    {
+        clearstatcache(true, self::$statusFile);
+        $st = @stat(self::$statusFile);
+        return $st === false ? '' : self::key($st);
+    }
+
+    /**
+     * A cache entry whose revision is not known yet (the file was read
+     * before liveconf recorded it in status.json): looks it up again when
+     * status.json changed since the last look, and puts what it finds in
+     * $entry. Whether $entry changed (to be stored). Costs one stat while
+     * the revision is unknown, nothing once it is known.
+     */
+    private static function refreshRevision(string $path, array &$entry): bool
+    {
+        if (($entry['revision'] ?? null) !== null || ($entry['sha256'] ?? null) === null) {
+            return false;
+        }
+        if (self::statusKey() === ($entry['status'] ?? null)) {
+            return false;
+        }
+        [$entry['revision'], $entry['status']] = self::recordedRevision($path, $entry['sha256']);
+        return true;
+    }
+
+    /**
+     * [the revision liveconf's status.json records for the resource whose
+     * dest is $path, when its sha256 is $sha (the file's), or null when
+     * there is no such resource, the file is not (yet) the one recorded, or
+     * status.json cannot be read; the identity of the status.json read
+     * (statusKey()), from the descriptor the bytes came from].
+     */
+    private static function recordedRevision(string $path, ?string $sha): array
     {
         if ($sha === null) {
-            return null;
+            return [null, null];
         }
-        $bytes = @file_get_contents(self::$statusFile);
+        $fh = @fopen(self::$statusFile, 'rb');
+        if ($fh === false) {
+            // Missing, or not readable by this user: tried again when it changes.
+            return [null, self::statusKey()];
+        }
+        $st = fstat($fh);
+        $bytes = stream_get_contents($fh);
+        fclose($fh);
+        $key = $st === false ? null : self::key($st);
         if ($bytes === false) {
-            return null;
+            return [null, $key];
         }
         $status = json_decode($bytes, true);
         if (!is_array($status) || !is_array($status['resources'] ?? null)) {
-            return null;
+            return [null, $key];
         }
         $real = realpath($path) ?: $path;
         foreach ($status['resources'] as $res) {
@@ -290,10 +354,10 @@ final class LiveconfConfig
                 continue;
             }
             if (($res['sha256'] ?? null) === $sha && is_int($res['revision'] ?? null)) {
-                return $res['revision'];
+                return [$res['revision'], $key];
             }
         }
-        return null;
+        return [null, $key];
     }
 
     private static function revisionOf(array $data): ?int

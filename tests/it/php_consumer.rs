@@ -13,6 +13,9 @@
 //!   APCu, where an inode change invalidates the script) the next read sees
 //!   the change; with `validate_timestamps=0` alone opcache serves the old
 //!   file, as the README warns.
+//! - The revision: a file read between liveconf's rename and its
+//!   status.json write has none yet; the next read after status.json
+//!   records it has it (load() and includePhp() alike), kept in APCu.
 
 use crate::common;
 
@@ -348,4 +351,97 @@ fn php_include_sees_each_install_under_the_documented_opcache_settings() {
         "4",
         "opcache served the new file"
     );
+}
+
+/// Replaces status.json as liveconf does (a new file renamed into place).
+fn put_status(fx: &Fx, body: &str) {
+    common::hardening::write_atomic(&fx.path("state/status.json"), body.as_bytes());
+}
+
+/// liveconf renames a file into place and writes status.json a few ms
+/// later: a read in between finds the file not recorded yet. The revision
+/// is then null (the template writes none), and the next read after
+/// status.json records the file has it, stored in APCu: once known, it no
+/// longer depends on status.json. The same for `load()` and `includePhp()`;
+/// the files are aged (mtime 10 s back) so that no same-second ("racy")
+/// check re-reads them.
+#[test]
+fn revision_read_before_status_json_records_the_file_is_filled_in_on_a_later_read() {
+    let fx = fixture();
+    install(&fx, 1);
+    let mut php = Php::start(
+        &fx,
+        &[
+            "apc.enable_cli=1",
+            "opcache.enable_cli=1",
+            "opcache.validate_timestamps=0",
+            "opcache.file_update_protection=0",
+        ],
+    );
+    assert_eq!(
+        php.hello["apcu"], true,
+        "APCu is not enabled: {}",
+        php.hello
+    );
+    let files = [
+        ("json", fx.path("out/db.json"), "db-json"),
+        ("php", fx.path("out/db.php"), "db-php"),
+    ];
+    for (cmd, path, resource) in &files {
+        let r = php.ask(cmd, path);
+        assert_eq!(serial(&r), "1", "{r}");
+        assert_eq!(r["meta"]["revision"], status_revision(&fx, resource), "{r}");
+    }
+
+    // The window: the new files are in place, status.json still records
+    // the old ones.
+    let before = fx.read("state/status.json");
+    install(&fx, 2);
+    let after = fx.read("state/status.json");
+    // (The file backend's revision stays 1: the sha256 tells them apart.)
+    let recorded: Value = serde_json::from_str(&before).expect("status.json");
+    for (_, _, resource) in &files {
+        assert_ne!(
+            recorded["resources"][resource]["sha256"].as_str(),
+            Some(status_sha(&fx, resource).as_str())
+        );
+    }
+    put_status(&fx, &before);
+    for (cmd, path, _) in &files {
+        php.ask("age", path);
+        for _ in 0..2 {
+            let r = php.ask(cmd, path);
+            assert_eq!(serial(&r), "2", "{r}");
+            assert_eq!(
+                r["meta"]["revision"],
+                Value::Null,
+                "{cmd}: not recorded yet: {r}"
+            );
+        }
+    }
+
+    // liveconf writes status.json: the next read has the revision.
+    put_status(&fx, &after);
+    for (cmd, path, resource) in &files {
+        let r = php.ask(cmd, path);
+        assert_eq!(serial(&r), "2", "{r}");
+        assert_eq!(r["meta"]["sha256"], status_sha(&fx, resource), "{r}");
+        assert_eq!(
+            r["meta"]["revision"],
+            status_revision(&fx, resource),
+            "{cmd}: read after status.json recorded the file: {r}"
+        );
+    }
+
+    // Kept in the APCu entry: status.json is not looked at again.
+    let revisions: Vec<i64> = files
+        .iter()
+        .map(|(_, _, resource)| status_revision(&fx, resource))
+        .collect();
+    std::fs::remove_file(fx.path("state/status.json")).unwrap();
+    for ((cmd, path, _), revision) in files.iter().zip(&revisions) {
+        let r = php.ask(cmd, path);
+        assert_eq!(serial(&r), "2", "{r}");
+        assert_eq!(r["meta"]["revision"], *revision, "{cmd}: {r}");
+    }
 }
