@@ -1038,6 +1038,11 @@ async fn fleet_wait_cmd(args: FleetWaitArgs) -> Result<u8, Exit> {
             crate::logging::count(w.hosts.len(), "host"),
             w.revision
         );
+        if let Some(why) = &w.etcd_silent {
+            tracing::warn!(
+                "{why}: the hosts above are as etcd last said, at the end of the wait; they may be there by now"
+            );
+        }
     }
     Ok(if w.ok { exit::OK } else { exit::CHANGES })
 }

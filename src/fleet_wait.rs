@@ -138,7 +138,15 @@ pub struct Waited {
     /// waited for; unless `--allow-gone`, also among `hosts` as gone (and
     /// the wait is not ok).
     pub not_waited_for: Vec<String>,
+    /// Timed out with etcd not answering a read at the end: the hosts
+    /// above are as its last answer had them (they may be there by now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_silent: Option<String>,
 }
+
+/// How long the read that tells whether etcd still answers at a timeout
+/// may take (the wait is already over its `--timeout`).
+const LAST_READ: Duration = Duration::from_secs(1);
 
 /// The host that took longest.
 #[derive(Clone, Debug, Serialize)]
@@ -408,6 +416,21 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
         hosts.sort_by(|a, b| a.state.node.cmp(&b.state.node));
     }
     let ok = hosts.iter().all(|h| h.state.problems.is_empty());
+    let opts = GetOptions::new().with_count_only();
+    let etcd_silent = match timed_out && !ok {
+        true => match tokio::time::timeout(LAST_READ, link.client.get(REPORT_PREFIX, Some(opts)))
+            .await
+        {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(link.conn.explain(describe(&e))),
+            Err(_) => Some(format!(
+                "a read got no answer within {}",
+                humantime::format_duration(LAST_READ)
+            )),
+        }
+        .map(|why| format!("etcd at {}: {why}", link.endpoint())),
+        false => None,
+    };
     let slowest = hosts
         .iter()
         .filter_map(|h| h.seconds.map(|s| (h, s)))
@@ -426,6 +449,7 @@ pub async fn wait(conn: &Connection, what: &WaitFor) -> Result<Waited, WaitError
         slowest,
         hosts,
         not_waited_for,
+        etcd_silent,
     })
 }
 

@@ -561,6 +561,69 @@ fn a_put_of_the_same_value_and_a_delete_after_a_compaction_are_waited_for() {
     }
 }
 
+/// Found by the fleet wait trial: etcd frozen during a short wait, the
+/// timeout named the hosts as etcd last had them, with no word that etcd
+/// had stopped answering. It says so now.
+#[test]
+fn a_timeout_with_etcd_frozen_says_etcd_did_not_answer() {
+    let etcd = Etcd::start();
+    etcd.put("/app/x/v", "1");
+    let hosts = three_hosts(&etcd, "30s", "");
+    fleet_wait(&etcd, &["--timeout", "20s"]).0.expect_code(0);
+    hosts[1].d.signal(Signal::SIGSTOP);
+    write(&etcd, &["put", "/app/x/v", "2"]);
+    let streams = watch_streams(&etcd);
+    let mut waiter = wait_cmd(&etcd, &["--timeout", "3s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fleet wait");
+    let mut stderr = BufReader::new(waiter.stderr.take().expect("stderr"));
+    let mut said = String::new();
+    stderr
+        .read_line(&mut said)
+        .expect("read fleet wait's stderr");
+    assert!(said.contains("host2 (behind: x at revision "), "{said}");
+    // Frozen once the wait watches the reports (its second watch stream,
+    // after the one reading etcd's history for deletes): frozen before,
+    // the wait cannot open its watch and says it lost etcd (exit 4).
+    wait_for("the wait's watch of the reports", LIMIT, || {
+        watch_streams(&etcd) >= streams + 2
+    });
+    etcd.members[0].signal(Signal::SIGSTOP);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).expect("the rest of stderr");
+    let mut r = Run::from(waiter.wait_with_output().expect("fleet wait"));
+    etcd.members[0].signal(Signal::SIGCONT);
+    hosts[1].d.signal(Signal::SIGCONT);
+    r.stderr = rest.clone();
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains("host2: behind: x at revision "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        rest.contains(&format!(
+            "etcd at {}: a read got no answer within 1s: the hosts above are as etcd last said",
+            etcd.members[0].url()
+        )),
+        "{rest}"
+    );
+}
+
+/// How many watch streams etcd has seen opened.
+fn watch_streams(etcd: &Etcd) -> u64 {
+    etcd.members[0]
+        .server_metrics()
+        .lines()
+        .filter(|l| {
+            l.starts_with("grpc_server_started_total{") && l.contains("grpc_method=\"Watch\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// `fleet wait --timeout 20s`, started, and the first line it says on
 /// stderr (what it waits for).
 fn wait_saying(etcd: &Etcd) -> (std::process::Child, String) {

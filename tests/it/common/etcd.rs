@@ -104,6 +104,14 @@ impl Member {
         self.child.is_some()
     }
 
+    /// Sends `sig` to the running member (SIGSTOP freezes it: it keeps its
+    /// connections and answers nothing).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
     /// The member's Prometheus metrics (`GET /metrics` on its client port,
     /// plain HTTP only).
     pub fn server_metrics(&self) -> String {
