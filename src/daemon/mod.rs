@@ -41,6 +41,7 @@ use crate::templates::TemplateSet;
 mod batch;
 mod mirror;
 mod observer;
+mod outcome_log;
 mod plan;
 mod reload;
 mod schedule;

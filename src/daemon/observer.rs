@@ -26,6 +26,8 @@ use crate::owed::Owed;
 use crate::resource::Resource;
 use crate::status::Status;
 
+use super::outcome_log::OutcomeLog;
+
 /// How often status.json is refreshed while nothing happens, so its age
 /// tells monitoring the daemon is alive.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -112,6 +114,9 @@ pub(crate) struct Observer {
     /// The DNS dependencies, shown in status.json, /metrics and the fleet
     /// report.
     dns: Option<Arc<crate::dnsdeps::Tracker>>,
+    /// What the log said of failing resources (quiet while a failure
+    /// only repeats itself).
+    outcome_log: OutcomeLog,
 }
 
 impl Observer {
@@ -148,6 +153,7 @@ impl Observer {
             metrics: None,
             report: None,
             dns: None,
+            outcome_log: OutcomeLog::default(),
         }
     }
 
@@ -185,6 +191,7 @@ impl Observer {
         let names = self.names();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         self.status.retain(&names);
+        self.outcome_log.retain(|n| names.contains(&n));
         for r in resources {
             self.status
                 .resources
@@ -417,7 +424,7 @@ impl Observer {
             self.systemd.attempted.insert(o.name.clone());
             self.systemd.reported.insert(o.name.clone());
         }
-        log_outcomes(outcomes, next);
+        self.outcome_log.log(outcomes, next);
         self.status.record(outcomes);
         self.file.dirty = true;
         if let Some(m) = &self.metrics {
@@ -645,38 +652,4 @@ fn dns_reports(deps: &[crate::dnsdeps::DepStatus]) -> Vec<crate::fleet::DnsRepor
             })
         })
         .collect()
-}
-
-/// One line per resource that changed or failed (an unchanged one at
-/// debug: a round's summary counts them); a failure says when it is
-/// retried, or what it waits for.
-fn log_outcomes(outcomes: &[Outcome], next: &BTreeMap<&str, Next>) {
-    for o in outcomes {
-        let ms = o.render_time.as_secs_f64() * 1000.0;
-        match &o.result {
-            Ok(Action::Unchanged) => tracing::debug!(
-                resource = %o.name, revision = o.revision,
-                "{}: rendered revision {}: unchanged ({ms:.1}ms)", o.name, o.revision
-            ),
-            // Logged by `apply` as it happened, before the reloads.
-            Ok(Action::Installed) => {}
-            Ok(Action::WouldChange) => tracing::info!(
-                resource = %o.name, revision = o.revision,
-                "{}: rendered revision {}: {} would change ({})",
-                o.name, o.revision, o.dest.display(), o.changed.as_deref().unwrap_or("")
-            ),
-            Err(f) => {
-                let then = match next.get(o.name.as_str()) {
-                    Some(Next::Parked(why)) => why.clone(),
-                    Some(Next::Retry(d)) => format!("retrying in {:.1}s", d.as_secs_f64()),
-                    None => "retrying in 0.0s".to_string(),
-                };
-                tracing::error!(
-                    resource = %o.name, revision = o.revision, step = %f.step,
-                    "{}: {} failed at revision {}: {}; {then}",
-                    o.name, f.step, o.revision, crate::logging::one_line(&f.message)
-                )
-            }
-        }
-    }
 }
