@@ -102,6 +102,71 @@ impl Query {
     }
 }
 
+/// Whether `name` can be looked up: a DNS name of labels (letters,
+/// digits, `-` and `_`; an internationalised name as hickory converts
+/// it) of 1 to 63 bytes, 253 bytes at most in all, an optional trailing
+/// dot. Said in words before any query, instead of the resolver's
+/// "proto error: Malformed label:".
+pub fn check_name(name: &str) -> Result<(), DnsError> {
+    let bad = |why: String| DnsError::BadName {
+        name: name.to_string(),
+        why,
+    };
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() {
+        return Err(bad("it is empty".into()));
+    }
+    if bare.len() > 253 {
+        return Err(bad(format!(
+            "{} bytes: a name is never longer than 253 bytes",
+            bare.len()
+        )));
+    }
+    for (i, label) in bare.split('.').enumerate() {
+        if label.is_empty() {
+            return Err(bad(if i == 0 {
+                "an empty label: it starts with a dot".into()
+            } else {
+                "an empty label: two dots in a row".into()
+            }));
+        }
+        if label.len() > 63 {
+            return Err(bad(format!(
+                "a label is longer than 63 bytes: {} bytes in {label:?}",
+                label.len()
+            )));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| c.is_ascii() && !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            let what = match c {
+                ' ' => "a space".to_string(),
+                c if c.is_ascii_graphic() => format!("\"{c}\""),
+                c => format!("the character {:?}", c),
+            };
+            return Err(bad(format!(
+                "{what} is not allowed in a name: letters, digits, '-' and '_' only"
+            )));
+        }
+    }
+    if !name.is_ascii() {
+        // An internationalised name: hickory converts it (IDNA) or says why not.
+        hickory_resolver::Name::from_utf8(name).map_err(|e| {
+            bad(format!(
+                "not a valid internationalised name: {}",
+                without_proto(&e.to_string())
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// `message` without hickory's "proto error: " in front.
+fn without_proto(message: &str) -> &str {
+    message.strip_prefix("proto error: ").unwrap_or(message)
+}
+
 /// One URI record (RFC 7553).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UriRecord {
@@ -211,6 +276,14 @@ pub enum DnsError {
         limit: String,
         /// The last failure.
         last: String,
+    },
+    /// A name that is no DNS name (refused before any query).
+    #[error("{name:?} is not a valid DNS name ({why})")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// Why, in words.
+        why: String,
     },
     /// A URI record too short to hold its priority and weight.
     #[error("a URI record of {0} is malformed ({1} bytes of data)")]
@@ -386,6 +459,7 @@ fn start() -> Result<UnboundedSender<Job>, DnsError> {
 }
 
 async fn srv(r: &TokioResolver, name: &str) -> SrvAnswer {
+    check_name(name)?;
     let answer = r.srv_lookup(name).await.map_err(|e| {
         if e.is_no_records_found() {
             DnsError::NoRecord(name.to_string())
@@ -412,6 +486,7 @@ async fn srv(r: &TokioResolver, name: &str) -> SrvAnswer {
 /// The addresses of `name`, as the nameserver of `cfg` answers (IPv4
 /// first).
 async fn ips(r: &TokioResolver, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+    check_name(name)?;
     let answer = r.lookup_ip(name).await.map_err(|e| {
         if e.is_no_records_found() {
             DnsError::NoAddress(name.to_string())
@@ -459,6 +534,7 @@ fn lowest_ttl(l: &hickory_resolver::lookup::Lookup) -> u32 {
 /// The records of `q`, sorted, with the answer's TTL.
 async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
     use hickory_resolver::proto::rr::{RData, RecordType};
+    check_name(&q.name)?;
     // A fully qualified name: no search domains.
     let name = format!("{}.", q.name);
     let mut ttl = u32::MAX;

@@ -435,19 +435,63 @@ fn dns_lookup(func: &str, q: &crate::dns::Query) -> TeraResult<crate::dns::Recor
         .map_err(|e| Error::message(format!("{func}({}): {e}", q.name)))
 }
 
-/// The name of a DNS function: `name=`, or (`lookup_ip`'s older spelling)
-/// `host=`.
-fn dns_name<'a>(func: &str, kwargs: &'a Kwargs) -> TeraResult<&'a str> {
-    fn arg<'a>(func: &str, kwargs: &'a Kwargs, k: &'static str) -> TeraResult<Option<&'a str>> {
-        kwargs.get::<&str>(k).map_err(|_| {
-            Error::message(format!(
-                "{func}: {k}= must be a string (the name to look up)"
-            ))
-        })
+/// Refuses the arguments of DNS function `func` that it does not take
+/// (`takes`: the names it does, `shown`: how the error lists them), so a
+/// misspelt `nmae=` or a `default=` (DNS functions have none) is an error
+/// instead of being ignored.
+fn dns_args(func: &str, kwargs: &Kwargs, takes: &[&str], shown: &str) -> TeraResult<()> {
+    for (k, _) in kwargs.iter() {
+        let k = k.to_string();
+        if !takes.contains(&k.as_str()) {
+            return Err(Error::message(format!(
+                "{func}: unknown argument {k} (takes {shown})"
+            )));
+        }
     }
-    match (arg(func, kwargs, "name")?, arg(func, kwargs, "host")?) {
-        (Some(n), _) | (None, Some(n)) if !n.is_empty() => Ok(n),
-        _ => Err(Error::message(format!("{func}: give name=\"...\""))),
+    Ok(())
+}
+
+/// String argument `k` of DNS function `func`, if given.
+fn dns_arg<'a>(func: &str, kwargs: &'a Kwargs, k: &'static str) -> TeraResult<Option<&'a str>> {
+    kwargs.get::<&str>(k).map_err(|_| {
+        Error::message(format!(
+            "{func}: {k}= must be a string (the name to look up)"
+        ))
+    })
+}
+
+/// The name a DNS function looks up, checked (a name that is no DNS name
+/// is refused before any query).
+fn dns_checked<'a>(func: &str, name: &'a str) -> TeraResult<&'a str> {
+    if name.is_empty() {
+        return Err(Error::message(format!(
+            "{func}: give name=\"...\" (the name is empty)"
+        )));
+    }
+    crate::dns::check_name(name).map_err(|e| Error::message(format!("{func}: {e}")))?;
+    Ok(name)
+}
+
+/// The name of a DNS function: `name=`, or (`lookup_ip`'s older spelling)
+/// `host=`; any other argument is refused.
+fn dns_name<'a>(func: &str, kwargs: &'a Kwargs) -> TeraResult<&'a str> {
+    let older = func.starts_with("lookup_ip");
+    if older {
+        dns_args(func, kwargs, &["name", "host"], "name=, or host=")?;
+    } else {
+        dns_args(func, kwargs, &["name"], "name=")?;
+    }
+    let host = if older {
+        dns_arg(func, kwargs, "host")?
+    } else {
+        None
+    };
+    match (dns_arg(func, kwargs, "name")?, host) {
+        (Some(_), Some(_)) => Err(Error::message(format!(
+            "{func}: give either name= or host= (its older spelling), not both"
+        ))),
+        (Some(n), None) | (None, Some(n)) => dns_checked(func, n),
+        (None, None) => Err(Error::message(format!("{func}: give name=\"...\""))),
     }
 }
 
@@ -502,21 +546,50 @@ pub fn lookup_ipv6(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
 /// sorted by priority, weight, target, port.
 pub fn lookup_srv(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     use crate::dns::{Kind, Query, Records};
-    let name = match kwargs.get::<&str>("name")? {
-        Some(n) => n.to_string(),
-        None => {
-            let part = |k: &str| -> TeraResult<String> {
-                kwargs.get::<&str>(k)?.map(str::to_string).ok_or_else(|| {
-                    Error::message(
-                        "lookup_srv: give name=\"_service._proto.domain\", or service=, proto= and domain=",
-                    )
-                })
-            };
-            let (service, proto, domain) = (part("service")?, part("proto")?, part("domain")?);
-            format!("_{service}._{proto}.{domain}")
+    const F: &str = "lookup_srv";
+    dns_args(
+        F,
+        &kwargs,
+        &["name", "service", "proto", "domain"],
+        "name=, or service=, proto= and domain=",
+    )?;
+    let parts = [
+        ("service", dns_arg(F, &kwargs, "service")?),
+        ("proto", dns_arg(F, &kwargs, "proto")?),
+        ("domain", dns_arg(F, &kwargs, "domain")?),
+    ];
+    let name = match dns_arg(F, &kwargs, "name")? {
+        Some(_) if parts.iter().any(|(_, v)| v.is_some()) => {
+            return Err(Error::message(
+                "lookup_srv: give either name= or service=/proto=/domain=, not both",
+            ));
         }
+        Some(n) => n.to_string(),
+        None if parts.iter().all(|(_, v)| v.is_none()) => {
+            return Err(Error::message(
+                "lookup_srv: give name=\"_service._proto.domain\", or service=, proto= and domain=",
+            ));
+        }
+        None => match parts {
+            [(_, Some(service)), (_, Some(proto)), (_, Some(domain))] => {
+                format!("_{service}._{proto}.{domain}")
+            }
+            _ => {
+                let missing: Vec<String> = parts
+                    .iter()
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(k, _)| format!("{k}="))
+                    .collect();
+                return Err(Error::message(format!(
+                    "lookup_srv: service=, proto= and domain= go together: {} {} missing",
+                    missing.join(" and "),
+                    if missing.len() == 1 { "is" } else { "are" }
+                )));
+            }
+        },
     };
-    let Records::Srv(records) = dns_lookup("lookup_srv", &Query::new(Kind::Srv, &name))? else {
+    let name = dns_checked(F, &name)?;
+    let Records::Srv(records) = dns_lookup(F, &Query::new(Kind::Srv, name))? else {
         return Err(Error::message(format!(
             "lookup_srv({name}): not an SRV answer"
         )));
@@ -1189,6 +1262,102 @@ mod tests {
     fn a_dns_name_that_is_not_a_string_names_the_function_and_argument() {
         let err = render("{{ lookup_txt(name=42) }}").unwrap_err();
         assert!(err.contains("lookup_txt: name= must be a string"), "{err}");
+    }
+
+    /// Trial finding 1: a DNS function refuses an argument it does not
+    /// take, and arguments that contradict each other, naming the
+    /// function and the argument, before any look-up.
+    #[test]
+    fn dns_functions_refuse_unknown_and_conflicting_arguments() {
+        for (src, want) in [
+            (
+                r#"{{ lookup_txt(name="x.test", nmae="x.test") }}"#,
+                "lookup_txt: unknown argument nmae (takes name=)",
+            ),
+            (
+                r#"{{ lookup_txt(name="x.test", default="y") }}"#,
+                "lookup_txt: unknown argument default (takes name=)",
+            ),
+            (
+                r#"{{ lookup_srv(name="_a._tcp.x.test", service="a", proto="tcp", domain="x.test") }}"#,
+                "lookup_srv: give either name= or service=/proto=/domain=, not both",
+            ),
+            (
+                r#"{{ lookup_srv(name="_a._tcp.x.test", domain="x.test") }}"#,
+                "lookup_srv: give either name= or service=/proto=/domain=, not both",
+            ),
+            (
+                r#"{{ lookup_srv(nam="_a._tcp.x.test") }}"#,
+                "lookup_srv: unknown argument nam (takes name=, or service=, proto= and domain=)",
+            ),
+            (
+                r#"{{ lookup_srv(service="a", proto="tcp") }}"#,
+                "lookup_srv: service=, proto= and domain= go together: domain= is missing",
+            ),
+            (
+                r#"{{ lookup_ip(host="a.test", name="b.test") }}"#,
+                "lookup_ip: give either name= or host= (its older spelling), not both",
+            ),
+            (
+                r#"{{ lookup_ipv4(name="a.test", family="4") }}"#,
+                "lookup_ipv4: unknown argument family (takes name=, or host=)",
+            ),
+            (
+                r#"{{ lookup_uri(name="a.test", host="a.test") }}"#,
+                "lookup_uri: unknown argument host (takes name=)",
+            ),
+        ] {
+            let err = render(src).unwrap_err();
+            assert!(err.contains(want), "{src}: {err}");
+        }
+    }
+
+    /// Trial finding 4: a name that is no DNS name is refused before any
+    /// query, saying why in words (not the resolver's "proto error").
+    #[test]
+    fn a_name_that_is_no_dns_name_is_refused_in_words_before_any_query() {
+        for (src, want) in [
+            (
+                r#"{{ lookup_txt(name="a..t12.test") }}"#,
+                r#"lookup_txt: "a..t12.test" is not a valid DNS name (an empty label: two dots in a row)"#,
+            ),
+            (
+                r#"{{ lookup_txt(name="bad name.t12.test") }}"#,
+                r#"lookup_txt: "bad name.t12.test" is not a valid DNS name (a space is not allowed"#,
+            ),
+            (
+                r#"{{ lookup_uri(name="https://up.example/") }}"#,
+                r#"lookup_uri: "https://up.example/" is not a valid DNS name (":" is not allowed"#,
+            ),
+            (
+                r#"{{ lookup_ip(name=".a.test") }}"#,
+                r#"lookup_ip: ".a.test" is not a valid DNS name (an empty label: it starts with a dot)"#,
+            ),
+            (
+                r#"{{ lookup_srv(service="a b", proto="tcp", domain="x.test") }}"#,
+                r#"lookup_srv: "_a b._tcp.x.test" is not a valid DNS name (a space"#,
+            ),
+        ] {
+            let err = render(src).unwrap_err().replace("\\\"", "\"");
+            assert!(err.contains(want), "{src}: {err}");
+            assert!(!err.contains("proto error"), "{src}: {err}");
+        }
+        let long = format!("{}.test", "a".repeat(64));
+        let err = render(&format!(r#"{{{{ lookup_txt(name="{long}") }}}}"#)).unwrap_err();
+        assert!(err.contains("a label is longer than 63 bytes"), "{err}");
+        let long = format!("{}test", "abcdefghi.".repeat(26));
+        let err = render(&format!(r#"{{{{ lookup_txt(name="{long}") }}}}"#)).unwrap_err();
+        assert!(err.contains("longer than 253 bytes"), "{err}");
+        // Names as people write them pass: a trailing dot, underscores,
+        // digits, hyphens, upper case.
+        for ok in [
+            "a.test.",
+            "_dmarc.x-1.TEST",
+            "_etcd-client._tcp.e1.test",
+            "localhost",
+        ] {
+            assert!(crate::dns::check_name(ok).is_ok(), "{ok}");
+        }
     }
 
     fn render_keys(src: &str, pairs: &[(&str, &str)]) -> Result<String, String> {

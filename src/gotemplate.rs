@@ -1228,6 +1228,7 @@ fn go_ips(func: &str, name: &str) -> Result<Vec<String>, TemplateError> {
     if name.is_empty() {
         return Err(fail(func, "give a name to look up (the name is empty)"));
     }
+    crate::dns::check_name(name).map_err(|e| fail(func, e))?;
     let mut ips: Vec<String> = match go_dns(func, &Query::new(Kind::Ip, name))? {
         Records::Ip(v) => v.into_iter().map(|ip| ip.to_string()).collect(),
         _ => Vec::new(),
@@ -1286,6 +1287,13 @@ fn dns_functions(m: &mut FuncMap) {
         } else {
             format!("_{service}._{proto}.{name}")
         };
+        if fqdn.is_empty() {
+            return Err(fail(
+                "lookupSRV",
+                "give a name to look up (the name is empty)",
+            ));
+        }
+        crate::dns::check_name(&fqdn).map_err(|e| fail("lookupSRV", e))?;
         let found = match go_dns("lookupSRV", &Query::new(Kind::Srv, &fqdn))? {
             Records::Srv(v) => v,
             _ => Vec::new(),
@@ -1374,6 +1382,30 @@ mod tests {
 
     fn run(v: View, text: &str) -> Result<String, GoTemplateError> {
         render(&parse("t.tmpl", text)?, v)
+    }
+
+    /// Trial finding 4: confd's DNS functions refuse a name that is no
+    /// DNS name in words, before any query.
+    #[test]
+    fn go_dns_functions_refuse_a_name_that_is_no_dns_name() {
+        for (text, want) in [
+            (
+                r#"{{lookupIP "bad name.t12.test"}}"#,
+                r#"error calling lookupIP: "bad name.t12.test" is not a valid DNS name (a space is not allowed"#,
+            ),
+            (
+                r#"{{lookupIPV4 "a..t12.test"}}"#,
+                r#"error calling lookupIPV4: "a..t12.test" is not a valid DNS name (an empty label: two dots in a row)"#,
+            ),
+            (
+                r#"{{lookupSRV "x" "tcp" "https://up.example/"}}"#,
+                r#"error calling lookupSRV: "_x._tcp.https://up.example/" is not a valid DNS name (":" is not allowed"#,
+            ),
+        ] {
+            let err = run(view("/", &["/"], &[]), text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+            assert!(!err.contains("proto error"), "{text}: {err}");
+        }
     }
 
     #[test]
