@@ -258,6 +258,17 @@ pub enum DnsError {
         /// The name.
         name: String,
     },
+    /// The name's SRV answer holds only the target "." (RFC 2782: the
+    /// service is decidedly not available at this name): a real answer.
+    #[error(
+        "the service is not available at {name} (its SRV answer has only the target \".\", RFC 2782)"
+    )]
+    NotAvailable {
+        /// The name.
+        name: String,
+        /// The TTL of the answer.
+        ttl: u32,
+    },
     /// The nameserver answered with an error code (SERVFAIL, REFUSED...):
     /// no answer.
     #[error("the nameserver answered {code} for {name}")]
@@ -321,7 +332,10 @@ impl DnsError {
     pub fn is_answer(&self) -> bool {
         matches!(
             self,
-            DnsError::NoSuchName { .. } | DnsError::NoData { .. } | DnsError::NoRecord(_)
+            DnsError::NoSuchName { .. }
+                | DnsError::NoData { .. }
+                | DnsError::NoRecord(_)
+                | DnsError::NotAvailable { .. }
         )
     }
 }
@@ -467,8 +481,29 @@ async fn srv(r: &TokioResolver, name: &str) -> SrvAnswer {
             DnsError::Lookup(e)
         }
     })?;
-    let mut out: Vec<SrvTarget> = answer
+    let mut out = srv_targets(&answer, name)?;
+    out.sort();
+    if out.is_empty() {
+        return Err(DnsError::EmptyAnswer);
+    }
+    Ok(out)
+}
+
+/// The SRV targets of an answer, without those whose target is "." (RFC
+/// 2782: "." means the service is decidedly not available, and only means
+/// something alone); an answer of "." alone is [`DnsError::NotAvailable`].
+fn srv_targets(
+    answer: &hickory_resolver::lookup::SrvLookup,
+    name: &str,
+) -> Result<Vec<SrvTarget>, DnsError> {
+    let mut dot = false;
+    let out: Vec<SrvTarget> = answer
         .iter()
+        .filter(|srv| {
+            let root = srv.target().is_root();
+            dot |= root;
+            !root
+        })
         .map(|srv| SrvTarget {
             priority: srv.priority(),
             weight: srv.weight(),
@@ -476,9 +511,11 @@ async fn srv(r: &TokioResolver, name: &str) -> SrvAnswer {
             port: srv.port(),
         })
         .collect();
-    out.sort();
-    if out.is_empty() {
-        return Err(DnsError::EmptyAnswer);
+    if out.is_empty() && dot {
+        return Err(DnsError::NotAvailable {
+            name: name.trim_end_matches('.').to_string(),
+            ttl: lowest_ttl(answer.as_lookup()),
+        });
     }
     Ok(out)
 }
@@ -556,15 +593,7 @@ async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
                 .await
                 .map_err(|e| classify(e, q))?;
             ttl = ttl.min(lowest_ttl(l.as_lookup()));
-            let mut v: Vec<SrvTarget> = l
-                .iter()
-                .map(|srv| SrvTarget {
-                    priority: srv.priority(),
-                    weight: srv.weight(),
-                    target: srv.target().to_utf8().trim_end_matches('.').to_string(),
-                    port: srv.port(),
-                })
-                .collect();
+            let mut v = srv_targets(&l, &q.name)?;
             v.sort();
             v.dedup();
             Records::Srv(v)

@@ -805,3 +805,86 @@ fn a_one_shot_run_looks_each_name_up_once() {
     let took = start.elapsed();
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
+
+/// DNS trial finding 2: an SRV answer whose only record has target "."
+/// (RFC 2782: the service is decidedly not available at that name) fails
+/// the render in both engines, saying so, instead of rendering a server
+/// named "" or "."; "." among other records is dropped; the daemon follows
+/// the name like any real answer (the service coming back renders).
+#[test]
+fn an_srv_target_of_dot_means_no_service_in_both_engines() {
+    let none = "--srv-host=_ldap._tcp.none.test,.,1".to_string();
+    let mixed = vec![
+        "--srv-host=_ldap._tcp.mixed.test,.,1,0,0".to_string(),
+        "--srv-host=_ldap._tcp.mixed.test,ldap1.mixed.test,389,10,5".to_string(),
+    ];
+    let mut recs = vec![none.clone()];
+    recs.extend(mixed.iter().cloned());
+    let mut dns = Dnsmasq::start(&recs);
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "tera",
+        "tera.tera",
+        "{% for s in lookup_srv(name=\"_ldap._tcp.none.test\") %}server [{{ s.target }}]:{{ s.port }}\n{% endfor %}",
+    );
+    resource(
+        &fx,
+        "go",
+        "go.tmpl",
+        "{{range lookupSRV \"ldap\" \"tcp\" \"none.test\"}}server [{{.Target}}]:{{.Port}}\n{{end}}",
+    );
+    resource(
+        &fx,
+        "mixed",
+        "mixed.tera",
+        "{% for s in lookup_srv(service=\"ldap\", proto=\"tcp\", domain=\"mixed.test\") %}server {{ s.target }}:{{ s.port }}\n{% endfor %}",
+    );
+    resource(
+        &fx,
+        "gomixed",
+        "gomixed.tmpl",
+        "{{range lookupSRV \"ldap\" \"tcp\" \"mixed.test\"}}server {{.Target}}:{{.Port}}\n{{end}}",
+    );
+    let run = fx.run(&["render", "--once", "--dns-server", &dns.addr()]);
+    run.expect_code(2);
+    let said = "the service is not available at _ldap._tcp.none.test (its SRV answer has only the target \".\", RFC 2782)";
+    run.expect_stderr(&["lookup_srv(_ldap._tcp.none.test)", "lookupSRV", said]);
+    for r in ["tera", "go"] {
+        assert!(
+            !fx.path(&format!("out/{r}.conf")).exists(),
+            "{r}: installed a server named after \".\"\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(fx.read("out/mixed.conf"), "server ldap1.mixed.test:389\n");
+    assert_eq!(
+        fx.read("out/gomixed.conf"),
+        "server ldap1.mixed.test.:389\n"
+    );
+
+    // The daemon: the resource fails at render, the dependency shows it;
+    // the service published again renders.
+    let (d, _) = daemon(&fx, &dns, "1h");
+    wait_for("tera failing at render", LIMIT, || {
+        status(&fx)["resources"]["tera"]["error"]["step"] == "render"
+    });
+    let msg = status(&fx)["resources"]["tera"]["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(msg.contains(said), "{msg}");
+    wait_for("the dependency failing in status.json", LIMIT, || {
+        dns_entry(&fx, "_ldap._tcp.none.test")["failing"] == true
+    });
+    dns.restart(&[
+        "--srv-host=_ldap._tcp.none.test,ldap9.none.test,636".to_string(),
+        mixed[0].clone(),
+        mixed[1].clone(),
+    ]);
+    wait_for("the service back in both files", LIMIT, || {
+        read_or_empty(&fx.path("out/tera.conf")) == "server [ldap9.none.test]:636\n"
+            && read_or_empty(&fx.path("out/go.conf")) == "server [ldap9.none.test.]:636\n"
+    });
+    drop(d);
+}
