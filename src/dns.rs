@@ -343,6 +343,10 @@ impl DnsError {
 /// How long one nameserver query waits (hickory's `timeout`).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How many times a query that gets no answer is sent again (hickory's
+/// `attempts`): a query is sent at most `ATTEMPTS + 1` times.
+const ATTEMPTS: usize = 2;
+
 /// The longest a look-up may take, whatever the nameservers do (hickory's
 /// timeout × attempts stays well below it; this is the backstop).
 pub const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
@@ -374,12 +378,22 @@ fn resolver(cfg: &DnsConfig) -> Result<TokioResolver, DnsError> {
             }
         },
     };
-    builder.options_mut().timeout = QUERY_TIMEOUT;
-    builder.options_mut().attempts = 2;
-    builder.options_mut().cache_size = 0;
+    Ok(tuned(builder))
+}
+
+/// The resolver `builder` makes, with liveconf's options.
+fn tuned(mut builder: hickory_resolver::ResolverBuilder<TokioConnectionProvider>) -> TokioResolver {
+    let o = builder.options_mut();
+    o.timeout = QUERY_TIMEOUT;
+    o.attempts = ATTEMPTS;
+    o.cache_size = 0;
     // Both address families (the default asks AAAA only without an A).
-    builder.options_mut().ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
-    Ok(builder.build())
+    o.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+    // One query at a time per look-up: the next nameserver (of
+    // /etc/resolv.conf) only when one fails, as libc does. hickory's
+    // default (2) sends every query to two nameservers at once.
+    o.num_concurrent_reqs = 1;
+    builder.build()
 }
 
 /// What `/etc/resolv.conf` looked like (device, inode, mtime, size).
@@ -781,6 +795,14 @@ mod tests {
     /// A UDP nameserver on 127.0.0.1 answering every query with NXDOMAIN;
     /// counts the queries.
     fn nxdomain_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        negative_server(None)
+    }
+
+    /// A UDP nameserver on 127.0.0.1 answering every query with NXDOMAIN,
+    /// with an SOA of TTL and MINIMUM `soa` in its authority section when
+    /// given (a negative answer resolvers may trust and keep that long);
+    /// counts the queries.
+    fn negative_server(soa: Option<u32>) -> (SocketAddr, Arc<AtomicUsize>) {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
@@ -803,8 +825,21 @@ mod tests {
                 r.extend_from_slice(&q[0..2]);
                 r.push(0x80 | (q[2] & 0x79) | 0x04);
                 r.push(0x80 | 3);
-                r.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+                let ns = u8::from(soa.is_some());
+                r.extend_from_slice(&[0, 1, 0, 0, 0, ns, 0, 0]);
                 r.extend_from_slice(&q[12..end]);
+                if let Some(ttl) = soa {
+                    // The question's name (a pointer to it), SOA, IN, TTL;
+                    // MNAME and RNAME the root, then serial, refresh,
+                    // retry, expire, minimum.
+                    r.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1]);
+                    r.extend_from_slice(&ttl.to_be_bytes());
+                    r.extend_from_slice(&22u16.to_be_bytes());
+                    r.extend_from_slice(&[0, 0]);
+                    for v in [1u32, 60, 60, 600, ttl] {
+                        r.extend_from_slice(&v.to_be_bytes());
+                    }
+                }
                 counter.fetch_add(1, Ordering::SeqCst);
                 let _ = sock.send_to(&r, peer);
             }
@@ -818,6 +853,53 @@ mod tests {
 
     fn builds_of(cfg: &DnsConfig) -> usize {
         BUILT.lock().unwrap().iter().filter(|c| *c == cfg).count()
+    }
+
+    /// Trial finding 3: one query goes out per look-up, to one
+    /// nameserver: with two nameservers (as /etc/resolv.conf may list),
+    /// the second is asked only when the first fails; an explicit
+    /// `dns_server` (UDP and TCP) gets one query.
+    #[test]
+    fn one_query_goes_out_per_look_up() {
+        // Negative answers with an SOA: trusted, so the other nameserver
+        // is not asked for a second opinion.
+        let (a, qa) = negative_server(Some(30));
+        let (b, qb) = negative_server(Some(30));
+        let mut rc = ResolverConfig::new();
+        for addr in [a, b] {
+            rc.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
+            rc.add_name_server(NameServerConfig::new(addr, Protocol::Tcp));
+        }
+        let r = tuned(TokioResolver::builder_with_config(
+            rc,
+            TokioConnectionProvider::default(),
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for i in 0..3 {
+            let q = Query::new(Kind::Txt, &format!("n{i}.one.example.test"));
+            let e = rt.block_on(records(&r, &q)).unwrap_err();
+            assert!(e.is_answer(), "{e}");
+        }
+        let sent = qa.load(Ordering::SeqCst) + qb.load(Ordering::SeqCst);
+        assert_eq!(
+            sent,
+            3,
+            "3 look-ups sent {sent} queries ({} + {})",
+            qa.load(Ordering::SeqCst),
+            qb.load(Ordering::SeqCst)
+        );
+        let cfg = DnsConfig {
+            nameserver: Some(a),
+        };
+        let before = qa.load(Ordering::SeqCst);
+        for i in 0..2 {
+            let q = Query::new(Kind::Srv, &format!("_x._tcp.n{i}.one.example.test"));
+            assert!(resolve_blocking(&cfg, &q).unwrap_err().is_answer());
+        }
+        assert_eq!(qa.load(Ordering::SeqCst) - before, 2);
     }
 
     #[test]
