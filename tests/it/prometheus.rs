@@ -7,6 +7,8 @@
 //! resolves it, a killed daemon fires `LiveconfDaemonDown`, every rule
 //! evaluates without error, and every dashboard query evaluates and names
 //! only metrics liveconf exports (read from the daemons' own `/metrics`).
+//! Every `liveconf` command the alerts and the README's alerts section
+//! recommend is one liveconf accepts.
 
 use crate::common;
 
@@ -132,6 +134,126 @@ fn promtool_checks_the_rules_and_their_unit_tests_cover_every_alert() {
             silent.contains(a)
         );
     }
+}
+
+/// The spans between backticks in `text` (inline code; fenced blocks are
+/// left to the caller).
+fn code_spans(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// The README's "Alerts and dashboard" section, without its fenced blocks.
+fn readme_alerts_section() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("\n### Alerts and dashboard\n")
+        .expect("README: ### Alerts and dashboard");
+    let mut out = String::new();
+    let mut fenced = false;
+    for line in readme[start + 1..].lines().skip(1) {
+        if line.starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let underline = line.len() >= 3 && line.chars().all(|c| c == '-' || c == '=');
+        if !fenced && (line.starts_with("## ") || line.starts_with("### ") || underline) {
+            break;
+        }
+        if !fenced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Found by a new-user trial: the divergence alert and the README told
+/// operators to run `liveconf check --diff NAME`, which does not exist
+/// (`error: unexpected argument '--diff' found`). Every `liveconf ...`
+/// command quoted in the rules' annotations and in the README's alerts
+/// section must parse: each is run with `--help` appended, which clap
+/// answers (exit 0) only once every argument before it is known.
+/// Placeholders (`{{ $labels.resource }}`, NAME, NODE) become a word.
+#[test]
+fn every_liveconf_command_the_alerts_and_readme_recommend_parses() {
+    let mut texts = Vec::new();
+    for r in rules() {
+        if let Some(a) = r.get("annotations").and_then(Yaml::as_mapping) {
+            for v in a.values() {
+                texts.push(v.as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    let readme = readme_alerts_section();
+    texts.push(readme.clone());
+    let mut commands = BTreeSet::new();
+    for text in &texts {
+        for span in code_spans(text) {
+            if span.starts_with("liveconf ") {
+                commands.insert(span);
+            }
+        }
+    }
+    // The extraction works: the alert table's commands are among them.
+    for want in [
+        "liveconf status",
+        "liveconf fleet",
+        "liveconf fleet --forget NODE",
+        "liveconf render --once --diff --only NAME",
+    ] {
+        assert!(
+            commands.contains(want),
+            "{want:?} not found among {commands:?}"
+        );
+    }
+    assert!(
+        readme.contains("| `LiveconfFleetDiverging` |"),
+        "the README's alert table"
+    );
+    let mut bad = Vec::new();
+    for cmd in &commands {
+        let args: Vec<String> = cmd
+            .replace("{{ $labels.resource }}", "x")
+            .replace("{{ $labels.node }}", "x")
+            .split_whitespace()
+            .skip(1)
+            .map(|w| {
+                if w.len() > 1 && w.chars().all(|c| c.is_ascii_uppercase()) {
+                    "x".to_string()
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect();
+        assert!(
+            args.iter()
+                .all(|a| !a.contains(['{', '}', '$', '|', '<', '>', '`'])),
+            "{cmd:?}: a placeholder or shell syntax this test does not know"
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_liveconf"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .expect("run liveconf");
+        if !out.status.success() {
+            bad.push(format!(
+                "`{cmd}` (run as liveconf {} --help): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "commands recommended by contrib/prometheus/liveconf.rules.yml or the README \
+         that liveconf does not accept:\n{}",
+        bad.join("\n")
+    );
 }
 
 // ------------------------------------------------------------------ HTTP
