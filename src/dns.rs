@@ -271,12 +271,28 @@ pub enum DnsError {
     },
     /// The nameserver answered with an error code (SERVFAIL, REFUSED...):
     /// no answer.
-    #[error("the nameserver answered {code} for {name}")]
+    #[error("{servers} answered {code} for {name}")]
     Server {
         /// The response code.
         code: String,
         /// The name.
         name: String,
+        /// The nameservers asked ([`Resolver::servers`]).
+        servers: String,
+    },
+    /// No answer within the time limit.
+    #[error(
+        "no answer from {servers} within {}s{}",
+        .within.as_secs(),
+        .tries.map(|n| format!(", asked {n} times")).unwrap_or_default()
+    )]
+    Timeout {
+        /// The nameservers asked ([`Resolver::servers`]).
+        servers: String,
+        /// How long each query waited (or the look-up as a whole).
+        within: Duration,
+        /// How many times the query was sent, when known.
+        tries: Option<usize>,
     },
     /// No good answer for longer than `dns_max_stale` (the daemon).
     #[error("no good answer for {age} (dns_max_stale is {limit}); the last error: {last}")]
@@ -305,9 +321,14 @@ pub enum DnsError {
     /// An answer that holds no record.
     #[error("no SRV record")]
     EmptyAnswer,
-    /// The look-up failed (a nameserver's error, its timeout).
-    #[error("{0}")]
-    Lookup(ResolveError),
+    /// The look-up failed otherwise (the nameserver unreachable...).
+    #[error("{servers}: {message}")]
+    Lookup {
+        /// The nameservers asked ([`Resolver::servers`]).
+        servers: String,
+        /// What failed, without hickory's "proto error: ".
+        message: String,
+    },
     /// Nothing came back within [`LOOKUP_LIMIT`].
     #[error("no answer within {}s", LOOKUP_LIMIT.as_secs())]
     NoAnswer,
@@ -353,9 +374,41 @@ pub const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
-fn resolver(cfg: &DnsConfig) -> Result<TokioResolver, DnsError> {
+/// A resolver, and the nameservers it asks in words (for errors).
+struct Resolver {
+    r: TokioResolver,
+    /// "127.0.0.1:53 (dns_server)", "10.0.0.1:53, 10.0.0.2:53
+    /// (/etc/resolv.conf)".
+    servers: String,
+}
+
+/// The nameservers of `rc` (read from /etc/resolv.conf), each once.
+fn system_servers(rc: &ResolverConfig) -> String {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for ns in rc.name_servers() {
+        if !addrs.contains(&ns.socket_addr) {
+            addrs.push(ns.socket_addr);
+        }
+    }
+    if addrs.is_empty() {
+        return format!("no nameserver ({RESOLV_CONF} lists none)");
+    }
+    let list: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    format!("{} ({RESOLV_CONF})", list.join(", "))
+}
+
+fn resolver(cfg: &DnsConfig) -> Result<Resolver, DnsError> {
+    let r = hickory(cfg)?;
+    let servers = match cfg.nameserver {
+        Some(addr) => format!("{addr} (dns_server)"),
+        None => system_servers(r.config()),
+    };
+    Ok(Resolver { r, servers })
+}
+
+fn hickory(cfg: &DnsConfig) -> Result<TokioResolver, DnsError> {
     let provider = TokioConnectionProvider::default();
-    let mut builder = match cfg.nameserver {
+    let builder = match cfg.nameserver {
         Some(addr) => {
             let mut rc = ResolverConfig::new();
             rc.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
@@ -411,11 +464,11 @@ fn resolv_conf_stamp() -> Option<Stamp> {
 struct Resolvers {
     /// Each resolver, with the stamp of `/etc/resolv.conf` it was built
     /// from (`None` for an explicit nameserver).
-    built: HashMap<DnsConfig, (Option<Stamp>, Arc<TokioResolver>)>,
+    built: HashMap<DnsConfig, (Option<Stamp>, Arc<Resolver>)>,
 }
 
 impl Resolvers {
-    fn get(&mut self, cfg: &DnsConfig) -> Result<Arc<TokioResolver>, DnsError> {
+    fn get(&mut self, cfg: &DnsConfig) -> Result<Arc<Resolver>, DnsError> {
         let stamp = match cfg.nameserver {
             Some(_) => None,
             None => resolv_conf_stamp(),
@@ -446,7 +499,7 @@ type SrvAnswer = Result<Vec<SrvTarget>, DnsError>;
 /// configuration; it replies by itself.
 type Run = Box<
     dyn FnOnce(
-            Result<Arc<TokioResolver>, DnsError>,
+            Result<Arc<Resolver>, DnsError>,
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
         + Send,
 >;
@@ -486,13 +539,14 @@ fn start() -> Result<UnboundedSender<Job>, DnsError> {
     Ok(tx)
 }
 
-async fn srv(r: &TokioResolver, name: &str) -> SrvAnswer {
+async fn srv(r: &Resolver, name: &str) -> SrvAnswer {
     check_name(name)?;
-    let answer = r.srv_lookup(name).await.map_err(|e| {
-        if e.is_no_records_found() {
-            DnsError::NoRecord(name.to_string())
-        } else {
-            DnsError::Lookup(e)
+    let answer = r.r.srv_lookup(name).await.map_err(|e| {
+        match classify(e, &Query::new(Kind::Srv, name), &r.servers) {
+            DnsError::NoSuchName { .. } | DnsError::NoData { .. } => {
+                DnsError::NoRecord(name.to_string())
+            }
+            other => other,
         }
     })?;
     let mut out = srv_targets(&answer, name)?;
@@ -536,13 +590,14 @@ fn srv_targets(
 
 /// The addresses of `name`, as the nameserver of `cfg` answers (IPv4
 /// first).
-async fn ips(r: &TokioResolver, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+async fn ips(r: &Resolver, name: &str) -> Result<Vec<IpAddr>, DnsError> {
     check_name(name)?;
-    let answer = r.lookup_ip(name).await.map_err(|e| {
-        if e.is_no_records_found() {
-            DnsError::NoAddress(name.to_string())
-        } else {
-            DnsError::Lookup(e)
+    let answer = r.r.lookup_ip(name).await.map_err(|e| {
+        match classify(e, &Query::new(Kind::Ip, name), &r.servers) {
+            DnsError::NoSuchName { .. } | DnsError::NoData { .. } => {
+                DnsError::NoAddress(name.to_string())
+            }
+            other => other,
         }
     })?;
     let mut out: Vec<IpAddr> = answer.iter().collect();
@@ -553,24 +608,45 @@ async fn ips(r: &TokioResolver, name: &str) -> Result<Vec<IpAddr>, DnsError> {
     Ok(out)
 }
 
-/// What a failed look-up of `q` means: a real answer (NXDOMAIN, NODATA),
-/// an error code from the nameserver, or no answer.
-fn classify(e: ResolveError, q: &Query) -> DnsError {
+/// What a failed look-up of `q` from `servers` means: a real answer
+/// (NXDOMAIN, NODATA), an error code from the nameserver, or no answer
+/// (a timeout, an unreachable nameserver), each naming the nameservers
+/// and without hickory's "proto error: ".
+fn classify(e: ResolveError, q: &Query, servers: &str) -> DnsError {
     use hickory_resolver::proto::ProtoErrorKind;
     use hickory_resolver::proto::op::ResponseCode;
-    if let Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) = e.proto().map(|p| p.kind())
-    {
-        let (kind, name) = (q.kind, q.name.clone());
-        return match *response_code {
-            ResponseCode::NXDomain => DnsError::NoSuchName { kind, name },
-            ResponseCode::NoError => DnsError::NoData { kind, name },
-            code => DnsError::Server {
-                code: code.to_string(),
-                name,
-            },
-        };
+    let servers = servers.to_string();
+    match e.proto().map(|p| p.kind()) {
+        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => {
+            let (kind, name) = (q.kind, q.name.clone());
+            match *response_code {
+                ResponseCode::NXDomain => DnsError::NoSuchName { kind, name },
+                ResponseCode::NoError => DnsError::NoData { kind, name },
+                code => DnsError::Server {
+                    code: code.to_string(),
+                    name,
+                    servers,
+                },
+            }
+        }
+        Some(ProtoErrorKind::Timeout) => DnsError::Timeout {
+            servers,
+            within: QUERY_TIMEOUT,
+            tries: Some(ATTEMPTS + 1),
+        },
+        Some(ProtoErrorKind::Io(io)) => DnsError::Lookup {
+            servers,
+            message: format!("cannot be reached: {io}"),
+        },
+        Some(ProtoErrorKind::NoConnections) => DnsError::Lookup {
+            servers,
+            message: "cannot be reached (no connection could be made)".into(),
+        },
+        _ => DnsError::Lookup {
+            servers,
+            message: without_proto(&e.to_string()).to_string(),
+        },
     }
-    DnsError::Lookup(e)
 }
 
 /// The lowest TTL of an answer's records (the answer's TTL).
@@ -583,9 +659,10 @@ fn lowest_ttl(l: &hickory_resolver::lookup::Lookup) -> u32 {
 }
 
 /// The records of `q`, sorted, with the answer's TTL.
-async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
+async fn records(resolver: &Resolver, q: &Query) -> Result<Answer, DnsError> {
     use hickory_resolver::proto::rr::{RData, RecordType};
     check_name(&q.name)?;
+    let (r, servers) = (&resolver.r, resolver.servers.as_str());
     // A fully qualified name: no search domains.
     let name = format!("{}.", q.name);
     let mut ttl = u32::MAX;
@@ -594,7 +671,7 @@ async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
             let l = r
                 .lookup_ip(name.as_str())
                 .await
-                .map_err(|e| classify(e, q))?;
+                .map_err(|e| classify(e, q, servers))?;
             ttl = ttl.min(lowest_ttl(l.as_lookup()));
             let mut v: Vec<IpAddr> = l.iter().collect();
             v.sort();
@@ -605,7 +682,7 @@ async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
             let l = r
                 .srv_lookup(name.as_str())
                 .await
-                .map_err(|e| classify(e, q))?;
+                .map_err(|e| classify(e, q, servers))?;
             ttl = ttl.min(lowest_ttl(l.as_lookup()));
             let mut v = srv_targets(&l, &q.name)?;
             v.sort();
@@ -616,7 +693,7 @@ async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
             let l = r
                 .txt_lookup(name.as_str())
                 .await
-                .map_err(|e| classify(e, q))?;
+                .map_err(|e| classify(e, q, servers))?;
             ttl = ttl.min(lowest_ttl(l.as_lookup()));
             let mut v: Vec<String> = l
                 .iter()
@@ -636,7 +713,7 @@ async fn records(r: &TokioResolver, q: &Query) -> Result<Answer, DnsError> {
             let l = r
                 .lookup(name.as_str(), RecordType::Unknown(URI_TYPE))
                 .await
-                .map_err(|e| classify(e, q))?;
+                .map_err(|e| classify(e, q, servers))?;
             let mut v = Vec::new();
             for rec in l.records() {
                 // hickory has no URI type: its data comes as opaque bytes,
@@ -720,7 +797,7 @@ fn wait<T>(rx: std::sync::mpsc::Receiver<Result<T, DnsError>>) -> Result<T, DnsE
 /// bounded by [`LOOKUP_LIMIT`]; `reply` is called with its answer.
 fn submit<T, F>(
     cfg: &DnsConfig,
-    look: impl FnOnce(Arc<TokioResolver>) -> F + Send + 'static,
+    look: impl FnOnce(Arc<Resolver>) -> F + Send + 'static,
     reply: impl FnOnce(Result<T, DnsError>) + Send + 'static,
 ) -> Result<(), DnsError>
 where
@@ -730,10 +807,17 @@ where
     let run: Run = Box::new(move |resolver| {
         Box::pin(async move {
             let answer = match resolver {
-                Ok(r) => match tokio::time::timeout(LOOKUP_LIMIT, look(r)).await {
-                    Ok(a) => a,
-                    Err(_) => Err(DnsError::NoAnswer),
-                },
+                Ok(r) => {
+                    let servers = r.servers.clone();
+                    match tokio::time::timeout(LOOKUP_LIMIT, look(r)).await {
+                        Ok(a) => a,
+                        Err(_) => Err(DnsError::Timeout {
+                            servers,
+                            within: LOOKUP_LIMIT,
+                            tries: None,
+                        }),
+                    }
+                }
                 Err(e) => Err(e),
             };
             reply(answer);
@@ -747,11 +831,11 @@ where
         .map_err(|_| DnsError::Stopped)
 }
 
-async fn srv_job(r: Arc<TokioResolver>, name: String) -> SrvAnswer {
+async fn srv_job(r: Arc<Resolver>, name: String) -> SrvAnswer {
     srv(&r, &name).await
 }
 
-async fn ip_job(r: Arc<TokioResolver>, name: String) -> Result<Vec<IpAddr>, DnsError> {
+async fn ip_job(r: Arc<Resolver>, name: String) -> Result<Vec<IpAddr>, DnsError> {
     ips(&r, &name).await
 }
 
@@ -870,10 +954,13 @@ mod tests {
             rc.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
             rc.add_name_server(NameServerConfig::new(addr, Protocol::Tcp));
         }
-        let r = tuned(TokioResolver::builder_with_config(
-            rc,
-            TokioConnectionProvider::default(),
-        ));
+        let r = Resolver {
+            r: tuned(TokioResolver::builder_with_config(
+                rc,
+                TokioConnectionProvider::default(),
+            )),
+            servers: "test".into(),
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -953,6 +1040,52 @@ mod tests {
         };
         assert!(ips.contains(&"127.0.0.1".parse().unwrap()), "{ips:?}");
         drop(silent);
+    }
+
+    /// Trial finding 5: a nameserver that does not answer is named, with
+    /// where it comes from, and hickory's "proto error:" is not shown.
+    #[test]
+    fn a_look_up_that_gets_no_answer_names_the_nameserver() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let cfg = DnsConfig {
+            nameserver: Some(addr),
+        };
+        let e = resolve_blocking(&cfg, &Query::new(Kind::Txt, "t.silent.example.test"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!("no answer from {addr} (dns_server) within 2s, asked 3 times")
+        );
+        drop(silent);
+        // A port nobody listens on.
+        let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let cfg = DnsConfig {
+            nameserver: Some(addr),
+        };
+        let e = resolve_blocking(&cfg, &Query::new(Kind::Txt, "t.gone.example.test"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{addr} (dns_server)")), "{e}");
+        assert!(!e.contains("proto error"), "{e}");
+        // The nameservers of /etc/resolv.conf, each once, said so.
+        let mut rc = ResolverConfig::new();
+        for a in ["10.0.0.1:53", "10.0.0.2:53"] {
+            let a: SocketAddr = a.parse().unwrap();
+            rc.add_name_server(NameServerConfig::new(a, Protocol::Udp));
+            rc.add_name_server(NameServerConfig::new(a, Protocol::Tcp));
+        }
+        assert_eq!(
+            system_servers(&rc),
+            "10.0.0.1:53, 10.0.0.2:53 (/etc/resolv.conf)"
+        );
+        assert_eq!(
+            system_servers(&ResolverConfig::new()),
+            "no nameserver (/etc/resolv.conf lists none)"
+        );
     }
 
     #[test]

@@ -325,6 +325,12 @@ fn a_stopped_nameserver_keeps_the_file_and_its_return_renders_nothing() {
         e["failing"], false,
         "the last good answer still serves: {e}"
     );
+    // The error names the nameserver (trial finding 5), in words.
+    let said = e["error"].as_str().unwrap_or("");
+    assert!(
+        said.contains(&format!("{} (dns_server)", dns.addr())) && !said.contains("proto error"),
+        "{e}"
+    );
     assert_eq!(status(&fx)["resources"]["flag"]["healthy"], true);
     assert_eq!(read_or_empty(&fx.path("out/flag.conf")), "flag=on\n");
     // liveconf status: WARNING, naming the name.
