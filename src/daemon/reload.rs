@@ -97,7 +97,7 @@ impl Daemon {
                 .config_failed(failed(settings_source(&settings), message));
             return;
         }
-        settings.log_warnings();
+        settings.log_warnings_since(Some(&self.settings));
         let old_settings = std::mem::replace(&mut self.settings, settings);
         if let Err(e) = self.load() {
             let conf_d = self.settings.conf_d().display().to_string();

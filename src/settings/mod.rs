@@ -417,7 +417,28 @@ pub struct Settings {
     /// the file and line. [`Settings::load`] does not log them (logging is
     /// set up from the settings): the caller does, with
     /// [`Settings::log_warnings`].
-    pub warnings: Vec<String>,
+    pub warnings: Warnings,
+}
+
+/// What reading the settings has to say once logging is set up: settings
+/// that cannot be honoured (the list itself, logged as warnings), and what
+/// the command line changed in the file's settings besides replacing a
+/// value (`notes`, logged at info: its endpoints replacing the file's SRV
+/// discovery, say).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Warnings {
+    /// The warnings, one line each naming the file and line.
+    pub warn: Vec<String>,
+    /// Said at info.
+    pub notes: Vec<String>,
+}
+
+impl std::ops::Deref for Warnings {
+    type Target = Vec<String>;
+
+    fn deref(&self) -> &Vec<String> {
+        &self.warn
+    }
 }
 
 impl Settings {
@@ -472,10 +493,22 @@ impl Settings {
         self.confdir.join("templates")
     }
 
-    /// Logs [`Settings::warnings`] (once logging is set up).
+    /// Logs [`Settings::warnings`], and their notes at info (once logging
+    /// is set up).
     pub fn log_warnings(&self) {
-        for w in &self.warnings {
+        self.log_warnings_since(None);
+    }
+
+    /// [`Settings::log_warnings`] when settings are read again (SIGHUP):
+    /// the notes the `running` settings had are not said again.
+    pub fn log_warnings_since(&self, running: Option<&Settings>) {
+        for w in self.warnings.iter() {
             tracing::warn!("{w}");
+        }
+        for n in &self.warnings.notes {
+            if !running.is_some_and(|r| r.warnings.notes.contains(n)) {
+                tracing::info!("{n}");
+            }
         }
     }
 
@@ -542,7 +575,8 @@ impl Settings {
         };
         let from_flags = flags.clone();
         let from_file = file.layer.clone();
-        let l = file.layer.overlay(flags);
+        let (file_layer, notes) = where_etcd_is(file.layer, &from_flags, config_file.as_deref());
+        let l = file_layer.overlay(flags);
         let confd = file.confd;
         let where_ = config_file
             .as_ref()
@@ -708,9 +742,61 @@ impl Settings {
             password: confd.as_ref().and_then(|c| c.password.clone()),
             noop: confd.as_ref().is_some_and(|c| c.noop),
             no_reload: confd.as_ref().is_some_and(|c| c.sync_only),
-            warnings: confd.map(|c| c.warnings).unwrap_or_default(),
+            warnings: Warnings {
+                warn: confd.map(|c| c.warnings).unwrap_or_default(),
+                notes,
+            },
         })
     }
+}
+
+/// Where etcd is counts as one setting: `--endpoints` on the command line
+/// replaces the file's SRV discovery (`srv_domain`) as well as its
+/// endpoints, and `--srv-domain` the file's endpoints as well as its
+/// domain (the file's `srv_record` still names the record under it). So
+/// an SRE's `--endpoints` is what a run uses, whatever the file discovers.
+/// (Found by a new-user trial: with `srv_domain` in liveconf.toml and its
+/// nameserver down, `fleet` and `render --once` given `--endpoints` still
+/// looked the record up first, and failed.) `file` is the settings file's
+/// layer; it comes back without what the flags replace, with a note for
+/// each, said once in the log.
+fn where_etcd_is(
+    mut file: Layer,
+    flags: &Layer,
+    config_file: Option<&Path>,
+) -> (Layer, Vec<String>) {
+    let mut notes = Vec::new();
+    let name = config_file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the settings file".into());
+    if flags.endpoints.is_some()
+        && flags.srv_domain.is_none()
+        && let Some(domain) = file.srv_domain.take()
+    {
+        notes.push(format!(
+            "--endpoints on the command line replaces the SRV discovery of {name} \
+             (srv_domain = {domain:?}): this run uses the endpoints given"
+        ));
+    }
+    if flags.srv_domain.is_some()
+        && flags.endpoints.is_none()
+        && let Some(endpoints) = file.endpoints.take()
+    {
+        notes.push(format!(
+            "--srv-domain on the command line replaces the endpoints of {name} \
+             ({}): this run uses the endpoints SRV discovery finds",
+            endpoints
+                .iter()
+                .map(|e| match (e.split_once("://"), e.rsplit_once('@')) {
+                    // Credentials never reach the log.
+                    (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+                    _ => e.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    (file, notes)
 }
 
 #[cfg(test)]
@@ -735,6 +821,59 @@ mod tests {
         assert_eq!(s.files, vec![dir.path().join("keys.yaml")]);
         assert_eq!(s.backend, BackendKind::File);
         assert!(s.wait.is_off());
+    }
+
+    /// Where etcd is counts as one setting: `--endpoints` replaces the
+    /// file's SRV discovery too, `--srv-domain` the file's endpoints too
+    /// (the file's `srv_record` still names the record), both given keep
+    /// both; each replacement is one note, without credentials.
+    #[test]
+    fn command_line_endpoints_and_srv_domain_replace_the_files_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("liveconf.toml");
+        std::fs::write(
+            &p,
+            "endpoints = [\"http://u:pw@10.0.0.1:2379\"]\nsrv_domain = \"file.test\"\n\
+             srv_record = \"_etcd-client._tcp\"\n",
+        )
+        .unwrap();
+        let load = |endpoints: Option<&str>, srv: Option<&str>| {
+            let flags = Layer {
+                endpoints: endpoints.map(|e| vec![e.to_string()]),
+                srv_domain: srv.map(String::from),
+                ..Layer::default()
+            };
+            Settings::load_any_backend(Some(&p), flags).unwrap()
+        };
+        let s = load(Some("http://127.0.0.1:2379"), None);
+        assert_eq!(s.endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(s.srv_domain, None);
+        assert_eq!(s.warnings.notes.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings.notes[0].contains("srv_domain = \"file.test\""),
+            "{:?}",
+            s.warnings
+        );
+        let s = load(None, Some("flag.test"));
+        assert!(s.endpoints.is_empty(), "{:?}", s.endpoints);
+        assert_eq!(s.srv_domain.as_deref(), Some("flag.test"));
+        assert_eq!(s.srv_record, "_etcd-client._tcp");
+        assert_eq!(s.warnings.notes.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings.notes[0].contains("http://***@10.0.0.1:2379")
+                && !s.warnings.notes[0].contains("pw"),
+            "{:?}",
+            s.warnings
+        );
+        let s = load(Some("http://127.0.0.1:2379"), Some("flag.test"));
+        assert_eq!(s.endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(s.srv_domain.as_deref(), Some("flag.test"));
+        assert!(s.warnings.notes.is_empty(), "{:?}", s.warnings);
+        // Without either flag, the file's own.
+        let s = load(None, None);
+        assert_eq!(s.endpoints, ["http://u:pw@10.0.0.1:2379"]);
+        assert_eq!(s.srv_domain.as_deref(), Some("file.test"));
+        assert!(s.warnings.notes.is_empty(), "{:?}", s.warnings);
     }
 
     /// A duration that does not parse names the file, its line and how to

@@ -19,6 +19,7 @@ mod confd_compat;
 mod crash_consistency;
 mod daemon_etcd;
 mod daemon_file;
+mod discovery_down;
 mod dns_live;
 mod etcd_faults;
 mod etcd_security;

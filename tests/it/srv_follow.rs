@@ -16,18 +16,24 @@ use common::etcd::{Daemon, Etcd, free_port, read_or_empty, wait_for};
 /// 5 s, so a change is followed within that and one look-up's time.
 const FOLLOW: Duration = Duration::from_secs(15);
 const LIMIT: Duration = Duration::from_secs(30);
-const RECORD: &str = "_etcd-client._tcp.example.test";
+pub(crate) const RECORD: &str = "_etcd-client._tcp.example.test";
 
 /// dnsmasq on a loopback port serving `--srv-host` records.
-struct Dnsmasq {
+pub(crate) struct Dnsmasq {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl Dnsmasq {
     /// Serving RECORD → 127.0.0.1 at each of `ports`, on `port`.
-    fn start(port: u16, ports: &[u16]) -> Dnsmasq {
+    pub(crate) fn start(port: u16, ports: &[u16]) -> Dnsmasq {
+        Dnsmasq::start_with(port, ports, &[])
+    }
+
+    /// [`Dnsmasq::start`], with more dnsmasq options (`--address=...`).
+    pub(crate) fn start_with(port: u16, ports: &[u16], extra: &[String]) -> Dnsmasq {
         assert!(
             common::have("dnsmasq") || std::path::Path::new("/usr/sbin/dnsmasq").exists(),
             "dnsmasq is required (scripts/ensure-deps dnsmasq installs dnsmasq-base)"
@@ -53,12 +59,18 @@ impl Dnsmasq {
         for p in ports {
             cmd.arg(format!("--srv-host={RECORD},127.0.0.1,{p}"));
         }
+        cmd.args(extra);
         let child = cmd
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start dnsmasq");
-        let mut d = Dnsmasq { child, port, dir };
+        let mut d = Dnsmasq {
+            child,
+            port,
+            dir,
+            extra: extra.to_vec(),
+        };
         let log_path = d.dir.path().join("dnsmasq.log");
         wait_for("dnsmasq listening", LIMIT, || {
             if let Ok(Some(st)) = d.child.try_wait() {
@@ -72,7 +84,8 @@ impl Dnsmasq {
     /// The same port, new records.
     fn restart(&mut self, ports: &[u16]) {
         self.stop();
-        *self = Dnsmasq::start(self.port, ports);
+        let extra = self.extra.clone();
+        *self = Dnsmasq::start_with(self.port, ports, &extra);
     }
 
     fn stop(&mut self) {
@@ -80,7 +93,7 @@ impl Dnsmasq {
         let _ = self.child.wait();
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 }
