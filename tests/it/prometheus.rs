@@ -617,6 +617,65 @@ fn dashboard_queries() -> Vec<(String, String)> {
     queries
 }
 
+/// Found by a new-user trial: the dashboard's "failing" count showed 1 for
+/// a host restarted during an etcd outage (nothing rendered, step "none"),
+/// which LiveconfResourceFailing deliberately leaves to
+/// LiveconfEtcdUnreachable. Each state of "Hosts by state" (and its
+/// history) that has an alert reads what that alert reads: the same
+/// recording rule or expression (contrib/prometheus/tests/ checks what it
+/// holds).
+#[test]
+fn the_dashboards_host_states_read_what_their_alerts_read() {
+    let text = std::fs::read_to_string(contrib("grafana/liveconf.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).unwrap();
+    let mut all = Vec::new();
+    panels(&dash, &mut all);
+    let alert_expr = |name: &str| {
+        rules()
+            .iter()
+            .find(|r| field(r, "alert") == Some(name))
+            .and_then(|r| field(r, "expr").map(str::to_string))
+            .unwrap_or_else(|| panic!("no alert {name}"))
+    };
+    for (state, alert, reads) in [
+        (
+            "failing",
+            "LiveconfResourceFailing",
+            "liveconf:resource_failing_reported:step",
+        ),
+        (
+            "diverging",
+            "LiveconfFleetDiverging",
+            "last_over_time(liveconf:resource_diverging:bool",
+        ),
+    ] {
+        assert!(
+            alert_expr(alert).contains(reads),
+            "{alert} reads {reads}: {}",
+            alert_expr(alert)
+        );
+        let mut seen = 0;
+        for p in all.iter().filter(|p| {
+            p["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Hosts by state"))
+        }) {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if t["legendFormat"] == state {
+                    seen += 1;
+                    let expr = t["expr"].as_str().unwrap_or_default();
+                    assert!(
+                        expr.contains(reads),
+                        "{:?} / {state} does not read what {alert} reads ({reads}): {expr}",
+                        p["title"]
+                    );
+                }
+            }
+        }
+        assert_eq!(seen, 2, "\"Hosts by state\" and its history show {state}");
+    }
+}
+
 #[test]
 fn metric_names_are_read_out_of_promql() {
     let names = metric_names(
