@@ -247,6 +247,56 @@ impl<T: Shown> Shown for Vec<T> {
     }
 }
 
+/// `dns_server` as written: an IP address alone (port 53) or `IP:PORT`
+/// (`[IPv6]:PORT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsServer(pub SocketAddr);
+
+impl std::str::FromStr for DnsServer {
+    type Err = String;
+
+    fn from_str(v: &str) -> Result<DnsServer, String> {
+        let t = v.trim();
+        let bare = t
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(t);
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            return Ok(DnsServer(SocketAddr::new(ip, 53)));
+        }
+        t.parse::<SocketAddr>().map(DnsServer).map_err(|_| {
+            format!(
+                "{v:?} is not a nameserver address: write IP or IP:PORT, like \"127.0.0.1\" \
+                 (port 53), \"127.0.0.1:5353\" or \"[::1]:53\" (a name cannot be used: the \
+                 nameserver is what resolves names)"
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for DnsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsServer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DnsServer, D::Error> {
+        let v = String::deserialize(d)?;
+        v.parse()
+            .map_err(|e: String| serde::de::Error::custom(format!("dns_server = {e}")))
+    }
+}
+
+impl FlagValue for DnsServer {
+    fn parser() -> ValueParser {
+        ValueParser::new(|v: &str| v.parse::<DnsServer>())
+    }
+    fn from_flag(m: &clap::ArgMatches, id: &str) -> Option<Self> {
+        m.try_get_one::<DnsServer>(id).ok().flatten().copied()
+    }
+}
+
 /// A [`Layer`] field's type as a command-line value.
 pub trait FlagValue: Sized {
     /// How clap parses one value.
@@ -561,14 +611,14 @@ settings! {
         doc: "daemon: how often to take a fresh snapshot and compare it with the in-memory \
               mirror, in case a watch event was missed (`\"0s\"` turns it off)",
     },
-    dns_server: SocketAddr => dns_server {
+    dns_server: DnsServer => dns_server {
         flag: "--dns-server <ADDR>",
-        help: "Nameserver for SRV discovery and the templates' DNS look-ups, IP:PORT [default: /etc/resolv.conf]",
+        help: "Nameserver for SRV discovery and the templates' DNS look-ups, IP or IP:PORT [default: /etc/resolv.conf]",
         used_by: [render, check, fleet, fleet_wait, keys_import, keys_export],
         confd: None,
         sighup: Reconnect,
         default: "`/etc/resolv.conf`",
-        doc: "`\"IP:PORT\"` of the nameserver for SRV discovery (the record, and its targets' \
+        doc: "`\"IP\"` (port 53) or `\"IP:PORT\"` (`\"[IPv6]:PORT\"`) of the nameserver for SRV discovery (the record, and its targets' \
               addresses: without it the system resolver finds them) and the templates' DNS \
               functions (`lookup_ip`, `lookup_srv`, `lookup_txt`...; a new value serves them \
               from the next render)",
@@ -1026,6 +1076,53 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Trial finding 6: `dns_server` takes an address alone (port 53) or
+    /// with a port; anything else says the form expected.
+    #[test]
+    fn dns_server_takes_an_ip_alone_or_with_a_port() {
+        let dir = tempfile::tempdir().unwrap();
+        for (v, want) in [
+            ("127.0.0.1", "127.0.0.1:53"),
+            ("127.0.0.1:5353", "127.0.0.1:5353"),
+            ("::1", "[::1]:53"),
+            ("[::1]", "[::1]:53"),
+            ("[fd00::1]:5353", "[fd00::1]:5353"),
+        ] {
+            let s = load(dir.path(), &format!("{FILE_BASE}dns_server = \"{v}\"\n"));
+            assert_eq!(s.dns_server, Some(want.parse().unwrap()), "{v}");
+        }
+        let p = dir.path().join("liveconf.toml");
+        for bad in ["ns1.example", "127.0.0.1:", "127.0.0.1:99999", "1.2.3"] {
+            std::fs::write(&p, format!("{FILE_BASE}\ndns_server = \"{bad}\"\n")).unwrap();
+            let e = Settings::load(Some(&p), Layer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("line 5")
+                    && e.contains(&format!(
+                        "dns_server = \"{bad}\" is not a nameserver address: write IP or IP:PORT"
+                    )),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains("invalid socket address syntax"), "{e}");
+        }
+        // The same on the command line.
+        let m = clap::Command::new("t")
+            .args(flag_args())
+            .try_get_matches_from(["t", "--dns-server", "10.0.0.1"])
+            .unwrap();
+        assert_eq!(
+            Layer::from_matches(&m).dns_server.map(|d| d.to_string()),
+            Some("10.0.0.1:53".into())
+        );
+        let e = clap::Command::new("t")
+            .args(flag_args())
+            .try_get_matches_from(["t", "--dns-server", "ns1.example"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("write IP or IP:PORT"), "{e}");
     }
 
     /// The README's settings table is this table.

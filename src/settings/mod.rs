@@ -706,7 +706,7 @@ impl Settings {
                 .srv_record
                 .clone()
                 .unwrap_or_else(|| "_etcd-client-ssl._tcp".into()),
-            dns_server: l.dns_server,
+            dns_server: l.dns_server.map(|d| d.0),
             prefix: l.prefix.clone().unwrap_or_default(),
             files,
             ca_file: l.ca_file.clone(),
