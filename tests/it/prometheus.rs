@@ -596,12 +596,19 @@ fn dashboard_queries() -> Vec<(String, String)> {
         }
     }
     // The variables' label_values(SELECTOR, LABEL) as the series query
-    // Grafana sends for them.
+    // Grafana sends for them; query_result(EXPR) as EXPR.
     for var in dash["templating"]["list"].as_array().into_iter().flatten() {
         if var["type"] != "query" {
             continue;
         }
         let q = var["query"]["query"].as_str().expect("variable query");
+        if let Some(expr) = q
+            .strip_prefix("query_result(")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            queries.push((format!("variable {}", var["name"]), expr.to_string()));
+            continue;
+        }
         let inner = q
             .strip_prefix("label_values(")
             .and_then(|r| r.strip_suffix(')'))
@@ -673,6 +680,27 @@ fn the_dashboards_host_states_read_what_their_alerts_read() {
             }
         }
         assert_eq!(seen, 2, "\"Hosts by state\" and its history show {state}");
+    }
+}
+
+/// Every dashboard query evaluates; a result about a host (an `instance`
+/// label) also names it by its `node`, as the alerts do (a new-user trial:
+/// the tables showed addresses while every alert named node names).
+fn dashboard_evaluates_and_names_nodes(prom: &Prometheus) {
+    for (what, expr) in dashboard_queries() {
+        let e = grafana_expr(&expr);
+        let results = prom
+            .query(&e)
+            .unwrap_or_else(|err| panic!("{what}: {e}\n{err}"));
+        for r in results {
+            let labels = &r["metric"];
+            if labels.get("instance").is_some() {
+                assert!(
+                    labels["node"].as_str().is_some_and(|n| !n.is_empty()),
+                    "{what} shows a host without its node name: {r}\n{e}"
+                );
+            }
+        }
     }
 }
 
@@ -769,6 +797,8 @@ fn a_real_prometheus_alerts_on_two_daemons_and_evaluates_the_dashboard() {
     }
     assert!(description.contains(&ia), "{alert}");
     assert!(description.contains("liveconf status"), "{alert}");
+    // The dashboard while a host fails: its tables name it by node.
+    dashboard_evaluates_and_names_nodes(&prom);
     assert!(
         prom.firing("LiveconfResourceFailing", &[("instance", &ib)])
             .is_none(),
@@ -821,11 +851,48 @@ fn a_real_prometheus_alerts_on_two_daemons_and_evaluates_the_dashboard() {
                 raw_names.insert(name);
             }
         }
-        let e = grafana_expr(expr);
-        if let Err(err) = prom.query(&e) {
-            panic!("{what}: {e}\n{err}");
-        }
     }
+    dashboard_evaluates_and_names_nodes(&prom);
+    // The Host variable shows node names (its regex takes `node` as the
+    // text and `instance` as the value of each series).
+    let var = dashboard_queries()
+        .into_iter()
+        .find(|(what, _)| what == "variable \"instance\"")
+        .expect("the Host variable")
+        .1;
+    let hosts: BTreeSet<(String, String)> = prom
+        .query(&grafana_expr(&var))
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["node"].as_str().unwrap_or_default().to_string(),
+                r["metric"]["instance"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [("mw-a", &ia), ("mw-b", &ib)]
+        .iter()
+        .map(|(n, i)| (n.to_string(), i.to_string()))
+        .collect();
+    assert_eq!(hosts, want, "the Host variable: {var}");
+    let dash: Value =
+        serde_json::from_str(&std::fs::read_to_string(contrib("grafana/liveconf.json")).unwrap())
+            .unwrap();
+    let regex = dash["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "instance")
+        .and_then(|v| v["regex"].as_str())
+        .unwrap_or_default();
+    assert!(
+        regex.contains(r#"instance="(?<value>"#) && regex.contains(r#"node="(?<text>"#),
+        "the Host variable's regex shows node names, filters on instances: {regex}"
+    );
     // The rules, too, select only exported metrics (and their own records).
     for r in rules() {
         let expr = field(&r, "expr").unwrap_or_default();
