@@ -20,8 +20,9 @@ use etcd_client::{Client, GetOptions, PutOptions, SortOrder, SortTarget};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::backend::Backoff;
 use crate::backend::etcd::{Connection, EtcdError, describe, range_of};
+use crate::backend::{Backoff, Outage, Say};
+use crate::settings::Settings;
 
 /// Where reports live.
 pub const REPORT_PREFIX: &str = "/liveconf/fleet/";
@@ -230,8 +231,18 @@ fn encode(rx: &mut watch::Receiver<Report>) -> Result<String, FleetError> {
 /// away, files were right as soon as the daemon reconnected while the
 /// report waited out its own backoff, up to 30 s: `fleet wait` took that
 /// long, or called the host gone when its lease lapsed meanwhile.)
+///
+/// The connection is made from `settings` at the first attempt, SRV
+/// discovery included, and a discovery that fails is retried like any
+/// failed attempt: the daemon runs and renders meanwhile, and the report
+/// follows once etcd can be found. (Found by a new-user trial: the daemon
+/// made it before starting, and exited 3, "invalid settings", when the SRV
+/// nameserver was down, where without `--report` it waited for etcd.) With
+/// discovery, the record is looked up again after each failure. A failure
+/// that goes on is said once, then at most every
+/// [`crate::backend::REMIND_EVERY`].
 pub async fn publish(
-    conn: Connection,
+    settings: Settings,
     node: String,
     ttl: Duration,
     mut rx: watch::Receiver<Report>,
@@ -255,13 +266,18 @@ pub async fn publish(
     let registry_key = format!("{REGISTRY_PREFIX}{node}");
     let mut backoff = Backoff::new(RETRY_FIRST, retry_cap(lease_ttl));
     let mut idx = 0usize;
-    // Failed attempts since the report was last published, and the last
-    // error logged (a repeat is logged at debug only).
-    let mut failed = 0u32;
-    let mut last_error = String::new();
+    // Failed attempts since the report was last published (said once,
+    // then reminded at most every minute).
+    let mut outage = Outage::default();
+    let mut conn: Option<Connection> = None;
     loop {
-        let endpoint = conn.endpoints[idx % conn.endpoints.len().max(1)].clone();
+        // The endpoint tried, once etcd is found.
+        let mut tried: Option<String> = None;
         let result: Result<(), FleetError> = async {
+            let again = outage.is_on();
+            let conn = connection(&settings, &mut conn, again).await?;
+            let endpoint = conn.endpoints[idx % conn.endpoints.len().max(1)].clone();
+            tried = Some(endpoint.clone());
             let mut client = conn.connect_to(&endpoint).await?;
             let lease = client.lease_grant(ttl_secs, None).await?.id();
             // The report first: through a grpc-proxy the keep-alive
@@ -271,13 +287,12 @@ pub async fn publish(
             let mut last_sent = encode(&mut rx)?;
             put_report(&mut client, &report_key, last_sent.clone(), lease, silence).await?;
             backoff.reset();
+            let failed = outage.over();
             if failed > 0 {
                 tracing::info!(
                     "fleet report: published again through {endpoint} after {failed} failed attempt{}",
                     if failed == 1 { "" } else { "s" }
                 );
-                failed = 0;
-                last_error.clear();
             }
             let reg =
                 serde_json::json!({"node": node, "registered": crate::status::now()}).to_string();
@@ -330,13 +345,14 @@ pub async fn publish(
         }
         .await;
         let Err(e) = result else { return };
-        failed = failed.saturating_add(1);
-        let said = format!("fleet report: {e} (through {endpoint}); retrying");
-        if said != last_error {
-            tracing::warn!("{said}");
-            last_error = said;
-        } else {
-            tracing::debug!("{said} (failed attempt {failed})");
+        let said = match tried {
+            Some(endpoint) => format!("fleet report: {e} (through {endpoint}); retrying"),
+            None => format!("fleet report: {e}; retrying"),
+        };
+        match outage.failed() {
+            Say::First => tracing::warn!("{said}"),
+            Say::Again(lasted) => tracing::warn!("{said} (not published {lasted})"),
+            Say::Quiet => tracing::debug!("{said} (failed attempt {})", outage.failures()),
         }
         idx += 1;
         // The report as it is now goes out with the next attempt: only a
@@ -354,6 +370,32 @@ pub async fn publish(
                 tokio::time::sleep_until(failed_at + RETRY_FIRST / 2).await;
             }
         }
+    }
+}
+
+/// The connection the report goes through: made at the first attempt
+/// (SRV discovery included: an error until it finds etcd); with
+/// discovery, the record is looked up `again` after a failure (a failed
+/// look-up keeps the last endpoints).
+async fn connection<'a>(
+    settings: &Settings,
+    conn: &'a mut Option<Connection>,
+    again: bool,
+) -> Result<&'a Connection, FleetError> {
+    match conn {
+        Some(c) => {
+            if again
+                && c.discovers()
+                && let Err(e) = c.rediscover().await
+            {
+                tracing::debug!(
+                    "fleet report: {e}; keeping the endpoints {}",
+                    c.endpoints.join(",")
+                );
+            }
+            Ok(c)
+        }
+        None => Ok(conn.insert(Connection::from_settings(settings).await?)),
     }
 }
 

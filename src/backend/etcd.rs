@@ -860,7 +860,6 @@ fn flat_page(out: &mut Vec<Entry>, root: &str, kvs: Vec<etcd_client::KeyValue>) 
     }
 }
 
-/// `render --once` against etcd: connect, one snapshot, done.
 /// etcd as a [`super::Backend`]: the settings that make its connection.
 pub struct EtcdBackend {
     /// The settings the connection is built from (endpoints or SRV, TLS,
@@ -937,20 +936,24 @@ impl super::Backend for EtcdBackend {
     ) -> super::BoxFuture<'static, ()> {
         let s = self.settings.clone();
         Box::pin(async move {
-            let mut backoff = super::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+            // Attempts at most RECONNECT_CAP apart, as the watcher's: a
+            // host is back within that of its nameserver answering.
+            let mut backoff =
+                super::Backoff::new(Duration::from_secs(1), super::etcd_watch::RECONNECT_CAP);
+            // Failures to connect, said as the backend being unavailable
+            // (once, then at most every REMIND_EVERY).
+            let mut outage = super::Outage::default();
             loop {
                 match Connection::from_settings(&s).await {
                     Ok(conn) => {
-                        super::etcd_watch::run(conn, watched, s.resync_interval, tx).await;
+                        super::etcd_watch::run(conn, watched, s.resync_interval, tx, outage).await;
                         return;
                     }
                     Err(e) => {
                         // Settings that cannot work (unreadable certificate,
                         // SRV name without records): say so and retry, as
                         // the file or DNS may be fixed without a restart.
-                        let _ = tx.send(super::Event::Disconnected {
-                            reason: e.to_string(),
-                        });
+                        super::etcd_watch::unavailable(&tx, &mut outage, e.to_string());
                         tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
@@ -959,6 +962,7 @@ impl super::Backend for EtcdBackend {
     }
 }
 
+/// `render --once` against etcd: connect, one snapshot, done.
 pub async fn snapshot_once(s: &Settings, prefixes: &[String]) -> Result<Snapshot, EtcdError> {
     let conn = Connection::from_settings(s).await?;
     let mut client = conn.connect().await?;

@@ -66,11 +66,16 @@ pub const HOME_EVERY: Duration = Duration::from_secs(30);
 /// a failure looks the record (and its targets) up again first: a record
 /// moved to a live member, or a target that resolves again, is followed
 /// without a restart. Runs until aborted; never returns an error.
+///
+/// An outage (every attempt failing) is told to the daemon once, then at
+/// most every [`super::REMIND_EVERY`] (`outage`: one already going on when
+/// the watcher starts, its endpoints not found until now).
 pub async fn run(
     mut conn: Connection,
     prefixes: Vec<String>,
     resync: Duration,
     tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+    mut outage: super::Outage,
 ) {
     use super::{Backoff, Event, SnapshotReason};
     let roots = roots(&prefixes);
@@ -82,7 +87,6 @@ pub async fn run(
     let mut live: Vec<String> = roots.clone();
     let mut reason = SnapshotReason::Initial;
     let mut idx = 0usize;
-    let mut reported_down: Option<String> = None;
     // Whether the last attempt failed (discovery is then asked again).
     let mut failed = false;
     // With SRV discovery: the set last logged, and the task that looks
@@ -114,10 +118,7 @@ pub async fn run(
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    let msg = e.to_string();
-                    if reported_down.as_deref() != Some(&msg) {
-                        disconnected(&tx, &mut reported_down, msg);
-                    }
+                    unavailable(&tx, &mut outage, e.to_string());
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
@@ -143,6 +144,7 @@ pub async fn run(
                     snapshot: snap,
                     reason,
                 });
+                outage.over();
             }
             Ok::<Client, EtcdError>(client)
         };
@@ -150,10 +152,7 @@ pub async fn run(
             Ok(c) => c,
             Err(e) => {
                 // Said once, not at every retry.
-                let msg = e.to_string();
-                if reported_down.as_deref() != Some(&msg) {
-                    disconnected(&tx, &mut reported_down, msg);
-                }
+                unavailable(&tx, &mut outage, e.to_string());
                 idx += 1;
                 failed = true;
                 tokio::time::sleep(backoff.next_delay()).await;
@@ -173,7 +172,7 @@ pub async fn run(
             resync,
             &tx,
             &mut backoff,
-            &mut reported_down,
+            &mut outage,
         )
         .await;
         match end {
@@ -213,9 +212,9 @@ pub async fn run(
                 idx = 0;
             }
             WatchEnd::Broken(why) => {
-                disconnected(
+                unavailable(
                     &tx,
-                    &mut reported_down,
+                    &mut outage,
                     format!("etcd at {endpoint}: {}", conn.explain(why)),
                 );
                 idx += 1;
@@ -235,16 +234,25 @@ fn readable(roots: &[String], snap: &Snapshot) -> Vec<String> {
         .collect()
 }
 
-/// Tells the daemon the connection is lost, and remembers what it was told.
-fn disconnected(
+/// One more failed attempt to reach etcd (`why`): the daemon is told
+/// (and logs it) when the outage starts, then at most every
+/// [`super::REMIND_EVERY`] while it lasts, saying for how long; every
+/// endpoint down would otherwise be a line per attempt (each names its
+/// endpoint). The attempts in between are logged at debug.
+pub(crate) fn unavailable(
     tx: &tokio::sync::mpsc::UnboundedSender<super::Event>,
-    reported_down: &mut Option<String>,
+    outage: &mut super::Outage,
     why: String,
 ) {
-    let _ = tx.send(super::Event::Disconnected {
-        reason: why.clone(),
-    });
-    *reported_down = Some(why);
+    let reason = match outage.failed() {
+        super::Say::First => why,
+        super::Say::Again(lasted) => format!("{why} (still unavailable: {lasted})"),
+        super::Say::Quiet => {
+            tracing::debug!("etcd still unavailable: {why}");
+            return;
+        }
+    };
+    let _ = tx.send(super::Event::Disconnected { reason });
 }
 
 /// Watches `roots` on one stream, from the revisions in `seen` (moved on as
@@ -260,12 +268,13 @@ async fn watch(
     resync: Duration,
     tx: &tokio::sync::mpsc::UnboundedSender<super::Event>,
     backoff: &mut super::Backoff,
-    reported_down: &mut Option<String>,
+    outage: &mut super::Outage,
 ) -> WatchEnd {
     use super::{Event, SnapshotReason};
 
     if roots.is_empty() {
         // Nothing to watch: stay "connected" and idle.
+        outage.over();
         let _ = tx.send(Event::Connected {
             endpoint: endpoint.to_string(),
         });
@@ -281,7 +290,7 @@ async fn watch(
         seen,
         tx,
         backoff,
-        reported_down,
+        outage,
         created: 0,
         suspect_rewind: None,
     };
@@ -472,7 +481,7 @@ struct Watching<'a> {
     seen: &'a mut [i64],
     tx: &'a tokio::sync::mpsc::UnboundedSender<super::Event>,
     backoff: &'a mut super::Backoff,
-    reported_down: &'a mut Option<String>,
+    outage: &'a mut super::Outage,
     /// How many of the watches etcd has confirmed.
     created: usize,
     /// A watch was confirmed at a revision behind the newest seen (this
@@ -533,7 +542,7 @@ impl Watching<'_> {
         self.created += 1;
         if self.created == self.roots.len() {
             self.backoff.reset();
-            *self.reported_down = None;
+            self.outage.over();
             tracing::debug!(endpoint = self.endpoint, watches = self.created, "watching");
             let _ = self.tx.send(super::Event::Connected {
                 endpoint: self.endpoint.to_string(),

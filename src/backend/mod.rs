@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
 
 use crate::settings::{BackendKind, Settings};
 use crate::store::{Change, Snapshot};
@@ -76,6 +77,79 @@ pub trait Backend: Send + Sync {
         after: i64,
         tx: UnboundedSender<Event>,
     ) -> BoxFuture<'static, ()>;
+}
+
+/// How often a failure that goes on (etcd unavailable, the fleet report
+/// not published) is said again, at most.
+pub const REMIND_EVERY: Duration = Duration::from_secs(60);
+
+/// A failure that repeats while it lasts (every endpoint down, a
+/// nameserver that does not answer): said once when it starts, then at
+/// most once every [`REMIND_EVERY`] while it goes on, so the log stays
+/// quiet; the attempts in between are logged at debug only.
+#[derive(Debug, Default)]
+pub struct Outage {
+    /// When the first failure of this outage happened.
+    since: Option<Instant>,
+    /// When it was last said.
+    said: Option<Instant>,
+    /// Failed attempts since it started.
+    failures: u32,
+}
+
+/// What to do with one more failure of an [`Outage`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Say {
+    /// The outage starts: say it.
+    First,
+    /// A reminder is due: say it again, with how long it has lasted and
+    /// how many attempts failed ("for 1m 2s, 14 failed attempts").
+    Again(String),
+    /// Said recently: debug only.
+    Quiet,
+}
+
+impl Outage {
+    /// One more failed attempt: whether to say it.
+    pub fn failed(&mut self) -> Say {
+        self.failed_at(Instant::now())
+    }
+
+    fn failed_at(&mut self, now: Instant) -> Say {
+        self.failures = self.failures.saturating_add(1);
+        let (Some(since), Some(said)) = (self.since, self.said) else {
+            self.since = Some(now);
+            self.said = Some(now);
+            return Say::First;
+        };
+        if now.saturating_duration_since(said) < REMIND_EVERY {
+            return Say::Quiet;
+        }
+        self.said = Some(now);
+        let lasted = Duration::from_secs(now.saturating_duration_since(since).as_secs());
+        Say::Again(format!(
+            "for {}, {} failed attempts",
+            humantime::format_duration(lasted),
+            self.failures
+        ))
+    }
+
+    /// Failed attempts since the outage started (0: none going on).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Whether an outage is going on.
+    pub fn is_on(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// It worked: the outage (if any) is over; how many attempts failed.
+    pub fn over(&mut self) -> u32 {
+        let n = self.failures;
+        *self = Outage::default();
+        n
+    }
 }
 
 /// The backend the settings name.
@@ -225,6 +299,26 @@ mod tests {
         for (name, change) in other {
             assert_eq!(load(change), base, "{name} is not part of the connection");
         }
+    }
+
+    #[test]
+    fn an_outage_is_said_once_then_reminded_at_most_every_minute() {
+        let mut o = Outage::default();
+        let t0 = Instant::now();
+        assert_eq!(o.failed_at(t0), Say::First);
+        assert!(o.is_on());
+        for s in 1..60 {
+            assert_eq!(o.failed_at(t0 + Duration::from_secs(s)), Say::Quiet);
+        }
+        assert_eq!(
+            o.failed_at(t0 + Duration::from_secs(61)),
+            Say::Again("for 1m 1s, 61 failed attempts".into())
+        );
+        assert_eq!(o.failed_at(t0 + Duration::from_secs(100)), Say::Quiet);
+        assert_eq!(o.over(), 62);
+        assert!(!o.is_on());
+        // The next outage is said at once.
+        assert_eq!(o.failed_at(t0 + Duration::from_secs(101)), Say::First);
     }
 
     #[test]

@@ -268,11 +268,10 @@ impl Daemon {
                 "--report publishes to etcd: it needs the etcd backend"
             )));
         }
-        let conn = backend::etcd::Connection::from_settings(&self.settings)
-            .await
-            .map_err(|e| DaemonError::Config(e.into()))?;
+        // The publisher finds etcd itself, retrying: a nameserver or etcd
+        // down at start is not a settings error.
         Ok(Some(tokio::spawn(crate::fleet::publish(
-            conn,
+            self.settings.clone(),
             self.settings.node_name.clone(),
             self.settings.report_ttl,
             self.observer.report_to(),

@@ -5,8 +5,10 @@
 
 use crate::common;
 
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::Fx;
@@ -101,6 +103,71 @@ impl Dnsmasq {
 impl Drop for Dnsmasq {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A nameserver that never answers: a UDP socket on loopback that reads
+/// every query (so each one times out, as with a host that drops them)
+/// and counts those asking for `name`.
+pub(crate) struct BlackHole {
+    pub(crate) port: u16,
+    asked: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BlackHole {
+    /// On a free port (`None`) or on `port`, counting queries for `name`.
+    pub(crate) fn start(port: Option<u16>, name: &str) -> BlackHole {
+        let sock = UdpSocket::bind(("127.0.0.1", port.unwrap_or(0))).expect("bind udp");
+        let port = sock.local_addr().expect("udp addr").port();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("udp timeout");
+        // The name as a query carries it: length-prefixed labels.
+        let wire: Vec<u8> = name
+            .split('.')
+            .flat_map(|l| std::iter::once(l.len() as u8).chain(l.bytes()))
+            .collect();
+        let (asked, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (a, st) = (asked.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !st.load(Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf)
+                    && buf[..n].windows(wire.len()).any(|w| w == wire.as_slice())
+                {
+                    a.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        BlackHole {
+            port,
+            asked,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Queries for the name received so far.
+    pub(crate) fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        // The socket closes with its thread: the port is free after this.
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
     }
 }
 
