@@ -204,8 +204,9 @@ fn command_line_srv_domain_replaces_the_files_endpoints() {
 fn an_outage_of_every_endpoint_is_said_once_and_its_end_once() {
     let mut etcd = Etcd::configure(1, &[]);
     let ep = etcd.members[0].url();
-    let dead = || format!("http://127.0.0.1:{}", free_port());
-    let endpoints = format!("{},{ep},{}", dead(), dead());
+    // Port 1, where nothing listens (a free port could be another test's
+    // etcd by the time it is dialled).
+    let endpoints = format!("http://127.0.0.1:1,{ep},http://127.0.0.2:1");
     let fx = Fx::new();
     plain(&fx);
     let mut d = Daemon::start(
@@ -220,7 +221,7 @@ fn an_outage_of_every_endpoint_is_said_once_and_its_end_once() {
             "0s",
             "--report",
             "--node-name",
-            "n1",
+            "outage",
             // Retried every second at most, as fast as the report retries.
             "--report-ttl",
             "6s",
@@ -245,7 +246,7 @@ fn an_outage_of_every_endpoint_is_said_once_and_its_end_once() {
     wait_for("the file rendered", LIMIT, || {
         read_or_empty(&fx.path("out/plain.conf")) == "v=1\n"
     });
-    wait_for("the report published", LIMIT, || reported(&etcd, "n1"));
+    wait_for("the report published", LIMIT, || reported(&etcd, "outage"));
     wait_for("the report's return said", LIMIT, || {
         d.count("fleet report: published again") == 1
     });
