@@ -931,8 +931,27 @@ impl super::Backend for EtcdBackend {
     fn watch(
         &self,
         watched: Vec<String>,
+        after: i64,
+        tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+    ) -> super::BoxFuture<'static, ()> {
+        self.watch_replacing(watched, after, tx, super::Handover::default())
+    }
+
+    fn discovery(&self) -> Option<String> {
+        srv_name(&self.settings)
+    }
+
+    /// Finds the endpoints (SRV discovery), then stops the watcher it
+    /// replaces and watches. While the watcher replaced still runs (a new
+    /// connection to the same SRV record: a SIGHUP changed `dns_server`,
+    /// say), a failed look-up keeps it, said once (then reminded at most
+    /// every [`super::REMIND_EVERY`]), and is retried with backoff.
+    fn watch_replacing(
+        &self,
+        watched: Vec<String>,
         _after: i64,
         tx: tokio::sync::mpsc::UnboundedSender<super::Event>,
+        replaced: super::Handover,
     ) -> super::BoxFuture<'static, ()> {
         let s = self.settings.clone();
         Box::pin(async move {
@@ -940,14 +959,43 @@ impl super::Backend for EtcdBackend {
             // host is back within that of its nameserver answering.
             let mut backoff =
                 super::Backoff::new(Duration::from_secs(1), super::etcd_watch::RECONNECT_CAP);
-            // Failures to connect, said as the backend being unavailable
-            // (once, then at most every REMIND_EVERY).
+            // Failures to connect (said as the backend being unavailable),
+            // and failed look-ups while the replaced watcher is kept.
             let mut outage = super::Outage::default();
+            let mut kept = super::Outage::default();
             loop {
                 match Connection::from_settings(&s).await {
                     Ok(conn) => {
+                        replaced.take_over();
+                        if kept.over() > 0 {
+                            tracing::info!(
+                                "etcd discovery (SRV {}) through {} answers: moving to the new connection",
+                                srv_name(&s).unwrap_or_default(),
+                                nameserver(&s)
+                            );
+                        }
                         super::etcd_watch::run(conn, watched, s.resync_interval, tx, outage).await;
                         return;
+                    }
+                    Err(e) if replaced.is_pending() => {
+                        let name = srv_name(&s).unwrap_or_default();
+                        let why = match &e {
+                            EtcdError::Unavailable { message, .. } => message.clone(),
+                            other => other.to_string(),
+                        };
+                        let through = nameserver(&s);
+                        match kept.failed() {
+                            super::Say::First => tracing::warn!(
+                                "etcd discovery (SRV {name}) through {through}: {why}; keeping the connection in use and its endpoints until a look-up succeeds (retrying with backoff)"
+                            ),
+                            super::Say::Again(lasted) => tracing::warn!(
+                                "etcd discovery (SRV {name}) through {through} still fails ({lasted}): {why}; keeping the connection in use and its endpoints"
+                            ),
+                            super::Say::Quiet => tracing::debug!(
+                                "etcd discovery (SRV {name}) through {through}: {why}; still keeping the connection in use"
+                            ),
+                        }
+                        tokio::time::sleep(backoff.next_delay()).await;
                     }
                     Err(e) => {
                         // Settings that cannot work (unreadable certificate,
@@ -959,6 +1007,14 @@ impl super::Backend for EtcdBackend {
                 }
             }
         })
+    }
+}
+
+/// The nameserver SRV discovery asks, in words.
+fn nameserver(s: &Settings) -> String {
+    match s.dns_server {
+        Some(a) => format!("dns_server {a}"),
+        None => "the system resolver".into(),
     }
 }
 

@@ -8,9 +8,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::settings::{BackendKind, Settings};
@@ -77,6 +79,61 @@ pub trait Backend: Send + Sync {
         after: i64,
         tx: UnboundedSender<Event>,
     ) -> BoxFuture<'static, ()>;
+    /// The SRV record the endpoints are discovered from, when they are
+    /// (`None`: the endpoints are given, or there are none).
+    fn discovery(&self) -> Option<String> {
+        None
+    }
+    /// [`Backend::watch`], replacing the watcher `replaced` holds: a
+    /// backend stops it when its own watch starts (by default, at once);
+    /// etcd with SRV discovery only once it has found its endpoints, so a
+    /// look-up that fails after a SIGHUP keeps the connection in use.
+    fn watch_replacing(
+        &self,
+        watched: Vec<String>,
+        after: i64,
+        tx: UnboundedSender<Event>,
+        replaced: Handover,
+    ) -> BoxFuture<'static, ()> {
+        replaced.take_over();
+        self.watch(watched, after, tx)
+    }
+}
+
+/// The watcher a new one replaces, stopped when the new one takes over
+/// (see [`Backend::watch_replacing`]). Shared by the supervisor, which may
+/// take the old watcher back (a newer SIGHUP) before the new one took over.
+#[derive(Clone, Default)]
+pub struct Handover(Arc<Mutex<Option<AbortHandle>>>);
+
+impl Handover {
+    /// The watcher `old` is replaced.
+    pub fn of(old: AbortHandle) -> Handover {
+        Handover(Arc::new(Mutex::new(Some(old))))
+    }
+
+    /// Stops the watcher replaced, unless that is done already (or it was
+    /// taken back).
+    pub fn take_over(&self) {
+        if let Some(old) = self.release() {
+            old.abort();
+        }
+    }
+
+    /// Whether the watcher replaced still runs (the new one has not
+    /// taken over).
+    pub fn is_pending(&self) -> bool {
+        self.0.lock().map(|h| h.is_some()).unwrap_or(false)
+    }
+
+    /// The watcher replaced, taken back (still running), when the new one
+    /// has not taken over yet; the new one then stops nothing.
+    pub fn release(&self) -> Option<AbortHandle> {
+        match self.0.lock() {
+            Ok(mut h) => h.take(),
+            Err(e) => e.into_inner().take(),
+        }
+    }
 }
 
 /// How often a failure that goes on (etcd unavailable, the fleet report

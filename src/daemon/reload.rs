@@ -139,9 +139,22 @@ impl Daemon {
         let after = self.mirror.newest();
         if !covered || reconnect {
             tracing::info!("watched prefixes or backend settings changed: new snapshot and watch");
-            self.mirror.drop_view();
-            self.backend.restart(&self.settings, watched, after);
-            if reconnect {
+            // New connection settings for the same SRV record (a new
+            // dns_server): the connection in use stays, and delivers,
+            // until the new one has found its endpoints; the keys in
+            // memory stay the view, and status stays as it is.
+            let kept = if reconnect {
+                let connected = self.observer.is_connected();
+                self.backend
+                    .reconnect(&self.settings, watched, after, connected)
+            } else {
+                self.backend.restart(&self.settings, watched, after);
+                false
+            };
+            if !kept {
+                self.mirror.drop_view();
+            }
+            if reconnect && !kept {
                 // Not connected to the new backend yet: status names what
                 // is being tried, not the old connection.
                 self.observer

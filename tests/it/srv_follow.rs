@@ -1,7 +1,9 @@
 //! etcd endpoints discovered through SRV follow DNS while the daemon runs:
 //! a real dnsmasq on loopback serves the record, two real etcd members
 //! stand behind it, and the record is changed under a running daemon
-//! (dnsmasq restarted with new data on the same port).
+//! (dnsmasq restarted with new data on the same port). A SIGHUP that
+//! points `dns_server` at a nameserver that never answers keeps the
+//! connection, its endpoints and the templates' DNS dependencies.
 
 use crate::common;
 
@@ -256,4 +258,130 @@ fn a_daemon_follows_the_srv_set_while_it_runs() {
         1,
         "one line per change:\n{log}"
     );
+}
+
+/// A SIGHUP that points `dns_server` at a nameserver that never answers
+/// (a new-user trial: the working connection was dropped as "not in the
+/// discovered set", `backend unavailable` every 7 s, status.json's `dns`
+/// gone, the templates' names no longer asked): the look-up through it
+/// fails, so the connection in use is kept with its endpoints, said in
+/// one line; puts still reach the files; status.json stays connected and
+/// keeps its `dns` section; the template's name is asked again, of the
+/// new nameserver (the user's choice). Pointed back at a nameserver that
+/// answers, the daemon moves to the new connection.
+#[test]
+fn a_sighup_to_a_dns_server_that_never_answers_keeps_the_connection() {
+    let etcd = Etcd::start();
+    let (p0, m0) = (etcd.members[0].client_port, etcd.members[0].url());
+    etcd.put("/app/v", "1");
+    let name = "app.example.test";
+    let dns = Dnsmasq::start_with(
+        free_port(),
+        &[p0],
+        &[format!("--address=/{name}/127.0.0.9")],
+    );
+
+    let fx = Fx::new();
+    fx.template("plain.tera", "v={{ getv(key=\"/app/v\") }}\n");
+    fx.template(
+        "ip.tera",
+        &format!(
+            "v={{{{ getv(key=\"/app/v\") }}}} ip={{{{ lookup_ip(name=\"{name}\") | join(sep=\",\") }}}}\n"
+        ),
+    );
+    for r in ["plain", "ip"] {
+        fx.resource(
+            r,
+            &format!(
+                "[template]\nsrc = \"{r}.tera\"\ndest = \"{{out}}/{r}.conf\"\nkeys = [\"/app\"]\n"
+            ),
+        );
+    }
+    let config = fx.path("liveconf.toml");
+    let settings = |dns_server: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "srv_domain = \"example.test\"\nsrv_record = \"_etcd-client._tcp\"\n\
+                 dns_server = \"{dns_server}\"\nstate_dir = \"state\"\nwait = \"0s\"\n\
+                 dns_min_interval = \"1s\"\n"
+            ),
+        )
+        .unwrap()
+    };
+    settings(&dns.addr());
+    let d = Daemon::start(
+        &["--config", &config.display().to_string()],
+        &fx.path("daemon.log"),
+    );
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&read_or_empty(&fx.path("state/status.json"))).unwrap_or_default()
+    };
+    let file = |r: &str| read_or_empty(&fx.path(&format!("out/{r}.conf")));
+    let dns_names = || -> Vec<String> {
+        status()["dns"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_for("both files installed, connected", LIMIT, || {
+        file("plain") == "v=1\n"
+            && file("ip") == "v=1 ip=127.0.0.9\n"
+            && status()["connected"] == true
+            && status()["endpoint"] == m0.as_str()
+    });
+    wait_for("the DNS dependency in status.json", LIMIT, || {
+        dns_names() == [name]
+    });
+
+    let hole = BlackHole::start(None, name);
+    settings(&hole.addr());
+    let offset = d.log().len();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let since = || d.log().get(offset..).unwrap_or_default().to_string();
+    wait_for("the reload", LIMIT, || {
+        since().contains("configuration reloaded")
+    });
+    // The connection in use stays: a put reaches the file.
+    etcd.put("/app/v", "2");
+    wait_for("a put after the SIGHUP rendered", LIMIT, || {
+        file("plain") == "v=2\n"
+    });
+    wait_for("the failed look-up said", LIMIT, || {
+        since().contains("keeping the connection in use and its endpoints")
+    });
+    // The template's name is asked of the new nameserver, and asked
+    // again after its render failed for want of an answer.
+    wait_for("the render that needs the name failed", LIMIT, || {
+        since().contains("ip: render failed")
+    });
+    let asked = hole.asked();
+    assert!(asked > 0, "the new nameserver was never asked");
+    wait_for("the name asked again", LIMIT, || hole.asked() > asked);
+    let s = status();
+    assert_eq!(s["connected"], true, "{s:#}");
+    assert_eq!(s["endpoint"], m0.as_str(), "{s:#}");
+    assert_eq!(dns_names(), [name], "{s:#}");
+    assert_eq!(file("ip"), "v=1 ip=127.0.0.9\n", "its file is kept");
+    let log = since();
+    assert!(!log.contains("backend unavailable"), "{log}");
+    assert_eq!(
+        log.matches("keeping the connection in use").count(),
+        1,
+        "said once:\n{log}"
+    );
+
+    // Back to a nameserver that answers: the new connection takes over.
+    settings(&dns.addr());
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    etcd.put("/app/v", "3");
+    wait_for("both files follow again", LIMIT, || {
+        file("plain") == "v=3\n" && file("ip") == "v=3 ip=127.0.0.9\n"
+    });
+    wait_for("connected", LIMIT, || status()["connected"] == true);
+    assert!(!d.log().contains("backend unavailable"), "{}", d.log());
 }
