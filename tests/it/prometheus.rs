@@ -7,7 +7,9 @@
 //! resolves it, a killed daemon fires `LiveconfDaemonDown`, every rule
 //! evaluates without error, and every dashboard query evaluates and names
 //! only metrics liveconf exports (read from the daemons' own `/metrics`).
-//! Every `liveconf` command the alerts and the README's alerts section
+//! One daemon's template looks a name up (dnsmasq on loopback), so the
+//! DNS series, which exist only on such a host, are real ones too. Every
+//! `liveconf` command the alerts and the README's alerts section
 //! recommend is one liveconf accepts.
 
 use crate::common;
@@ -387,7 +389,9 @@ impl Drop for Prometheus {
 // --------------------------------------------------------------- daemons
 
 /// Resource `x`: `v=<key /app/v>` into out/x.conf; its check rejects "bad".
-fn host(fx: &Fx, port: u16, node: &str) -> Daemon {
+/// With `dns` (a nameserver's address), also resource `d`, which looks up
+/// the TXT record flag.prom.test there: the host exports the DNS series.
+fn host(fx: &Fx, port: u16, node: &str, dns: Option<&str>) -> Daemon {
     fx.keys("app:\n  v: \"1\"\n");
     fx.template("x.tera", "v={{ getv(key=\"/v\") }}\n");
     fx.resource(
@@ -395,27 +399,96 @@ fn host(fx: &Fx, port: u16, node: &str) -> Daemon {
         "[template]\nsrc = \"x.tera\"\ndest = \"{out}/x.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n\
          check_cmd = \"if grep -q bad {{src}}; then echo bad config >&2; exit 1; fi\"\n",
     );
+    if dns.is_some() {
+        fx.template(
+            "d.tera",
+            "flag={{ lookup_txt(name=\"flag.prom.test\") | join(sep=\",\") }}\n",
+        );
+        fx.resource(
+            "d",
+            "[template]\nsrc = \"d.tera\"\ndest = \"{out}/d.conf\"\nprefix = \"/app\"\nkeys = [\"/\"]\n",
+        );
+    }
     let confdir = fx.dir.path().display().to_string();
     let keys = fx.path("keys.yaml").display().to_string();
     let state = fx.path("state").display().to_string();
     let addr = format!("127.0.0.1:{port}");
-    Daemon::start(
-        &[
-            "--confdir",
-            &confdir,
-            "--file",
-            &keys,
-            "--state-dir",
-            &state,
-            "--wait",
-            "0s",
-            "--metrics-addr",
-            &addr,
-            "--node-name",
-            node,
-        ],
-        &fx.path("daemon.log"),
-    )
+    let mut args = vec![
+        "--confdir",
+        &confdir,
+        "--file",
+        &keys,
+        "--state-dir",
+        &state,
+        "--wait",
+        "0s",
+        "--metrics-addr",
+        &addr,
+        "--node-name",
+        node,
+    ];
+    if let Some(server) = dns {
+        args.extend(["--dns-server", server]);
+    }
+    Daemon::start(&args, &fx.path("daemon.log"))
+}
+
+/// dnsmasq on a loopback port answering the TXT record flag.prom.test
+/// (for `host`'s resource `d`); killed on drop.
+struct Dnsmasq {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    fn start() -> Dnsmasq {
+        let bin = if Path::new("/usr/sbin/dnsmasq").exists() {
+            "/usr/sbin/dnsmasq"
+        } else {
+            require("dnsmasq");
+            "dnsmasq"
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(bin)
+            .args([
+                "--no-daemon",
+                &format!("--port={port}"),
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--conf-file=/dev/null",
+                "--local=/test/",
+                "--local-ttl=60",
+                "--txt-record=flag.prom.test,on",
+                &format!("--pid-file={}", dir.path().join("pid").display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        wait_for("dnsmasq listening", LIMIT, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Dnsmasq {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Replaces the key file atomically, as a deploy tool would.
@@ -432,26 +505,10 @@ fn exported(port: u16) -> BTreeSet<String> {
     let body = text
         .split_once("\r\n\r\n")
         .map_or(text.as_str(), |(_, b)| b);
-    let mut names: BTreeSet<String> = body
-        .lines()
+    body.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.split(['{', ' ']).next().unwrap_or_default().to_string())
-        .collect();
-    // The DNS families have series only on a host whose templates look
-    // names up (none here; tests/it/dns_live.rs scrapes one that does):
-    // accepted when the README's metrics section documents them.
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .unwrap_or_default();
-    for name in [
-        "liveconf_dns_answer_age_seconds",
-        "liveconf_dns_ttl_seconds",
-        "liveconf_dns_failing",
-    ] {
-        if readme.contains(&format!("`{name}`")) {
-            names.insert(name.to_string());
-        }
-    }
-    names
+        .collect()
 }
 
 // ----------------------------------------------------------------- PromQL
@@ -728,14 +785,22 @@ fn a_real_prometheus_alerts_on_two_daemons_and_evaluates_the_dashboard() {
     require("prometheus");
     let (fa, fb) = (Fx::new(), Fx::new());
     let (pa, pb) = (free_port(), free_port());
-    let _a = host(&fa, pa, "mw-a");
-    let mut b = host(&fb, pb, "mw-b");
+    // Host b's templates look a name up, so it exports the DNS series
+    // (they exist only on such a host) and the dashboard's DNS queries
+    // are checked against real ones.
+    let dns = Dnsmasq::start();
+    let _a = host(&fa, pa, "mw-a", None);
+    let mut b = host(&fb, pb, "mw-b", Some(&dns.addr()));
     for port in [pa, pb] {
         wait_for("daemon rendered x", LIMIT, || {
             common::etcd::http_get_metric(port, "liveconf_resource_healthy{resource=\"x\"}")
                 == Some(1.0)
         });
     }
+    wait_for("host b resolved flag.prom.test", LIMIT, || {
+        common::etcd::http_get_metric(pb, "liveconf_resource_healthy{resource=\"d\"}") == Some(1.0)
+    });
+    assert_eq!(fb.read("out/d.conf"), "flag=on\n");
     let (ia, ib) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
 
     // The shipped rules, with every `for` and `keep_firing_for` cut to 0s
@@ -833,11 +898,15 @@ fn a_real_prometheus_alerts_on_two_daemons_and_evaluates_the_dashboard() {
     // daemons export, `up`, or a recording rule of the shipped rules.
     let mut known = exported(pa);
     known.extend(exported(pb));
-    assert!(
-        known.contains("liveconf_resource_healthy")
-            && known.contains("liveconf_render_duration_seconds_bucket"),
-        "{known:?}"
-    );
+    for name in [
+        "liveconf_resource_healthy",
+        "liveconf_render_duration_seconds_bucket",
+        "liveconf_dns_failing",
+        "liveconf_dns_answer_age_seconds",
+        "liveconf_dns_ttl_seconds",
+    ] {
+        assert!(known.contains(name), "{name} not exported: {known:?}");
+    }
     let queries = dashboard_queries();
     assert!(queries.len() >= 20, "{} queries", queries.len());
     let mut raw_names = BTreeSet::new();
@@ -904,6 +973,16 @@ fn a_real_prometheus_alerts_on_two_daemons_and_evaluates_the_dashboard() {
             );
         }
     }
+    // The DNS row reads host b's real series (its answer age and TTL).
+    let (what, dns_expr) = queries
+        .iter()
+        .find(|(what, _)| what.contains("last good DNS answer"))
+        .expect("the DNS answer age panel");
+    let r = prom.query(&grafana_expr(dns_expr)).unwrap();
+    assert!(
+        r.iter().any(|s| s["metric"]["name"] == "flag.prom.test"),
+        "{what}: {dns_expr}: {r:?}"
+    );
     // And what the dashboard reads has been scraped.
     for name in &raw_names {
         let r = prom.query(&format!("count({name})")).unwrap();
