@@ -247,6 +247,54 @@ impl<T: Shown> Shown for Vec<T> {
     }
 }
 
+/// The shortest `dns_min_interval`: a name with TTL 0 is asked at most
+/// once a second.
+pub const DNS_MIN_FLOOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Refuses DNS intervals that cannot hold: a `dns_min_interval` below
+/// [`DNS_MIN_FLOOR`], or longer than `dns_max_interval`. `min_text` and
+/// `max_text` are the values as written (`None`: the default). The error
+/// is the setting to blame (its line) and what is wrong.
+pub fn check_dns_intervals(
+    min: std::time::Duration,
+    max: std::time::Duration,
+    min_text: Option<&str>,
+    max_text: Option<&str>,
+) -> Result<(), (&'static str, String)> {
+    let shown = |d: std::time::Duration, text: Option<&str>| match text {
+        Some(t) => format!("{t:?}"),
+        None => format!("\"{}\" (its default)", humantime::format_duration(d)),
+    };
+    if min < DNS_MIN_FLOOR {
+        return Err((
+            "dns_min_interval",
+            format!(
+                "dns_min_interval = {} is below 1s: a name whose TTL is 0 would be asked that \
+                 often; write at least \"1s\"",
+                shown(min, min_text)
+            ),
+        ));
+    }
+    if min > max {
+        let key = if min_text.is_some() {
+            "dns_min_interval"
+        } else {
+            "dns_max_interval"
+        };
+        return Err((
+            key,
+            format!(
+                "dns_min_interval = {} is longer than dns_max_interval = {}: a name is looked \
+                 up again no sooner than the first and no later than the second; make \
+                 dns_min_interval at most dns_max_interval",
+                shown(min, min_text),
+                shown(max, max_text)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `dns_server` as written: an IP address alone (port 53) or `IP:PORT`
 /// (`[IPv6]:PORT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -625,13 +673,14 @@ settings! {
     },
     dns_min_interval: String => dns_min_interval {
         flag: "--dns-min-interval <DURATION>",
-        help: "Shortest time between two look-ups of a template's DNS name (TTLs below it are raised) [default: 5s]",
+        help: "Shortest time between two look-ups of a template's DNS name (TTLs below it are raised; at least 1s, at most --dns-max-interval) [default: 5s]",
         used_by: [render],
         confd: None,
         sighup: Apply,
         default: "`5s`",
         doc: "daemon: a name a template looked up is looked up again when its TTL runs out, \
-              but never sooner than this (also the first retry after a failure); see \
+              but never sooner than this (also the first retry after a failure); at least \
+              `1s` and at most `dns_max_interval`, other values are refused; see \
               [DNS as live state](#dns-as-live-state)",
     },
     dns_max_interval: String => dns_max_interval {
@@ -1123,6 +1172,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("write IP or IP:PORT"), "{e}");
+    }
+
+    /// Trial finding 7: a `dns_min_interval` above `dns_max_interval`, or
+    /// below 1s, is refused (naming the line), not silently reconciled.
+    #[test]
+    fn dns_intervals_out_of_order_or_below_a_second_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("liveconf.toml");
+        for (text, want) in [
+            (
+                "dns_min_interval = \"1m\"\ndns_max_interval = \"20s\"\n",
+                "line 4: dns_min_interval = \"1m\" is longer than dns_max_interval = \"20s\"",
+            ),
+            (
+                "dns_min_interval = \"10m\"\n",
+                "line 4: dns_min_interval = \"10m\" is longer than dns_max_interval = \"5m\" (its default)",
+            ),
+            (
+                "dns_min_interval = \"0s\"\n",
+                "line 4: dns_min_interval = \"0s\" is below 1s",
+            ),
+            (
+                "\ndns_min_interval = \"500ms\"\n",
+                "line 5: dns_min_interval = \"500ms\" is below 1s",
+            ),
+        ] {
+            std::fs::write(&p, format!("{FILE_BASE}{text}")).unwrap();
+            let e = Settings::load(Some(&p), Layer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        // From the command line: blamed on it.
+        std::fs::write(&p, FILE_BASE).unwrap();
+        let flags = Layer {
+            dns_min_interval: Some("0s".into()),
+            ..Layer::default()
+        };
+        let e = Settings::load(Some(&p), flags).unwrap_err().to_string();
+        assert!(
+            e.starts_with("command line: dns_min_interval = \"0s\" is below 1s"),
+            "{e}"
+        );
+        // 1s, and equal intervals, are fine.
+        let s = load(
+            dir.path(),
+            &format!("{FILE_BASE}dns_min_interval = \"1s\"\ndns_max_interval = \"1s\"\n"),
+        );
+        assert_eq!(s.dns_timing().min, std::time::Duration::from_secs(1));
     }
 
     /// The README's settings table is this table.

@@ -662,6 +662,17 @@ impl Settings {
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty())
             .collect();
+        let dns_min_interval = dur!(dns_min_interval, Duration::from_secs(5));
+        let dns_max_interval = dur!(dns_max_interval, Duration::from_secs(300));
+        if let Err((key, message)) = defs::check_dns_intervals(
+            dns_min_interval,
+            dns_max_interval,
+            l.dns_min_interval.as_deref(),
+            l.dns_max_interval.as_deref(),
+        ) {
+            let flag = defs::def(key).is_some_and(|d| d.given(&from_flags));
+            return Err(err_from(flag, at_line(line_of(key, flag), message)));
+        }
         let node_name = match &l.node_name {
             Some(n) if n.trim().is_empty() => {
                 let flag = from_flags.node_name.is_some();
@@ -728,8 +739,8 @@ impl Settings {
             report: l.report.unwrap_or(false),
             report_ttl: dur!(report_ttl, DEFAULT_REPORT_TTL),
             reload_splay: dur!(reload_splay, Duration::ZERO),
-            dns_min_interval: dur!(dns_min_interval, Duration::from_secs(5)),
-            dns_max_interval: dur!(dns_max_interval, Duration::from_secs(300)),
+            dns_min_interval,
+            dns_max_interval,
             dns_max_stale: dur!(dns_max_stale, Duration::from_secs(3600)),
             connect_timeout: dur!(connect_timeout, Duration::from_secs(5)),
             request_timeout: dur!(request_timeout, Duration::from_secs(10)),

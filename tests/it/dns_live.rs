@@ -20,9 +20,10 @@ use common::hardening::{file_daemon, status};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// What the daemons of these tests use: look-ups every 200 ms (dnsmasq
-/// gives its records TTL 0 or 1 s), retries up to 1 s apart.
-const MIN: &str = "200ms";
+/// What the daemons of these tests use: look-ups every second (dnsmasq
+/// gives its records TTL 0 or 1 s; 1 s is the shortest dns_min_interval),
+/// retries 1 s apart.
+const MIN: &str = "1s";
 const MAX: &str = "1s";
 
 /// dnsmasq answering for `.test` (NXDOMAIN for any name it has no record
@@ -269,8 +270,8 @@ fn a_changed_record_follows_and_the_same_answer_in_any_order_renders_nothing() {
     );
     assert_eq!(reloads(&fx), 1, "an unchanged answer reloaded");
 
-    // A changed TXT record: the file follows within TTL (1 s) +
-    // dns_min_interval (0.2 s) + slack, one render, one reload.
+    // A changed TXT record: the file follows within TTL (1 s), which is
+    // dns_min_interval too, + slack, one render, one reload.
     let changed = Instant::now();
     dns.restart(&records("10.0.0.1", &["off", "zone=a"], false));
     let want = first.replace("txt on\n", "txt off\n");
@@ -893,4 +894,53 @@ fn an_srv_target_of_dot_means_no_service_in_both_engines() {
             && read_or_empty(&fx.path("out/go.conf")) == "server [ldap9.none.test.]:636\n"
     });
     drop(d);
+}
+
+/// DNS trial finding 7: a dns_min_interval longer than dns_max_interval,
+/// or below 1s, is a configuration error: exit 3 at start, refused whole
+/// on SIGHUP (the running settings stay).
+#[test]
+fn dns_intervals_that_cannot_hold_are_refused_at_start_and_on_sighup() {
+    let fx = Fx::new();
+    resource(&fx, "plain", "plain.tera", "x\n");
+    let run = fx.run(&[
+        "render",
+        "--once",
+        "--dns-min-interval",
+        "1m",
+        "--dns-max-interval",
+        "20s",
+    ]);
+    run.expect_code(3);
+    run.expect_stderr(&["dns_min_interval = \"1m\" is longer than dns_max_interval = \"20s\""]);
+    let run = fx.run(&["render", "--once", "--dns-min-interval", "0s"]);
+    run.expect_code(3);
+    run.expect_stderr(&["dns_min_interval = \"0s\" is below 1s"]);
+
+    let toml = fx.path("liveconf.toml");
+    std::fs::write(&toml, "dns_min_interval = \"1s\"\n").unwrap();
+    let d = file_daemon(&fx, &[]);
+    wait_for("the first render", LIMIT, || {
+        read_or_empty(&fx.path("out/plain.conf")) == "x\n"
+    });
+    std::fs::write(
+        &toml,
+        "dns_min_interval = \"1m\"\ndns_max_interval = \"20s\"\n",
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("the refusal in status.json", LIMIT, || {
+        status(&fx)["config_error"]["message"]
+            .as_str()
+            .is_some_and(|m| {
+                m.contains(
+                    "line 1: dns_min_interval = \"1m\" is longer than dns_max_interval = \"20s\"",
+                )
+            })
+    });
+    assert!(
+        d.log().contains("could not be loaded at SIGHUP"),
+        "{}",
+        d.log()
+    );
 }
