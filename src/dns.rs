@@ -248,6 +248,9 @@ pub enum DnsError {
         kind: Kind,
         /// The name.
         name: String,
+        /// How long the answer may be kept (the SOA's negative-caching
+        /// TTL, RFC 2308), when the nameserver sent one.
+        ttl: Option<u32>,
     },
     /// The name exists but has no record of the type (NODATA): a real
     /// answer.
@@ -257,6 +260,9 @@ pub enum DnsError {
         kind: Kind,
         /// The name.
         name: String,
+        /// How long the answer may be kept (the SOA's negative-caching
+        /// TTL, RFC 2308), when the nameserver sent one.
+        ttl: Option<u32>,
     },
     /// The name's SRV answer holds only the target "." (RFC 2782: the
     /// service is decidedly not available at this name): a real answer.
@@ -358,6 +364,17 @@ impl DnsError {
                 | DnsError::NoRecord(_)
                 | DnsError::NotAvailable { .. }
         )
+    }
+
+    /// How long a real negative answer may be kept: the SOA's
+    /// negative-caching TTL of NXDOMAIN and NODATA (when the nameserver
+    /// sent an SOA), the records' TTL of an SRV answer of "." alone.
+    pub fn negative_ttl(&self) -> Option<u32> {
+        match self {
+            DnsError::NoSuchName { ttl, .. } | DnsError::NoData { ttl, .. } => *ttl,
+            DnsError::NotAvailable { ttl, .. } => Some(*ttl),
+            _ => None,
+        }
     }
 }
 
@@ -617,11 +634,15 @@ fn classify(e: ResolveError, q: &Query, servers: &str) -> DnsError {
     use hickory_resolver::proto::op::ResponseCode;
     let servers = servers.to_string();
     match e.proto().map(|p| p.kind()) {
-        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => {
-            let (kind, name) = (q.kind, q.name.clone());
+        Some(ProtoErrorKind::NoRecordsFound {
+            response_code,
+            negative_ttl,
+            ..
+        }) => {
+            let (kind, name, ttl) = (q.kind, q.name.clone(), *negative_ttl);
             match *response_code {
-                ResponseCode::NXDomain => DnsError::NoSuchName { kind, name },
-                ResponseCode::NoError => DnsError::NoData { kind, name },
+                ResponseCode::NXDomain => DnsError::NoSuchName { kind, name, ttl },
+                ResponseCode::NoError => DnsError::NoData { kind, name, ttl },
                 code => DnsError::Server {
                     code: code.to_string(),
                     name,
@@ -745,6 +766,7 @@ async fn records(resolver: &Resolver, q: &Query) -> Result<Answer, DnsError> {
         return Err(DnsError::NoData {
             kind: q.kind,
             name: q.name.clone(),
+            ttl: (ttl != u32::MAX).then_some(ttl),
         });
     }
     Ok(Answer {
@@ -987,6 +1009,22 @@ mod tests {
             assert!(resolve_blocking(&cfg, &q).unwrap_err().is_answer());
         }
         assert_eq!(qa.load(Ordering::SeqCst) - before, 2);
+    }
+
+    /// Trial finding 8: a negative answer's TTL is the SOA's negative
+    /// caching TTL when the nameserver sends an SOA, and unknown without.
+    #[test]
+    fn a_negative_answer_has_the_ttl_of_its_soa_or_none() {
+        for (soa, want) in [(Some(45), Some(45)), (None, None)] {
+            let (addr, _) = negative_server(soa);
+            let cfg = DnsConfig {
+                nameserver: Some(addr),
+            };
+            let e =
+                resolve_blocking(&cfg, &Query::new(Kind::Txt, "gone.example.test")).unwrap_err();
+            assert!(matches!(e, DnsError::NoSuchName { .. }), "{e}");
+            assert_eq!(e.negative_ttl(), want, "{soa:?}");
+        }
     }
 
     #[test]

@@ -74,8 +74,9 @@ struct Good {
 #[derive(Debug)]
 struct Entry {
     good: Option<Good>,
-    /// The TTL of the last answer (good or negative), in seconds.
-    ttl: u32,
+    /// The TTL of the last answer, in seconds: a good one's, a negative
+    /// one's when the nameserver gave one (the SOA's negative-caching TTL).
+    ttl: Option<u32>,
     /// A real negative answer (NXDOMAIN, NODATA), until a good one.
     negative: Option<DnsError>,
     /// The last failure to get an answer, and when; cleared by any answer.
@@ -106,7 +107,7 @@ impl Entry {
     fn new() -> Entry {
         Entry {
             good: None,
-            ttl: 0,
+            ttl: None,
             negative: None,
             error: None,
             failures: 0,
@@ -231,11 +232,21 @@ pub struct DepStatus {
     /// Seconds since the last good answer was received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age: Option<u64>,
-    /// The TTL of the last answer, in seconds.
-    pub ttl: u32,
+    /// The TTL of the last answer, in seconds: a good answer's; a
+    /// negative answer's (NXDOMAIN, NODATA) when the nameserver sent an
+    /// SOA (its negative-caching TTL); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
     /// The renders that use it fail: a real negative answer, or no good
     /// answer for longer than `dns_max_stale`, or none yet.
     pub failing: bool,
+    /// The last look-up got no answer (a timeout, SERVFAIL, an
+    /// unreachable nameserver), whether or not the last good answer still
+    /// serves (`failing` says whether the renders fail).
+    /// `liveconf_dns_failing` is 1 when either is true (or the answer
+    /// could not be used).
+    #[serde(default)]
+    pub lookup_failing: bool,
     /// The last error (a failure to get an answer, or a negative answer);
     /// absent once a good answer came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -411,6 +422,7 @@ impl Tracker {
                         .map(|g| now.saturating_duration_since(g.at).as_secs()),
                     ttl: e.ttl,
                     failing: !matches!(view, View::Good(_)) || unusable.is_some(),
+                    lookup_failing: e.error.is_some(),
                     error,
                     error_at,
                 }
@@ -496,6 +508,7 @@ impl Tracker {
         let failures = e.failures;
         let good_age = e.good.as_ref().map(|g| now.saturating_duration_since(g.at));
         let before_records = e.good.as_ref().map(|g| g.records.clone());
+        let was_negative = e.negative.clone();
         update(e, answer, now, &timing);
         let unrenewed = e
             .unrenewed_since()
@@ -507,6 +520,21 @@ impl Tracker {
         let changed = before != after;
         e.shown = after.clone();
         match (&after, &e.error) {
+            (View::Good(r), None) if changed && was_negative.is_some() => {
+                let back = match &was_negative {
+                    Some(DnsError::NoSuchName { .. }) => "the name exists again".to_string(),
+                    Some(DnsError::NotAvailable { .. }) => {
+                        "the service is available again".to_string()
+                    }
+                    _ => format!("the name has {} records again", q.kind),
+                };
+                let answer = if before_records.as_ref() == Some(r) {
+                    format!("the same answer as before ({})", r.summary())
+                } else {
+                    format!("answer {}", r.summary())
+                };
+                tracing::info!(dns = %q.name, "{what}: {back}, {answer}: rendering {users} again")
+            }
             (View::Good(r), None) if changed && before_records.as_ref() == Some(r) => {
                 tracing::info!(
                     dns = %q.name, "{what}: answered again after {} failed look-up(s), the answer unchanged ({}): rendering {users} again", failures, r.summary()
@@ -576,7 +604,7 @@ fn update(e: &mut Entry, answer: Result<Answer, DnsError>, now: Instant, t: &Tim
     let clamp = |ttl: u32| Duration::from_secs(ttl.into()).clamp(t.min, t.max.max(t.min));
     match answer {
         Ok(a) => {
-            e.ttl = a.ttl;
+            e.ttl = Some(a.ttl);
             let due = later(now, clamp(a.ttl));
             e.good = Some(Good {
                 records: a.records,
@@ -590,7 +618,7 @@ fn update(e: &mut Entry, answer: Result<Answer, DnsError>, now: Instant, t: &Tim
             e.due = Some(due);
         }
         Err(err) if err.is_answer() => {
-            e.ttl = 0;
+            e.ttl = err.negative_ttl();
             e.negative = Some(err);
             e.error = None;
             e.failures = 0;
@@ -814,6 +842,7 @@ mod tests {
             Err(DnsError::NoSuchName {
                 kind: Kind::Txt,
                 name: q.name.clone(),
+                ttl: None,
             }),
             now,
             &t,

@@ -208,7 +208,10 @@ impl Metrics {
                     .get_or_create(&l)
                     .set(i64::try_from(age).unwrap_or(i64::MAX));
             }
-            self.dns_ttl.get_or_create(&l).set(i64::from(d.ttl));
+            // No TTL series for a negative answer without an SOA.
+            if let Some(ttl) = d.ttl {
+                self.dns_ttl.get_or_create(&l).set(i64::from(ttl));
+            }
             self.dns_failing
                 .get_or_create(&l)
                 .set(i64::from(d.failing || d.error.is_some()));

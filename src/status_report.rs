@@ -372,7 +372,7 @@ impl Verdict {
                     .map(|a| format!("{} old", ago(a)))
                     .unwrap_or_else(|| "no answer".into());
                 out.push_str(&format!(
-                    "  {:<4} {:<6} {:<32} {age}, ttl {}s, used by {}\n",
+                    "  {:<4} {:<6} {:<32} {age}{}, used by {}\n",
                     if d.failing {
                         "FAIL"
                     } else if d.error.is_some() {
@@ -382,7 +382,8 @@ impl Verdict {
                     },
                     d.kind,
                     d.name,
-                    d.ttl,
+                    // No TTL for a negative answer without an SOA.
+                    d.ttl.map(|t| format!(", ttl {t}s")).unwrap_or_default(),
                     d.resources.join(", ")
                 ));
                 if let Some(e) = &d.error {

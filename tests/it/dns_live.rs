@@ -944,3 +944,87 @@ fn dns_intervals_that_cannot_hold_are_refused_at_start_and_on_sighup() {
         d.log()
     );
 }
+
+/// DNS trial finding 8: a name that stops existing shows no TTL (dnsmasq
+/// sends no SOA, so there is no negative-caching TTL to show), not "ttl
+/// 0s"; its return with the same records is said as such, not "after 0
+/// failed look-up(s)"; a name that times out shows `lookup_failing` in
+/// status.json, agreeing with `liveconf_dns_failing`, while `failing` (its
+/// renders fail) stays false.
+#[test]
+fn a_name_gone_and_back_and_a_timeout_are_shown_as_they_are() {
+    let recs = vec![txt_rr("flag.back.test", "on")];
+    let mut dns = Dnsmasq::start(&recs);
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "flag",
+        "flag.tera",
+        "flag={{ lookup_txt(name=\"flag.back.test\") | join(sep=\",\") }}\n",
+    );
+    let (d, port) = daemon(&fx, &dns, "1h");
+    wait_for("the first render", LIMIT, || {
+        read_or_empty(&fx.path("out/flag.conf")) == "flag=on\n"
+    });
+    wait_for("the dependency in status.json", LIMIT, || {
+        dns_entry(&fx, "flag.back.test")["ttl"] == 1
+    });
+    let e = dns_entry(&fx, "flag.back.test");
+    assert_eq!(e["lookup_failing"], false, "{e}");
+
+    // Gone (NXDOMAIN, no SOA): failing, no TTL anywhere.
+    dns.restart(&[]);
+    wait_for("the name failing", LIMIT, || {
+        dns_entry(&fx, "flag.back.test")["failing"] == true
+    });
+    let e = dns_entry(&fx, "flag.back.test");
+    assert!(e.get("ttl").is_none(), "{e}");
+    assert_eq!(
+        e["lookup_failing"], false,
+        "a negative answer is an answer: {e}"
+    );
+    let st = fx.run(&["status"]);
+    assert!(
+        st.stdout.contains("flag.back.test") && !st.stdout.contains("ttl 0s"),
+        "{}",
+        st.stdout
+    );
+    wait_for("no TTL series for it", LIMIT, || {
+        http_get_metric(
+            port,
+            "liveconf_dns_failing{name=\"flag.back.test\",type=\"TXT\"}",
+        ) == Some(1.0)
+            && http_get_metric(
+                port,
+                "liveconf_dns_ttl_seconds{name=\"flag.back.test\",type=\"TXT\"}",
+            )
+            .is_none()
+    });
+
+    // Back with the same record: said so.
+    dns.restart(&recs);
+    wait_for("healthy again", LIMIT, || {
+        status(&fx)["resources"]["flag"]["healthy"] == true
+    });
+    wait_for("the return in the log", LIMIT, || {
+        d.log()
+            .contains("DNS TXT flag.back.test: the name exists again")
+    });
+    assert!(!d.log().contains("after 0 failed"), "{}", d.log());
+
+    // No answer at all: the last good answer serves (failing false), the
+    // look-ups fail (lookup_failing true, as liveconf_dns_failing).
+    dns.stop();
+    wait_for("lookup_failing in status.json", LIMIT, || {
+        dns_entry(&fx, "flag.back.test")["lookup_failing"] == true
+    });
+    let e = dns_entry(&fx, "flag.back.test");
+    assert_eq!(e["failing"], false, "{e}");
+    assert_eq!(
+        http_get_metric(
+            port,
+            "liveconf_dns_failing{name=\"flag.back.test\",type=\"TXT\"}"
+        ),
+        Some(1.0)
+    );
+}
