@@ -309,8 +309,8 @@ struct TemplateTable {
     src: Option<String>,
     dest: Option<String>,
     prefix: Option<String>,
-    #[serde(default)]
-    keys: Vec<String>,
+    /// `None` when the file has no `keys` line (`keys = []` is `Some`).
+    keys: Option<Vec<String>>,
     mode: Option<toml::Value>,
     owner: Option<String>,
     uid: Option<u32>,
@@ -588,13 +588,30 @@ pub fn load(
     let dest = destination(&l, &t)?;
     let go = matches!(source, Source::Template(_, Engine::Go));
     // confd renders a template without keys (one that only reads the
-    // environment, say); a Tera resource must say what it reads.
-    if t.keys.is_empty() && !go {
-        return Err(l.err("keys is empty: list the key prefixes this resource reads (\"/\" for everything under prefix)"));
-    }
+    // environment, say). A Tera template must say what it reads: keys, or
+    // `keys = []` written out for one that reads only DNS (or the
+    // environment); a format resource dumps keys, so it needs some.
+    let keys = match (t.keys.clone(), &source) {
+        (Some(k), Source::Format(..)) if k.is_empty() => {
+            return Err(l.err(
+                "keys is empty: a format resource writes the tree of its keys; list the key prefixes to write (\"/\" for everything under prefix)",
+            ));
+        }
+        (Some(k), _) => k,
+        (None, _) if go => Vec::new(),
+        (None, Source::Format(..)) => {
+            return Err(l.err(
+                "keys is missing: list the key prefixes this resource writes (\"/\" for everything under prefix)",
+            ));
+        }
+        (None, _) => {
+            return Err(l.err(
+                "keys is missing: list the key prefixes this resource reads (\"/\" for everything under prefix), or write keys = [] for a template that reads no keys (only DNS or the environment)",
+            ));
+        }
+    };
     let prefix = resource_prefix(&t, global_prefix, rule);
-    let mut watched: Vec<String> = t
-        .keys
+    let mut watched: Vec<String> = keys
         .iter()
         .map(|k| keypath::join_prefixes(&[&prefix, k]))
         .collect();
@@ -613,7 +630,7 @@ pub fn load(
         source,
         dest,
         prefix,
-        keys: t.keys,
+        keys,
         watched,
         mode,
         uid,
@@ -887,6 +904,35 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["a.toml", "b.toml"]);
+    }
+
+    /// DNS trial finding 9: a Tera resource that reads only DNS says so
+    /// with `keys = []`; without a `keys` line it is refused, naming
+    /// `keys = []`; a format resource, which dumps keys, needs some.
+    #[test]
+    fn keys_written_empty_is_a_resource_that_reads_no_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let templates = d.path().join("templates");
+        std::fs::create_dir(&templates).unwrap();
+        std::fs::write(templates.join("t.tera"), "x").unwrap();
+        let load_text = |text: &str| {
+            let p = d.path().join("r.toml");
+            std::fs::write(&p, text).unwrap();
+            load(&p, &templates, "", PrefixRule::Join)
+        };
+        let r = load_text("[template]\nsrc = \"t.tera\"\ndest = \"/tmp/x\"\nkeys = []\n").unwrap();
+        assert!(r.keys.is_empty() && r.watched.is_empty(), "{r:?}");
+        let e = load_text("[template]\nsrc = \"t.tera\"\ndest = \"/tmp/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("keys is missing") && e.contains("keys = []"),
+            "{e}"
+        );
+        let e = load_text("[template]\nformat = \"json\"\ndest = \"/tmp/x\"\nkeys = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys is empty"), "{e}");
     }
 
     #[test]

@@ -1028,3 +1028,78 @@ fn a_name_gone_and_back_and_a_timeout_are_shown_as_they_are() {
         Some(1.0)
     );
 }
+
+/// DNS trial finding 9: a Tera resource that reads only DNS is written
+/// with `keys = []` (no `allow_empty`, no made-up prefix): it renders at
+/// start, follows its TXT record, is not held by the empty-keyspace
+/// guard, and `fleet` / `fleet wait` never call it behind a key change.
+#[test]
+fn a_dns_only_resource_with_empty_keys_follows_its_record() {
+    use common::etcd::{Daemon, Etcd};
+    let etcd = Etcd::start();
+    etcd.put("/app/x", "1");
+    let mut dns = Dnsmasq::start(&[txt_rr("flag.only.test", "on")]);
+    let fx = Fx::new();
+    fx.template(
+        "only.tera",
+        "flag={{ lookup_txt(name=\"flag.only.test\") | first }}\n",
+    );
+    fx.resource(
+        "only",
+        "[template]\nsrc = \"only.tera\"\ndest = \"{out}/only.conf\"\nkeys = []\n",
+    );
+    resource(&fx, "keyed", "keyed.tera", "x={{ getv(key=\"/x\") }}\n");
+    let (confdir, state) = (
+        fx.dir.path().display().to_string(),
+        fx.path("state").display().to_string(),
+    );
+    let d = Daemon::start(
+        &[
+            "--confdir",
+            &confdir,
+            "--endpoints",
+            &etcd.endpoints(),
+            "--state-dir",
+            &state,
+            "--dns-server",
+            &dns.addr(),
+            "--dns-min-interval",
+            MIN,
+            "--dns-max-interval",
+            MAX,
+            "--report",
+            "--node-name",
+            "h1",
+            "--wait",
+            "0s",
+        ],
+        &fx.path("daemon.log"),
+    );
+    wait_for("the first renders", LIMIT, || {
+        read_or_empty(&fx.path("out/only.conf")) == "flag=on\n"
+            && read_or_empty(&fx.path("out/keyed.conf")) == "x=1\n"
+    });
+    dns.restart(&[txt_rr("flag.only.test", "off")]);
+    wait_for("the changed record in the file", LIMIT, || {
+        read_or_empty(&fx.path("out/only.conf")) == "flag=off\n"
+    });
+    assert_eq!(status(&fx)["resources"]["only"]["healthy"], true);
+    // A key change: the DNS-only resource is not waited for, nor stale.
+    etcd.put("/app/x", "2");
+    let liveconf = |args: &[&str]| {
+        common::Run::from(
+            Command::new(env!("CARGO_BIN_EXE_liveconf"))
+                .args(args)
+                .args(["--endpoints", &etcd.endpoints()])
+                .env_remove("RUST_LOG")
+                .output()
+                .expect("run liveconf"),
+        )
+    };
+    let wait = liveconf(&["fleet", "wait", "--timeout", "15s"]);
+    assert_eq!(wait.code, 0, "{}{}\n{}", wait.stdout, wait.stderr, d.log());
+    assert_eq!(fx.read("out/keyed.conf"), "x=2\n");
+    let fleet = liveconf(&["fleet"]);
+    assert_eq!(fleet.code, 0, "{}{}", fleet.stdout, fleet.stderr);
+    drop(d);
+}
