@@ -619,9 +619,27 @@ pub fn lookup_txt(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
             "lookup_txt({name}): not a TXT answer"
         )));
     };
+    if let Some(t) = records.iter().find(|t| t.contains('\0')) {
+        return Err(no_nul("lookup_txt", name, Kind::Txt, "a TXT record", t));
+    }
     Ok(Value::from(
         records.into_iter().map(Value::from).collect::<Vec<_>>(),
     ))
+}
+
+/// The error for a record holding a NUL byte (`what`: "a TXT record"),
+/// also shown on its dependency: a NUL is never written into a file (C
+/// parsers end the string there, shells drop it), whatever else a record
+/// holds is data.
+fn no_nul(func: &str, name: &str, kind: crate::dns::Kind, what: &str, text: &str) -> Error {
+    let why = format!(
+        "{what} holds a NUL byte ({}), which liveconf does not write into a file",
+        quoted(text)
+    );
+    if let Some(l) = current(|s| s.map(|s| s.dns.clone())) {
+        l.unusable(&crate::dns::Query::new(kind, name), &why);
+    }
+    Error::message(format!("{func}({name}): {why}"))
 }
 
 /// `lookup_uri(name=N)`: the URI records (RFC 7553) as `{priority, weight,
@@ -634,6 +652,15 @@ pub fn lookup_uri(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
             "lookup_uri({name}): not a URI answer"
         )));
     };
+    if let Some(u) = records.iter().find(|u| u.target.contains('\0')) {
+        return Err(no_nul(
+            "lookup_uri",
+            name,
+            Kind::Uri,
+            "a URI record's target",
+            &u.target,
+        ));
+    }
     Ok(Value::from(
         records
             .into_iter()

@@ -1103,3 +1103,63 @@ fn a_dns_only_resource_with_empty_keys_follows_its_record() {
     assert_eq!(fleet.code, 0, "{}{}", fleet.stdout, fleet.stderr);
     drop(d);
 }
+
+/// DNS trial finding 10: the README's recipe for a TXT value in a shell
+/// file (single quotes, each `'` written `'\''`, the backslash doubled in
+/// the Tera string) gives the value back when the file is sourced by sh,
+/// whatever it holds; bytes that are not UTF-8 become U+FFFD; a NUL byte
+/// fails the render (never written into a file).
+#[test]
+fn a_txt_value_quoted_for_sh_reads_back_and_odd_bytes_are_handled() {
+    // TXT data as it goes on the wire: one character-string.
+    let raw_rr = |name: &str, bytes: &[u8]| {
+        let mut data = vec![bytes.len() as u8];
+        data.extend_from_slice(bytes);
+        format!("--dns-rr={name},16,{}", hex(&data))
+    };
+    let value = format!("{HOSTILE} it's 'quoted' \\' and\nnewline");
+    let dns = Dnsmasq::start(&[
+        raw_rr("evil.sh.test", value.as_bytes()),
+        raw_rr("latin1.sh.test", b"caf\xe9 ok"),
+        raw_rr("nul.sh.test", b"a\0b"),
+    ]);
+    let fx = Fx::new();
+    // The README's recipe, as written there.
+    resource(
+        &fx,
+        "env",
+        "env.tera",
+        r#"FLAG='{{ lookup_txt(name="evil.sh.test") | first | replace(from="'", to="'\\''") }}'
+"#,
+    );
+    resource(
+        &fx,
+        "latin1",
+        "latin1.tera",
+        "{{ lookup_txt(name=\"latin1.sh.test\") | first }}\n",
+    );
+    resource(
+        &fx,
+        "nul",
+        "nul.tera",
+        "{{ lookup_txt(name=\"nul.sh.test\") | first }}\n",
+    );
+    let _ = std::fs::remove_file("/tmp/liveconf-pwned");
+    let run = fx.run(&["render", "--once", "--dns-server", &dns.addr()]);
+    run.expect_code(2);
+    run.expect_stderr(&["lookup_txt(nul.sh.test): a TXT record holds a NUL byte"]);
+    assert!(!fx.path("out/nul.conf").exists());
+    assert_eq!(fx.read("out/latin1.conf"), "caf\u{FFFD} ok\n");
+    let out = Command::new("sh")
+        .args(["-c", ". \"$1\" && printf %s \"$FLAG\"", "sh"])
+        .arg(fx.path("out/env.conf"))
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+    assert!(!std::path::Path::new("/tmp/liveconf-pwned").exists());
+}
