@@ -821,7 +821,7 @@ fn a_one_shot_run_looks_each_name_up_once() {
 #[test]
 fn an_srv_target_of_dot_means_no_service_in_both_engines() {
     let none = "--srv-host=_ldap._tcp.none.test,.,1".to_string();
-    let mixed = vec![
+    let mixed = [
         "--srv-host=_ldap._tcp.mixed.test,.,1,0,0".to_string(),
         "--srv-host=_ldap._tcp.mixed.test,ldap1.mixed.test,389,10,5".to_string(),
     ];
