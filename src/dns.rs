@@ -510,7 +510,16 @@ impl Resolvers {
 #[cfg(test)]
 static BUILT: std::sync::Mutex<Vec<DnsConfig>> = std::sync::Mutex::new(Vec::new());
 
-type SrvAnswer = Result<Vec<SrvTarget>, DnsError>;
+type SrvAnswer = Result<SrvTargets, DnsError>;
+
+/// An SRV record's targets, as etcd discovery uses them.
+#[derive(Clone, Debug)]
+pub struct SrvTargets {
+    /// Sorted by priority, weight, target, port.
+    pub targets: Vec<SrvTarget>,
+    /// Seconds the answer may be kept (the lowest TTL of its records).
+    pub ttl: u32,
+}
 
 /// A look-up to run on the DNS thread with the resolver of its
 /// configuration; it replies by itself.
@@ -566,12 +575,15 @@ async fn srv(r: &Resolver, name: &str) -> SrvAnswer {
             other => other,
         }
     })?;
-    let mut out = srv_targets(&answer, name)?;
-    out.sort();
-    if out.is_empty() {
+    let mut targets = srv_targets(&answer, name)?;
+    targets.sort();
+    if targets.is_empty() {
         return Err(DnsError::EmptyAnswer);
     }
-    Ok(out)
+    Ok(SrvTargets {
+        targets,
+        ttl: lowest_ttl(answer.as_lookup()),
+    })
 }
 
 /// The SRV targets of an answer, without those whose target is "." (RFC

@@ -64,6 +64,9 @@ pub struct Connection {
     dial: HashMap<String, Dial>,
     /// The settings discovery reads again, when SRV discovery is used.
     discovery: Option<Arc<Settings>>,
+    /// The TTL of the SRV answer the endpoints came from (when discovered):
+    /// when the record is worth looking up again.
+    pub srv_ttl: Option<u32>,
     /// The TLS set-up, for an endpoint dialled by address but verified by
     /// its target's name.
     tls_options: Option<TlsOptions>,
@@ -128,10 +131,13 @@ struct Dial {
 /// `dns_server`, each SRV target is resolved through it too (the system
 /// resolver may not know names only that nameserver serves): a target it
 /// has no address for is left out, and none at all is an error.
+/// The endpoints of the settings (SRV discovery included), how to dial
+/// those found through an explicit `dns_server`, and the SRV answer's TTL
+/// (when discovered).
 async fn endpoints(
     s: &Settings,
     tls_wanted: bool,
-) -> Result<(Vec<String>, HashMap<String, Dial>), EtcdError> {
+) -> Result<(Vec<String>, HashMap<String, Dial>, Option<u32>), EtcdError> {
     let mut endpoints = s.endpoints.clone();
     // Index in `endpoints`, target and port of each discovered one.
     let mut discovered: Vec<(usize, String, u16)> = Vec::new();
@@ -139,13 +145,16 @@ async fn endpoints(
         nameserver: s.dns_server,
     };
     let name = srv_name(s);
+    let mut srv_ttl = None;
     if let Some(name) = &name {
-        let targets = dns::lookup_srv(&cfg, name)
+        let answer = dns::lookup_srv(&cfg, name)
             .await
             .map_err(|e| EtcdError::Unavailable {
                 endpoints: format!("SRV {name}"),
                 message: format!("discovery failed: {e}"),
             })?;
+        srv_ttl = Some(answer.ttl);
+        let targets = answer.targets;
         let scheme = if tls_wanted || s.srv_record.contains("-ssl") {
             "https"
         } else {
@@ -171,7 +180,7 @@ async fn endpoints(
     }
     let mut dial = HashMap::new();
     let (Some(name), Some(_)) = (&name, s.dns_server) else {
-        return Ok((endpoints, dial));
+        return Ok((endpoints, dial, srv_ttl));
     };
     let mut unresolved: Vec<(usize, String)> = Vec::new();
     for (i, host, port) in discovered {
@@ -192,7 +201,7 @@ async fn endpoints(
         }
     }
     if unresolved.is_empty() {
-        return Ok((endpoints, dial));
+        return Ok((endpoints, dial, srv_ttl));
     }
     let why: Vec<&str> = unresolved.iter().map(|(_, w)| w.as_str()).collect();
     if unresolved.len() == endpoints.len() {
@@ -213,7 +222,7 @@ async fn endpoints(
         .filter(|(i, _)| !skip.contains(i))
         .map(|(_, e)| e)
         .collect();
-    Ok((endpoints, dial))
+    Ok((endpoints, dial, srv_ttl))
 }
 
 /// `SRV_RECORD.SRV_DOMAIN`, when SRV discovery is configured.
@@ -326,7 +335,7 @@ impl Connection {
         // Settings before the network: a bad one is said as such (exit 3),
         // not hidden behind a discovery failure.
         check_settings(s)?;
-        let (endpoints, dial) = endpoints(s, tls_wanted).await?;
+        let (endpoints, dial, srv_ttl) = endpoints(s, tls_wanted).await?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(s.connect_timeout)
             .with_timeout(s.request_timeout)
@@ -347,6 +356,7 @@ impl Connection {
             endpoints,
             dial,
             discovery: s.srv_domain.is_some().then(|| Arc::new(s.clone())),
+            srv_ttl,
             tls_options: tls,
             options,
             request_timeout: s.request_timeout,
@@ -380,10 +390,11 @@ impl Connection {
         let Some(s) = self.discovery.clone() else {
             return Ok(false);
         };
-        let (endpoints, dial) = endpoints(&s, self.tls_options.is_some()).await?;
+        let (endpoints, dial, srv_ttl) = endpoints(&s, self.tls_options.is_some()).await?;
         let changed = endpoints != self.endpoints || dial != self.dial;
         self.endpoints = endpoints;
         self.dial = dial;
+        self.srv_ttl = srv_ttl;
         Ok(changed)
     }
 

@@ -21,7 +21,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::etcd::Connection;
-use crate::dns::{self, DnsConfig, Kind, Query};
 
 /// The shortest wait between two look-ups (an answer with a TTL of 0, as
 /// dnsmasq gives its own records, is asked again this often).
@@ -98,26 +97,20 @@ impl Follower {
     /// endpoints are not discovered).
     pub fn start(conn: &Connection, known: Known) -> Option<Follower> {
         let name = conn.srv_name()?;
-        let cfg = DnsConfig {
-            nameserver: conn.dns_server(),
-        };
         let (tx, updates) = watch::channel(conn.clone());
         let mut current = conn.clone();
         let task = tokio::spawn(async move {
-            let query = Query::new(Kind::Srv, &name);
-            let mut wait = MIN_INTERVAL;
+            let mut wait = current.srv_ttl.map_or(MIN_INTERVAL, interval);
             let mut said: Option<String> = None;
             loop {
                 tokio::time::sleep(wait).await;
-                // The TTL of the record (the targets' addresses, when
-                // resolved through dns_server, are asked again with it).
-                wait = match dns::resolve(&cfg, &query).await {
-                    Ok(answer) => interval(answer.ttl),
-                    Err(_) => MIN_INTERVAL,
-                };
+                // One look-up of the record, whose TTL says when to look
+                // again (the targets' addresses, when resolved through
+                // dns_server, are asked again with it).
                 let mut next = current.clone();
                 match next.rediscover().await {
                     Ok(changed) => {
+                        wait = next.srv_ttl.map_or(MIN_INTERVAL, interval);
                         said = None;
                         if changed {
                             known.note(&next.endpoints);

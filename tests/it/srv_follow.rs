@@ -260,6 +260,81 @@ fn a_daemon_follows_the_srv_set_while_it_runs() {
     );
 }
 
+/// Found by the DNS trial: every look-up of the followed record was sent
+/// twice (once for its TTL, once for its targets). One query per look-up:
+/// after the start's, each query comes a whole interval after the last.
+#[test]
+fn the_followed_record_is_asked_once_per_interval() {
+    let etcd = Etcd::start();
+    etcd.put("/app/v", "1");
+    let dns = Dnsmasq::start_with(
+        free_port(),
+        &[etcd.members[0].client_port],
+        &["--log-queries".to_string()],
+    );
+    let fx = Fx::new();
+    fx.template("app.tera", "v={{ getv(key=\"/app/v\") }}\n");
+    fx.resource(
+        "app",
+        "[template]\nsrc = \"app.tera\"\ndest = \"{out}/app.conf\"\nkeys = [\"/app\"]\n",
+    );
+    let confdir = fx.dir.path().display().to_string();
+    let state = fx.path("state").display().to_string();
+    let dns_addr = dns.addr();
+    let _d = Daemon::start(
+        &[
+            "--confdir",
+            &confdir,
+            "--srv-domain",
+            "example.test",
+            "--srv-record",
+            "_etcd-client._tcp",
+            "--dns-server",
+            &dns_addr,
+            "--state-dir",
+            &state,
+            "--wait",
+            "0s",
+        ],
+        &fx.path("daemon.log"),
+    );
+    wait_for("the file installed", LIMIT, || {
+        read_or_empty(&fx.path("out/app.conf")) == "v=1\n"
+    });
+    let asked = || {
+        read_or_empty(&dns.dir.path().join("dnsmasq.log"))
+            .lines()
+            .filter(|l| l.contains(&format!("query[SRV] {RECORD}")))
+            .count()
+    };
+    // Each new query's arrival, seen every 20 ms: two queries of one
+    // look-up arrive within the same few milliseconds.
+    let mut seen = asked();
+    let mut arrivals = Vec::new();
+    let start = std::time::Instant::now();
+    while arrivals.len() < 2 {
+        assert!(
+            start.elapsed() < 3 * FOLLOW,
+            "{} queries seen",
+            arrivals.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let now = asked();
+        if now > seen {
+            arrivals.push((now - seen, std::time::Instant::now()));
+            seen = now;
+        }
+    }
+    for (n, _) in &arrivals {
+        assert_eq!(*n, 1, "queries arriving together: {arrivals:?}");
+    }
+    let gap = arrivals[1].1 - arrivals[0].1;
+    assert!(
+        gap >= Duration::from_secs(4),
+        "{gap:?} between two look-ups"
+    );
+}
+
 /// A SIGHUP that points `dns_server` at a nameserver that never answers
 /// (a new-user trial: the working connection was dropped as "not in the
 /// discovered set", `backend unavailable` every 7 s, status.json's `dns`
