@@ -272,15 +272,21 @@ impl Tracker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// New settings (SIGHUP): another nameserver forgets every answer (the
-    /// next renders ask it); new intervals apply from each entry's next
-    /// look-up.
+    /// New settings (SIGHUP): another nameserver is asked for every name at
+    /// once, each keeping its last good answer meanwhile (a new nameserver
+    /// that does not answer is a failure like any other: the files stay
+    /// as they are until `dns_max_stale`; one that answers otherwise
+    /// re-renders what uses the name); new intervals apply from each
+    /// entry's next look-up.
     pub fn configure(&self, dns: DnsConfig, timing: Timing) {
         let mut s = self.lock();
         if s.dns != dns {
-            s.entries.clear();
-            s.uses.clear();
-            s.unusable.clear();
+            let now = Instant::now();
+            for e in s.entries.values_mut() {
+                if e.due.is_some() {
+                    e.due = Some(now);
+                }
+            }
         }
         s.dns = dns;
         s.timing = timing;

@@ -1163,3 +1163,45 @@ fn a_txt_value_quoted_for_sh_reads_back_and_odd_bytes_are_handled() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), value);
     assert!(!std::path::Path::new("/tmp/liveconf-pwned").exists());
 }
+
+/// Found by the SRV trial: a SIGHUP that points `dns_server` at a
+/// nameserver that does not answer made the daemon forget every answer,
+/// so the names were no longer followed (or the resources failed at their
+/// next render). The new nameserver is asked for every name at once, and
+/// while it does not answer the last good answer serves: the file stays,
+/// the resource stays healthy, status names the new nameserver's silence.
+#[test]
+fn a_sighup_to_a_silent_nameserver_keeps_the_last_good_answers() {
+    let dns = Dnsmasq::start(&[txt_rr("flag.hup.test", "on")]);
+    let hole = crate::srv_follow::BlackHole::start(None, "flag.hup.test");
+    let fx = Fx::new();
+    resource(
+        &fx,
+        "x",
+        "x.tera",
+        "flag={{ lookup_txt(name=\"flag.hup.test\") | join(sep=\",\") }}\n",
+    );
+    let toml = fx.path("liveconf.toml");
+    let settings = |server: &str| {
+        format!("dns_server = \"{server}\"\ndns_min_interval = \"1s\"\ndns_max_interval = \"1s\"\n")
+    };
+    std::fs::write(&toml, settings(&dns.addr())).unwrap();
+    let d = file_daemon(&fx, &[]);
+    let file = || read_or_empty(&fx.path("out/x.conf"));
+    wait_for("the first render", LIMIT, || file() == "flag=on\n");
+
+    std::fs::write(&toml, settings(&hole.addr())).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("the name asked of the new nameserver", LIMIT, || {
+        hole.asked() >= 1
+    });
+    wait_for("status names the new nameserver's silence", LIMIT, || {
+        dns_entry(&fx, "flag.hup.test")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&hole.addr()))
+    });
+    assert_eq!(file(), "flag=on\n");
+    let x = &status(&fx)["resources"]["x"];
+    assert_eq!(x["healthy"], true, "{x}\n{}", d.log());
+    assert!(!d.log().contains("render failed"), "{}", d.log());
+}
