@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Fx;
-use common::etcd::{free_port, http_get_metric, read_or_empty, wait_for};
+use common::etcd::{Daemon, Etcd, free_port, http_get_metric, read_or_empty, wait_for};
 use common::hardening::{file_daemon, status};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -196,6 +196,46 @@ fn resource(fx: &Fx, name: &str, tmpl: &str, body: &str) {
     );
 }
 
+/// `liveconf render` on etcd with `--report` as node h1, asking `dns`.
+fn reporting_daemon(fx: &Fx, etcd: &Etcd, dns: &Dnsmasq) -> Daemon {
+    let (confdir, state) = (
+        fx.dir.path().display().to_string(),
+        fx.path("state").display().to_string(),
+    );
+    Daemon::start(
+        &[
+            "--confdir",
+            &confdir,
+            "--endpoints",
+            &etcd.endpoints(),
+            "--state-dir",
+            &state,
+            "--dns-server",
+            &dns.addr(),
+            "--dns-min-interval",
+            MIN,
+            "--dns-max-interval",
+            MAX,
+            "--report",
+            "--node-name",
+            "h1",
+            "--wait",
+            "0s",
+        ],
+        &fx.path("daemon.log"),
+    )
+}
+
+/// Resource `flag`: the TXT records of `name`, joined with commas.
+fn flag_resource(fx: &Fx, name: &str) {
+    resource(
+        fx,
+        "flag",
+        "flag.tera",
+        &format!("flag={{{{ lookup_txt(name=\"{name}\") | join(sep=\",\") }}}}\n"),
+    );
+}
+
 fn dns_entry(fx: &Fx, name: &str) -> serde_json::Value {
     status(fx)["dns"]
         .as_array()
@@ -301,12 +341,7 @@ fn a_stopped_nameserver_keeps_the_file_and_its_return_renders_nothing() {
     let recs = vec![txt_rr("flag.stop.test", "on")];
     let mut dns = Dnsmasq::start(&recs);
     let fx = Fx::new();
-    resource(
-        &fx,
-        "flag",
-        "flag.tera",
-        "flag={{ lookup_txt(name=\"flag.stop.test\") | join(sep=\",\") }}\n",
-    );
+    flag_resource(&fx, "flag.stop.test");
     let (d, port) = daemon(&fx, &dns, "1h");
     wait_for("the first render", LIMIT, || {
         read_or_empty(&fx.path("out/flag.conf")) == "flag=on\n"
@@ -361,12 +396,7 @@ fn no_good_answer_for_dns_max_stale_fails_the_resource_and_keeps_its_file() {
     let recs = vec![txt_rr("flag.stale.test", "on")];
     let mut dns = Dnsmasq::start(&recs);
     let fx = Fx::new();
-    resource(
-        &fx,
-        "flag",
-        "flag.tera",
-        "flag={{ lookup_txt(name=\"flag.stale.test\") | join(sep=\",\") }}\n",
-    );
+    flag_resource(&fx, "flag.stale.test");
     let (d, _) = daemon(&fx, &dns, "1s");
     wait_for("the first render", LIMIT, || {
         read_or_empty(&fx.path("out/flag.conf")) == "flag=on\n"
@@ -509,12 +539,7 @@ fn render_once_without_a_nameserver_fails_clearly() {
     let mut dns = Dnsmasq::start(&[txt_rr("flag.once.test", "on")]);
     let addr = dns.addr();
     let fx = Fx::new();
-    resource(
-        &fx,
-        "flag",
-        "flag.tera",
-        "flag={{ lookup_txt(name=\"flag.once.test\") | join(sep=\",\") }}\n",
-    );
+    flag_resource(&fx, "flag.once.test");
     resource(&fx, "other", "other.tera", "fine\n");
     let ok = fx.run(&["render", "--once", "--dns-server", &addr]);
     ok.expect_code(0);
@@ -530,44 +555,13 @@ fn render_once_without_a_nameserver_fails_clearly() {
 
 #[test]
 fn the_fleet_report_names_a_host_that_cannot_resolve() {
-    use common::etcd::{Daemon, Etcd};
     let etcd = Etcd::start();
     etcd.put("/app/x", "1");
     let recs = vec![txt_rr("flag.fleet.test", "on")];
     let mut dns = Dnsmasq::start(&recs);
     let fx = Fx::new();
-    resource(
-        &fx,
-        "flag",
-        "flag.tera",
-        "flag={{ lookup_txt(name=\"flag.fleet.test\") | join(sep=\",\") }}\n",
-    );
-    let (confdir, state) = (
-        fx.dir.path().display().to_string(),
-        fx.path("state").display().to_string(),
-    );
-    let d = Daemon::start(
-        &[
-            "--confdir",
-            &confdir,
-            "--endpoints",
-            &etcd.endpoints(),
-            "--state-dir",
-            &state,
-            "--dns-server",
-            &dns.addr(),
-            "--dns-min-interval",
-            MIN,
-            "--dns-max-interval",
-            MAX,
-            "--report",
-            "--node-name",
-            "h1",
-            "--wait",
-            "0s",
-        ],
-        &fx.path("daemon.log"),
-    );
+    flag_resource(&fx, "flag.fleet.test");
+    let d = reporting_daemon(&fx, &etcd, &dns);
     wait_for("the first render", LIMIT, || {
         read_or_empty(&fx.path("out/flag.conf")) == "flag=on\n"
     });
@@ -956,12 +950,7 @@ fn a_name_gone_and_back_and_a_timeout_are_shown_as_they_are() {
     let recs = vec![txt_rr("flag.back.test", "on")];
     let mut dns = Dnsmasq::start(&recs);
     let fx = Fx::new();
-    resource(
-        &fx,
-        "flag",
-        "flag.tera",
-        "flag={{ lookup_txt(name=\"flag.back.test\") | join(sep=\",\") }}\n",
-    );
+    flag_resource(&fx, "flag.back.test");
     let (d, port) = daemon(&fx, &dns, "1h");
     wait_for("the first render", LIMIT, || {
         read_or_empty(&fx.path("out/flag.conf")) == "flag=on\n"
@@ -1035,7 +1024,6 @@ fn a_name_gone_and_back_and_a_timeout_are_shown_as_they_are() {
 /// guard, and `fleet` / `fleet wait` never call it behind a key change.
 #[test]
 fn a_dns_only_resource_with_empty_keys_follows_its_record() {
-    use common::etcd::{Daemon, Etcd};
     let etcd = Etcd::start();
     etcd.put("/app/x", "1");
     let mut dns = Dnsmasq::start(&[txt_rr("flag.only.test", "on")]);
@@ -1049,32 +1037,7 @@ fn a_dns_only_resource_with_empty_keys_follows_its_record() {
         "[template]\nsrc = \"only.tera\"\ndest = \"{out}/only.conf\"\nkeys = []\n",
     );
     resource(&fx, "keyed", "keyed.tera", "x={{ getv(key=\"/x\") }}\n");
-    let (confdir, state) = (
-        fx.dir.path().display().to_string(),
-        fx.path("state").display().to_string(),
-    );
-    let d = Daemon::start(
-        &[
-            "--confdir",
-            &confdir,
-            "--endpoints",
-            &etcd.endpoints(),
-            "--state-dir",
-            &state,
-            "--dns-server",
-            &dns.addr(),
-            "--dns-min-interval",
-            MIN,
-            "--dns-max-interval",
-            MAX,
-            "--report",
-            "--node-name",
-            "h1",
-            "--wait",
-            "0s",
-        ],
-        &fx.path("daemon.log"),
-    );
+    let d = reporting_daemon(&fx, &etcd, &dns);
     wait_for("the first renders", LIMIT, || {
         read_or_empty(&fx.path("out/only.conf")) == "flag=on\n"
             && read_or_empty(&fx.path("out/keyed.conf")) == "x=1\n"

@@ -209,21 +209,7 @@ fn a_put_then_fleet_wait_returns_when_every_host_has_the_change() {
 
     // A delete leaves no mod_revision behind: a host that has not seen it
     // is still behind (found in etcd's history), named when time is up.
-    let extra = write(&etcd, &["put", "/app/x/extra", "1"]);
-    let (r, _) = fleet_wait(&etcd, &["--timeout", "20s"]);
-    r.expect_code(0);
-    hosts[1].d.signal(Signal::SIGSTOP);
-    let del = write(&etcd, &["del", "/app/x/extra"]);
-    let (r, _) = fleet_wait(&etcd, &["--timeout", "2s"]);
-    hosts[1].d.signal(Signal::SIGCONT);
-    r.expect_code(1);
-    assert!(
-        r.stdout.contains(&format!(
-            "host2: behind: x at revision {extra}, its keys changed at {del}"
-        )),
-        "{}",
-        r.stdout
-    );
+    let (r, del) = a_delete_host2_has_not_seen_is_named(&etcd, &hosts, false);
     assert!(
         r.stdout.contains("host1: reflects revision"),
         "{}",
@@ -539,21 +525,7 @@ fn a_put_of_the_same_value_and_a_delete_after_a_compaction_are_waited_for() {
         "{status}"
     );
 
-    let extra = write(&etcd, &["put", "/app/x/extra", "1"]);
-    fleet_wait(&etcd, &["--timeout", "20s"]).0.expect_code(0);
-    etcd.ctl(&["compact", &etcd.revision().to_string()]);
-    hosts[1].d.signal(Signal::SIGSTOP);
-    let del = write(&etcd, &["del", "/app/x/extra"]);
-    let (r, _) = fleet_wait(&etcd, &["--timeout", "2s"]);
-    hosts[1].d.signal(Signal::SIGCONT);
-    r.expect_code(1);
-    assert!(
-        r.stdout.contains(&format!(
-            "host2: behind: x at revision {extra}, its keys changed at {del}"
-        )),
-        "{}",
-        r.stdout
-    );
+    a_delete_host2_has_not_seen_is_named(&etcd, &hosts, true);
     let (r, _) = fleet_wait(&etcd, &["--timeout", "20s"]);
     r.expect_code(0);
     for h in &hosts {
@@ -610,6 +582,31 @@ fn a_timeout_with_etcd_frozen_says_etcd_did_not_answer() {
         )),
         "{rest}"
     );
+}
+
+/// A key put (and waited for), etcd compacted when `compact`, host2 held
+/// back (SIGSTOP) while the key is deleted: `fleet wait --timeout 2s`
+/// names host2 behind the delete (exit 1). The wait, and the delete's
+/// revision.
+fn a_delete_host2_has_not_seen_is_named(etcd: &Etcd, hosts: &[Host], compact: bool) -> (Run, i64) {
+    let extra = write(etcd, &["put", "/app/x/extra", "1"]);
+    fleet_wait(etcd, &["--timeout", "20s"]).0.expect_code(0);
+    if compact {
+        etcd.ctl(&["compact", &etcd.revision().to_string()]);
+    }
+    hosts[1].d.signal(Signal::SIGSTOP);
+    let del = write(etcd, &["del", "/app/x/extra"]);
+    let (r, _) = fleet_wait(etcd, &["--timeout", "2s"]);
+    hosts[1].d.signal(Signal::SIGCONT);
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains(&format!(
+            "host2: behind: x at revision {extra}, its keys changed at {del}"
+        )),
+        "{}",
+        r.stdout
+    );
+    (r, del)
 }
 
 /// How many watch streams etcd has seen opened.

@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 
+use crate::srv_follow::Dnsmasq;
 use common::Fx;
 use common::etcd::{Daemon, free_port, http_get_metrics, wait_for};
 
@@ -435,60 +436,16 @@ fn host(fx: &Fx, port: u16, node: &str, dns: Option<&str>) -> Daemon {
 
 /// dnsmasq on a loopback port answering the TXT record flag.prom.test
 /// (for `host`'s resource `d`); killed on drop.
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Dnsmasq {
-    fn start() -> Dnsmasq {
-        let bin = if Path::new("/usr/sbin/dnsmasq").exists() {
-            "/usr/sbin/dnsmasq"
-        } else {
-            require("dnsmasq");
-            "dnsmasq"
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(bin)
-            .args([
-                "--no-daemon",
-                &format!("--port={port}"),
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--local=/test/",
-                "--local-ttl=60",
-                "--txt-record=flag.prom.test,on",
-                &format!("--pid-file={}", dir.path().join("pid").display()),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq");
-        wait_for("dnsmasq listening", LIMIT, || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Dnsmasq {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn dnsmasq() -> Dnsmasq {
+    Dnsmasq::start_with(
+        free_port(),
+        &[],
+        &[
+            "--local=/test/".to_string(),
+            "--local-ttl=60".to_string(),
+            "--txt-record=flag.prom.test,on".to_string(),
+        ],
+    )
 }
 
 /// Replaces the key file atomically, as a deploy tool would.
@@ -788,7 +745,7 @@ fn a_real_prometheus_alerts_on_two_daemons_and_evaluates_the_dashboard() {
     // Host b's templates look a name up, so it exports the DNS series
     // (they exist only on such a host) and the dashboard's DNS queries
     // are checked against real ones.
-    let dns = Dnsmasq::start();
+    let dns = dnsmasq();
     let _a = host(&fa, pa, "mw-a", None);
     let mut b = host(&fb, pb, "mw-b", Some(&dns.addr()));
     for port in [pa, pb] {

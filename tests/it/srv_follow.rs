@@ -173,28 +173,23 @@ impl Drop for BlackHole {
     }
 }
 
-/// A member added to the SRV record is added to the daemon's endpoints
-/// (logged, the connection kept); the member in use removed from it moves
-/// the daemon to the other (logged, status names it, no outage reported),
-/// and puts through the new member reach the file. No restart, no SIGHUP.
-#[test]
-fn a_daemon_follows_the_srv_set_while_it_runs() {
-    let etcd = Etcd::cluster(2, &[]);
-    let (p0, p1) = (etcd.members[0].client_port, etcd.members[1].client_port);
-    let (m0, m1) = (etcd.members[0].url(), etcd.members[1].url());
-    etcd.put("/app/v", "1");
-    let mut dns = Dnsmasq::start(free_port(), &[p0]);
-
+/// A confdir with resource `app`: `v={{/app/v}}` into out/app.conf.
+fn app_resource() -> Fx {
     let fx = Fx::new();
     fx.template("app.tera", "v={{ getv(key=\"/app/v\") }}\n");
     fx.resource(
         "app",
         "[template]\nsrc = \"app.tera\"\ndest = \"{out}/app.conf\"\nkeys = [\"/app\"]\n",
     );
+    fx
+}
+
+/// `liveconf render` finding etcd through RECORD, asking `dns`.
+fn srv_daemon(fx: &Fx, dns: &Dnsmasq) -> Daemon {
     let confdir = fx.dir.path().display().to_string();
     let state = fx.path("state").display().to_string();
     let dns_addr = dns.addr();
-    let d = Daemon::start(
+    Daemon::start(
         &[
             "--confdir",
             &confdir,
@@ -210,7 +205,23 @@ fn a_daemon_follows_the_srv_set_while_it_runs() {
             "0s",
         ],
         &fx.path("daemon.log"),
-    );
+    )
+}
+
+/// A member added to the SRV record is added to the daemon's endpoints
+/// (logged, the connection kept); the member in use removed from it moves
+/// the daemon to the other (logged, status names it, no outage reported),
+/// and puts through the new member reach the file. No restart, no SIGHUP.
+#[test]
+fn a_daemon_follows_the_srv_set_while_it_runs() {
+    let etcd = Etcd::cluster(2, &[]);
+    let (p0, p1) = (etcd.members[0].client_port, etcd.members[1].client_port);
+    let (m0, m1) = (etcd.members[0].url(), etcd.members[1].url());
+    etcd.put("/app/v", "1");
+    let mut dns = Dnsmasq::start(free_port(), &[p0]);
+
+    let fx = app_resource();
+    let d = srv_daemon(&fx, &dns);
     let status = || -> serde_json::Value {
         serde_json::from_str(&read_or_empty(&fx.path("state/status.json"))).unwrap_or_default()
     };
@@ -272,32 +283,8 @@ fn the_followed_record_is_asked_once_per_interval() {
         &[etcd.members[0].client_port],
         &["--log-queries".to_string()],
     );
-    let fx = Fx::new();
-    fx.template("app.tera", "v={{ getv(key=\"/app/v\") }}\n");
-    fx.resource(
-        "app",
-        "[template]\nsrc = \"app.tera\"\ndest = \"{out}/app.conf\"\nkeys = [\"/app\"]\n",
-    );
-    let confdir = fx.dir.path().display().to_string();
-    let state = fx.path("state").display().to_string();
-    let dns_addr = dns.addr();
-    let _d = Daemon::start(
-        &[
-            "--confdir",
-            &confdir,
-            "--srv-domain",
-            "example.test",
-            "--srv-record",
-            "_etcd-client._tcp",
-            "--dns-server",
-            &dns_addr,
-            "--state-dir",
-            &state,
-            "--wait",
-            "0s",
-        ],
-        &fx.path("daemon.log"),
-    );
+    let fx = app_resource();
+    let _d = srv_daemon(&fx, &dns);
     wait_for("the file installed", LIMIT, || {
         read_or_empty(&fx.path("out/app.conf")) == "v=1\n"
     });
