@@ -551,6 +551,8 @@ fn tolerant_table(
 struct Loading<'a> {
     name: String,
     path: &'a Path,
+    /// The file's text once read (to name the line of a field).
+    text: String,
 }
 
 impl Loading<'_> {
@@ -559,6 +561,14 @@ impl Loading<'_> {
             name: self.name.clone(),
             file: self.path.to_path_buf(),
             message: message.to_string(),
+        }
+    }
+
+    /// [`Loading::err`] about field `key`, with the line it is on.
+    fn err_at(&self, key: &str, message: impl std::fmt::Display) -> ResourceError {
+        match key_line(&self.text, key) {
+            Some(n) => self.err(format!("line {n}: {message}")),
+            None => self.err(message),
         }
     }
 }
@@ -575,14 +585,17 @@ pub fn load(
     global_prefix: &str,
     rule: PrefixRule,
 ) -> Result<Resource, ResourceError> {
-    let l = Loading {
+    let mut l = Loading {
         name: path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
         path,
+        text: String::new(),
     };
     let text = std::fs::read_to_string(path).map_err(|e| l.err(format!("cannot read: {e}")))?;
+    l.text.clone_from(&text);
+    let l = l;
     let t = read_table(&l, &text)?;
     let source = source(&l, &t, templates_dir)?;
     let dest = destination(&l, &t)?;
@@ -621,7 +634,7 @@ pub fn load(
     let (command_timeout, wait, reload_splay) = timing(&l, &t)?;
     let max_shrink = match &t.max_shrink {
         None => Some(DEFAULT_MAX_SHRINK),
-        Some(v) => parse_max_shrink(v).map_err(|e| l.err(e))?,
+        Some(v) => parse_max_shrink(v).map_err(|e| l.err_at("max_shrink", e))?,
     };
 
     Ok(Resource {
@@ -704,7 +717,10 @@ fn source(l: &Loading, t: &TemplateTable, templates_dir: &Path) -> Result<Source
             let engine = t.engine.unwrap_or_else(|| Engine::for_src(src));
             let full = templates_dir.join(src);
             if !full.is_file() {
-                return Err(l.err(format!("src template {} does not exist", full.display())));
+                return Err(l.err_at(
+                    "src",
+                    format!("src template {} does not exist", full.display()),
+                ));
             }
             Ok(Source::Template(src.clone(), engine))
         }
@@ -716,7 +732,9 @@ fn source(l: &Loading, t: &TemplateTable, templates_dir: &Path) -> Result<Source
                 None | Some("string") => Decode::String,
                 Some("json") => Decode::Json,
                 Some(other) => {
-                    return Err(l.err(format!("decode must be \"json\", not {other:?}")));
+                    return Err(
+                        l.err_at("decode", format!("decode must be \"json\", not {other:?}"))
+                    );
                 }
             };
             Ok(Source::Format(f, decode))
@@ -734,16 +752,19 @@ fn destination(l: &Loading, t: &TemplateTable) -> Result<PathBuf, ResourceError>
         .components()
         .any(|c| matches!(c, std::path::Component::ParentDir))
     {
-        return Err(l.err(format!(
-            "dest {:?} must not contain `..`: write the path it means",
-            dest.display().to_string()
-        )));
+        return Err(l.err_at(
+            "dest",
+            format!(
+                "dest {:?} must not contain `..`: write the path it means",
+                dest.display().to_string()
+            ),
+        ));
     }
     if !dest.is_absolute() || dest.file_name().is_none() {
-        return Err(l.err(format!(
-            "dest {:?} must be an absolute file path",
-            dest.display()
-        )));
+        return Err(l.err_at(
+            "dest",
+            format!("dest {:?} must be an absolute file path", dest.display()),
+        ));
     }
     Ok(dest)
 }
@@ -769,15 +790,15 @@ fn ownership(l: &Loading, t: &TemplateTable) -> Result<Ownership, ResourceError>
         .as_ref()
         .map(parse_mode)
         .transpose()
-        .map_err(|e| l.err(e))?;
+        .map_err(|e| l.err_at("mode", e))?;
     let uid = match (&t.owner, t.uid) {
         (Some(_), Some(_)) => return Err(l.err("give owner or uid, not both")),
-        (Some(o), None) => Some(lookup_user(o).map_err(|e| l.err(e))?),
+        (Some(o), None) => Some(lookup_user(o).map_err(|e| l.err_at("owner", e))?),
         (None, u) => u,
     };
     let gid = match (&t.group, t.gid) {
         (Some(_), Some(_)) => return Err(l.err("give group or gid, not both")),
-        (Some(g), None) => Some(lookup_group(g).map_err(|e| l.err(e))?),
+        (Some(g), None) => Some(lookup_group(g).map_err(|e| l.err_at("group", e))?),
         (None, g) => g,
     };
     Ok((mode, uid, gid))
@@ -788,24 +809,25 @@ type Timing = (Duration, Option<Wait>, Option<Duration>);
 
 fn timing(l: &Loading, t: &TemplateTable) -> Result<Timing, ResourceError> {
     let command_timeout = match &t.command_timeout {
-        Some(s) => parse_duration(s).map_err(|e| l.err(format!("command_timeout: {e}")))?,
+        Some(s) => parse_duration(s)
+            .map_err(|e| l.err_at("command_timeout", format!("command_timeout: {e}")))?,
         None => DEFAULT_COMMAND_TIMEOUT,
     };
     if command_timeout.is_zero() {
-        return Err(l.err("command_timeout must be more than 0s"));
+        return Err(l.err_at("command_timeout", "command_timeout must be more than 0s"));
     }
     let wait = t
         .wait
         .as_deref()
         .map(Wait::parse)
         .transpose()
-        .map_err(|e| l.err(format!("wait: {e}")))?;
+        .map_err(|e| l.err_at("wait", format!("wait: {e}")))?;
     let reload_splay = t
         .reload_splay
         .as_deref()
         .map(parse_duration)
         .transpose()
-        .map_err(|e| l.err(format!("reload_splay: {e}")))?;
+        .map_err(|e| l.err_at("reload_splay", format!("reload_splay: {e}")))?;
     Ok((command_timeout, wait, reload_splay))
 }
 
@@ -904,6 +926,37 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["a.toml", "b.toml"]);
+    }
+
+    /// Found by the second trial: `mode = 644` named no line, while an
+    /// unknown field did. A field's error names the line it is on.
+    #[test]
+    fn a_fields_error_names_its_line() {
+        let d = tempfile::tempdir().unwrap();
+        let templates = d.path().join("templates");
+        std::fs::create_dir(&templates).unwrap();
+        std::fs::write(templates.join("t.tera"), "x").unwrap();
+        let p = d.path().join("r.toml");
+        for (field, want) in [
+            ("mode = 644", "line 5: mode must be a quoted octal string"),
+            (
+                "wait = \"soon\"",
+                "line 5: wait: \"soon\" is not a duration",
+            ),
+            (
+                "command_timeout = \"0s\"",
+                "line 5: command_timeout must be more than 0s",
+            ),
+        ] {
+            let text = format!(
+                "[template]\nsrc = \"t.tera\"\ndest = \"/tmp/x\"\nkeys = [\"/\"]\n{field}\n"
+            );
+            std::fs::write(&p, text).unwrap();
+            let e = load(&p, &templates, "", PrefixRule::Join)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{field}: {e}");
+        }
     }
 
     /// DNS trial finding 9: a Tera resource that reads only DNS says so
