@@ -444,6 +444,11 @@ impl Connection {
                     " (the connection was lost: the etcd member or proxy at this endpoint stopped, restarted or closed it)",
                 )
             }
+            // Nothing listens at the address: the wrong address or port,
+            // or etcd not running there.
+            _ if message.contains("Connection refused") => message.push_str(
+                " (nothing listens there: is etcd (or its grpc-proxy) running at this address, and are the endpoints right?)",
+            ),
             _ => {}
         }
         message

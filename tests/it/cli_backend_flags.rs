@@ -101,7 +101,11 @@ fn endpoints_with_backend_file_is_an_error_naming_both() {
         ],
     )
     .expect_code(4)
-    .expect_stderr(&["127.0.0.1:1"]);
+    // Nothing listens there: said, with what to check (second trial).
+    .expect_stderr(&[
+        "127.0.0.1:1",
+        "nothing listens there: is etcd (or its grpc-proxy) running at this address",
+    ]);
     // fleet always reads etcd: the flag is used there.
     run(
         dir.path(),
