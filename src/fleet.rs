@@ -422,9 +422,10 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
     let (mut reports, mut registered) = read_all(&mut client).await?;
     let latest = latest_revisions(&mut client, &reports).await?;
     let mut stale = behind(&reports, &latest);
-    if !stale.is_empty() && !max_lag.is_zero() {
+    let waited = catching_up(&reports, &stale);
+    if !waited.is_empty() && !max_lag.is_zero() {
         // Give hosts `max_lag` to catch up before calling them stale.
-        eprintln!("{}", waiting_line(&reports, &stale, &latest, max_lag));
+        eprintln!("{}", waiting_line(&reports, &waited, &latest, max_lag));
         let deadline = tokio::time::Instant::now() + max_lag;
         loop {
             let now = tokio::time::Instant::now();
@@ -436,7 +437,7 @@ pub async fn examine(conn: &Connection, max_lag: Duration) -> Result<Vec<HostSta
             // Behind what was already there when first looked at.
             let still = behind(&reports, &latest);
             stale.retain(|x| still.contains(x));
-            if stale.is_empty() {
+            if catching_up(&reports, &stale).is_empty() {
                 break;
             }
         }
@@ -520,6 +521,25 @@ pub(crate) fn shown_hosts(each: impl Iterator<Item = String>, total: usize) -> S
 
 /// (node, resource) of every resource whose revision is behind the newest
 /// change under its watched prefixes.
+/// The resources of `behind` that may still catch up: those whose last
+/// attempt succeeded. A failing one is retried with backoff and named as
+/// failing: no use waiting `--max-lag` for it.
+fn catching_up(
+    reports: &BTreeMap<String, Report>,
+    behind: &[(String, String)],
+) -> Vec<(String, String)> {
+    behind
+        .iter()
+        .filter(|(node, name)| {
+            reports
+                .get(node)
+                .and_then(|r| r.resources.get(name))
+                .is_some_and(|res| res.healthy)
+        })
+        .cloned()
+        .collect()
+}
+
 fn behind(
     reports: &BTreeMap<String, Report>,
     latest: &BTreeMap<String, i64>,

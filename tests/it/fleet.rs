@@ -335,6 +335,16 @@ fn a_stopped_host_is_stale_and_a_host_whose_check_fails_is_failing() {
     assert_eq!(code, 1, "{}", r.stdout);
     assert_eq!(hosts[2].file(), "v=2\n");
     assert_eq!(hosts[0].file(), "v=bad\n");
+    // A failing host is not waited for: `--max-lag` is for hosts that can
+    // catch up (it waited the whole minute for host3 before).
+    let r = fleet(&etcd, &["--max-lag", "60s"]);
+    r.expect_code(1);
+    assert!(!r.stderr.contains("waiting up to"), "{}", r.stderr);
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("host3: failing: x")),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
