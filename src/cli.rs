@@ -239,7 +239,8 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// WARNING when the backend was last heard from longer ago than this, CRITICAL at twice it.
-    #[arg(long, value_name = "DURATION")]
+    // A negative value is read as one (and refused as such), not as a flag.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub max_age: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
@@ -263,7 +264,13 @@ pub enum StatusFormat {
 #[derive(Args, Debug)]
 pub struct FleetArgs {
     /// A host behind the newest change of its keys for longer than this is stale.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    // A negative value is read as one (and refused as such), not as a flag.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        default_value = "10s"
+    )]
     pub max_lag: String,
     /// Remove NODE's registration (a host that is gone for good).
     #[arg(long, value_name = "NODE")]
@@ -295,7 +302,13 @@ pub struct FleetWaitArgs {
     #[arg(long, value_name = "N")]
     pub revision: Option<i64>,
     /// Give up after this long, naming every host and resource not there.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    // A negative value is read as one (and refused as such), not as a flag.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        default_value = "60s"
+    )]
     pub timeout: String,
     /// Only this resource (repeatable).
     #[arg(long, value_name = "NAME")]

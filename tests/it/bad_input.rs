@@ -216,3 +216,26 @@ fn an_error_exit_with_stderr_a_broken_pipe_keeps_its_exit_code() {
         .unwrap();
     assert_eq!(status.code(), Some(3), "{status:?}");
 }
+
+/// A negative duration given to `--timeout`, `--max-lag` or `--max-age`,
+/// with or without `=`, is refused as such (exit 3), not read as an
+/// unknown flag `-5` (found by the fleet wait trial).
+#[test]
+fn a_negative_duration_flag_is_refused_as_negative() {
+    let fx = Fx::new();
+    for args in [
+        &["fleet", "wait", "--timeout", "-5s"][..],
+        &["fleet", "wait", "--timeout=-5s"],
+        &["fleet", "--max-lag", "-1s"],
+        &["status", "--max-age", "-1m"],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--endpoints", "http://127.0.0.1:1"]);
+        if args[0] == "status" {
+            all.truncate(args.len());
+        }
+        fx.run(&all)
+            .expect_code(3)
+            .expect_stderr(&["is not a duration (it cannot be negative)"]);
+    }
+}
