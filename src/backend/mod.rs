@@ -144,14 +144,22 @@ pub const REMIND_EVERY: Duration = Duration::from_secs(60);
 /// nameserver that does not answer): said once when it starts, then at
 /// most once every [`REMIND_EVERY`] while it goes on, so the log stays
 /// quiet; the attempts in between are logged at debug only.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outage {
     /// When the first failure of this outage happened.
     since: Option<Instant>,
-    /// When it was last said.
+    /// When it was last said (`None`: to be said at the next failure).
     said: Option<Instant>,
     /// Failed attempts since it started.
     failures: u32,
+    /// How often it is said again while it lasts.
+    remind_every: Duration,
+}
+
+impl Default for Outage {
+    fn default() -> Outage {
+        Outage::reminding_every(REMIND_EVERY)
+    }
 }
 
 /// What to do with one more failure of an [`Outage`].
@@ -167,6 +175,16 @@ pub enum Say {
 }
 
 impl Outage {
+    /// An outage said again at most every `every` while it lasts.
+    pub fn reminding_every(every: Duration) -> Outage {
+        Outage {
+            since: None,
+            said: None,
+            failures: 0,
+            remind_every: every,
+        }
+    }
+
     /// One more failed attempt: whether to say it.
     pub fn failed(&mut self) -> Say {
         self.failed_at(Instant::now())
@@ -174,12 +192,12 @@ impl Outage {
 
     fn failed_at(&mut self, now: Instant) -> Say {
         self.failures = self.failures.saturating_add(1);
-        let (Some(since), Some(said)) = (self.since, self.said) else {
-            self.since = Some(now);
+        let since = *self.since.get_or_insert(now);
+        let Some(said) = self.said else {
             self.said = Some(now);
             return Say::First;
         };
-        if now.saturating_duration_since(said) < REMIND_EVERY {
+        if now.saturating_duration_since(said) < self.remind_every {
             return Say::Quiet;
         }
         self.said = Some(now);
@@ -201,10 +219,21 @@ impl Outage {
         self.since.is_some()
     }
 
+    /// How long it has lasted (zero: none going on).
+    pub fn lasted(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+
+    /// The failure changed (another error): the next one is said at once,
+    /// the outage going on.
+    pub fn restate(&mut self) {
+        self.said = None;
+    }
+
     /// It worked: the outage (if any) is over; how many attempts failed.
     pub fn over(&mut self) -> u32 {
         let n = self.failures;
-        *self = Outage::default();
+        *self = Outage::reminding_every(self.remind_every);
         n
     }
 }

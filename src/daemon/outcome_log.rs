@@ -5,17 +5,17 @@
 //! resolve, a key still missing, a reload still refused) is retried with
 //! backoff; each retry is not news. The first failure is an ERROR line; a
 //! retry that fails at the same step, revision and message is at debug,
-//! with an ERROR reminder every [`REMIND_EVERY`]; a different failure is
-//! an ERROR line again; the first success after failures is one INFO line
-//! ("healthy again"). status.json, /metrics and the fleet report record
+//! with an ERROR reminder every [`REMIND_EVERY`] (an [`Outage`], as the
+//! backend's own outages are said); a different failure is an ERROR line
+//! again; the first success after failures is one INFO line ("healthy
+//! again"). status.json, /metrics and the fleet report record
 //! every attempt whatever the log says.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::apply::{Action, Outcome};
+use crate::backend::{Outage, Say};
 
 use super::observer::Next;
 
@@ -30,14 +30,11 @@ pub(crate) struct OutcomeLog {
 
 /// A resource failing since its first ERROR line.
 struct Failing {
-    /// Step, revision and message of the last failure logged at ERROR.
+    /// Step, revision and message of the last failure said at ERROR.
     said: (String, i64, String),
-    /// When that line was logged.
-    said_at: Instant,
-    /// When the resource first failed.
-    since: Instant,
-    /// Failed attempts since then.
-    attempts: u32,
+    /// When to say it (once, then a reminder every [`REMIND_EVERY`]), how
+    /// long and how many attempts it has lasted.
+    outage: Outage,
 }
 
 impl OutcomeLog {
@@ -47,11 +44,12 @@ impl OutcomeLog {
             let ms = o.render_time.as_secs_f64() * 1000.0;
             let f = match &o.result {
                 Ok(action) => {
-                    if let Some(was) = self.failing.remove(&o.name) {
+                    if let Some(mut was) = self.failing.remove(&o.name) {
+                        let lasted = was.outage.lasted().as_secs();
                         tracing::info!(
                             resource = %o.name, revision = o.revision,
-                            "{}: healthy again at revision {} (failing for {}s, {} failed attempt(s))",
-                            o.name, o.revision, was.since.elapsed().as_secs(), was.attempts
+                            "{}: healthy again at revision {} (failing for {lasted}s, {} failed attempt(s))",
+                            o.name, o.revision, was.outage.over()
                         );
                     }
                     match action {
@@ -78,34 +76,29 @@ impl OutcomeLog {
             };
             let message = crate::logging::one_line(&f.message);
             let key = (f.step.to_string(), o.revision, message.to_string());
-            let now = Instant::now();
-            let failing = self.failing.entry(o.name.clone()).or_insert(Failing {
-                said: (String::new(), 0, String::new()),
-                said_at: now,
-                since: now,
-                attempts: 0,
-            });
-            failing.attempts += 1;
-            let repeat = failing.said == key && failing.attempts > 1;
-            if repeat && failing.said_at.elapsed() < REMIND_EVERY {
-                tracing::debug!(
-                    resource = %o.name, revision = o.revision, step = %f.step,
-                    "{}: {} failed again at revision {} (the same error); {then}",
-                    o.name, f.step, o.revision
-                );
-                continue;
+            let failing = self
+                .failing
+                .entry(o.name.clone())
+                .or_insert_with(|| Failing {
+                    said: key.clone(),
+                    outage: Outage::reminding_every(REMIND_EVERY),
+                });
+            if failing.said != key {
+                failing.said = key;
+                failing.outage.restate();
             }
-            let still = if repeat {
-                format!(
-                    " (still, {} failed attempts in {}s)",
-                    failing.attempts,
-                    failing.since.elapsed().as_secs()
-                )
-            } else {
-                String::new()
+            let still = match failing.outage.failed() {
+                Say::First => String::new(),
+                Say::Again(lasted) => format!(" (still failing: {lasted})"),
+                Say::Quiet => {
+                    tracing::debug!(
+                        resource = %o.name, revision = o.revision, step = %f.step,
+                        "{}: {} failed again at revision {} (the same error); {then}",
+                        o.name, f.step, o.revision
+                    );
+                    continue;
+                }
             };
-            failing.said = key;
-            failing.said_at = now;
             tracing::error!(
                 resource = %o.name, revision = o.revision, step = %f.step,
                 "{}: {} failed at revision {}{still}: {message}; {then}",
